@@ -1,0 +1,3 @@
+module github.com/sponsored/sponsor
+
+go 1.26.8
