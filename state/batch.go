@@ -1,0 +1,289 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// Change is one changelog record: a key without its partition prefix and
+// the new value, nil for a deletion.
+type Change struct {
+	Key, Value []byte
+}
+
+// Batch stages the changes of one task (partition) for one transaction.
+// Reads through the Batch see its own writes. Nothing reaches Pebble until
+// Commit; Close discards everything (after an aborted transaction).
+// A Batch is used by one goroutine.
+type Batch struct {
+	s       *Store
+	p       int32
+	b       *pebble.Batch
+	changes []Change
+	index   map[string]int // changelog key -> position in changes
+	kbuf    []byte
+}
+
+// NewBatch starts a batch for partition p.
+func (s *Store) NewBatch(p int32) *Batch {
+	return &Batch{s: s, p: p, b: s.db.NewIndexedBatch(), index: make(map[string]int)}
+}
+
+// Changes returns the changelog records of the batch, one per key, in the
+// order each key was first written.
+func (b *Batch) Changes() []Change { return b.changes }
+
+// Empty reports whether the batch changes nothing.
+func (b *Batch) Empty() bool { return len(b.changes) == 0 }
+
+// Commit applies the batch to Pebble with checkpoint as the partition's next
+// changelog offset, and closes the batch.
+func (b *Batch) Commit(checkpoint int64) error {
+	if err := b.b.Set(append(appendPartition(nil, b.p), kindCheckpoint), checkpointValue(checkpoint), nil); err != nil {
+		return err
+	}
+	if err := b.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("apply state of partition %d: %w", b.p, err)
+	}
+	b.Close()
+	return nil
+}
+
+// Close discards what was not committed. It is safe to call twice.
+func (b *Batch) Close() {
+	if b.b != nil {
+		b.b.Close()
+		b.b = nil
+	}
+}
+
+// full returns the Pebble key of changelog key k (in a reused buffer).
+func (b *Batch) full(k []byte) []byte {
+	b.kbuf = append(appendPartition(b.kbuf[:0], b.p), k...)
+	return b.kbuf
+}
+
+func (b *Batch) record(k, v []byte) {
+	if i, ok := b.index[string(k)]; ok {
+		b.changes[i].Value = v
+		return
+	}
+	b.index[string(k)] = len(b.changes)
+	b.changes = append(b.changes, Change{Key: k, Value: v})
+}
+
+func (b *Batch) set(k, v []byte) error {
+	if err := b.b.Set(b.full(k), v, nil); err != nil {
+		return err
+	}
+	b.record(k, v)
+	return nil
+}
+
+func (b *Batch) del(k []byte) error {
+	if err := b.b.Delete(b.full(k), nil); err != nil {
+		return err
+	}
+	b.record(k, nil)
+	return nil
+}
+
+// get returns a copy of the value of changelog key k, nil if absent.
+func (b *Batch) get(k []byte) ([]byte, error) {
+	v, closer, err := b.b.Get(b.full(k))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of partition %d: %w", b.p, err)
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+// Contact returns the contact between user and business; ok is false if the
+// task knows none.
+func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
+	v, err := b.get(contactKey(nil, user, business))
+	if err != nil || v == nil {
+		return c, false, err
+	}
+	c, err = DecodeContact(v)
+	if err != nil {
+		return c, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
+	}
+	return c, true, nil
+}
+
+// PutContact stores the contact between user and business and indexes the
+// user under the business for fan-out.
+func (b *Batch) PutContact(user, business string, c *policy.Contact) error {
+	if err := b.set(contactKey(nil, user, business), AppendContact(nil, c)); err != nil {
+		return err
+	}
+	return b.b.Set(indexKey(appendPartition(nil, b.p), business, user), nil, nil)
+}
+
+// DeleteContact forgets the contact between user and business.
+func (b *Batch) DeleteContact(user, business string) error {
+	if err := b.del(contactKey(nil, user, business)); err != nil {
+		return err
+	}
+	return b.b.Delete(indexKey(appendPartition(nil, b.p), business, user), nil)
+}
+
+// Recipient returns the user's recent deliveries across businesses.
+func (b *Batch) Recipient(user string) (r policy.Recipient, ok bool, err error) {
+	v, err := b.get(recipientKey(nil, user))
+	if err != nil || v == nil {
+		return r, false, err
+	}
+	r, err = DecodeRecipient(v)
+	if err != nil {
+		return r, false, fmt.Errorf("recipient %q: %w", user, err)
+	}
+	return r, true, nil
+}
+
+// PutRecipient stores the user's recent deliveries.
+func (b *Batch) PutRecipient(user string, r *policy.Recipient) error {
+	return b.set(recipientKey(nil, user), AppendRecipient(nil, r))
+}
+
+// DeleteRecipient forgets the user's recent deliveries.
+func (b *Batch) DeleteRecipient(user string) error {
+	return b.del(recipientKey(nil, user))
+}
+
+// EraseUser deletes everything the task knows about user: every contact, its
+// index entries and the recipient record. It returns how many contacts it
+// deleted.
+func (b *Batch) EraseUser(user string) (int, error) {
+	prefix := b.full(userContactsPrefix(nil, user))
+	lower := append([]byte(nil), prefix...)
+	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return 0, err
+	}
+	var businesses []string
+	for it.First(); it.Valid(); it.Next() {
+		businesses = append(businesses, string(it.Key()[len(lower):]))
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	for _, biz := range businesses {
+		if err := b.DeleteContact(user, biz); err != nil {
+			return 0, err
+		}
+	}
+	if v, err := b.get(recipientKey(nil, user)); err != nil {
+		return 0, err
+	} else if v != nil {
+		if err := b.DeleteRecipient(user); err != nil {
+			return 0, err
+		}
+	}
+	return len(businesses), nil
+}
+
+// Audience calls fn for up to limit users indexed under business whose id
+// sorts after the cursor after (all users when after is empty), in ascending
+// order. It returns the last user visited and whether the index is exhausted.
+func (b *Batch) Audience(business, after string, limit int, fn func(user string) error) (last string, done bool, err error) {
+	prefix := businessIndexPrefix(appendPartition(nil, b.p), business)
+	lower := append(append([]byte(nil), prefix...), after...)
+	if after != "" {
+		lower = append(lower, 0) // the smallest key after the cursor
+	}
+	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return after, false, err
+	}
+	users := make([]string, 0, min(limit, 1024))
+	for it.First(); it.Valid() && len(users) < limit; it.Next() {
+		users = append(users, string(it.Key()[len(prefix):]))
+	}
+	exhausted := !it.Valid()
+	if err := it.Close(); err != nil {
+		return after, false, err
+	}
+	// Iterate outside the iterator: fn writes to the batch.
+	last = after
+	for _, u := range users {
+		if err := fn(u); err != nil {
+			return last, false, err
+		}
+		last = u
+	}
+	return last, exhausted, nil
+}
+
+// SweepContacts visits up to limit contacts of the partition after the
+// changelog key cursor after (from the start when nil) and deletes those for
+// which expired returns true. It returns the cursor to continue from, nil
+// when the sweep reached the end.
+func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Contact) bool) (next []byte, deleted int, err error) {
+	prefix := append(appendPartition(nil, b.p), kindContact)
+	lower := prefix
+	if after != nil {
+		lower = append(append(appendPartition(nil, b.p), after...), 0)
+	}
+	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, 0, err
+	}
+	type victim struct{ user, business string }
+	var victims []victim
+	n := 0
+	for it.First(); it.Valid() && n < limit; it.Next() {
+		n++
+		k := it.Key()[prefixLen:]
+		next = append(next[:0], k...)
+		c, err := DecodeContact(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, 0, fmt.Errorf("sweep contact of partition %d: %w", b.p, err)
+		}
+		if expired(&c) {
+			user, business, err := splitLenString(k[1:])
+			if err != nil {
+				it.Close()
+				return nil, 0, err
+			}
+			victims = append(victims, victim{string(user), string(business)})
+		}
+	}
+	if !it.Valid() {
+		next = nil
+	}
+	if err := it.Close(); err != nil {
+		return nil, 0, err
+	}
+	for _, v := range victims {
+		if err := b.DeleteContact(v.user, v.business); err != nil {
+			return nil, 0, err
+		}
+	}
+	return next, len(victims), nil
+}
+
+// PutCampaign stores the task's record of a campaign.
+func (b *Batch) PutCampaign(p *policy.Progress) error {
+	return b.set(campaignKey(nil, p.Campaign.ID), AppendProgress(nil, p))
+}
+
+// DeleteCampaign forgets the task's record of a campaign.
+func (b *Batch) DeleteCampaign(id string) error {
+	return b.del(campaignKey(nil, id))
+}
+
+// PutMeta stores the task's metadata.
+func (b *Batch) PutMeta(m *Meta) error {
+	return b.set(metaKey(nil), AppendMeta(nil, m))
+}

@@ -1,0 +1,267 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// valueVersion is the first byte of every encoded value.
+const valueVersion = 1
+
+// ErrCorrupt is returned (wrapped) when a stored value cannot be decoded.
+var ErrCorrupt = errors.New("state: corrupt value")
+
+// encoder appends varint-encoded fields to a buffer.
+type encoder struct{ b []byte }
+
+func (e *encoder) int(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) uint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) byte(v byte)   { e.b = append(e.b, v) }
+func (e *encoder) str(s string)  { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) optStr(s *string) {
+	if s == nil {
+		e.byte(0)
+		return
+	}
+	e.byte(1)
+	e.str(*s)
+}
+
+// decoder reads what encoder wrote; the first error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated %s", ErrCorrupt, what)
+	}
+}
+
+func (d *decoder) int() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.fail("byte")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uint()
+	if d.err != nil || uint64(len(d.b)) < n {
+		d.fail("string")
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) optStr() *string {
+	if d.byte() == 0 || d.err != nil {
+		return nil
+	}
+	s := d.str()
+	return &s
+}
+
+func (d *decoder) version(what string) {
+	if v := d.byte(); d.err == nil && v != valueVersion {
+		d.err = fmt.Errorf("%w: %s has version %d, want %d", ErrCorrupt, what, v, valueVersion)
+	}
+}
+
+func (d *decoder) done(what string) error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes after %s", ErrCorrupt, len(d.b), what)
+	}
+	return d.err
+}
+
+const (
+	flagBlocked  = 1 << 0
+	flagOptedOut = 1 << 1
+)
+
+// AppendContact appends the encoding of c to dst.
+func AppendContact(dst []byte, c *policy.Contact) []byte {
+	e := encoder{dst}
+	e.byte(valueVersion)
+	var flags byte
+	if c.Blocked {
+		flags |= flagBlocked
+	}
+	if c.OptedOut {
+		flags |= flagOptedOut
+	}
+	e.byte(flags)
+	for _, t := range c.Last {
+		e.int(t)
+	}
+	e.int(c.BlockAt)
+	e.int(c.OptAt)
+	e.int(c.LastSent)
+	return e.b
+}
+
+// DecodeContact decodes what AppendContact wrote.
+func DecodeContact(b []byte) (policy.Contact, error) {
+	d := decoder{b: b}
+	var c policy.Contact
+	d.version("contact")
+	flags := d.byte()
+	c.Blocked, c.OptedOut = flags&flagBlocked != 0, flags&flagOptedOut != 0
+	for i := range c.Last {
+		c.Last[i] = d.int()
+	}
+	c.BlockAt = d.int()
+	c.OptAt = d.int()
+	c.LastSent = d.int()
+	return c, d.done("contact")
+}
+
+// AppendRecipient appends the encoding of r to dst.
+func AppendRecipient(dst []byte, r *policy.Recipient) []byte {
+	e := encoder{dst}
+	e.byte(valueVersion)
+	e.uint(uint64(len(r.Sent)))
+	for _, t := range r.Sent {
+		e.int(t)
+	}
+	return e.b
+}
+
+// DecodeRecipient decodes what AppendRecipient wrote.
+func DecodeRecipient(b []byte) (policy.Recipient, error) {
+	d := decoder{b: b}
+	d.version("recipient")
+	n := d.uint()
+	if n > uint64(len(b)) {
+		return policy.Recipient{}, fmt.Errorf("%w: recipient claims %d deliveries", ErrCorrupt, n)
+	}
+	r := policy.Recipient{Sent: make([]policy.Millis, 0, n)}
+	for range n {
+		r.Sent = append(r.Sent, d.int())
+	}
+	return r, d.done("recipient")
+}
+
+// AppendProgress appends the encoding of p to dst.
+func AppendProgress(dst []byte, p *policy.Progress) []byte {
+	e := encoder{dst}
+	e.byte(valueVersion)
+	e.byte(byte(p.Status))
+	e.str(p.Campaign.ID)
+	e.str(p.Campaign.Business)
+	e.int(p.Campaign.SendAt)
+	e.int(p.Campaign.ExpiresAt)
+	e.uint(uint64(len(p.Campaign.Audience)))
+	for _, r := range p.Campaign.Audience {
+		e.byte(byte(r.Kind))
+		e.int(int64(r.WithinDays))
+	}
+	e.str(p.Message.Text)
+	e.optStr(p.Message.CTALabel)
+	e.optStr(p.Message.CTAURL)
+	e.int(p.FireAt)
+	e.str(p.Cursor)
+	return e.b
+}
+
+// DecodeProgress decodes what AppendProgress wrote.
+func DecodeProgress(b []byte) (policy.Progress, error) {
+	d := decoder{b: b}
+	var p policy.Progress
+	d.version("campaign progress")
+	p.Status = policy.Status(d.byte())
+	p.Campaign.ID = d.str()
+	p.Campaign.Business = d.str()
+	p.Campaign.SendAt = d.int()
+	p.Campaign.ExpiresAt = d.int()
+	n := d.uint()
+	if n > uint64(len(b)) {
+		return p, fmt.Errorf("%w: campaign claims %d audience rules", ErrCorrupt, n)
+	}
+	for range n {
+		kind := schemas.InteractionKind(d.byte())
+		p.Campaign.Audience = append(p.Campaign.Audience, schemas.AudienceRule{Kind: kind, WithinDays: int32(d.int())})
+	}
+	p.Message.Text = d.str()
+	p.Message.CTALabel = d.optStr()
+	p.Message.CTAURL = d.optStr()
+	p.FireAt = d.int()
+	p.Cursor = d.str()
+	return p, d.done("campaign progress")
+}
+
+// Meta is a task's bookkeeping, kept in state so that it moves with the
+// partition and commits atomically with the outputs.
+type Meta struct {
+	// Input is the next interactions offset the task will process: every
+	// record below it has been applied. Records below it are skipped, so an
+	// offset reset over processed data sends nothing twice.
+	Input int64
+	// Campaigns is the next campaigns offset the task will read, per
+	// campaigns partition.
+	Campaigns []int64
+	// Time is the task's time: the largest event time it has processed or
+	// fired a campaign as of.
+	Time policy.Millis
+}
+
+// AppendMeta appends the encoding of m to dst.
+func AppendMeta(dst []byte, m *Meta) []byte {
+	e := encoder{dst}
+	e.byte(valueVersion)
+	e.int(m.Input)
+	e.int(m.Time)
+	e.uint(uint64(len(m.Campaigns)))
+	for _, o := range m.Campaigns {
+		e.int(o)
+	}
+	return e.b
+}
+
+// DecodeMeta decodes what AppendMeta wrote.
+func DecodeMeta(b []byte) (Meta, error) {
+	d := decoder{b: b}
+	var m Meta
+	d.version("task metadata")
+	m.Input = d.int()
+	m.Time = d.int()
+	n := d.uint()
+	if n > uint64(len(b)) {
+		return m, fmt.Errorf("%w: metadata claims %d campaign partitions", ErrCorrupt, n)
+	}
+	for range n {
+		m.Campaigns = append(m.Campaigns, d.int())
+	}
+	return m, d.done("task metadata")
+}

@@ -1,0 +1,217 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// Options configures a Store.
+type Options struct {
+	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	CacheSize int64
+	// MemTableSize is the size of one Pebble memtable in bytes. Default 32 MiB.
+	MemTableSize uint64
+	// Logger receives Pebble's own logs at debug level. Default: discarded.
+	Logger *slog.Logger
+}
+
+func (o *Options) ensureDefaults() {
+	if o.CacheSize <= 0 {
+		o.CacheSize = 64 << 20
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 32 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is the Pebble database that holds the state of every task of one
+// instance. It is safe for concurrent use; each partition's keys are written
+// by the one goroutine that owns the task.
+type Store struct {
+	db *pebble.DB
+}
+
+// Open opens (or creates) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	opts.ensureDefaults()
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	db, err := pebble.Open(dir, &pebble.Options{
+		Cache:        cache,
+		MemTableSize: opts.MemTableSize,
+		// The changelog in Kafka is the truth and every batch carries its
+		// checkpoint, so a crash that loses the memtable loses the
+		// checkpoint with the data and the restore replays both.
+		DisableWAL: true,
+		Logger:     pebbleLogger{opts.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close flushes the memtables (so a clean restart restores little) and
+// closes the store.
+func (s *Store) Close() error {
+	ferr := s.db.Flush()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close state store: %w", err)
+	}
+	if ferr != nil {
+		return fmt.Errorf("flush state store: %w", ferr)
+	}
+	return nil
+}
+
+// Checkpoint returns the next changelog offset partition p's state needs
+// (-1 when the store has nothing of p).
+func (s *Store) Checkpoint(p int32) (int64, error) {
+	v, closer, err := s.db.Get(append(appendPartition(nil, p), kindCheckpoint))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint of partition %d: %w", p, err)
+	}
+	defer closer.Close()
+	d := decoder{b: v}
+	d.version("checkpoint")
+	off := d.int()
+	return off, d.done("checkpoint")
+}
+
+func checkpointValue(off int64) []byte {
+	e := encoder{}
+	e.byte(valueVersion)
+	e.int(off)
+	return e.b
+}
+
+// DropPartition deletes every key of partition p, checkpoint included.
+func (s *Store) DropPartition(p int32) error {
+	start := appendPartition(nil, p)
+	if err := s.db.DeleteRange(start, appendPartition(nil, p+1), pebble.NoSync); err != nil {
+		return fmt.Errorf("drop state of partition %d: %w", p, err)
+	}
+	return nil
+}
+
+// Restorer applies changelog records of one partition to the store.
+type Restorer struct {
+	s      *Store
+	p      int32
+	b      *pebble.Batch
+	n      int
+	keyBuf []byte
+}
+
+// NewRestorer returns a Restorer for partition p.
+func (s *Store) NewRestorer(p int32) *Restorer {
+	return &Restorer{s: s, p: p, b: s.db.NewBatch()}
+}
+
+// Add stages one changelog record (value nil: a deletion).
+func (r *Restorer) Add(key, value []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: empty changelog key", ErrCorrupt)
+	}
+	r.keyBuf = append(appendPartition(r.keyBuf[:0], r.p), key...)
+	var err error
+	if value == nil {
+		err = r.b.Delete(r.keyBuf, nil)
+	} else {
+		err = r.b.Set(r.keyBuf, value, nil)
+	}
+	if err != nil {
+		return err
+	}
+	// The fan-out index is derived from the contacts.
+	if key[0] == kindContact {
+		user, business, err := splitLenString(key[1:])
+		if err != nil {
+			return err
+		}
+		ik := indexKey(appendPartition(nil, r.p), string(business), string(user))
+		if value == nil {
+			err = r.b.Delete(ik, nil)
+		} else {
+			err = r.b.Set(ik, nil, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	r.n++
+	return nil
+}
+
+// Len is the number of records staged since the last Flush.
+func (r *Restorer) Len() int { return r.n }
+
+// Flush writes what was staged, with next as the partition's checkpoint.
+func (r *Restorer) Flush(next int64) error {
+	if err := r.b.Set(append(appendPartition(nil, r.p), kindCheckpoint), checkpointValue(next), nil); err != nil {
+		return err
+	}
+	if err := r.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("apply restored changelog of partition %d: %w", r.p, err)
+	}
+	r.b.Close()
+	r.b = r.s.db.NewBatch()
+	r.n = 0
+	return nil
+}
+
+// Close discards anything not flushed.
+func (r *Restorer) Close() { r.b.Close() }
+
+// LoadTask reads partition p's metadata and campaigns.
+func (s *Store) LoadTask(p int32) (Meta, []policy.Progress, error) {
+	m := Meta{Input: -1}
+	v, closer, err := s.db.Get(metaKey(appendPartition(nil, p)))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return m, nil, fmt.Errorf("read task metadata of partition %d: %w", p, err)
+	default:
+		m, err = DecodeMeta(v)
+		closer.Close()
+		if err != nil {
+			return m, nil, fmt.Errorf("partition %d: %w", p, err)
+		}
+	}
+	prefix := append(appendPartition(nil, p), kindCampaign)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return m, nil, err
+	}
+	defer it.Close()
+	var cs []policy.Progress
+	for it.First(); it.Valid(); it.Next() {
+		c, err := DecodeProgress(it.Value())
+		if err != nil {
+			return m, nil, fmt.Errorf("campaign %q of partition %d: %w", it.Key()[prefixLen+1:], p, err)
+		}
+		cs = append(cs, c)
+	}
+	return m, cs, it.Error()
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any)  { l.l.Debug(fmt.Sprintf(format, args...)) }
+func (l pebbleLogger) Errorf(format string, args ...any) { l.l.Error(fmt.Sprintf(format, args...)) }
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	// Pebble calls Fatalf on invariant violations and expects no return.
+	l.l.Error(fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
