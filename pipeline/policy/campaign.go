@@ -67,7 +67,9 @@ const (
 	Ignored
 	// ExpiredOnArrival: a LAUNCH whose expiry is already past the task's time.
 	ExpiredOnArrival
-	// Invalid: a LAUNCH that expires before it is sent. Dead letter.
+	// Invalid: a LAUNCH that expires before it is sent, whose audience has a
+	// rule of a kind that is not user-initiated or a negative within_days,
+	// or a record whose action is neither LAUNCH nor CANCEL. Dead letter.
 	Invalid
 )
 
@@ -101,9 +103,9 @@ func Admit(known *Progress, c *schemas.Campaign, now Millis) (*Progress, Verdict
 			return &next, CancelledPending
 		}
 		return known, Ignored
-	default:
+	case schemas.Launch:
 		sendAt, expiresAt := ToMillis(c.SendAt), ToMillis(c.ExpiresAt)
-		if expiresAt < sendAt {
+		if expiresAt < sendAt || !validAudience(c.Audience) {
 			return known, Invalid
 		}
 		if known != nil {
@@ -122,7 +124,21 @@ func Admit(known *Progress, c *schemas.Campaign, now Millis) (*Progress, Verdict
 			p.Status, p.FireAt = Firing, now
 		}
 		return p, Accepted
+	default:
+		// An action this code does not know must not launch anything.
+		return known, Invalid
 	}
+}
+
+// validAudience reports whether every rule names a user-initiated kind and a
+// lookback of 0 (ever) or more days.
+func validAudience(audience []schemas.AudienceRule) bool {
+	for _, r := range audience {
+		if !r.Kind.UserInitiated() || r.WithinDays < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // DueByStreamTime reports whether a pending campaign must fire before the task

@@ -38,15 +38,22 @@ func DefaultConfig() Config {
 	return Config{ContactRetention: 365 * 24 * time.Hour}
 }
 
-// Validate reports the first invalid field of c.
+// Validate reports the first invalid field of c. Event times have millisecond
+// precision, so the durations must be whole milliseconds: a sub-millisecond
+// ConversationGap would otherwise silently turn rule 6 off, and a
+// sub-millisecond ContactRetention would forget every contact at once.
 func (c Config) Validate() error {
 	switch {
 	case c.ContactRetention <= 0:
 		return fmt.Errorf("policy: ContactRetention must be positive, got %s", c.ContactRetention)
+	case c.ContactRetention%time.Millisecond != 0:
+		return fmt.Errorf("policy: ContactRetention must be a whole number of milliseconds, got %s", c.ContactRetention)
 	case c.UserCap < 0:
 		return fmt.Errorf("policy: UserCap must be 0 (off) or positive, got %d", c.UserCap)
 	case c.ConversationGap < 0:
 		return fmt.Errorf("policy: ConversationGap must be 0 (off) or positive, got %s", c.ConversationGap)
+	case c.ConversationGap%time.Millisecond != 0:
+		return fmt.Errorf("policy: ConversationGap must be a whole number of milliseconds, got %s", c.ConversationGap)
 	}
 	return nil
 }
@@ -157,6 +164,17 @@ type Recipient struct {
 	Sent []Millis
 }
 
+// inWindow counts the deliveries with send time in (at - 24h, at].
+func (r *Recipient) inWindow(at Millis) int {
+	n := 0
+	for _, sent := range r.Sent {
+		if sent > at-Day && sent <= at {
+			n++
+		}
+	}
+	return n
+}
+
 // prune drops deliveries that no 24-hour window ending at or after now can
 // count any more.
 func (r *Recipient) prune(now Millis) {
@@ -220,14 +238,13 @@ func (p *Policy) Decide(c *Contact, r *Recipient, camp *Campaign, at Millis) Rea
 	if c.LastSent > at-Day && c.LastSent <= at && c.LastSent != 0 {
 		return FrequencyBusiness
 	}
-	if p.cfg.UserCap > 0 && r != nil {
-		r.prune(at)
-		if len(r.Sent) >= p.cfg.UserCap {
-			return FrequencyUser
-		}
+	if p.cfg.UserCap > 0 && r != nil && r.inWindow(at) >= p.cfg.UserCap {
+		return FrequencyUser
 	}
 	c.LastSent = at
 	if p.cfg.UserCap > 0 && r != nil {
+		// Reuses the slice's array: allocates only when it must grow.
+		r.prune(at)
 		r.Sent = append(r.Sent, at)
 	}
 	return Delivered
@@ -254,11 +271,19 @@ func inAudience(c *Contact, audience []schemas.AudienceRule, at Millis) bool {
 
 // ContactExpired reports whether contact c can be forgotten as of event time
 // now: no event between the user and the business (user-initiated, block,
-// opt-out or delivery) for longer than the contact retention. Block and
+// opt-out or delivery) for longer than the contact retention, and no
+// delivery that a 24-hour window ending at or after now still counts (rule
+// 4; this matters only when the retention is shorter than a day). Block and
 // opt-out times count too, so that a suppression is never forgotten before
 // the contact it suppresses.
+//
+// Forgetting is monotone in now. For replays to decide the same, a task
+// tests it as of its task time (never the wall clock) both when it sweeps
+// and when it loads a contact to apply an interaction, and starts from a
+// zero Contact when it is expired, so that the outcome does not depend on
+// when sweeps happened to run.
 func (p *Policy) ContactExpired(c *Contact, now Millis) bool {
-	return c.lastEvent() < now-p.retention
+	return c.lastEvent() < now-p.retention && c.LastSent <= now-Day
 }
 
 // RecipientExpired reports whether r holds no delivery that a 24-hour window

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/schemas"
+)
+
+func cmdDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sponsor dev", flag.ContinueOnError)
+	var f pipelineFlags
+	var (
+		dataDir       string
+		kafkaPort     int
+		registryPort  int
+		parts         int
+		demo          bool
+		rate          float64
+		campaignEvery time.Duration
+	)
+	fs.StringVar(&dataDir, "data", "", "folder that keeps the embedded Kafka's log, the schemas and the pipeline state across restarts (empty: a temporary folder, removed on exit)")
+	fs.IntVar(&kafkaPort, "kafka-port", 29092, "port of the embedded Kafka on 127.0.0.1")
+	fs.IntVar(&registryPort, "registry-port", 28081, "port of the embedded schema registry on 127.0.0.1")
+	fs.IntVar(&parts, "partitions", 6, "partitions of the topics")
+	fs.BoolVar(&demo, "demo", false, "feed a synthetic workload and print live counters and delivered messages")
+	fs.Float64Var(&rate, "rate", 200, "demo interactions per second")
+	fs.DurationVar(&campaignEvery, "campaign-every", 5*time.Second, "demo: launch a campaign this often")
+	f.register(fs, "127.0.0.1:8080")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sponsor dev [--demo] [--data DIR] [flags]\n\nStarts an in-process Kafka and schema registry on fixed local ports, creates the\ntopics and runs the pipeline against them.\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := f.finish()
+	if err != nil {
+		return err
+	}
+	if dataDir == "" {
+		dataDir, err = os.MkdirTemp("", "sponsor-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dataDir)
+	}
+	stack, err := embedded.Start(embedded.Options{Dir: dataDir, KafkaPort: kafkaPort, RegistryPort: registryPort})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+
+	f.cfg.Brokers = stack.Brokers
+	f.cfg.Registry = stack.RegistryURL
+	f.cfg.StateDir = filepath.Join(dataDir, "state")
+	f.cfg.CreateTopics = true
+	f.cfg.Partitions = int32(parts)
+	r, err := pipeline.New(f.cfg)
+	if err != nil {
+		return err
+	}
+	names := r.Names()
+	fmt.Printf(`
+  sponsor dev: embedded Kafka and schema registry
+    kafka     %s
+    registry  %s
+    data      %s
+    topics    %s %s %s %s %s
+
+  Watch the inbox:  kcat -b %s -C -t %s -X isolation.level=read_committed -f '%%k %%h\n'
+
+`, strings.Join(stack.Brokers, ","), stack.RegistryURL, dataDir,
+		names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Changelog,
+		stack.Brokers[0], names.Inbox)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() {
+		runErr = runWithHTTP(ctx, r, f.httpAddr, log)
+		cancel()
+	})
+	if demo {
+		wg.Go(func() {
+			if err := runDemo(ctx, r, stack, names.Interactions, names.Campaigns, names.Inbox, rate, campaignEvery, log); err != nil {
+				log.Error("demo stopped", "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// runDemo waits for the pipeline, feeds the workload, and prints a line of
+// counters each second and the first few delivered messages.
+func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, interactions, campaigns, inbox string, rate float64, every time.Duration, log *slog.Logger) error {
+	rc, err := sr.NewClient(sr.URLs(stack.RegistryURL))
+	if err != nil {
+		return err
+	}
+	var serde *schemas.Serde
+	for serde == nil {
+		// The pipeline creates the topics and registers the schemas first.
+		if r.Ready() {
+			serde, err = schemas.NewSerde(ctx, rc, schemas.Topics{Interactions: interactions, Campaigns: campaigns, Inbox: inbox})
+			if err != nil {
+				return err
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	tail, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...), kgo.ConsumeTopics(inbox),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	if err != nil {
+		return err
+	}
+	defer tail.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		g := workload.New(workload.Config{Seed: uint64(time.Now().UnixNano()), Users: 2000, Businesses: 50})
+		if err := workload.Feed(ctx, prod, serde, interactions, campaigns, g, rate, every); err != nil {
+			log.Error("demo workload", "err", err)
+		}
+	})
+	wg.Go(func() {
+		shown := 0
+		for ctx.Err() == nil {
+			fs := tail.PollFetches(ctx)
+			fs.EachRecord(func(rec *kgo.Record) {
+				if shown >= 3 {
+					return
+				}
+				m, err := serde.DecodeInbox(rec.Value)
+				if err != nil {
+					return
+				}
+				shown++
+				fmt.Printf("  inbox  %s <- %s (campaign %s, sent %s): %q\n", m.UserID, m.BusinessID, m.CampaignID, m.SentAt.Format(time.TimeOnly), m.Message.Text)
+			})
+			if shown >= 3 {
+				shown = 0
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Second):
+				}
+			}
+		}
+	})
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	st := r.Stats()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		var sup []string
+		for _, reason := range policy.Reasons()[1:] {
+			if n := st.Decisions[reason].Load(); n > 0 {
+				sup = append(sup, fmt.Sprintf("%s=%d", reason, n))
+			}
+		}
+		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d\n",
+			st.Interactions.Load(), st.CampaignsFired.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load())
+	}
+}

@@ -1,0 +1,195 @@
+// Command sponsor runs the sponsored-messages pipeline.
+//
+//	sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [--group NAME] [--http ADDR]
+//	sponsor dev [--demo] [--data DIR]
+//
+// Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
+// become underscores: --state-dir is SPONSOR_STATE_DIR); a flag on the
+// command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+const usage = `sponsor: the sponsored-messages stream processor.
+
+It reads the interactions and campaigns topics, keeps per-user state in
+Pebble, and writes each deliverable sponsored message to the inbox topic
+exactly once, under the platform's rules (contact first, at most one message
+per business per 24 hours, the advertiser's audience, never to people who
+blocked or opted out).
+
+Usage:
+  sponsor run  --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]
+               run the pipeline against an existing Kafka cluster
+  sponsor dev  [--demo] [--data DIR] [flags]
+               start an in-process Kafka and schema registry, the topics and
+               the pipeline; --demo also feeds a synthetic workload and prints
+               live counters and a few delivered messages
+
+Run 'sponsor run --help' or 'sponsor dev --help' for the flags. Every flag
+can also be set in the environment as SPONSOR_<NAME> (--state-dir is
+SPONSOR_STATE_DIR); the command line wins.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = cmdRun(ctx, os.Args[2:])
+	case "dev":
+		err = cmdDev(ctx, os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "sponsor: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "sponsor %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// pipelineFlags are the flags shared by run and dev.
+type pipelineFlags struct {
+	cfg            pipeline.Config
+	brokers        string
+	httpAddr       string
+	logFormat      string
+	logLevel       string
+	userCap        int
+	gap, retention time.Duration
+}
+
+func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
+	fs.StringVar(&f.cfg.Group, "group", "sponsor", "consumer group; instances with the same group share the partitions")
+	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "stable instance identity (default: kept in the state folder)")
+	fs.BoolVar(&f.cfg.StaticMembership, "static", false, "join as a static group member with the instance id (a quick restart does not rebalance)")
+	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
+	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the /metrics, /healthz and /readyz endpoints (empty: off; 127.0.0.1:0 picks a free port)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.IntVar(&f.userCap, "user-cap", 0, "at most this many sponsored messages per user across businesses in any 24 hours (0: off)")
+	fs.DurationVar(&f.gap, "conversation-gap", 0, "no sponsored message within this long after the user's last message to the business, e.g. 24h (0: off)")
+	fs.DurationVar(&f.retention, "contact-retention", 365*24*time.Hour, "forget a contact after this long without interaction")
+	fs.IntVar(&f.cfg.FanoutChunk, "fanout-chunk", 5000, "most (campaign, user) decisions per task per transaction")
+	fs.IntVar(&f.cfg.MaxPollRecords, "max-poll-records", 5000, "most interactions per transaction")
+	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move")
+	fs.DurationVar(&f.cfg.TransactionTimeout, "transaction-timeout", 20*time.Second, "broker-side timeout of an open transaction")
+}
+
+func (f *pipelineFlags) finish() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch f.logFormat {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, hopts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, hopts)
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", f.logFormat)
+	}
+	log := slog.New(h)
+	f.cfg.Logger = log
+	f.cfg.Policy = policy.Config{ContactRetention: f.retention, UserCap: f.userCap, ConversationGap: f.gap}
+	if f.brokers != "" {
+		f.cfg.Brokers = strings.Split(f.brokers, ",")
+	}
+	return log, nil
+}
+
+// parse parses args, after taking defaults from SPONSOR_* variables.
+func parse(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := "SPONSOR_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fl.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}
+
+func cmdRun(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sponsor run", flag.ContinueOnError)
+	var f pipelineFlags
+	fs.StringVar(&f.brokers, "brokers", "", "Kafka seed brokers, HOST:PORT[,...] (required)")
+	fs.StringVar(&f.cfg.Registry, "registry", "", "schema registry URL (required)")
+	fs.StringVar(&f.cfg.StateDir, "state-dir", "", "folder of the local state (required)")
+	fs.BoolVar(&f.cfg.CreateTopics, "create-topics", false, "also create the input topics if missing (development)")
+	var parts int
+	fs.IntVar(&parts, "partitions", 6, "partitions of the topics --create-topics creates")
+	f.register(fs, "127.0.0.1:8080")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	f.cfg.Partitions = int32(parts)
+	log, err := f.finish()
+	if err != nil {
+		return err
+	}
+	r, err := pipeline.New(f.cfg)
+	if err != nil {
+		return err
+	}
+	return runWithHTTP(ctx, r, f.httpAddr, log)
+}
+
+// runWithHTTP runs r and serves its endpoints on addr.
+func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog.Logger) error {
+	if addr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if err := r.Stats().Register(reg); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: r.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("serving /metrics, /healthz, /readyz", "addr", "http://"+ln.Addr().String())
+	}
+	return r.Run(ctx)
+}

@@ -1,0 +1,140 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// Config configures a Runner. Zero values take the documented defaults
+// (EnsureDefaults); Validate names the first invalid field.
+type Config struct {
+	// Brokers are the Kafka seed brokers, host:port. Required.
+	Brokers []string
+	// Registry is the schema registry's base URL. Required.
+	Registry string
+	// StateDir is the folder of the Pebble store and the instance identity.
+	// Required.
+	StateDir string
+	// Group is the consumer group; instances with the same group share the
+	// partitions. Default "sponsor".
+	Group string
+	// InstanceID is the instance's stable identity: its transactional id is
+	// Group+"-"+InstanceID, so a restart fences its previous incarnation at
+	// once. Default: read from (or created in) StateDir/instance-id.
+	InstanceID string
+	// StaticMembership makes the instance a static group member (KIP-345)
+	// with InstanceID: a restart within SessionTimeout does not rebalance.
+	// Default off.
+	StaticMembership bool
+	// TopicPrefix is prepended to every topic name. Default "".
+	TopicPrefix string
+	// CreateTopics also creates the input topics when missing, with
+	// Partitions partitions (development and tests). Default off: inputs
+	// must exist.
+	CreateTopics bool
+	// Partitions is the partition count of the topics CreateTopics creates.
+	// Default 6.
+	Partitions int32
+	// Policy is the configurable part of the rules. Default
+	// policy.DefaultConfig().
+	Policy policy.Config
+	// FanoutChunk is the most (campaign, user) decisions a task makes in
+	// one transaction; a larger fan-out continues in the next ones, its
+	// cursor in the task's state. Default 5000.
+	FanoutChunk int
+	// MaxPollRecords bounds the interactions processed in one transaction.
+	// Default 5000.
+	MaxPollRecords int
+	// Tick is how often an idle instance wakes up to check the wall clock
+	// for campaigns due on caught-up partitions. Default 250ms.
+	Tick time.Duration
+	// SessionTimeout is the group session timeout: how fast a crashed
+	// instance's partitions move. Default 10s.
+	SessionTimeout time.Duration
+	// RebalanceTimeout bounds a rebalance, restores included. Default 60s.
+	RebalanceTimeout time.Duration
+	// TransactionTimeout is the broker-side timeout of an open transaction.
+	// Default 20s.
+	TransactionTimeout time.Duration
+	// Logger receives the runtime's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the wall clock, used only to fire due campaigns on quiet,
+	// caught-up partitions. Default time.Now.
+	Now func() time.Time
+	// KafkaOpts are extra franz-go options added to every client (TLS,
+	// SASL, dialers).
+	KafkaOpts []kgo.Opt
+}
+
+// EnsureDefaults fills the zero fields of c with their defaults.
+func (c *Config) EnsureDefaults() {
+	if c.Group == "" {
+		c.Group = "sponsor"
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 6
+	}
+	if c.Policy == (policy.Config{}) {
+		c.Policy = policy.DefaultConfig()
+	}
+	if c.FanoutChunk == 0 {
+		c.FanoutChunk = 5000
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 5000
+	}
+	if c.Tick == 0 {
+		c.Tick = 250 * time.Millisecond
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("Brokers: at least one broker is required (--brokers)"))
+	}
+	if c.Registry == "" {
+		errs = append(errs, errors.New("Registry: the schema registry URL is required (--registry)"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("StateDir: a state folder is required (--state-dir)"))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("Partitions: must be positive, got %d", c.Partitions))
+	}
+	if c.FanoutChunk < 1 {
+		errs = append(errs, fmt.Errorf("FanoutChunk: must be positive, got %d", c.FanoutChunk))
+	}
+	if c.MaxPollRecords < 1 {
+		errs = append(errs, fmt.Errorf("MaxPollRecords: must be positive, got %d", c.MaxPollRecords))
+	}
+	if c.Tick <= 0 || c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 || c.TransactionTimeout <= 0 {
+		errs = append(errs, errors.New("Tick, SessionTimeout, RebalanceTimeout, TransactionTimeout: must be positive"))
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

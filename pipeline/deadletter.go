@@ -1,0 +1,41 @@
+package pipeline
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Dead-letter headers follow Kafka Connect's convention (__connect.errors.*),
+// so existing tooling can read them, plus a machine-readable reason code.
+const (
+	HeaderTopic     = "__connect.errors.topic"
+	HeaderPartition = "__connect.errors.partition"
+	HeaderOffset    = "__connect.errors.offset"
+	HeaderClass     = "__connect.errors.exception.class.name"
+	HeaderMessage   = "__connect.errors.exception.message"
+	HeaderReason    = "sponsor.errors.reason"
+)
+
+// deadLetter returns the dead-letter record of src: its key and value
+// untouched, with headers naming where it came from and why it was rejected.
+// reason is a short code (e.g. "misrouted-key"), err the full error.
+func deadLetter(topic string, src *kgo.Record, reason string, err error) *kgo.Record {
+	msg := reason
+	if err != nil {
+		msg = err.Error()
+	}
+	return &kgo.Record{
+		Topic: topic,
+		Key:   src.Key,
+		Value: src.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderTopic, Value: []byte(src.Topic)},
+			{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
+			{Key: HeaderOffset, Value: strconv.AppendInt(nil, src.Offset, 10)},
+			{Key: HeaderClass, Value: []byte("sponsor." + reason)},
+			{Key: HeaderMessage, Value: []byte(msg)},
+			{Key: HeaderReason, Value: []byte(reason)},
+		},
+	}
+}

@@ -1,0 +1,324 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// sweepPerTxn is how many contacts a task checks for expiry per transaction.
+const sweepPerTxn = 256
+
+// loop is the instance's one processing goroutine: poll, process every task
+// in one transaction, commit, apply the state, repeat.
+func (r *Runner) loop(ctx context.Context) error {
+	var failures int
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, r.cfg.Tick)
+		fs := r.sess.PollRecords(pollCtx, r.cfg.MaxPollRecords)
+		cancel()
+		if fs.IsClientClosed() {
+			return errors.New("kafka client closed")
+		}
+		var fetchErr error
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+				fetchErr = err
+			}
+		})
+		if err := r.adopt(); err != nil {
+			r.sess.AllowRebalance()
+			return err
+		}
+		err := r.iteration(ctx, fs)
+		r.sess.AllowRebalance()
+		switch {
+		case err == nil:
+			failures = 0
+		case isFatal(err):
+			return err
+		default:
+			failures++
+			r.log.Warn("transaction failed; retrying from the last commit", "err", err, "failures", failures)
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
+			}
+		}
+		_ = fetchErr
+	}
+}
+
+// isFatal reports whether err means this instance must stop: it was fenced
+// by a newer incarnation, or its producer can no longer be used.
+func isFatal(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
+}
+
+var errStop = errors.New("stop")
+
+// adopt takes the tasks the group callbacks handed over.
+func (r *Runner) adopt() error {
+	r.handMu.Lock()
+	defer r.handMu.Unlock()
+	if r.restoreErr != nil {
+		return fmt.Errorf("%w: %w", errStop, r.restoreErr)
+	}
+	for p := range r.revoked {
+		if t, ok := r.tasks[p]; ok {
+			if t.batch != nil {
+				t.batch.Close()
+			}
+			delete(r.tasks, p)
+		}
+		delete(r.revoked, p)
+	}
+	for p, t := range r.incoming {
+		r.tasks[p] = t
+		delete(r.incoming, p)
+	}
+	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
+	r.ready.Store(r.restoring.Load() == 0 && len(r.incoming) == 0)
+	return nil
+}
+
+// iteration runs one transaction over every task.
+func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
+	byPart := map[int32][]*kgo.Record{}
+	fs.EachRecord(func(rec *kgo.Record) {
+		if rec.Topic == r.names.Interactions {
+			byPart[rec.Partition] = append(byPart[rec.Partition], rec)
+		}
+	})
+	if len(r.tasks) == 0 {
+		return nil
+	}
+	if err := r.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			r.reset()
+		}
+	}()
+	err := r.work(ctx, byPart)
+	if err != nil {
+		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
+		defer cancel()
+		if _, aerr := r.sess.End(endCtx, kgo.TryAbort); aerr != nil {
+			return errors.Join(err, fmt.Errorf("abort: %w", aerr))
+		}
+		r.stats.Aborts.Add(1)
+		return err
+	}
+
+	// Produce everything, remembering each task's last changelog offset.
+	lastChange := map[int32]int64{}
+	var produceErr error
+	promise := func(rec *kgo.Record, err error) {
+		if err != nil {
+			produceErr = err
+			return
+		}
+		if rec.Topic == r.names.Changelog && rec.Offset+1 > lastChange[rec.Partition] {
+			lastChange[rec.Partition] = rec.Offset + 1
+		}
+	}
+	any := false
+	for _, t := range r.sortedTasks() {
+		for _, rec := range t.out {
+			any = true
+			r.sess.Produce(ctx, rec, promise)
+		}
+	}
+	// End flushes, commits the consumed offsets and ends the transaction.
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
+	defer cancel()
+	try := kgo.TryCommit
+	ok, err := r.sess.End(endCtx, try)
+	if produceErr != nil && err == nil && ok {
+		// Cannot happen: a failed produce fails the transaction.
+		return fmt.Errorf("produce failed in a committed transaction: %w", produceErr)
+	}
+	if err != nil {
+		r.stats.Aborts.Add(1)
+		return fmt.Errorf("end transaction: %w", errors.Join(err, produceErr))
+	}
+	if !ok {
+		r.stats.Aborts.Add(1)
+		return fmt.Errorf("transaction aborted (rebalance or failed produce): %v", produceErr)
+	}
+	committed = true
+	if any {
+		r.stats.Transactions.Add(1)
+	}
+	// The transaction is durable: the state may move.
+	for _, t := range r.tasks {
+		if t.batch == nil {
+			continue
+		}
+		if next, ok := lastChange[t.p]; ok {
+			if err := t.batch.Commit(next); err != nil {
+				return fmt.Errorf("%w: apply committed state: %w", errStop, err)
+			}
+		} else {
+			t.batch.Close()
+		}
+		t.batch = nil
+		r.stats.add(&t.counts)
+	}
+	r.syncPauses()
+	return nil
+}
+
+func (r *Runner) sortedTasks() []*task {
+	ts := make([]*task, 0, len(r.tasks))
+	for _, t := range r.tasks {
+		ts = append(ts, t)
+	}
+	slices.SortFunc(ts, func(a, b *task) int { return int(a.p - b.p) })
+	return ts
+}
+
+// work does every task's part of the transaction.
+func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error {
+	// Every campaign published before this moment is known before any
+	// interaction of this batch is processed.
+	ends, err := r.adm.ListCommittedOffsets(ctx, r.names.Campaigns)
+	if err != nil {
+		return fmt.Errorf("list campaign end offsets: %w", err)
+	}
+	endOffsets := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Partition >= 0 {
+			endOffsets[o.Partition] = o.Offset
+		}
+	})
+	if len(endOffsets) != r.ncamp {
+		return fmt.Errorf("list campaign end offsets: got %d of %d partitions", len(endOffsets), r.ncamp)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = r.env.campaign.waitFor(waitCtx, endOffsets)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read campaigns up to %v: %w", endOffsets, err)
+	}
+
+	wall := policy.ToMillis(r.cfg.Now())
+	var needLag []*task
+	for _, t := range r.sortedTasks() {
+		t.begin()
+		if err := t.syncCampaigns(endOffsets, r.ncamp); err != nil {
+			return err
+		}
+		recs := byPart[t.p]
+		done, err := t.process(recs)
+		if err != nil {
+			return err
+		}
+		if done < len(recs) {
+			// A fan-out used the budget: fetch the rest again later.
+			r.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{
+				r.names.Interactions: {t.p: {Epoch: -1, Offset: recs[done].Offset}},
+			})
+		} else if len(t.firing) == 0 && len(t.queue) > 0 && t.queue[0].Campaign.SendAt < wall {
+			needLag = append(needLag, t)
+		}
+		if err := t.expire(sweepPerTxn); err != nil {
+			return err
+		}
+	}
+	if len(needLag) > 0 {
+		if err := r.fireCaughtUp(ctx, needLag, wall); err != nil {
+			return err
+		}
+	}
+	for _, t := range r.tasks {
+		if err := t.finish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fireCaughtUp fires, by the wall clock, the due campaigns of the tasks that
+// have no lag on their partition.
+func (r *Runner) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Millis) error {
+	if time.Since(r.lastLagCheck) >= r.cfg.Tick || r.lso == nil {
+		ends, err := r.adm.ListCommittedOffsets(ctx, r.names.Interactions)
+		if err != nil {
+			return fmt.Errorf("list interactions end offsets: %w", err)
+		}
+		r.lso = map[int32]int64{}
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				r.lso[o.Partition] = o.Offset
+			}
+		})
+		r.lastLagCheck = time.Now()
+	}
+	for _, t := range ts {
+		end, ok := r.lso[t.p]
+		if !ok || t.meta.Input < end && !(t.meta.Input < 0 && end == 0) {
+			continue
+		}
+		if err := t.fireByWallClock(wall); err != nil {
+			return err
+		}
+		t.metaChanged = true
+	}
+	return nil
+}
+
+// reset drops every task's staged work after an aborted transaction and
+// puts each partition's fetch position back to what its state processed.
+func (r *Runner) reset() {
+	set := map[int32]kgo.EpochOffset{}
+	for _, t := range r.tasks {
+		if err := t.load(); err != nil {
+			r.log.Error("reload task", "partition", t.p, "err", err)
+			continue
+		}
+		if t.meta.Input >= 0 {
+			set[t.p] = kgo.EpochOffset{Epoch: -1, Offset: t.meta.Input}
+		}
+	}
+	if len(set) > 0 {
+		r.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{r.names.Interactions: set})
+	}
+	r.syncPauses()
+}
+
+// syncPauses pauses fetching for the partitions whose task is in the middle
+// of a fan-out (their interactions wait) and resumes the others.
+func (r *Runner) syncPauses() {
+	var pause, resume []int32
+	for _, t := range r.tasks {
+		if len(t.firing) > 0 {
+			pause = append(pause, t.p)
+		} else {
+			resume = append(resume, t.p)
+		}
+	}
+	cl := r.sess.Client()
+	if len(pause) > 0 {
+		cl.PauseFetchPartitions(map[string][]int32{r.names.Interactions: pause})
+	}
+	if len(resume) > 0 {
+		cl.ResumeFetchPartitions(map[string][]int32{r.names.Interactions: resume})
+	}
+}

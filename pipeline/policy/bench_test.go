@@ -1,0 +1,78 @@
+package policy_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// BenchmarkDecide measures one decision of a fan-out, with every rule on
+// (audience, gap, per-user cap) so the delivered case walks them all. Both
+// cases must not allocate: a fan-out makes millions of them.
+func BenchmarkDecide(b *testing.B) {
+	p, err := policy.New(policy.Config{ContactRetention: 365 * 24 * time.Hour, UserCap: 3, ConversationGap: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const at = policy.Millis(1_767_225_600_000) // 2026-01-01T00:00Z
+	camp := &policy.Campaign{
+		ID: "c1", Business: "b1", SendAt: at, ExpiresAt: at + policy.Day,
+		Audience: []schemas.AudienceRule{{Kind: schemas.BotStarted, WithinDays: 7}, {Kind: schemas.BotCTAClick, WithinDays: 30}},
+	}
+	contact := policy.Contact{Last: [3]policy.Millis{at - 3*policy.Day, 0, at - 10*policy.Day}, LastSent: at - 2*policy.Day}
+	recent := []policy.Millis{at - 30*policy.Day, at - policy.Day/2}
+	buf := make([]policy.Millis, 0, 4) // the runtime's decode buffer, reused
+
+	b.Run("delivered", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, r := contact, policy.Recipient{Sent: append(buf[:0], recent...)}
+			if got := p.Decide(&c, &r, camp, at); got != policy.Delivered {
+				b.Fatalf("Decide = %s, want DELIVERED", got)
+			}
+		}
+	})
+	b.Run("suppressed", func(b *testing.B) {
+		b.ReportAllocs()
+		c := contact
+		c.LastSent = at - policy.Day/2
+		r := policy.Recipient{Sent: append(buf[:0], recent...)}
+		for b.Loop() {
+			if got := p.Decide(&c, &r, camp, at); got != policy.FrequencyBusiness {
+				b.Fatalf("Decide = %s, want FREQUENCY_BUSINESS", got)
+			}
+		}
+	})
+}
+
+// TestDecideAllocs makes the benchmark's promise a test: the common cases
+// of Decide allocate nothing.
+func TestDecideAllocs(t *testing.T) {
+	p, err := policy.New(policy.Config{ContactRetention: 365 * 24 * time.Hour, UserCap: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = policy.Millis(100 * policy.Day)
+	camp := &policy.Campaign{ID: "c1", Business: "b1", SendAt: at, ExpiresAt: at}
+	sent := make([]policy.Millis, 0, 4)
+	for _, tc := range []struct {
+		name string
+		c    policy.Contact
+		want policy.Reason
+	}{
+		{"delivered", policy.Contact{Last: [3]policy.Millis{at - policy.Day}}, policy.Delivered},
+		{"suppressed", policy.Contact{Last: [3]policy.Millis{at - policy.Day}, Blocked: true, BlockAt: at - 1}, policy.Blocked},
+	} {
+		allocs := testing.AllocsPerRun(100, func() {
+			c, r := tc.c, policy.Recipient{Sent: append(sent[:0], at-2*policy.Day, at-policy.Day/2)}
+			if got := p.Decide(&c, &r, camp, at); got != tc.want {
+				t.Fatalf("Decide = %s, want %s", got, tc.want)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: Decide allocated %.1f times per call, want 0", tc.name, allocs)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/state"
+)
+
+// restoreFlushEvery is how many changelog records go into one Pebble batch
+// while restoring.
+const restoreFlushEvery = 20000
+
+// restore brings partition p's state in the store up to the end of its
+// changelog partition: from the store's checkpoint when it has one the
+// changelog still holds, from the start otherwise (a lost or stale state
+// folder). It returns the number of changelog records applied.
+func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt) (int64, error) {
+	starts, err := adm.ListStartOffsets(ctx, changelog)
+	if err != nil {
+		return 0, fmt.Errorf("list changelog start offsets: %w", err)
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, changelog) // the last stable offset
+	if err != nil {
+		return 0, fmt.Errorf("list changelog end offsets: %w", err)
+	}
+	so, ok := starts.Lookup(changelog, p)
+	eo, ok2 := ends.Lookup(changelog, p)
+	if !ok || !ok2 || so.Err != nil || eo.Err != nil {
+		return 0, fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, end %v)", changelog, p, so.Err, eo.Err)
+	}
+	start, end := so.Offset, eo.Offset
+	from, err := store.Checkpoint(p)
+	if err != nil {
+		return 0, err
+	}
+	if from < start || from > end {
+		// Nothing usable: the changelog was truncated past our checkpoint,
+		// or it is younger than our state (a recreated topic). Rebuild.
+		if err := store.DropPartition(p); err != nil {
+			return 0, err
+		}
+		from = start
+	}
+	if from >= end {
+		return 0, nil
+	}
+	opts = append(append([]kgo.Opt(nil), opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{changelog: {p: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(64<<20),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	rs := store.NewRestorer(p)
+	defer rs.Close()
+	var n int64
+	next := from
+	for next < end {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return n, fmt.Errorf("read changelog %s/%d: %w", changelog, p, ferr)
+		}
+		var aerr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if aerr != nil || r.Offset >= end {
+				return
+			}
+			next = r.Offset + 1
+			if r.Attrs.IsControl() {
+				return
+			}
+			aerr = rs.Add(r.Key, r.Value)
+			n++
+		})
+		if aerr != nil {
+			return n, fmt.Errorf("apply changelog %s/%d: %w", changelog, p, aerr)
+		}
+		if rs.Len() >= restoreFlushEvery || next >= end {
+			if err := rs.Flush(next); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// restoreUntil restores partition p and, when the group has committed an
+// offset beyond what the restored state has processed, keeps restoring until
+// the state catches up: the previous owner's last transaction committed the
+// offsets and the changelog records together, but its markers may reach the
+// changelog a moment after the group's offsets are readable.
+func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt) (int64, state.Meta, error) {
+	var total int64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := restore(ctx, adm, store, changelog, p, opts)
+		total += n
+		if err != nil {
+			return total, state.Meta{}, err
+		}
+		meta, _, err := store.LoadTask(p)
+		if err != nil {
+			return total, meta, err
+		}
+		if committed < 0 || meta.Input >= committed || time.Now().After(deadline) {
+			return total, meta, nil
+		}
+		select {
+		case <-ctx.Done():
+			return total, meta, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

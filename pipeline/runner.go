@@ -1,0 +1,347 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/state"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// Runner is one instance of the pipeline. Create it with New, run it with
+// Run; Stats and Ready may be read concurrently.
+type Runner struct {
+	cfg   Config
+	log   *slog.Logger
+	stats Stats
+	ready atomic.Bool
+	// restoring counts restores in progress (the instance is not ready).
+	restoring atomic.Int32
+
+	// Set up by Run.
+	names  topics.Names
+	nparts int32 // interactions partitions
+	ncamp  int   // campaigns partitions
+	adm    *kadm.Client
+	admCl  *kgo.Client
+	sess   *kgo.GroupTransactSession
+	env    *env
+
+	tasks map[int32]*task // owned by the loop goroutine
+
+	// Handed over by the group's callbacks, taken by the loop.
+	handMu   sync.Mutex
+	incoming map[int32]*task
+	revoked  map[int32]bool
+
+	base       []kgo.Opt // seed brokers and the user's options, for every client
+	restoreErr error     // a failed restore: the loop stops the instance
+
+	lastLagCheck time.Time
+	lso          map[int32]int64 // interactions LSO per partition at the last check
+}
+
+// New validates cfg and returns a Runner; it does no I/O.
+func New(cfg Config) (*Runner, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("pipeline config: %w", err)
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger, tasks: map[int32]*task{}, incoming: map[int32]*task{}, revoked: map[int32]bool{}}, nil
+}
+
+// Stats returns the runner's counters.
+func (r *Runner) Stats() *Stats { return &r.stats }
+
+// Ready reports whether the runner has joined its group and every task it
+// owns is restored.
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// Names returns the topic names the runner uses.
+func (r *Runner) Names() topics.Names { return topics.NewNames(r.cfg.TopicPrefix, r.cfg.Group) }
+
+// instanceID returns the configured identity or the one kept in the state
+// folder, creating it on first start.
+func instanceID(cfg *Config) (string, error) {
+	if cfg.InstanceID != "" {
+		return cfg.InstanceID, nil
+	}
+	path := filepath.Join(cfg.StateDir, "instance-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read instance id: %w", err)
+	}
+	var buf [6]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	id := strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '-'
+	}, host) + "-" + hex.EncodeToString(buf[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write instance id: %w", err)
+	}
+	return id, nil
+}
+
+// Run runs the pipeline until ctx ends (a clean shutdown: the transaction
+// in flight finishes, the state is flushed) or a fatal error.
+func (r *Runner) Run(ctx context.Context) error {
+	cfg := &r.cfg
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("create state folder: %w", err)
+	}
+	id, err := instanceID(cfg)
+	if err != nil {
+		return err
+	}
+	log := r.log.With("instance", id, "group", cfg.Group)
+	r.log = log
+	r.names = r.Names()
+
+	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("sponsor-" + id)}, cfg.KafkaOpts...)
+	r.base = base
+	r.admCl, err = kgo.NewClient(base...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer r.admCl.Close()
+	r.adm = kadm.NewClient(r.admCl)
+
+	cat := topics.Catalog{Names: r.names, Partitions: cfg.Partitions, ReplicationFactor: -1}
+	r.nparts, err = cat.Ensure(ctx, r.adm, cfg.CreateTopics)
+	if err != nil {
+		return err
+	}
+	// A topic just created may take a moment to show in the metadata.
+	for wait := time.Now().Add(15 * time.Second); ; {
+		td, err := r.adm.ListTopics(ctx, r.names.Campaigns)
+		if err != nil {
+			return fmt.Errorf("describe %s: %w", r.names.Campaigns, err)
+		}
+		if r.ncamp = len(td[r.names.Campaigns].Partitions); r.ncamp > 0 {
+			break
+		}
+		if time.Now().After(wait) {
+			return fmt.Errorf("topic %s has no partitions", r.names.Campaigns)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	if err != nil {
+		return fmt.Errorf("schema registry client: %w", err)
+	}
+	serde, err := schemas.NewSerde(ctx, rc, schemas.Topics{Interactions: r.names.Interactions, Campaigns: r.names.Campaigns, Inbox: r.names.Inbox})
+	if err != nil {
+		return fmt.Errorf("schemas: %w", err)
+	}
+	pol, err := policy.New(cfg.Policy)
+	if err != nil {
+		return err
+	}
+
+	store, err := state.Open(filepath.Join(cfg.StateDir, "pebble"), state.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close state", "err", err)
+		}
+	}()
+
+	bc, err := newBroadcast(r.names.Campaigns, serde, log, base)
+	if err != nil {
+		return err
+	}
+	defer bc.close()
+	bcCtx, stopBC := context.WithCancel(context.WithoutCancel(ctx))
+	var bcDone sync.WaitGroup
+	bcDone.Go(func() { bc.run(bcCtx) })
+	defer func() { stopBC(); bc.close(); bcDone.Wait() }()
+
+	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc}
+
+	sessOpts := append(append([]kgo.Opt(nil), base...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(r.names.Interactions),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.TransactionalID(cfg.Group+"-"+id),
+		kgo.TransactionTimeout(cfg.TransactionTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.KeepControlRecords(),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.RecordPartitioner(outputPartitioner{deadletter: r.names.DeadLetter}),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.OnPartitionsAssigned(r.onAssigned),
+		kgo.OnPartitionsRevoked(r.onRevoked),
+		kgo.OnPartitionsLost(r.onRevoked),
+		kgo.AdjustFetchOffsetsFn(r.adjustOffsets),
+	)
+	if cfg.StaticMembership {
+		sessOpts = append(sessOpts, kgo.InstanceID(id))
+	}
+	r.sess, err = kgo.NewGroupTransactSession(sessOpts...)
+	if err != nil {
+		return fmt.Errorf("group session: %w", err)
+	}
+	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
+		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id)
+
+	err = r.loop(ctx)
+	r.ready.Store(false)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if cfg.StaticMembership {
+		r.sess.Close()
+	} else {
+		// Leave the group so the partitions move at once.
+		r.sess.Client().LeaveGroupContext(closeCtx)
+		r.sess.Close()
+	}
+	for _, t := range r.tasks {
+		if t.batch != nil {
+			t.batch.Close()
+		}
+	}
+	log.Info("pipeline stopped", "err", err)
+	return err
+}
+
+// outputPartitioner sends inbox and changelog records to the partition the
+// task set (the task's own: co-partitioning), and dead letters by key hash.
+type outputPartitioner struct{ deadletter string }
+
+func (o outputPartitioner) ForTopic(t string) kgo.TopicPartitioner {
+	if t == o.deadletter {
+		return kgo.StickyKeyPartitioner(nil).ForTopic(t)
+	}
+	return kgo.ManualPartitioner().ForTopic(t)
+}
+
+func (r *Runner) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	r.log.Info("partitions assigned", "partitions", assigned[r.names.Interactions])
+}
+
+func (r *Runner) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	ps := revoked[r.names.Interactions]
+	r.log.Info("partitions revoked", "partitions", ps)
+	r.handMu.Lock()
+	for _, p := range ps {
+		r.revoked[p] = true
+		delete(r.incoming, p)
+	}
+	r.handMu.Unlock()
+}
+
+// adjustOffsets runs when partitions are assigned, before any record of
+// theirs is fetched: it restores each new task from the changelog and starts
+// fetching at the offset the restored state has processed up to.
+func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	parts := offsets[r.names.Interactions]
+	if len(parts) == 0 {
+		return offsets, nil
+	}
+	r.restoring.Add(1)
+	r.ready.Store(false)
+	defer r.restoring.Add(-1)
+	// The committed offsets (fetched stable: no transaction pending on
+	// them), to check the restored state is not behind them.
+	committed := map[int32]int64{}
+	for p, o := range parts {
+		if eo := o.EpochOffset(); eo.Offset >= 0 {
+			committed[p] = eo.Offset
+		}
+	}
+	type result struct {
+		p    int32
+		t    *task
+		n    int64
+		took time.Duration
+		err  error
+	}
+	results := make(chan result, len(parts))
+	sem := make(chan struct{}, 4) // restores in parallel
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			start := time.Now()
+			c, ok := committed[p]
+			if !ok {
+				c = -1
+			}
+			n, _, err := restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base)
+			if err != nil {
+				results <- result{p: p, err: err}
+				return
+			}
+			t := &task{p: p, env: r.env}
+			err = t.load()
+			results <- result{p: p, t: t, n: n, took: time.Since(start), err: err}
+		})
+	}
+	wg.Wait()
+	close(results)
+	out := offsets[r.names.Interactions]
+	var errs []error
+	for res := range results {
+		if res.err != nil {
+			errs = append(errs, fmt.Errorf("restore partition %d: %w", res.p, res.err))
+			continue
+		}
+		r.stats.RestoredRecords.Add(res.n)
+		rate := 0.0
+		if s := res.took.Seconds(); s > 0 {
+			rate = float64(res.n) / s
+		}
+		r.log.Info("task restored", "partition", res.p, "changelog_records", res.n, "took", res.took.Round(time.Millisecond),
+			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps))
+		if res.t.meta.Input >= 0 {
+			out[res.p] = kgo.NewOffset().At(res.t.meta.Input).WithEpoch(-1)
+		}
+		r.handMu.Lock()
+		r.incoming[res.p] = res.t
+		delete(r.revoked, res.p)
+		r.handMu.Unlock()
+	}
+	if len(errs) > 0 {
+		// Returning an error would leave the partitions unconsumed; the
+		// loop sees the failure and stops the instance so the group moves
+		// them elsewhere.
+		err := errors.Join(errs...)
+		r.log.Error("restore failed", "err", err)
+		r.handMu.Lock()
+		r.restoreErr = err
+		r.handMu.Unlock()
+	}
+	return offsets, nil
+}

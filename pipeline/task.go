@@ -1,0 +1,388 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/state"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// task owns the users of one interactions partition: their state, the
+// partition's view of every campaign, and the outputs for those users. All
+// of its methods run on the runner's loop goroutine.
+type task struct {
+	p      int32
+	env    *env
+	meta   state.Meta
+	camps  map[string]*policy.Progress // every campaign the task remembers
+	queue  []*policy.Progress           // Pending, in policy.Compare order
+	firing []*policy.Progress           // Firing, in the order they fire
+	sweep  []byte                       // expiry sweep cursor (in memory only)
+
+	// Per transaction.
+	batch       *state.Batch
+	out         []*kgo.Record
+	counts      counts
+	metaChanged bool
+	budget      int // decisions left in this transaction
+	decodeBuf   []byte
+}
+
+// env is what tasks share: read-only after start.
+type env struct {
+	names    topics.Names
+	policy   *policy.Policy
+	serde    *schemas.Serde
+	store    *state.Store
+	chunk    int
+	campaign *broadcast
+}
+
+// load (re)reads the task's in-memory view from the store, dropping anything
+// staged: used after a restore and after an aborted transaction.
+func (t *task) load() error {
+	if t.batch != nil {
+		t.batch.Close()
+		t.batch = nil
+	}
+	meta, cs, err := t.env.store.LoadTask(t.p)
+	if err != nil {
+		return err
+	}
+	t.meta = meta
+	t.camps = make(map[string]*policy.Progress, len(cs))
+	t.queue, t.firing = t.queue[:0], t.firing[:0]
+	for i := range cs {
+		c := &cs[i]
+		t.camps[c.Campaign.ID] = c
+		switch c.Status {
+		case policy.Pending:
+			t.queue = append(t.queue, c)
+		case policy.Firing:
+			t.firing = append(t.firing, c)
+		}
+	}
+	slices.SortFunc(t.queue, policy.Compare)
+	// Fan-outs resume in the order they started: by fire time, then id.
+	slices.SortFunc(t.firing, func(a, b *policy.Progress) int {
+		if a.FireAt != b.FireAt {
+			return int(a.FireAt - b.FireAt)
+		}
+		return policy.Compare(a, b)
+	})
+	return nil
+}
+
+// begin starts the task's part of a transaction.
+func (t *task) begin() {
+	t.batch = t.env.store.NewBatch(t.p)
+	t.out = t.out[:0]
+	t.counts = counts{}
+	t.metaChanged = false
+	t.budget = t.env.chunk
+}
+
+// syncCampaigns applies the campaign records the task has not seen, up to
+// ends (exclusive) per campaigns partition. Task 0 dead-letters bad campaign
+// records, so each is dead-lettered once, in a transaction.
+func (t *task) syncCampaigns(ends map[int32]int64, nparts int) error {
+	for len(t.meta.Campaigns) < nparts {
+		t.meta.Campaigns = append(t.meta.Campaigns, 0)
+	}
+	for q := int32(0); q < int32(nparts); q++ {
+		from, end := t.meta.Campaigns[q], ends[q]
+		if from >= end {
+			continue
+		}
+		for _, cr := range t.env.campaign.since(q, from, end) {
+			if err := t.applyCampaign(cr); err != nil {
+				return err
+			}
+			t.meta.Campaigns[q] = cr.rec.Offset + 1
+		}
+		t.meta.Campaigns[q] = end
+		t.metaChanged = true
+	}
+	return nil
+}
+
+func (t *task) applyCampaign(cr campaignRecord) error {
+	if cr.control {
+		return nil
+	}
+	c := cr.campaign
+	if c == nil {
+		if cr.reason == reasonRetry {
+			dc, err := t.env.serde.DecodeCampaign(cr.rec.Value)
+			if err != nil {
+				var de *schemas.DecodeError
+				if !errors.As(err, &de) {
+					return fmt.Errorf("decode campaign at %s/%d@%d: %w", cr.rec.Topic, cr.rec.Partition, cr.rec.Offset, err)
+				}
+				cr.reason, cr.err = de.Reason, err
+			} else {
+				c = &dc
+			}
+		}
+		if c == nil {
+			t.deadLetterCampaign(cr.rec, cr.reason, cr.err)
+			return nil
+		}
+	}
+	t.counts.campaignsSeen++
+	known := t.camps[c.CampaignID]
+	next, verdict := policy.Admit(known, c, t.meta.Time)
+	switch verdict {
+	case policy.Invalid:
+		t.deadLetterCampaign(cr.rec, "campaign-expires-before-send",
+			fmt.Errorf("campaign %s expires at %s, before its send_at %s", c.CampaignID, c.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"), c.SendAt.UTC().Format("2006-01-02T15:04:05.000Z")))
+		return nil
+	case policy.Ignored:
+		return nil
+	case policy.CancelledPending:
+		t.queue = slices.DeleteFunc(t.queue, func(p *policy.Progress) bool { return p == known })
+	}
+	t.camps[c.CampaignID] = next
+	if next.Status == policy.Pending {
+		i, _ := slices.BinarySearchFunc(t.queue, next, policy.Compare)
+		t.queue = slices.Insert(t.queue, i, next)
+	} else if next.Status == policy.Firing {
+		t.firing = append(t.firing, next)
+	}
+	return t.batch.PutCampaign(next)
+}
+
+func (t *task) deadLetterCampaign(r *kgo.Record, reason string, err error) {
+	if t.p != 0 {
+		return
+	}
+	t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
+	t.counts.deadLetters++
+}
+
+// fanout continues the fan-outs in progress within the transaction's
+// decision budget. It reports whether every fan-out finished.
+func (t *task) fanout() (bool, error) {
+	for len(t.firing) > 0 {
+		if t.budget <= 0 {
+			return false, nil
+		}
+		c := t.firing[0]
+		var rec policy.Recipient
+		cfg := t.env.policy.Config()
+		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string) error {
+			t.budget--
+			contact, _, err := t.batch.Contact(user, c.Campaign.Business)
+			if err != nil {
+				return err
+			}
+			var r *policy.Recipient
+			if cfg.UserCap > 0 {
+				rec, _, err = t.batch.Recipient(user)
+				if err != nil {
+					return err
+				}
+				r = &rec
+			}
+			reason := t.env.policy.Decide(&contact, r, &c.Campaign, c.FireAt)
+			t.counts.decisions[reason]++
+			if reason != policy.Delivered {
+				return nil
+			}
+			if err := t.batch.PutContact(user, c.Campaign.Business, &contact); err != nil {
+				return err
+			}
+			if r != nil {
+				if err := t.batch.PutRecipient(user, r); err != nil {
+					return err
+				}
+			}
+			return t.deliver(user, c)
+		})
+		if err != nil {
+			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
+		}
+		c.Cursor = last
+		if done {
+			c.Status, c.Cursor = policy.Fired, ""
+			t.firing = t.firing[1:]
+			t.counts.campaignsFired++
+		}
+		if err := t.batch.PutCampaign(c); err != nil {
+			return false, err
+		}
+		if c.FireAt > t.meta.Time {
+			t.meta.Time = c.FireAt
+			t.metaChanged = true
+		}
+	}
+	return true, nil
+}
+
+func (t *task) deliver(user string, c *policy.Progress) error {
+	m := schemas.InboxMessage{
+		DeliveryID: policy.DeliveryID(c.Campaign.ID, user),
+		UserID:     user,
+		BusinessID: c.Campaign.Business,
+		CampaignID: c.Campaign.ID,
+		SentAt:     millisTime(c.FireAt),
+		Message:    c.Message,
+	}
+	v, err := t.env.serde.AppendInbox(nil, &m)
+	if err != nil {
+		return fmt.Errorf("encode inbox message: %w", err)
+	}
+	t.out = append(t.out, &kgo.Record{Topic: t.env.names.Inbox, Partition: t.p, Key: []byte(user), Value: v})
+	return nil
+}
+
+// startDue moves the pending campaigns that due reports true for to the
+// firing list, in order.
+func (t *task) startDue(due func(*policy.Progress) bool) {
+	for len(t.queue) > 0 && due(t.queue[0]) {
+		c := t.queue[0]
+		t.queue = t.queue[1:]
+		policy.Start(c)
+		t.firing = append(t.firing, c)
+	}
+}
+
+// process applies the task's records in order. It stops early, returning the
+// index of the first record it did not process, when a fan-out runs out of
+// budget: the rest waits for the next transaction (event-time order is kept).
+func (t *task) process(recs []*kgo.Record) (int, error) {
+	if ok, err := t.fanout(); err != nil || !ok {
+		return 0, err
+	}
+	for i, r := range recs {
+		if r.Offset < t.meta.Input {
+			continue // already applied: an offset reset or a re-fetch
+		}
+		if r.Attrs.IsControl() {
+			t.meta.Input, t.metaChanged = r.Offset+1, true
+			continue
+		}
+		in, reason, err := t.decode(r)
+		if err != nil {
+			return i, err // infrastructure: the transaction aborts
+		}
+		if reason != "" {
+			t.meta.Input, t.metaChanged = r.Offset+1, true
+			continue
+		}
+		at := policy.ToMillis(in.OccurredAt)
+		t.startDue(func(c *policy.Progress) bool { return policy.DueByStreamTime(c, at) })
+		if ok, err := t.fanout(); err != nil || !ok {
+			return i, err
+		}
+		if err := t.apply(&in, at); err != nil {
+			return i, err
+		}
+		if at > t.meta.Time {
+			t.meta.Time = at
+		}
+		t.meta.Input, t.metaChanged = r.Offset+1, true
+		t.counts.interactions++
+	}
+	return len(recs), nil
+}
+
+// decode returns the interaction of r, or the dead-letter reason when r is
+// bad (the dead letter is already queued), or an error when the failure is
+// not the record's (the registry).
+func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
+	in, err := t.env.serde.DecodeInteraction(r.Value)
+	reject := func(reason string, err error) (schemas.Interaction, string, error) {
+		t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
+		t.counts.deadLetters++
+		return in, reason, nil
+	}
+	if err != nil {
+		var de *schemas.DecodeError
+		if errors.As(err, &de) {
+			return reject(de.Reason, fmt.Errorf("decode interaction at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err))
+		}
+		return in, "", fmt.Errorf("decode interaction at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	switch {
+	case in.UserID == "":
+		return reject("empty-user-id", errors.New("user_id is empty"))
+	case string(r.Key) != in.UserID:
+		return reject("misrouted-key", fmt.Errorf("record key %q is not the user_id %q: the record is on the wrong partition for its user", r.Key, in.UserID))
+	case in.Kind != schemas.UserErased && in.BusinessID == "":
+		return reject("empty-business-id", fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
+	}
+	return in, "", nil
+}
+
+// apply records one interaction in the state.
+func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
+	if in.Kind == schemas.UserErased {
+		_, err := t.batch.EraseUser(in.UserID)
+		return err
+	}
+	if in.Kind == schemas.BusinessMessage {
+		return nil
+	}
+	c, _, err := t.batch.Contact(in.UserID, in.BusinessID)
+	if err != nil {
+		return err
+	}
+	if !c.Apply(in.Kind, at) {
+		return nil
+	}
+	return t.batch.PutContact(in.UserID, in.BusinessID, &c)
+}
+
+// fireByWallClock starts the pending campaigns whose send time the wall
+// clock has passed; the runner calls it only when the task is caught up.
+func (t *task) fireByWallClock(wall policy.Millis) error {
+	t.startDue(func(c *policy.Progress) bool { return policy.DueByWallClock(c, wall) })
+	_, err := t.fanout()
+	return err
+}
+
+// expire forgets, within a small budget per transaction, what no rule can
+// use any more as of the task's time: contacts past retention, finished
+// campaigns past their expiry.
+func (t *task) expire(limit int) error {
+	now := t.meta.Time
+	if now == 0 {
+		return nil
+	}
+	next, _, err := t.batch.SweepContacts(t.sweep, limit, func(c *policy.Contact) bool {
+		return t.env.policy.ContactExpired(c, now)
+	})
+	if err != nil {
+		return err
+	}
+	t.sweep = next
+	for id, c := range t.camps {
+		if policy.Forgettable(c, now) {
+			if err := t.batch.DeleteCampaign(id); err != nil {
+				return err
+			}
+			delete(t.camps, id)
+		}
+	}
+	return nil
+}
+
+// finish writes the metadata and turns the batch into changelog records.
+func (t *task) finish() error {
+	if t.metaChanged {
+		if err := t.batch.PutMeta(&t.meta); err != nil {
+			return err
+		}
+	}
+	for _, ch := range t.batch.Changes() {
+		t.out = append(t.out, &kgo.Record{Topic: t.env.names.Changelog, Partition: t.p, Key: ch.Key, Value: ch.Value})
+	}
+	return nil
+}
