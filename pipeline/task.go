@@ -21,9 +21,9 @@ type task struct {
 	env    *env
 	meta   state.Meta
 	camps  map[string]*policy.Progress // every campaign the task remembers
-	queue  []*policy.Progress           // Pending, in policy.Compare order
-	firing []*policy.Progress           // Firing, in the order they fire
-	sweep  []byte                       // expiry sweep cursor (in memory only)
+	queue  []*policy.Progress          // Pending, in policy.Compare order
+	firing []*policy.Progress          // Firing, in the order they fire
+	sweep  []byte                      // expiry sweep cursor (in memory only)
 
 	// Per transaction.
 	batch       *state.Batch
