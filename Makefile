@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+GO      ?= go
+BIN     := bin/sponsor
+DATA    ?= data
+
+.PHONY: run build test test-short test-kafka bench vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down clean
+
+## run: the embedded default (in-process Kafka + schema registry, the pipeline, a demo workload); data kept in ./data
+run: build
+	./$(BIN) dev --demo --data $(DATA)
+
+## build: the sponsor binary in bin/
+build:
+	$(GO) build -o $(BIN) ./cmd/sponsor
+
+## test: every test, on the in-process Kafka (no Java needed)
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+## test-short: the quick tests only
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## test-kafka: the end-to-end suite against a real Apache Kafka started by deploy/kafka
+test-kafka: kafka-up
+	KAFKA_BROKERS=127.0.0.1:9092 $(GO) test -count=1 -timeout 30m -v ./e2e/
+
+## bench: Go benchmarks of the hot paths
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## kafka-up / kafka-down: a single-node Apache Kafka (KRaft) on 127.0.0.1:9092, from the Maven Central jars
+kafka-up:
+	deploy/kafka/install.sh
+	deploy/kafka/up.sh
+
+kafka-down:
+	deploy/kafka/down.sh
+
+## kafka-cluster-up / kafka-cluster-down: a three-node Apache Kafka cluster for broker-failure tests
+kafka-cluster-up:
+	deploy/kafka/install.sh
+	deploy/kafka/cluster-up.sh
+
+kafka-cluster-down:
+	deploy/kafka/cluster-down.sh
+
+clean:
+	rm -rf bin $(DATA)

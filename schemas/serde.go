@@ -1,0 +1,485 @@
+package schemas
+
+import (
+	"context"
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/avro"
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+var (
+	//go:embed interaction.avsc
+	interactionAvsc string
+	//go:embed campaign.avsc
+	campaignAvsc string
+	//go:embed inbox.avsc
+	inboxAvsc string
+)
+
+// Our reader (and writer) schemas. The .avsc files are part of the binary, so
+// a parse failure is a build defect, caught by the package's tests.
+var (
+	interactionReader = mustParse("interaction.avsc", interactionAvsc)
+	campaignReader    = mustParse("campaign.avsc", campaignAvsc)
+	inboxReader       = mustParse("inbox.avsc", inboxAvsc)
+)
+
+func mustParse(file, text string) *avro.Schema {
+	s, err := avro.Parse(text)
+	if err != nil {
+		panic(fmt.Sprintf("schemas: embedded %s: %v", file, err))
+	}
+	return s
+}
+
+// InteractionSchema returns the Avro schema (JSON) of [Interaction] values,
+// as registered by [NewSerde].
+func InteractionSchema() string { return interactionAvsc }
+
+// CampaignSchema returns the Avro schema (JSON) of [Campaign] values, as
+// registered by [NewSerde].
+func CampaignSchema() string { return campaignAvsc }
+
+// InboxSchema returns the Avro schema (JSON) of [InboxMessage] values, as
+// registered by [NewSerde].
+func InboxSchema() string { return inboxAvsc }
+
+// Reasons of a [DecodeError], meant as the dead-letter reason of a record.
+const (
+	// ReasonNotWireFormat: the value is empty, shorter than the 5-byte
+	// header, or does not start with the magic byte 0.
+	ReasonNotWireFormat = "not-wire-format"
+	// ReasonUnknownSchema: the registry has no schema with the header's id.
+	ReasonUnknownSchema = "unknown-schema-id"
+	// ReasonIncompatibleSchema: the writer schema is not a version of the
+	// record we read (another subject's schema, not Avro, unparsable) or
+	// cannot be resolved to our reader schema by Avro's rules.
+	ReasonIncompatibleSchema = "incompatible-schema"
+	// ReasonMalformed: the bytes do not decode with the writer schema, or
+	// bytes are left over after the record.
+	ReasonMalformed = "malformed-avro"
+	// ReasonInvalidValue: the record decodes but holds a value our types
+	// cannot take, such as an audience rule whose kind is not user-initiated
+	// or whose within_days is negative.
+	ReasonInvalidValue = "invalid-value"
+)
+
+// DecodeError says why a record value cannot be accepted. It is a property of
+// the record (or of its writer schema), so retrying cannot help: the record
+// belongs in the dead-letter topic. Errors of the registry itself are never
+// DecodeErrors.
+type DecodeError struct {
+	// Reason is one of the Reason constants.
+	Reason string
+	// SchemaID is the writer schema id in the record's header, or -1 if the
+	// header could not be read (Reason is ReasonNotWireFormat).
+	SchemaID int
+	// Err is the underlying cause.
+	Err error
+}
+
+// Error implements error.
+func (e *DecodeError) Error() string {
+	if e.Reason == ReasonNotWireFormat {
+		return fmt.Sprintf("schemas: %s: %v", e.Reason, e.Err)
+	}
+	return fmt.Sprintf("schemas: %s (schema id %d): %v", e.Reason, e.SchemaID, e.Err)
+}
+
+// Unwrap returns the underlying cause.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Topics names the topics whose values a [Serde] handles. A topic name prefix
+// may change them from the defaults "interactions", "campaigns", "inbox".
+type Topics struct {
+	Interactions, Campaigns, Inbox string
+}
+
+func (t Topics) validate() error {
+	names := map[string]string{}
+	for _, f := range []struct{ field, name string }{
+		{"Interactions", t.Interactions},
+		{"Campaigns", t.Campaigns},
+		{"Inbox", t.Inbox},
+	} {
+		if f.name == "" {
+			return fmt.Errorf("schemas: Topics.%s is empty", f.field)
+		}
+		if other, ok := names[f.name]; ok {
+			return fmt.Errorf("schemas: Topics.%s and Topics.%s are both %q", other, f.field, f.name)
+		}
+		names[f.name] = f.field
+	}
+	return nil
+}
+
+// Subject returns the registry subject of a topic's values (the
+// TopicNameStrategy): topic+"-value".
+func Subject(topic string) string { return topic + "-value" }
+
+// headerLen is the size of the Confluent wire-format header: the magic byte
+// and the big-endian schema id.
+const headerLen = 5
+
+// lookupTimeout bounds one registry look-up of an unknown schema id made while
+// decoding (the Decode methods take no context).
+const lookupTimeout = 10 * time.Second
+
+// Serde encodes and decodes the values of the interactions, campaigns and
+// inbox topics in the Confluent wire format. It is safe for concurrent use.
+//
+// Writer schemas are looked up by id in the registry the first time a record
+// names them and cached for the Serde's lifetime, rejections included (a
+// schema id never changes its schema). Ids the registry does not know are not
+// cached, so a schema registered later is still found.
+type Serde struct {
+	interaction, campaign, inbox *recordSerde
+}
+
+// NewSerde registers our three schemas under the subjects of topics (see
+// [Subject]) and returns a Serde that writes with their ids. Registering is
+// idempotent: a schema the subject already has keeps its id. It fails if the
+// registry cannot be reached or refuses a schema (for instance because the
+// subject's compatibility rules reject it).
+func NewSerde(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error) {
+	if rc == nil {
+		return nil, errors.New("schemas: NewSerde: nil registry client")
+	}
+	if err := topics.validate(); err != nil {
+		return nil, err
+	}
+	var (
+		s   Serde
+		err error
+	)
+	if s.interaction, err = newRecordSerde(ctx, rc, topics.Interactions, interactionAvsc, interactionReader); err != nil {
+		return nil, err
+	}
+	if s.campaign, err = newRecordSerde(ctx, rc, topics.Campaigns, campaignAvsc, campaignReader); err != nil {
+		return nil, err
+	}
+	if s.inbox, err = newRecordSerde(ctx, rc, topics.Inbox, inboxAvsc, inboxReader); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// DecodeInteraction decodes a value of the interactions topic. A record that
+// cannot be accepted gives a [*DecodeError]; any other error means the
+// registry could not be asked and the record should be retried.
+func (s *Serde) DecodeInteraction(b []byte) (Interaction, error) {
+	var v Interaction
+	if err := s.interaction.decode(b, (*wireInteraction)(&v)); err != nil {
+		return Interaction{}, err
+	}
+	return v, nil
+}
+
+// DecodeCampaign decodes a value of the campaigns topic; errors as for
+// [Serde.DecodeInteraction]. An empty audience decodes as nil.
+func (s *Serde) DecodeCampaign(b []byte) (Campaign, error) {
+	var w wireCampaign
+	if err := s.campaign.decode(b, &w); err != nil {
+		return Campaign{}, err
+	}
+	v := Campaign{
+		CampaignID: w.CampaignID,
+		BusinessID: w.BusinessID,
+		Action:     w.Action,
+		SendAt:     w.SendAt,
+		ExpiresAt:  w.ExpiresAt,
+		Message:    Message(w.Message),
+	}
+	if len(w.Audience) > 0 {
+		v.Audience = make([]AudienceRule, len(w.Audience))
+		for i, r := range w.Audience {
+			if int(r.Kind) < 0 || int(r.Kind) >= len(contactKinds) {
+				return Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: contact kind ordinal %d out of range", i, r.Kind))
+			}
+			if r.WithinDays < 0 {
+				return Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: negative within_days %d", i, r.WithinDays))
+			}
+			v.Audience[i] = AudienceRule{Kind: contactKinds[r.Kind], WithinDays: r.WithinDays}
+		}
+	}
+	return v, nil
+}
+
+// DecodeInbox decodes a value of the inbox topic; errors as for
+// [Serde.DecodeInteraction].
+func (s *Serde) DecodeInbox(b []byte) (InboxMessage, error) {
+	var w wireInbox
+	if err := s.inbox.decode(b, &w); err != nil {
+		return InboxMessage{}, err
+	}
+	return InboxMessage{
+		DeliveryID: w.DeliveryID,
+		UserID:     w.UserID,
+		BusinessID: w.BusinessID,
+		CampaignID: w.CampaignID,
+		SentAt:     w.SentAt,
+		Message:    Message(w.Message),
+	}, nil
+}
+
+// AppendInteraction appends v in the wire format, with our schema's id, to
+// dst and returns the extended slice. Timestamps keep millisecond precision
+// (finer parts are dropped). On error it returns dst unchanged.
+func (s *Serde) AppendInteraction(dst []byte, v *Interaction) ([]byte, error) {
+	return s.interaction.append(dst, (*wireInteraction)(v))
+}
+
+// AppendCampaign appends v in the wire format, with our schema's id, to dst
+// and returns the extended slice. Every audience rule's kind must be
+// user-initiated and its WithinDays not negative. On error it returns dst unchanged.
+func (s *Serde) AppendCampaign(dst []byte, v *Campaign) ([]byte, error) {
+	w := wireCampaign{
+		CampaignID: v.CampaignID,
+		BusinessID: v.BusinessID,
+		Action:     v.Action,
+		SendAt:     v.SendAt,
+		ExpiresAt:  v.ExpiresAt,
+		Audience:   make([]wireAudienceRule, len(v.Audience)),
+		Message:    wireMessage(v.Message),
+	}
+	for i, r := range v.Audience {
+		if !r.Kind.UserInitiated() {
+			return dst, fmt.Errorf("schemas: encode campaign %q: audience[%d]: kind %v is not user-initiated", v.CampaignID, i, r.Kind)
+		}
+		if r.WithinDays < 0 {
+			return dst, fmt.Errorf("schemas: encode campaign %q: audience[%d]: negative within_days %d", v.CampaignID, i, r.WithinDays)
+		}
+		// contactKinds[k] == k for the user-initiated kinds.
+		w.Audience[i] = wireAudienceRule{Kind: int8(r.Kind), WithinDays: r.WithinDays}
+	}
+	return s.campaign.append(dst, &w)
+}
+
+// AppendInbox appends v in the wire format, with our schema's id, to dst and
+// returns the extended slice. On error it returns dst unchanged.
+func (s *Serde) AppendInbox(dst []byte, v *InboxMessage) ([]byte, error) {
+	w := wireInbox{
+		DeliveryID: v.DeliveryID,
+		UserID:     v.UserID,
+		BusinessID: v.BusinessID,
+		CampaignID: v.CampaignID,
+		SentAt:     v.SentAt,
+		Message:    wireMessage(v.Message),
+	}
+	return s.inbox.append(dst, &w)
+}
+
+// The wire structs map our types onto the Avro field names. twmb/avro
+// decodes straight into them (no map[string]any per record), resolving the
+// writer schema against ours on the way; enums travel as the reader's
+// ordinals, which are our Go values. Decoding an interaction costs one
+// allocation (its strings). If profiles ever ask for more, the faster path
+// goes in recordSerde.decode: a hand-written decoder for records carrying our
+// own schema id (the common case), skipping reflection.
+//
+// wireInteraction must keep Interaction's exact field list: the serde
+// converts pointers between the two.
+type wireInteraction struct {
+	EventID    string          `avro:"event_id"`
+	UserID     string          `avro:"user_id"`
+	BusinessID string          `avro:"business_id"`
+	Kind       InteractionKind `avro:"kind"`
+	OccurredAt time.Time       `avro:"occurred_at"`
+}
+
+type wireMessage struct {
+	Text     string  `avro:"text"`
+	CTALabel *string `avro:"cta_label"`
+	CTAURL   *string `avro:"cta_url"`
+}
+
+// wireAudienceRule's Kind is the ordinal of the ContactKind enum.
+type wireAudienceRule struct {
+	Kind       int8  `avro:"kind"`
+	WithinDays int32 `avro:"within_days"`
+}
+
+// contactKinds maps the ContactKind symbols' ordinals to interaction kinds.
+var contactKinds = [...]InteractionKind{UserMessage, BotStarted, BotCTAClick}
+
+type wireCampaign struct {
+	CampaignID string             `avro:"campaign_id"`
+	BusinessID string             `avro:"business_id"`
+	Action     CampaignAction     `avro:"action"`
+	SendAt     time.Time          `avro:"send_at"`
+	ExpiresAt  time.Time          `avro:"expires_at"`
+	Audience   []wireAudienceRule `avro:"audience"`
+	Message    wireMessage        `avro:"message"`
+}
+
+type wireInbox struct {
+	DeliveryID string      `avro:"delivery_id"`
+	UserID     string      `avro:"user_id"`
+	BusinessID string      `avro:"business_id"`
+	CampaignID string      `avro:"campaign_id"`
+	SentAt     time.Time   `avro:"sent_at"`
+	Message    wireMessage `avro:"message"`
+}
+
+// recordSerde is the serde of one record type on one subject.
+type recordSerde struct {
+	rc       *sr.Client
+	subject  string
+	fullName string       // the record's Avro full name, e.g. sponsor.v1.Interaction
+	reader   *avro.Schema // ours
+	id       int          // ours, as registered under subject
+
+	writers sync.Map   // schema id (int) -> *writer
+	fetchMu sync.Mutex // one registry look-up at a time, so a burst of records with a new id asks once
+}
+
+// writer is the outcome of checking one writer schema id: a schema that
+// decodes its records into our reader's layout, or the reason it cannot.
+type writer struct {
+	schema *avro.Schema
+	err    *DecodeError
+}
+
+func newRecordSerde(ctx context.Context, rc *sr.Client, topic, text string, reader *avro.Schema) (*recordSerde, error) {
+	subject := Subject(topic)
+	id, err := rc.RegisterSchema(ctx, subject, sr.Schema{Schema: text, Type: sr.TypeAvro}, -1, -1)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: register schema under subject %q: %w", subject, err)
+	}
+	r := &recordSerde{
+		rc:       rc,
+		subject:  subject,
+		fullName: fullName(reader.Root()),
+		reader:   reader,
+		id:       id,
+	}
+	r.writers.Store(id, &writer{schema: reader})
+	return r, nil
+}
+
+// decode decodes the wire-format value b into v, a pointer to a wire struct.
+func (r *recordSerde) decode(b []byte, v any) error {
+	if len(b) < headerLen || b[0] != 0 {
+		err := fmt.Errorf("want magic byte 0 and a 4-byte schema id, got %d bytes", len(b))
+		if len(b) > 0 && b[0] != 0 {
+			err = fmt.Errorf("magic byte %d, want 0", b[0])
+		}
+		return &DecodeError{Reason: ReasonNotWireFormat, SchemaID: -1, Err: err}
+	}
+	// Registry ids are non-negative int32s; read as such so that a garbage id
+	// stays an int on 32-bit platforms too.
+	id := int(int32(binary.BigEndian.Uint32(b[1:headerLen])))
+	w, err := r.writer(id)
+	if err != nil {
+		return err
+	}
+	rest, err := w.schema.Decode(b[headerLen:], v)
+	if err != nil {
+		return &DecodeError{Reason: ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %w", r.fullName, err)}
+	}
+	if len(rest) > 0 {
+		return &DecodeError{Reason: ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %d trailing bytes after the record", r.fullName, len(rest))}
+	}
+	return nil
+}
+
+// invalid returns the DecodeError of a record b that decoded but holds a value
+// our types cannot take.
+func (r *recordSerde) invalid(b []byte, err error) error {
+	return &DecodeError{
+		Reason:   ReasonInvalidValue,
+		SchemaID: int(int32(binary.BigEndian.Uint32(b[1:headerLen]))),
+		Err:      fmt.Errorf("%s: %w", r.fullName, err),
+	}
+}
+
+// writer returns the schema that decodes records written with schema id into
+// our reader's layout, asking the registry the first time it sees id.
+func (r *recordSerde) writer(id int) (*writer, error) {
+	if w, ok := r.writers.Load(id); ok {
+		return w.(*writer).result()
+	}
+	if id <= 0 {
+		// No registry hands out such ids; do not bother it with garbage.
+		return nil, &DecodeError{Reason: ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("schema id %d is not a registry id", id)}
+	}
+	r.fetchMu.Lock()
+	defer r.fetchMu.Unlock()
+	if w, ok := r.writers.Load(id); ok {
+		return w.(*writer).result()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	s, err := r.rc.SchemaByID(ctx, id)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return nil, &DecodeError{Reason: ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("registry has no schema %d: %w", id, err)}
+		}
+		return nil, fmt.Errorf("schemas: look up writer schema %d for subject %q: %w", id, r.subject, err)
+	}
+	w := r.resolve(id, s)
+	r.writers.Store(id, w)
+	return w.result()
+}
+
+func (w *writer) result() (*writer, error) {
+	if w.err != nil {
+		return nil, w.err
+	}
+	return w, nil
+}
+
+// resolve checks that the registered schema s (id) is a version of our record
+// that our reader can read, and builds the schema that decodes its records.
+func (r *recordSerde) resolve(id int, s sr.Schema) *writer {
+	incompatible := func(err error) *writer {
+		return &writer{err: &DecodeError{Reason: ReasonIncompatibleSchema, SchemaID: id, Err: err}}
+	}
+	if s.Type != sr.TypeAvro {
+		return incompatible(fmt.Errorf("writer schema is %v, want AVRO", s.Type))
+	}
+	if len(s.References) > 0 {
+		return incompatible(errors.New("writer schema uses schema references, which are not supported"))
+	}
+	ws, err := avro.Parse(s.Schema)
+	if err != nil {
+		return incompatible(fmt.Errorf("parse writer schema: %w", err))
+	}
+	// A schema of another record is most likely another subject's: say so
+	// rather than report a field-level mismatch.
+	if got := fullName(ws.Root()); got != r.fullName {
+		return incompatible(fmt.Errorf("writer schema is of record %q, want %q (subject %q)", got, r.fullName, r.subject))
+	}
+	rs, err := avro.Resolve(ws, r.reader)
+	if err != nil {
+		return incompatible(fmt.Errorf("writer schema cannot be read as %s: %w", r.fullName, err))
+	}
+	return &writer{schema: rs}
+}
+
+// append encodes v (a pointer to a wire struct) after the wire-format header.
+func (r *recordSerde) append(dst []byte, v any) ([]byte, error) {
+	out := binary.BigEndian.AppendUint32(append(dst, 0), uint32(r.id))
+	out, err := r.reader.AppendEncode(out, v)
+	if err != nil {
+		return dst, fmt.Errorf("schemas: encode %s: %w", r.fullName, err)
+	}
+	return out, nil
+}
+
+// fullName returns the Avro full name of a named schema node ("" for others).
+func fullName(n *avro.SchemaNode) string {
+	if n.Name == "" || strings.Contains(n.Name, ".") || n.Namespace == "" {
+		return n.Name
+	}
+	return n.Namespace + "." + n.Name
+}
