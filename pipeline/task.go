@@ -334,6 +334,11 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if err != nil {
 		return err
 	}
+	// A contact past retention is forgotten whether or not the expiry sweep
+	// has reached it yet, so a replay decides the same.
+	if t.env.policy.ContactExpired(&c, max(t.meta.Time, at)) {
+		c = policy.Contact{}
+	}
 	if !c.Apply(in.Kind, at) {
 		return nil
 	}

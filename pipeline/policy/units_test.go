@@ -106,7 +106,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative cap", func(c *policy.Config) { c.UserCap = -1 }, "UserCap"},
 		{"negative gap", func(c *policy.Config) { c.ConversationGap = -time.Second }, "ConversationGap"},
 		{"sub-millisecond gap", func(c *policy.Config) { c.ConversationGap = 500 * time.Microsecond }, "ConversationGap"},
-		{"cap and gap on", func(c *policy.Config) { c.UserCap, c.ConversationGap = 3, 24 * time.Hour }, ""},
+		{"cap and gap on", func(c *policy.Config) { c.UserCap, c.ConversationGap = 3, 24*time.Hour }, ""},
 		{"one millisecond retention", func(c *policy.Config) { c.ContactRetention = time.Millisecond }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
