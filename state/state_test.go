@@ -1,0 +1,191 @@
+package state
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestCodecsRoundTrip(t *testing.T) {
+	c := policy.Contact{Last: [3]int64{1, 0, 3}, Blocked: true, BlockAt: 9, OptedOut: false, OptAt: -5, LastSent: 1 << 40}
+	got, err := DecodeContact(AppendContact(nil, &c))
+	if err != nil || got != c {
+		t.Fatalf("contact: got %+v, %v; want %+v", got, err, c)
+	}
+	r := policy.Recipient{Sent: []int64{5, 6, 7}}
+	gr, err := DecodeRecipient(AppendRecipient(nil, &r))
+	if err != nil || !slices.Equal(gr.Sent, r.Sent) {
+		t.Fatalf("recipient: got %+v, %v; want %+v", gr, err, r)
+	}
+	label := "Go"
+	p := policy.Progress{
+		Campaign: policy.Campaign{ID: "c1", Business: "b1", SendAt: 10, ExpiresAt: 20,
+			Audience: []schemas.AudienceRule{{Kind: schemas.BotCTAClick, WithinDays: 7}}},
+		Message: schemas.Message{Text: "hi", CTALabel: &label},
+		Status:  policy.Firing, FireAt: 11, Cursor: "user-9",
+	}
+	gp, err := DecodeProgress(AppendProgress(nil, &p))
+	if err != nil || gp.Campaign.ID != "c1" || gp.Cursor != "user-9" || gp.Status != policy.Firing ||
+		*gp.Message.CTALabel != "Go" || gp.Message.CTAURL != nil || len(gp.Campaign.Audience) != 1 || gp.Campaign.Audience[0] != p.Campaign.Audience[0] {
+		t.Fatalf("progress: got %+v, %v; want %+v", gp, err, p)
+	}
+	m := Meta{Input: 42, Campaigns: []int64{3, 0, 9}, Time: 77}
+	gm, err := DecodeMeta(AppendMeta(nil, &m))
+	if err != nil || gm.Input != 42 || gm.Time != 77 || !slices.Equal(gm.Campaigns, m.Campaigns) {
+		t.Fatalf("meta: got %+v, %v; want %+v", gm, err, m)
+	}
+}
+
+func TestCodecsRejectCorrupt(t *testing.T) {
+	c := policy.Contact{Last: [3]int64{1, 2, 3}}
+	good := AppendContact(nil, &c)
+	for name, b := range map[string][]byte{
+		"empty":     nil,
+		"version":   append([]byte{9}, good[1:]...),
+		"truncated": good[:len(good)-1],
+		"trailing":  append(append([]byte(nil), good...), 0),
+	} {
+		if _, err := DecodeContact(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", name, err)
+		}
+	}
+	if _, err := DecodeRecipient([]byte{1, 0xff, 0xff, 0xff, 0x0f}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("huge recipient count: got %v, want ErrCorrupt", err)
+	}
+}
+
+// TestBatchIsInvisibleUntilCommit checks reads see the batch's own writes,
+// the store sees nothing before Commit, and Close discards.
+func TestBatchIsInvisibleUntilCommit(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(3)
+	c := policy.Contact{Last: [3]int64{5, 0, 0}}
+	if err := b.PutContact("u1", "b1", &c); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := b.Contact("u1", "b1"); err != nil || !ok || got != c {
+		t.Fatalf("read through batch: got %+v %v %v", got, ok, err)
+	}
+	b.Close()
+	other := s.NewBatch(3)
+	defer other.Close()
+	if _, ok, _ := other.Contact("u1", "b1"); ok {
+		t.Fatal("a closed batch's write is visible")
+	}
+	if cp, _ := s.Checkpoint(3); cp != -1 {
+		t.Fatalf("checkpoint = %d, want -1", cp)
+	}
+}
+
+// TestChangelogRestoresTheSameState replays a batch's changelog records into
+// another store, partition by partition, and checks the state, the derived
+// fan-out index and the checkpoint.
+func TestChangelogRestoresTheSameState(t *testing.T) {
+	src, dst := open(t), open(t)
+	b := src.NewBatch(1)
+	for _, u := range []string{"u3", "u1", "u2"} {
+		c := policy.Contact{Last: [3]int64{10, 0, 0}}
+		if err := b.PutContact(u, "biz", &c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := policy.Contact{Last: [3]int64{1, 0, 0}}
+	if err := b.PutContact("u1", "other", &c); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.EraseUser("u2"); err != nil || n != 1 {
+		t.Fatalf("erase: %d %v", n, err)
+	}
+	if err := b.PutMeta(&Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
+		t.Fatal(err)
+	}
+	changes := b.Changes()
+	if err := b.Commit(int64(len(changes))); err != nil {
+		t.Fatal(err)
+	}
+
+	rs := dst.NewRestorer(1)
+	for _, ch := range changes {
+		if err := rs.Add(ch.Key, ch.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rs.Flush(int64(len(changes))); err != nil {
+		t.Fatal(err)
+	}
+	rs.Close()
+
+	for _, s := range []*Store{src, dst} {
+		rb := s.NewBatch(1)
+		var users []string
+		if _, done, err := rb.Audience("biz", "", 10, func(u string) error { users = append(users, u); return nil }); err != nil || !done {
+			t.Fatalf("audience: %v %v", done, err)
+		}
+		if !slices.Equal(users, []string{"u1", "u3"}) {
+			t.Errorf("audience of biz = %v, want [u1 u3] (u2 erased)", users)
+		}
+		// Resume after a cursor.
+		users = nil
+		rb.Audience("biz", "u1", 10, func(u string) error { users = append(users, u); return nil })
+		if !slices.Equal(users, []string{"u3"}) {
+			t.Errorf("audience after u1 = %v, want [u3]", users)
+		}
+		rb.Close()
+		meta, _, err := s.LoadTask(1)
+		if err != nil || meta.Input != 7 {
+			t.Errorf("meta = %+v, %v; want Input 7", meta, err)
+		}
+		if cp, _ := s.Checkpoint(1); cp != int64(len(changes)) {
+			t.Errorf("checkpoint = %d, want %d", cp, len(changes))
+		}
+		// Nothing leaked into another partition.
+		if m, _, _ := s.LoadTask(2); m.Input != -1 {
+			t.Errorf("partition 2 has metadata %+v", m)
+		}
+	}
+}
+
+func TestSweepDeletesExpiredOnly(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(0)
+	defer b.Close()
+	for i, u := range []string{"a", "b", "c", "d"} {
+		c := policy.Contact{Last: [3]int64{int64(i + 1), 0, 0}}
+		if err := b.PutContact(u, "biz", &c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cursor []byte
+	deleted := 0
+	for range 10 {
+		next, n, err := b.SweepContacts(cursor, 1, func(c *policy.Contact) bool { return c.Last[0] <= 2 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted += n
+		if cursor = next; cursor == nil {
+			break
+		}
+	}
+	if deleted != 2 {
+		t.Fatalf("deleted %d, want 2", deleted)
+	}
+	var users []string
+	b.Audience("biz", "", 10, func(u string) error { users = append(users, u); return nil })
+	if !slices.Equal(users, []string{"c", "d"}) {
+		t.Fatalf("left %v, want [c d]", users)
+	}
+}
