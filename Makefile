@@ -36,7 +36,7 @@ kafka-up:
 	deploy/kafka/up.sh
 
 kafka-down:
-	deploy/kafka/down.sh
+	deploy/kafka/down.sh --wipe
 
 ## kafka-cluster-up / kafka-cluster-down: a three-node Apache Kafka cluster for broker-failure tests
 kafka-cluster-up:
@@ -44,7 +44,7 @@ kafka-cluster-up:
 	deploy/kafka/cluster-up.sh
 
 kafka-cluster-down:
-	deploy/kafka/cluster-down.sh
+	deploy/kafka/cluster-down.sh --wipe
 
 clean:
 	rm -rf bin $(DATA)
