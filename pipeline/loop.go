@@ -42,7 +42,10 @@ func (r *Runner) loop(ctx context.Context) error {
 			r.sess.AllowRebalance()
 			return err
 		}
-		err := r.iteration(ctx, fs)
+		// A shutdown lets the iteration in flight finish and commit.
+		iterCtx, cancelIter := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
+		err := r.iteration(iterCtx, fs)
+		cancelIter()
 		r.sess.AllowRebalance()
 		switch {
 		case err == nil:
@@ -57,7 +60,9 @@ func (r *Runner) loop(ctx context.Context) error {
 			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
 			}
 		}
-		_ = fetchErr
+		if fetchErr != nil && isFatal(fetchErr) {
+			return fetchErr
+		}
 	}
 }
 
