@@ -67,6 +67,12 @@ type Config struct {
 	// Now is the wall clock, used only to fire due campaigns on quiet,
 	// caught-up partitions. Default time.Now.
 	Now func() time.Time
+	// UnsafeNoTransactions turns exactly-once off: no transactions, no
+	// changelog, offsets auto-committed, state only in Pebble (no WAL). A
+	// crash then loses or repeats inbox records. It exists only so the crash
+	// tests can prove their checker sees that (a negative control); never
+	// use it in production.
+	UnsafeNoTransactions bool
 	// KafkaOpts are extra franz-go options added to every client (TLS,
 	// SASL, dialers).
 	KafkaOpts []kgo.Opt

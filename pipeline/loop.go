@@ -176,7 +176,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		if t.batch == nil {
 			continue
 		}
-		if next, ok := lastChange[t.p]; ok {
+		if next, ok := lastChange[t.p]; ok || r.cfg.UnsafeNoTransactions && !t.batch.Empty() {
 			if err := t.batch.Commit(next); err != nil {
 				return fmt.Errorf("%w: apply committed state: %w", errStop, err)
 			}

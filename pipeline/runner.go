@@ -40,7 +40,7 @@ type Runner struct {
 	ncamp  int   // campaigns partitions
 	adm    *kadm.Client
 	admCl  *kgo.Client
-	sess   *kgo.GroupTransactSession
+	sess   session
 	env    *env
 
 	tasks map[int32]*task // owned by the loop goroutine
@@ -184,14 +184,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	bcDone.Go(func() { bc.run(bcCtx) })
 	defer func() { stopBC(); bc.close(); bcDone.Wait() }()
 
-	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc}
+	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions}
 
 	sessOpts := append(append([]kgo.Opt(nil), base...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(r.names.Interactions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.TransactionalID(cfg.Group+"-"+id),
-		kgo.TransactionTimeout(cfg.TransactionTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.KeepControlRecords(),
@@ -208,9 +206,22 @@ func (r *Runner) Run(ctx context.Context) error {
 	if cfg.StaticMembership {
 		sessOpts = append(sessOpts, kgo.InstanceID(id))
 	}
-	r.sess, err = kgo.NewGroupTransactSession(sessOpts...)
-	if err != nil {
-		return fmt.Errorf("group session: %w", err)
+	if cfg.UnsafeNoTransactions {
+		log.Warn("EXACTLY-ONCE IS OFF (UnsafeNoTransactions): a crash can lose or repeat inbox records; for negative-control tests only")
+		cl, err := kgo.NewClient(append(sessOpts, kgo.AutoCommitInterval(500*time.Millisecond))...)
+		if err != nil {
+			return fmt.Errorf("group client: %w", err)
+		}
+		r.sess = plainSession{cl}
+	} else {
+		s, err := kgo.NewGroupTransactSession(append(sessOpts,
+			kgo.TransactionalID(cfg.Group+"-"+id),
+			kgo.TransactionTimeout(cfg.TransactionTimeout),
+		)...)
+		if err != nil {
+			return fmt.Errorf("group session: %w", err)
+		}
+		r.sess = s
 	}
 	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id)
@@ -299,7 +310,11 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			if !ok {
 				c = -1
 			}
-			n, _, err := restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base)
+			var n int64
+			var err error
+			if !r.cfg.UnsafeNoTransactions {
+				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base)
+			}
 			if err != nil {
 				results <- result{p: p, err: err}
 				return
@@ -325,7 +340,7 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 		}
 		r.log.Info("task restored", "partition", res.p, "changelog_records", res.n, "took", res.took.Round(time.Millisecond),
 			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps))
-		if res.t.meta.Input >= 0 {
+		if res.t.meta.Input >= 0 && !r.cfg.UnsafeNoTransactions {
 			out[res.p] = kgo.NewOffset().At(res.t.meta.Input).WithEpoch(-1)
 		}
 		r.handMu.Lock()

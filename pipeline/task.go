@@ -42,6 +42,7 @@ type env struct {
 	store    *state.Store
 	chunk    int
 	campaign *broadcast
+	unsafe   bool // Config.UnsafeNoTransactions
 }
 
 // load (re)reads the task's in-memory view from the store, dropping anything
@@ -261,7 +262,7 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 		return 0, err
 	}
 	for i, r := range recs {
-		if r.Offset < t.meta.Input {
+		if r.Offset < t.meta.Input && !t.env.unsafe {
 			continue // already applied: an offset reset or a re-fetch
 		}
 		if r.Attrs.IsControl() {
@@ -385,6 +386,9 @@ func (t *task) finish() error {
 		if err := t.batch.PutMeta(&t.meta); err != nil {
 			return err
 		}
+	}
+	if t.env.unsafe {
+		return nil // no changelog: the negative control keeps state only in Pebble
 	}
 	for _, ch := range t.batch.Changes() {
 		t.out = append(t.out, &kgo.Record{Topic: t.env.names.Changelog, Partition: t.p, Key: ch.Key, Value: ch.Value})

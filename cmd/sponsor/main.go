@@ -101,6 +101,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.IntVar(&f.cfg.FanoutChunk, "fanout-chunk", 5000, "most (campaign, user) decisions per task per transaction")
 	fs.IntVar(&f.cfg.MaxPollRecords, "max-poll-records", 5000, "most interactions per transaction")
 	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move")
+	fs.BoolVar(&f.cfg.UnsafeNoTransactions, "unsafe-no-transactions", false, "TESTS ONLY: turn exactly-once off (no transactions, no changelog), so crash tests can prove they detect duplicates and losses")
 	fs.DurationVar(&f.cfg.TransactionTimeout, "transaction-timeout", 20*time.Second, "broker-side timeout of an open transaction")
 }
 
