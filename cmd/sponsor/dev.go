@@ -97,6 +97,20 @@ func cmdDev(ctx context.Context, args []string) error {
 		runErr = runWithHTTP(ctx, r, f.httpAddr, log)
 		cancel()
 	})
+	wg.Go(func() {
+		// Keep the registered schemas on disk as soon as they exist, so the
+		// log still decodes after a kill.
+		for !r.Ready() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if err := stack.SaveSchemas(ctx); err != nil {
+			log.Warn("save schemas", "err", err)
+		}
+	})
 	if demo {
 		wg.Go(func() {
 			if err := runDemo(ctx, r, stack, names.Interactions, names.Campaigns, names.Inbox, rate, campaignEvery, log); err != nil {
