@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 // campaignRecord is one record of the campaigns topic as every task sees it:
@@ -32,7 +33,7 @@ type campaignRecord struct {
 // possible refinement.)
 type broadcast struct {
 	cl    *kgo.Client
-	serde *schemas.Serde
+	serde *wire.Serde
 	log   *slog.Logger
 
 	mu    sync.Mutex
@@ -42,7 +43,7 @@ type broadcast struct {
 	err   error                      // fatal read error
 }
 
-func newBroadcast(topic string, serde *schemas.Serde, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
+func newBroadcast(topic string, serde *wire.Serde, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
 	opts = append(append([]kgo.Opt(nil), opts...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -90,7 +91,7 @@ func (b *broadcast) decode(r *kgo.Record) campaignRecord {
 	}
 	c, err := b.serde.DecodeCampaign(r.Value)
 	if err != nil {
-		var de *schemas.DecodeError
+		var de *wire.DecodeError
 		if errors.As(err, &de) {
 			return campaignRecord{rec: r, reason: de.Reason, err: err}
 		}

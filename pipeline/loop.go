@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 )
@@ -25,7 +26,11 @@ func (r *Runner) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		pollCtx, cancel := context.WithTimeout(ctx, r.cfg.Tick)
+		wait := r.cfg.Tick
+		if r.fanningOut() {
+			wait = time.Millisecond // the fan-out goes on at once
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, wait)
 		fs := r.sess.PollRecords(pollCtx, r.cfg.MaxPollRecords)
 		cancel()
 		if fs.IsClientClosed() {
@@ -144,17 +149,38 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		}
 	}
 	any := false
-	for _, t := range r.sortedTasks() {
+	tasks := r.sortedTasks()
+	for _, t := range tasks {
 		for _, rec := range t.out {
 			any = true
 			r.sess.Produce(ctx, rec, promise)
 		}
 	}
-	// End flushes, commits the consumed offsets and ends the transaction.
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
 	defer cancel()
-	try := kgo.TryCommit
-	ok, err := r.sess.End(endCtx, try)
+	if !any && len(byPart) == 0 {
+		// Nothing consumed, nothing changed: end the empty transaction
+		// without a round trip.
+		committed = true
+		for _, t := range tasks {
+			t.batch.Close()
+			t.batch = nil
+		}
+		if _, err := r.sess.End(endCtx, kgo.TryAbort); err != nil {
+			return fmt.Errorf("end empty transaction: %w", err)
+		}
+		return nil
+	}
+	// End flushes, commits the offsets and ends the transaction. The
+	// offsets committed are each task's own next offset, for every task, so
+	// the group's offsets always equal the state's, and every transaction
+	// carries an offset commit: the group generation check in it fences a
+	// zombie even in a transaction that only continues a fan-out.
+	endCtx = kgo.PreTxnCommitFnContext(endCtx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		r.taskOffsets(req, tasks)
+		return nil
+	})
+	ok, err := r.sess.End(endCtx, kgo.TryCommit)
 	if produceErr != nil && err == nil && ok {
 		// Cannot happen: a failed produce fails the transaction.
 		return fmt.Errorf("produce failed in a committed transaction: %w", produceErr)
@@ -188,6 +214,31 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	}
 	r.syncPauses()
 	return nil
+}
+
+// taskOffsets sets, in a transaction's offset commit, the interactions
+// offset of every task to the task's next offset.
+func (r *Runner) taskOffsets(req *kmsg.TxnOffsetCommitRequest, tasks []*task) {
+	var rt *kmsg.TxnOffsetCommitRequestTopic
+	for i := range req.Topics {
+		if req.Topics[i].Topic == r.names.Interactions {
+			rt = &req.Topics[i]
+		}
+	}
+	if rt == nil {
+		req.Topics = append(req.Topics, kmsg.NewTxnOffsetCommitRequestTopic())
+		rt = &req.Topics[len(req.Topics)-1]
+		rt.Topic, rt.TopicID = r.names.Interactions, r.interactionsID
+	}
+	rt.Partitions = rt.Partitions[:0]
+	for _, t := range tasks {
+		if t.meta.Input < 0 {
+			continue
+		}
+		p := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+		p.Partition, p.Offset, p.LeaderEpoch, p.Metadata = t.p, t.meta.Input, -1, &req.MemberID
+		rt.Partitions = append(rt.Partitions, p)
+	}
 }
 
 func (r *Runner) sortedTasks() []*task {
@@ -326,4 +377,14 @@ func (r *Runner) syncPauses() {
 	if len(resume) > 0 {
 		cl.ResumeFetchPartitions(map[string][]int32{r.names.Interactions: resume})
 	}
+}
+
+// fanningOut reports whether a task has a fan-out in progress.
+func (r *Runner) fanningOut() bool {
+	for _, t := range r.tasks {
+		if len(t.firing) > 0 {
+			return true
+		}
+	}
+	return false
 }

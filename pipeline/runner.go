@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
-	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/state"
 	"github.com/sponsored/sponsor/topics"
 )
@@ -52,6 +52,8 @@ type Runner struct {
 
 	base       []kgo.Opt // seed brokers and the user's options, for every client
 	restoreErr error     // a failed restore: the loop stops the instance
+
+	interactionsID [16]byte // topic id, for offset commits
 
 	lastLagCheck time.Time
 	lso          map[int32]int64 // interactions LSO per partition at the last check
@@ -143,6 +145,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("describe %s: %w", r.names.Campaigns, err)
 		}
 		if r.ncamp = len(td[r.names.Campaigns].Partitions); r.ncamp > 0 {
+			if it, err := r.adm.ListTopics(ctx, r.names.Interactions); err == nil {
+				r.interactionsID = it[r.names.Interactions].ID
+			}
 			break
 		}
 		if time.Now().After(wait) {
@@ -155,7 +160,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("schema registry client: %w", err)
 	}
-	serde, err := schemas.NewSerde(ctx, rc, schemas.Topics{Interactions: r.names.Interactions, Campaigns: r.names.Campaigns, Inbox: r.names.Inbox})
+	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: r.names.Interactions, Campaigns: r.names.Campaigns, Inbox: r.names.Inbox})
 	if err != nil {
 		return fmt.Errorf("schemas: %w", err)
 	}

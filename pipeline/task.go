@@ -9,6 +9,7 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/state"
 	"github.com/sponsored/sponsor/topics"
 )
@@ -38,7 +39,7 @@ type task struct {
 type env struct {
 	names    topics.Names
 	policy   *policy.Policy
-	serde    *schemas.Serde
+	serde    *wire.Serde
 	store    *state.Store
 	chunk    int
 	campaign *broadcast
@@ -122,7 +123,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 		if cr.reason == reasonRetry {
 			dc, err := t.env.serde.DecodeCampaign(cr.rec.Value)
 			if err != nil {
-				var de *schemas.DecodeError
+				var de *wire.DecodeError
 				if !errors.As(err, &de) {
 					return fmt.Errorf("decode campaign at %s/%d@%d: %w", cr.rec.Topic, cr.rec.Partition, cr.rec.Offset, err)
 				}
@@ -305,7 +306,7 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 		return in, reason, nil
 	}
 	if err != nil {
-		var de *schemas.DecodeError
+		var de *wire.DecodeError
 		if errors.As(err, &de) {
 			return reject(de.Reason, fmt.Errorf("decode interaction at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err))
 		}

@@ -19,7 +19,7 @@ import (
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/pipeline/workload"
-	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 func cmdDev(ctx context.Context, args []string) error {
@@ -132,11 +132,11 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 	if err != nil {
 		return err
 	}
-	var serde *schemas.Serde
+	var serde *wire.Serde
 	for serde == nil {
 		// The pipeline creates the topics and registers the schemas first.
 		if r.Ready() {
-			serde, err = schemas.NewSerde(ctx, rc, schemas.Topics{Interactions: interactions, Campaigns: campaigns, Inbox: inbox})
+			serde, err = wire.New(ctx, rc, wire.Topics{Interactions: interactions, Campaigns: campaigns, Inbox: inbox})
 			if err != nil {
 				return err
 			}

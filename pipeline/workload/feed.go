@@ -5,16 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/sponsored/sponsor/schemas"
 )
 
 // Feed produces a live workload until ctx ends: interactions at about rate
 // per second with event time = now, and every campaignEvery a campaign
 // launch sent a few seconds later. Records are keyed as the contract says
 // (interactions by user, campaigns by campaign id).
-func Feed(ctx context.Context, cl *kgo.Client, serde *schemas.Serde, interactions, campaigns string, g *Generator, rate float64, campaignEvery time.Duration) error {
+func Feed(ctx context.Context, cl *kgo.Client, serde *wire.Serde, interactions, campaigns string, g *Generator, rate float64, campaignEvery time.Duration) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	nextCampaign := time.Now().Add(campaignEvery / 2)

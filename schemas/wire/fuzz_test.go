@@ -1,4 +1,4 @@
-package schemas_test
+package wire_test
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 // FuzzDecodeInteraction feeds arbitrary bytes to every decoder: none may
@@ -39,7 +40,7 @@ func FuzzDecodeInteraction(f *testing.F) {
 		nil, {0}, {0, 0, 0, 0, 1}, {1, 0, 0, 0, 1, 0},
 		valid, valid[:len(valid)-1], append(append([]byte{}, valid...), 0),
 		campaign, inbox,
-		wire(f, evolved, evolvedID, map[string]any{
+		goavroWire(f, evolved, evolvedID, map[string]any{
 			"event_id": "e", "tags": []any{"a", "b"}, "user_id": "u", "business_id": "b",
 			"kind": "USER_ERASED", "occurred_at": ms(1),
 		}),
@@ -58,7 +59,7 @@ func checkFuzz[T any](t *testing.T, what string, b []byte, decode func([]byte) (
 	t.Helper()
 	v, err := decode(b)
 	if err != nil {
-		var de *schemas.DecodeError
+		var de *wire.DecodeError
 		if !errors.As(err, &de) {
 			t.Fatalf("decode %s % x: want a *DecodeError, got %T: %v", what, b, err, err)
 		}

@@ -1,4 +1,4 @@
-package schemas_test
+package wire_test
 
 import (
 	"context"
@@ -15,9 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
-var defaultTopics = schemas.Topics{Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox"}
+var defaultTopics = wire.Topics{Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox"}
 
 // newRegistry starts an in-memory registry, closed when the test ends.
 func newRegistry(t testing.TB) (*srfake.Registry, *sr.Client) {
@@ -31,9 +32,9 @@ func newRegistry(t testing.TB) (*srfake.Registry, *sr.Client) {
 	return reg, rc
 }
 
-func newSerde(t testing.TB, rc *sr.Client) *schemas.Serde {
+func newSerde(t testing.TB, rc *sr.Client) *wire.Serde {
 	t.Helper()
-	s, err := schemas.NewSerde(context.Background(), rc, defaultTopics)
+	s, err := wire.New(context.Background(), rc, defaultTopics)
 	if err != nil {
 		t.Fatalf("NewSerde: %v", err)
 	}
@@ -50,9 +51,9 @@ func register(t testing.TB, reg *srfake.Registry, subject, schema string) int {
 	return id
 }
 
-// wire encodes native with goavro (an implementation independent of the
+// goavroWire encodes native with goavro (an implementation independent of the
 // serde's) and prepends the wire-format header with id.
-func wire(t testing.TB, schema string, id int, native map[string]any) []byte {
+func goavroWire(t testing.TB, schema string, id int, native map[string]any) []byte {
 	t.Helper()
 	codec, err := goavro.NewCodec(schema)
 	if err != nil {
@@ -128,9 +129,9 @@ func mustEqual(t *testing.T, what string, got, want any) {
 }
 
 // mustDecodeError fails unless err is a *DecodeError with reason.
-func mustDecodeError(t *testing.T, err error, reason string) *schemas.DecodeError {
+func mustDecodeError(t *testing.T, err error, reason string) *wire.DecodeError {
 	t.Helper()
-	var de *schemas.DecodeError
+	var de *wire.DecodeError
 	if !errors.As(err, &de) {
 		t.Fatalf("want a *DecodeError with reason %q, got %T: %v", reason, err, err)
 	}
@@ -315,24 +316,24 @@ func TestNewSerdeIsIdempotent(t *testing.T) {
 
 func TestNewSerdeRejectsBadTopics(t *testing.T) {
 	_, rc := newRegistry(t)
-	for _, topics := range []schemas.Topics{
+	for _, topics := range []wire.Topics{
 		{},
 		{Interactions: "i", Campaigns: "c"},
 		{Interactions: "same", Campaigns: "c", Inbox: "same"},
 	} {
-		if _, err := schemas.NewSerde(context.Background(), rc, topics); err == nil {
+		if _, err := wire.New(context.Background(), rc, topics); err == nil {
 			t.Errorf("NewSerde(%+v): want an error, got none", topics)
 		}
 	}
-	if _, err := schemas.NewSerde(context.Background(), nil, defaultTopics); err == nil {
+	if _, err := wire.New(context.Background(), nil, defaultTopics); err == nil {
 		t.Errorf("NewSerde(nil client): want an error, got none")
 	}
 }
 
 func TestTopicPrefix(t *testing.T) {
 	reg, rc := newRegistry(t)
-	topics := schemas.Topics{Interactions: "dev.interactions", Campaigns: "dev.campaigns", Inbox: "dev.inbox"}
-	if _, err := schemas.NewSerde(context.Background(), rc, topics); err != nil {
+	topics := wire.Topics{Interactions: "dev.interactions", Campaigns: "dev.campaigns", Inbox: "dev.inbox"}
+	if _, err := wire.New(context.Background(), rc, topics); err != nil {
 		t.Fatalf("NewSerde: %v", err)
 	}
 	if !reg.SubjectExists("dev.inbox-value") || reg.SubjectExists("inbox-value") {
@@ -351,7 +352,7 @@ func TestEvolvedWriter(t *testing.T) {
 			addField(rec, 2, map[string]any{"name": "channel", "type": []any{"null", "string"}, "default": nil})
 		})
 		id := register(t, reg, "interactions-value", schema)
-		b := wire(t, schema, id, map[string]any{
+		b := goavroWire(t, schema, id, map[string]any{
 			"event_id": "e1", "user_id": "u1", "channel": goavro.Union("string", "bot"),
 			"business_id": "b1", "kind": "BOT_STARTED", "occurred_at": ms(1_700_000_000_123),
 		})
@@ -376,7 +377,7 @@ func TestEvolvedWriter(t *testing.T) {
 			field(rule, "kind")["type"].(map[string]any)["symbols"] = []any{"BOT_CTA_CLICK", "USER_MESSAGE", "BOT_STARTED"}
 		})
 		id := register(t, reg, "campaigns-value", schema)
-		b := wire(t, schema, id, map[string]any{
+		b := goavroWire(t, schema, id, map[string]any{
 			"priority": 3, "campaign_id": "c1", "business_id": "b1", "action": "LAUNCH",
 			"send_at": ms(1_700_000_000_000), "expires_at": ms(1_700_000_360_000),
 			"audience": []any{
@@ -403,7 +404,7 @@ func TestEvolvedWriter(t *testing.T) {
 			addField(msg, 1, map[string]any{"name": "image_url", "type": []any{"null", "string"}, "default": nil})
 		})
 		id := register(t, reg, "inbox-value", schema)
-		b := wire(t, schema, id, map[string]any{
+		b := goavroWire(t, schema, id, map[string]any{
 			"delivery_id": "d1", "user_id": "u1", "business_id": "b1", "campaign_id": "c1",
 			"sent_at": ms(5), "message": map[string]any{
 				"text": "hi", "image_url": goavro.Union("string", "https://example.com/i.png"),
@@ -492,35 +493,35 @@ func TestDecodeErrors(t *testing.T) {
 		reason string
 		id     int // want DecodeError.SchemaID
 	}{
-		{"nil", interaction, nil, schemas.ReasonNotWireFormat, -1},
-		{"empty", interaction, []byte{}, schemas.ReasonNotWireFormat, -1},
-		{"1 byte", interaction, []byte{0}, schemas.ReasonNotWireFormat, -1},
-		{"2 bytes", interaction, []byte{0, 0}, schemas.ReasonNotWireFormat, -1},
-		{"3 bytes", interaction, []byte{0, 0, 0}, schemas.ReasonNotWireFormat, -1},
-		{"4 bytes", interaction, valid[:4], schemas.ReasonNotWireFormat, -1},
-		{"magic 1", interaction, append([]byte{1}, valid[1:]...), schemas.ReasonNotWireFormat, -1},
-		{"plain JSON", interaction, []byte(`{"event_id":"e"}`), schemas.ReasonNotWireFormat, -1},
-		{"unknown id", interaction, withID(valid, 9999), schemas.ReasonUnknownSchema, 9999},
-		{"id 0", interaction, withID(valid, 0), schemas.ReasonUnknownSchema, 0},
-		{"negative id", interaction, withID(valid, -5), schemas.ReasonUnknownSchema, -5},
-		{"inbox id in interactions", interaction, withID(valid, inboxID), schemas.ReasonIncompatibleSchema, inboxID},
-		{"interaction id in inbox", decodeInbox, withID(inbox, interactionID), schemas.ReasonIncompatibleSchema, interactionID},
-		{"interaction id in campaigns", decodeCampaign, valid, schemas.ReasonIncompatibleSchema, interactionID},
-		{"unknown enum symbol", interaction, withID(valid, newKindID), schemas.ReasonIncompatibleSchema, newKindID},
-		{"writer lacks required field", interaction, withID(valid, noEventIDID), schemas.ReasonIncompatibleSchema, noEventIDID},
-		{"unpromotable type", interaction, withID(valid, stringTimeID), schemas.ReasonIncompatibleSchema, stringTimeID},
-		{"JSON schema id", interaction, withID(valid, jsonID), schemas.ReasonIncompatibleSchema, jsonID},
-		{"header only", interaction, valid[:5], schemas.ReasonMalformed, interactionID},
-		{"truncated avro", interaction, valid[:len(valid)-1], schemas.ReasonMalformed, interactionID},
-		{"truncated in a string", interaction, valid[:7], schemas.ReasonMalformed, interactionID},
-		{"trailing garbage", interaction, append(append([]byte{}, valid...), 0xde, 0xad), schemas.ReasonMalformed, interactionID},
-		{"trailing zero byte", interaction, append(append([]byte{}, valid...), 0), schemas.ReasonMalformed, interactionID},
-		{"enum index out of range", interaction, withID([]byte{0, 0, 0, 0, 0, 2, 'e', 2, 'u', 2, 'b', 40, 14}, interactionID), schemas.ReasonMalformed, interactionID},
-		{"negative string length", interaction, withID([]byte{0, 0, 0, 0, 0, 1, 'e'}, interactionID), schemas.ReasonMalformed, interactionID},
-		{"huge string length", interaction, withID([]byte{0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f, 'e'}, interactionID), schemas.ReasonMalformed, interactionID},
-		{"huge audience count", decodeCampaign, withID([]byte{0, 0, 0, 0, 0, 2, 'c', 2, 'b', 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f}, ourCampaignID), schemas.ReasonMalformed, ourCampaignID},
-		{"audience kind BUSINESS_MESSAGE", decodeCampaign, wire(t, anyKind, anyKindID, campaign("BUSINESS_MESSAGE", 1)), schemas.ReasonIncompatibleSchema, anyKindID},
-		{"audience negative within_days", decodeCampaign, wire(t, schemas.CampaignSchema(), ourCampaignID, campaign("USER_MESSAGE", -1)), schemas.ReasonInvalidValue, ourCampaignID},
+		{"nil", interaction, nil, wire.ReasonNotWireFormat, -1},
+		{"empty", interaction, []byte{}, wire.ReasonNotWireFormat, -1},
+		{"1 byte", interaction, []byte{0}, wire.ReasonNotWireFormat, -1},
+		{"2 bytes", interaction, []byte{0, 0}, wire.ReasonNotWireFormat, -1},
+		{"3 bytes", interaction, []byte{0, 0, 0}, wire.ReasonNotWireFormat, -1},
+		{"4 bytes", interaction, valid[:4], wire.ReasonNotWireFormat, -1},
+		{"magic 1", interaction, append([]byte{1}, valid[1:]...), wire.ReasonNotWireFormat, -1},
+		{"plain JSON", interaction, []byte(`{"event_id":"e"}`), wire.ReasonNotWireFormat, -1},
+		{"unknown id", interaction, withID(valid, 9999), wire.ReasonUnknownSchema, 9999},
+		{"id 0", interaction, withID(valid, 0), wire.ReasonUnknownSchema, 0},
+		{"negative id", interaction, withID(valid, -5), wire.ReasonUnknownSchema, -5},
+		{"inbox id in interactions", interaction, withID(valid, inboxID), wire.ReasonIncompatibleSchema, inboxID},
+		{"interaction id in inbox", decodeInbox, withID(inbox, interactionID), wire.ReasonIncompatibleSchema, interactionID},
+		{"interaction id in campaigns", decodeCampaign, valid, wire.ReasonIncompatibleSchema, interactionID},
+		{"unknown enum symbol", interaction, withID(valid, newKindID), wire.ReasonIncompatibleSchema, newKindID},
+		{"writer lacks required field", interaction, withID(valid, noEventIDID), wire.ReasonIncompatibleSchema, noEventIDID},
+		{"unpromotable type", interaction, withID(valid, stringTimeID), wire.ReasonIncompatibleSchema, stringTimeID},
+		{"JSON schema id", interaction, withID(valid, jsonID), wire.ReasonIncompatibleSchema, jsonID},
+		{"header only", interaction, valid[:5], wire.ReasonMalformed, interactionID},
+		{"truncated avro", interaction, valid[:len(valid)-1], wire.ReasonMalformed, interactionID},
+		{"truncated in a string", interaction, valid[:7], wire.ReasonMalformed, interactionID},
+		{"trailing garbage", interaction, append(append([]byte{}, valid...), 0xde, 0xad), wire.ReasonMalformed, interactionID},
+		{"trailing zero byte", interaction, append(append([]byte{}, valid...), 0), wire.ReasonMalformed, interactionID},
+		{"enum index out of range", interaction, withID([]byte{0, 0, 0, 0, 0, 2, 'e', 2, 'u', 2, 'b', 40, 14}, interactionID), wire.ReasonMalformed, interactionID},
+		{"negative string length", interaction, withID([]byte{0, 0, 0, 0, 0, 1, 'e'}, interactionID), wire.ReasonMalformed, interactionID},
+		{"huge string length", interaction, withID([]byte{0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f, 'e'}, interactionID), wire.ReasonMalformed, interactionID},
+		{"huge audience count", decodeCampaign, withID([]byte{0, 0, 0, 0, 0, 2, 'c', 2, 'b', 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f}, ourCampaignID), wire.ReasonMalformed, ourCampaignID},
+		{"audience kind BUSINESS_MESSAGE", decodeCampaign, goavroWire(t, anyKind, anyKindID, campaign("BUSINESS_MESSAGE", 1)), wire.ReasonIncompatibleSchema, anyKindID},
+		{"audience negative within_days", decodeCampaign, goavroWire(t, schemas.CampaignSchema(), ourCampaignID, campaign("USER_MESSAGE", -1)), wire.ReasonInvalidValue, ourCampaignID},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode(tc.in)
@@ -554,7 +555,7 @@ func TestRegistryDown(t *testing.T) {
 	if err == nil {
 		t.Fatalf("decode with an uncached id while the registry is down: want an error, got none")
 	}
-	var de *schemas.DecodeError
+	var de *wire.DecodeError
 	if errors.As(err, &de) {
 		t.Fatalf("registry down: want a plain error (retry), got a DecodeError: %v", err)
 	}
@@ -567,7 +568,7 @@ func TestRegistryDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sr.NewClient: %v", err)
 	}
-	if _, err := schemas.NewSerde(context.Background(), bad, defaultTopics); err == nil || errors.As(err, &de) {
+	if _, err := wire.New(context.Background(), bad, defaultTopics); err == nil || errors.As(err, &de) {
 		t.Fatalf("NewSerde on an unreachable registry: want a plain error, got %v", err)
 	}
 }
@@ -580,7 +581,7 @@ func TestConcurrentDecode(t *testing.T) {
 		addField(rec, 0, map[string]any{"name": "x", "type": "long", "default": 0})
 	})
 	id := register(t, reg, "interactions-value", schema)
-	b := wire(t, schema, id, map[string]any{
+	b := goavroWire(t, schema, id, map[string]any{
 		"x": 5, "event_id": "e", "user_id": "u", "business_id": "b", "kind": "UNBLOCK", "occurred_at": ms(9),
 	})
 	want := schemas.Interaction{EventID: "e", UserID: "u", BusinessID: "b", Kind: schemas.Unblock, OccurredAt: ms(9)}

@@ -1,4 +1,4 @@
-package schemas_test
+package wire_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 func Example() {
@@ -19,7 +20,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	s, err := schemas.NewSerde(context.Background(), rc, schemas.Topics{
+	s, err := wire.New(context.Background(), rc, wire.Topics{
 		Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox",
 	})
 	if err != nil {
@@ -40,7 +41,7 @@ func Example() {
 
 	// A value that is not in the wire format is a DecodeError: dead-letter it.
 	_, err = s.DecodeInteraction([]byte("hello"))
-	var de *schemas.DecodeError
+	var de *wire.DecodeError
 	if errors.As(err, &de) {
 		fmt.Println("dead letter, reason:", de.Reason)
 	}

@@ -1,8 +1,7 @@
-package schemas
+package wire
 
 import (
 	"context"
-	_ "embed"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,44 +12,25 @@ import (
 
 	"github.com/twmb/avro"
 	"github.com/twmb/franz-go/pkg/sr"
-)
 
-var (
-	//go:embed interaction.avsc
-	interactionAvsc string
-	//go:embed campaign.avsc
-	campaignAvsc string
-	//go:embed inbox.avsc
-	inboxAvsc string
+	"github.com/sponsored/sponsor/schemas"
 )
 
 // Our reader (and writer) schemas. The .avsc files are part of the binary, so
 // a parse failure is a build defect, caught by the package's tests.
 var (
-	interactionReader = mustParse("interaction.avsc", interactionAvsc)
-	campaignReader    = mustParse("campaign.avsc", campaignAvsc)
-	inboxReader       = mustParse("inbox.avsc", inboxAvsc)
+	interactionReader = mustParse("interaction.avsc", schemas.InteractionSchema())
+	campaignReader    = mustParse("campaign.avsc", schemas.CampaignSchema())
+	inboxReader       = mustParse("inbox.avsc", schemas.InboxSchema())
 )
 
 func mustParse(file, text string) *avro.Schema {
 	s, err := avro.Parse(text)
 	if err != nil {
-		panic(fmt.Sprintf("schemas: embedded %s: %v", file, err))
+		panic(fmt.Sprintf("wire: embedded %s: %v", file, err))
 	}
 	return s
 }
-
-// InteractionSchema returns the Avro schema (JSON) of [Interaction] values,
-// as registered by [NewSerde].
-func InteractionSchema() string { return interactionAvsc }
-
-// CampaignSchema returns the Avro schema (JSON) of [Campaign] values, as
-// registered by [NewSerde].
-func CampaignSchema() string { return campaignAvsc }
-
-// InboxSchema returns the Avro schema (JSON) of [InboxMessage] values, as
-// registered by [NewSerde].
-func InboxSchema() string { return inboxAvsc }
 
 // Reasons of a [DecodeError], meant as the dead-letter reason of a record.
 const (
@@ -144,12 +124,12 @@ type Serde struct {
 	interaction, campaign, inbox *recordSerde
 }
 
-// NewSerde registers our three schemas under the subjects of topics (see
+// New registers our three schemas under the subjects of topics (see
 // [Subject]) and returns a Serde that writes with their ids. Registering is
 // idempotent: a schema the subject already has keeps its id. It fails if the
 // registry cannot be reached or refuses a schema (for instance because the
 // subject's compatibility rules reject it).
-func NewSerde(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error) {
+func New(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error) {
 	if rc == nil {
 		return nil, errors.New("schemas: NewSerde: nil registry client")
 	}
@@ -160,13 +140,13 @@ func NewSerde(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error)
 		s   Serde
 		err error
 	)
-	if s.interaction, err = newRecordSerde(ctx, rc, topics.Interactions, interactionAvsc, interactionReader); err != nil {
+	if s.interaction, err = newRecordSerde(ctx, rc, topics.Interactions, schemas.InteractionSchema(), interactionReader); err != nil {
 		return nil, err
 	}
-	if s.campaign, err = newRecordSerde(ctx, rc, topics.Campaigns, campaignAvsc, campaignReader); err != nil {
+	if s.campaign, err = newRecordSerde(ctx, rc, topics.Campaigns, schemas.CampaignSchema(), campaignReader); err != nil {
 		return nil, err
 	}
-	if s.inbox, err = newRecordSerde(ctx, rc, topics.Inbox, inboxAvsc, inboxReader); err != nil {
+	if s.inbox, err = newRecordSerde(ctx, rc, topics.Inbox, schemas.InboxSchema(), inboxReader); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -175,39 +155,39 @@ func NewSerde(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error)
 // DecodeInteraction decodes a value of the interactions topic. A record that
 // cannot be accepted gives a [*DecodeError]; any other error means the
 // registry could not be asked and the record should be retried.
-func (s *Serde) DecodeInteraction(b []byte) (Interaction, error) {
-	var v Interaction
+func (s *Serde) DecodeInteraction(b []byte) (schemas.Interaction, error) {
+	var v schemas.Interaction
 	if err := s.interaction.decode(b, (*wireInteraction)(&v)); err != nil {
-		return Interaction{}, err
+		return schemas.Interaction{}, err
 	}
 	return v, nil
 }
 
 // DecodeCampaign decodes a value of the campaigns topic; errors as for
 // [Serde.DecodeInteraction]. An empty audience decodes as nil.
-func (s *Serde) DecodeCampaign(b []byte) (Campaign, error) {
+func (s *Serde) DecodeCampaign(b []byte) (schemas.Campaign, error) {
 	var w wireCampaign
 	if err := s.campaign.decode(b, &w); err != nil {
-		return Campaign{}, err
+		return schemas.Campaign{}, err
 	}
-	v := Campaign{
+	v := schemas.Campaign{
 		CampaignID: w.CampaignID,
 		BusinessID: w.BusinessID,
 		Action:     w.Action,
 		SendAt:     w.SendAt,
 		ExpiresAt:  w.ExpiresAt,
-		Message:    Message(w.Message),
+		Message:    schemas.Message(w.Message),
 	}
 	if len(w.Audience) > 0 {
-		v.Audience = make([]AudienceRule, len(w.Audience))
+		v.Audience = make([]schemas.AudienceRule, len(w.Audience))
 		for i, r := range w.Audience {
 			if int(r.Kind) < 0 || int(r.Kind) >= len(contactKinds) {
-				return Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: contact kind ordinal %d out of range", i, r.Kind))
+				return schemas.Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: contact kind ordinal %d out of range", i, r.Kind))
 			}
 			if r.WithinDays < 0 {
-				return Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: negative within_days %d", i, r.WithinDays))
+				return schemas.Campaign{}, s.campaign.invalid(b, fmt.Errorf("audience[%d]: negative within_days %d", i, r.WithinDays))
 			}
-			v.Audience[i] = AudienceRule{Kind: contactKinds[r.Kind], WithinDays: r.WithinDays}
+			v.Audience[i] = schemas.AudienceRule{Kind: contactKinds[r.Kind], WithinDays: r.WithinDays}
 		}
 	}
 	return v, nil
@@ -215,32 +195,32 @@ func (s *Serde) DecodeCampaign(b []byte) (Campaign, error) {
 
 // DecodeInbox decodes a value of the inbox topic; errors as for
 // [Serde.DecodeInteraction].
-func (s *Serde) DecodeInbox(b []byte) (InboxMessage, error) {
+func (s *Serde) DecodeInbox(b []byte) (schemas.InboxMessage, error) {
 	var w wireInbox
 	if err := s.inbox.decode(b, &w); err != nil {
-		return InboxMessage{}, err
+		return schemas.InboxMessage{}, err
 	}
-	return InboxMessage{
+	return schemas.InboxMessage{
 		DeliveryID: w.DeliveryID,
 		UserID:     w.UserID,
 		BusinessID: w.BusinessID,
 		CampaignID: w.CampaignID,
 		SentAt:     w.SentAt,
-		Message:    Message(w.Message),
+		Message:    schemas.Message(w.Message),
 	}, nil
 }
 
 // AppendInteraction appends v in the wire format, with our schema's id, to
 // dst and returns the extended slice. Timestamps keep millisecond precision
 // (finer parts are dropped). On error it returns dst unchanged.
-func (s *Serde) AppendInteraction(dst []byte, v *Interaction) ([]byte, error) {
+func (s *Serde) AppendInteraction(dst []byte, v *schemas.Interaction) ([]byte, error) {
 	return s.interaction.append(dst, (*wireInteraction)(v))
 }
 
 // AppendCampaign appends v in the wire format, with our schema's id, to dst
 // and returns the extended slice. Every audience rule's kind must be
 // user-initiated and its WithinDays not negative. On error it returns dst unchanged.
-func (s *Serde) AppendCampaign(dst []byte, v *Campaign) ([]byte, error) {
+func (s *Serde) AppendCampaign(dst []byte, v *schemas.Campaign) ([]byte, error) {
 	w := wireCampaign{
 		CampaignID: v.CampaignID,
 		BusinessID: v.BusinessID,
@@ -265,7 +245,7 @@ func (s *Serde) AppendCampaign(dst []byte, v *Campaign) ([]byte, error) {
 
 // AppendInbox appends v in the wire format, with our schema's id, to dst and
 // returns the extended slice. On error it returns dst unchanged.
-func (s *Serde) AppendInbox(dst []byte, v *InboxMessage) ([]byte, error) {
+func (s *Serde) AppendInbox(dst []byte, v *schemas.InboxMessage) ([]byte, error) {
 	w := wireInbox{
 		DeliveryID: v.DeliveryID,
 		UserID:     v.UserID,
@@ -285,14 +265,14 @@ func (s *Serde) AppendInbox(dst []byte, v *InboxMessage) ([]byte, error) {
 // goes in recordSerde.decode: a hand-written decoder for records carrying our
 // own schema id (the common case), skipping reflection.
 //
-// wireInteraction must keep Interaction's exact field list: the serde
+// wireInteraction must keep schemas.Interaction's exact field list: the serde
 // converts pointers between the two.
 type wireInteraction struct {
-	EventID    string          `avro:"event_id"`
-	UserID     string          `avro:"user_id"`
-	BusinessID string          `avro:"business_id"`
-	Kind       InteractionKind `avro:"kind"`
-	OccurredAt time.Time       `avro:"occurred_at"`
+	EventID    string                  `avro:"event_id"`
+	UserID     string                  `avro:"user_id"`
+	BusinessID string                  `avro:"business_id"`
+	Kind       schemas.InteractionKind `avro:"kind"`
+	OccurredAt time.Time               `avro:"occurred_at"`
 }
 
 type wireMessage struct {
@@ -308,16 +288,16 @@ type wireAudienceRule struct {
 }
 
 // contactKinds maps the ContactKind symbols' ordinals to interaction kinds.
-var contactKinds = [...]InteractionKind{UserMessage, BotStarted, BotCTAClick}
+var contactKinds = [...]schemas.InteractionKind{schemas.UserMessage, schemas.BotStarted, schemas.BotCTAClick}
 
 type wireCampaign struct {
-	CampaignID string             `avro:"campaign_id"`
-	BusinessID string             `avro:"business_id"`
-	Action     CampaignAction     `avro:"action"`
-	SendAt     time.Time          `avro:"send_at"`
-	ExpiresAt  time.Time          `avro:"expires_at"`
-	Audience   []wireAudienceRule `avro:"audience"`
-	Message    wireMessage        `avro:"message"`
+	CampaignID string                 `avro:"campaign_id"`
+	BusinessID string                 `avro:"business_id"`
+	Action     schemas.CampaignAction `avro:"action"`
+	SendAt     time.Time              `avro:"send_at"`
+	ExpiresAt  time.Time              `avro:"expires_at"`
+	Audience   []wireAudienceRule     `avro:"audience"`
+	Message    wireMessage            `avro:"message"`
 }
 
 type wireInbox struct {

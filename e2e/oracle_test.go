@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// This file is the test's oracle: it derives the expected inbox from the
+// rules of DESIGN.md, without calling pipeline/policy's Decide. It assumes
+// the scenario shape that makes the rules exact and timing-free:
+//
+//   - every campaign record is published before any interaction, so a
+//     CANCEL always precedes its campaign's firing;
+//   - interactions are produced in ascending occurred_at order (unique
+//     times), so each campaign fires as of its send_at, seeing exactly the
+//     interactions with occurred_at <= send_at, whether it fires by stream
+//     time or, after the last interaction of its partition, by the wall
+//     clock (every send_at is in the past);
+//   - no (user, business) pair has a gap of more than the contact retention
+//     between two of its events, so forgetting a contact only ever makes it
+//     a stranger for good (what the expiry sweep does cannot matter).
+
+// delivery is one expected (or received) inbox record.
+type delivery struct {
+	Campaign string
+	User     string
+	Business string
+	SentAt   time.Time
+}
+
+func (d delivery) key() pairKey { return pairKey{d.Campaign, d.User} }
+
+func (d delivery) String() string {
+	return fmt.Sprintf("%s->%s (%s @%s)", d.Campaign, d.User, d.Business, d.SentAt.UTC().Format(time.RFC3339Nano))
+}
+
+type pairKey struct{ Campaign, User string }
+
+// oracleConfig is the part of the rules the scenarios configure.
+type oracleConfig struct {
+	Retention time.Duration // contact retention; DESIGN's default 365 days
+}
+
+var defaultOracle = oracleConfig{Retention: 365 * 24 * time.Hour}
+
+// firingCampaigns returns the LAUNCHes that fire: the first LAUNCH of each
+// id, valid (expires_at >= send_at), with no CANCEL of that id anywhere in
+// the records (they all precede every interaction, hence every firing).
+func firingCampaigns(recs []schemas.Campaign) []schemas.Campaign {
+	cancelled := map[string]bool{}
+	for _, c := range recs {
+		if c.Action == schemas.Cancel {
+			cancelled[c.CampaignID] = true
+		}
+	}
+	seen := map[string]bool{}
+	var out []schemas.Campaign
+	for _, c := range recs {
+		if c.Action != schemas.Launch || seen[c.CampaignID] {
+			continue
+		}
+		seen[c.CampaignID] = true
+		if cancelled[c.CampaignID] || c.ExpiresAt.Before(c.SendAt) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// expectedDeliveries applies the rules to a scenario: the interactions in
+// produce order (ascending occurred_at) and the campaign records in publish
+// order. It returns the deliveries keyed by (campaign, user).
+// It also tallies the outcome of every (campaign, contact) candidate by the
+// first failing rule, to show which rules the scenario exercises.
+func expectedDeliveries(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleConfig) (map[pairKey]delivery, map[string]int) {
+	byUser := map[string][]schemas.Interaction{}
+	for _, in := range ins {
+		byUser[in.UserID] = append(byUser[in.UserID], in)
+	}
+	users := make([]string, 0, len(byUser))
+	for u := range byUser {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+
+	fire := firingCampaigns(camps)
+	// Campaigns of one business are considered in (send_at, campaign_id)
+	// order; different businesses do not interact (no per-user cap).
+	slices.SortStableFunc(fire, func(a, b schemas.Campaign) int {
+		if c := a.SendAt.Compare(b.SendAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.CampaignID, b.CampaignID)
+	})
+
+	out := map[pairKey]delivery{}
+	tally := map[string]int{}
+	// lastSent[user][business] is the latest delivery of business to user.
+	lastSent := map[string]map[string]time.Time{}
+	for _, c := range fire {
+		for _, u := range users {
+			why := decide(byUser[u], c, lastSent[u][c.BusinessID], cfg)
+			tally[why]++
+			if why != outDelivered && why != outErasedReset {
+				continue
+			}
+			out[pairKey{c.CampaignID, u}] = delivery{Campaign: c.CampaignID, User: u, Business: c.BusinessID, SentAt: c.SendAt}
+			if lastSent[u] == nil {
+				lastSent[u] = map[string]time.Time{}
+			}
+			lastSent[u][c.BusinessID] = c.SendAt
+		}
+	}
+	return out, tally
+}
+
+// The outcomes of decide: delivered, or the first rule that failed.
+const (
+	outDelivered   = "delivered"
+	outStranger    = "no-contact"          // never a user-initiated interaction (since the last erasure)
+	outRetention   = "no-contact-retained" // the last one is older than the retention
+	outBlocked     = "blocked"
+	outOptedOut    = "opted-out"
+	outAudience    = "not-in-audience"
+	outWindow      = "frequency-business"
+	outErasedReset = "window-forgotten-by-erasure" // delivered, though a delivery within 24h preceded an erasure
+)
+
+// decide decides one (campaign, user) pair from the user's interactions
+// (ascending) and the business's latest delivery to the user (zero: none).
+func decide(hist []schemas.Interaction, c schemas.Campaign, prev time.Time, cfg oracleConfig) string {
+	s := c.SendAt
+	var (
+		last      [3]time.Time // latest of each user-initiated kind, zero = never
+		blocked   bool
+		optedOut  bool
+		erasedAt  time.Time
+		hasErased bool
+	)
+	for _, in := range hist {
+		if in.OccurredAt.After(s) { // an interaction exactly at send_at counts as before
+			break
+		}
+		if in.Kind == schemas.UserErased {
+			// Everything known about the user is gone: a stranger again.
+			last, blocked, optedOut = [3]time.Time{}, false, false
+			erasedAt, hasErased = in.OccurredAt, true
+			continue
+		}
+		if in.BusinessID != c.BusinessID {
+			continue
+		}
+		switch in.Kind {
+		case schemas.UserMessage, schemas.BotStarted, schemas.BotCTAClick:
+			last[in.Kind] = in.OccurredAt
+		case schemas.Block:
+			blocked = true
+		case schemas.Unblock:
+			blocked = false
+		case schemas.SponsoredOptOut:
+			optedOut = true
+		case schemas.SponsoredOptIn:
+			optedOut = false
+		}
+	}
+	// 1. contact, within the retention.
+	var lastContact time.Time
+	for _, t := range last {
+		if t.After(lastContact) {
+			lastContact = t
+		}
+	}
+	if lastContact.IsZero() {
+		return outStranger
+	}
+	if lastContact.Before(s.Add(-cfg.Retention)) {
+		return outRetention
+	}
+	// 2. not suppressed.
+	if blocked {
+		return outBlocked
+	}
+	if optedOut {
+		return outOptedOut
+	}
+	// 3. audience.
+	if len(c.Audience) > 0 {
+		in := false
+		for _, r := range c.Audience {
+			t := last[r.Kind]
+			if t.IsZero() {
+				continue
+			}
+			if r.WithinDays == 0 || !t.Before(s.Add(-time.Duration(r.WithinDays)*24*time.Hour)) {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return outAudience
+		}
+	}
+	// 4. the 24-hour window: a delivery in (s-24h, s] blocks; an erasure
+	// forgets deliveries made before it (one at the erasure's own time was
+	// made after it: the interaction counts as before the firing).
+	if !prev.IsZero() && prev.After(s.Add(-24*time.Hour)) && !prev.After(s) {
+		if !hasErased || !prev.Before(erasedAt) {
+			return outWindow
+		}
+		return outErasedReset
+	}
+	return outDelivered
+}

@@ -1,0 +1,77 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sponsored/sponsor/pipeline"
+)
+
+// runner is a pipeline running in the test process.
+type runner struct {
+	r      *pipeline.Runner
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// startRunner runs the pipeline of c's group with stateDir; mod adjusts
+// the config. The runner is stopped at cleanup if the test did not.
+func startRunner(t *testing.T, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
+	t.Helper()
+	log, _ := fileLogger(t, "runner.log")
+	cfg := pipeline.Config{
+		Brokers:      c.stack.Brokers,
+		Registry:     c.stack.RegistryURL,
+		StateDir:     stateDir,
+		Group:        c.group,
+		CreateTopics: true,
+		Partitions:   c.parts,
+		Logger:       log,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := pipeline.New(cfg)
+	if err != nil {
+		t.Fatalf("pipeline.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &runner{r: r, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		h.err = r.Run(ctx)
+	}()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+// alive reports the runner's error if it has stopped.
+func (h *runner) alive() error {
+	select {
+	case <-h.done:
+		if h.err == nil {
+			return errors.New("Run returned nil")
+		}
+		return h.err
+	default:
+		return nil
+	}
+}
+
+// stop cancels the runner and waits for Run to return; Run must return nil.
+func (h *runner) stop(t *testing.T) {
+	t.Helper()
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("runner did not stop within 30s of its context ending")
+	}
+	if h.err != nil {
+		t.Errorf("Run returned %v, want nil after a clean stop", h.err)
+		h.err = nil
+	}
+}
