@@ -149,7 +149,7 @@ func TestCrashRestart(t *testing.T) {
 	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	snap := filepath.Join(t.TempDir(), "snapshot")
 	args := func(dir, id string) []string {
-		return []string{"run", "--brokers", strings.Join(c.stack.Brokers, ","), "--registry", c.stack.RegistryURL,
+		return []string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
 			"--state-dir", dir, "--group", c.group, "--instance-id", id, "--http", "127.0.0.1:0",
 			"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "500",
 			"--session-timeout", "6s", "--log-level", "info"}
@@ -284,7 +284,7 @@ func TestCrashRestartNegativeControl(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	logDir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	args := []string{"run", "--brokers", strings.Join(c.stack.Brokers, ","), "--registry", c.stack.RegistryURL,
+	args := []string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
 		"--state-dir", dir, "--group", c.group, "--instance-id", "a", "--http", "127.0.0.1:0",
 		"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "200",
 		"--session-timeout", "6s", "--unsafe-no-transactions"}

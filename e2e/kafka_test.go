@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
 	"github.com/sponsored/sponsor/pipeline/policy"
@@ -28,13 +29,16 @@ import (
 // cluster is an embedded Kafka and registry with the pipeline's topics, and
 // the clients a test uses to feed and read them.
 type cluster struct {
-	stack *embedded.Stack
-	names topics.Names
-	group string
-	parts int32
-	cl    *kgo.Client // producer: default partitioner, as platform teams use
-	adm   *kadm.Client
-	serde *wire.Serde
+	stack    *embedded.Stack // nil on a real Kafka
+	brokers  []string
+	registry string
+	prefix   string // topic prefix, empty on the embedded stack
+	names    topics.Names
+	group    string
+	parts    int32
+	cl       *kgo.Client // producer: default partitioner, as platform teams use
+	adm      *kadm.Client
+	serde    *wire.Serde
 }
 
 func testContext(t *testing.T, d time.Duration) context.Context {
@@ -44,18 +48,33 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// newCluster starts an embedded stack and creates the topics of group, with
-// parts interactions partitions.
+// newCluster starts an embedded stack (or, when KAFKA_BROKERS is set, uses
+// that real Kafka with an in-process registry and topic names unique to
+// this run) and creates the topics of group, with
+// parts partitions.
 func newCluster(t *testing.T, group string, parts int32) *cluster {
 	t.Helper()
 	ctx := testContext(t, time.Minute)
-	stack, err := embedded.Start(embedded.Options{})
-	if err != nil {
-		t.Fatalf("start embedded stack: %v", err)
+	c := &cluster{group: group, parts: parts}
+	if brokers := os.Getenv("KAFKA_BROKERS"); brokers != "" {
+		reg := srfake.New()
+		t.Cleanup(reg.Close)
+		c.brokers, c.registry = strings.Split(brokers, ","), reg.URL()
+		// A real broker keeps its topics and groups across runs.
+		c.prefix = fmt.Sprintf("e2e-%d-", time.Now().UnixNano())
+		c.group = c.prefix + group
+		t.Logf("real Kafka at %s, topics prefixed %q", brokers, c.prefix)
+	} else {
+		stack, err := embedded.Start(embedded.Options{})
+		if err != nil {
+			t.Fatalf("start embedded stack: %v", err)
+		}
+		t.Cleanup(func() { stack.Close() })
+		c.stack, c.brokers, c.registry = stack, stack.Brokers, stack.RegistryURL
 	}
-	t.Cleanup(func() { stack.Close() })
-	c := &cluster{stack: stack, names: topics.NewNames("", group), group: group, parts: parts}
-	c.cl, err = kgo.NewClient(kgo.SeedBrokers(stack.Brokers...), kgo.ProducerLinger(2*time.Millisecond))
+	c.names = topics.NewNames(c.prefix, c.group)
+	var err error
+	c.cl, err = kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ProducerLinger(2*time.Millisecond))
 	if err != nil {
 		t.Fatalf("kafka client: %v", err)
 	}
@@ -65,7 +84,7 @@ func newCluster(t *testing.T, group string, parts int32) *cluster {
 	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != parts {
 		t.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, parts)
 	}
-	rc, err := sr.NewClient(sr.URLs(stack.RegistryURL))
+	rc, err := sr.NewClient(sr.URLs(c.registry))
 	if err != nil {
 		t.Fatalf("registry client: %v", err)
 	}
@@ -174,7 +193,7 @@ func (c *cluster) readAll(t *testing.T, topic string) []*kgo.Record {
 	if len(start) == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.stack.Brokers...),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {
@@ -240,7 +259,7 @@ type settledState struct {
 func (c *cluster) waitSettled(t *testing.T, ids []string, timeout time.Duration, alive func() error) settledState {
 	t.Helper()
 	ends := c.offsets(t, c.names.Interactions, false)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.stack.Brokers...),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...),
 		kgo.ConsumeTopics(c.names.Changelog), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.MetadataMinAge(100*time.Millisecond))
 	if err != nil {

@@ -23,8 +23,9 @@ func startRunner(t *testing.T, c *cluster, stateDir string, mod func(*pipeline.C
 	t.Helper()
 	log, _ := fileLogger(t, "runner.log")
 	cfg := pipeline.Config{
-		Brokers:      c.stack.Brokers,
-		Registry:     c.stack.RegistryURL,
+		Brokers:      c.brokers,
+		Registry:     c.registry,
+		TopicPrefix:  c.prefix,
 		StateDir:     stateDir,
 		Group:        c.group,
 		CreateTopics: true,
