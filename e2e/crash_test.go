@@ -178,6 +178,10 @@ func TestCrashRestart(t *testing.T) {
 		t.Helper()
 		from := progress()
 		need := 30 + rng.Int64N(max(total/14, 31))
+		// Never ask for more than half of what is left to deliver (late
+		// in the run little is left), nor for anything once all is done.
+		left := total - int64(len(c.readAll(t, c.names.Inbox)))
+		need = min(need, max(left/2, 0))
 		deadline := time.Now().Add(60 * time.Second)
 		for progress()-from < need {
 			for _, p := range running {

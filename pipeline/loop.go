@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -196,6 +197,18 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	committed = true
 	if any {
 		r.stats.Transactions.Add(1)
+	}
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		var outs int
+		for _, t := range tasks {
+			outs += len(t.out)
+		}
+		r.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", r.fanningOut())
+	}
+	for _, t := range tasks {
+		for _, id := range t.fired {
+			r.log.Info("campaign fired", "partition", t.p, "campaign", id)
+		}
 	}
 	// The transaction is durable: the state may move.
 	for _, t := range r.tasks {

@@ -124,7 +124,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log = log
 	r.names = r.Names()
 
-	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("sponsor-" + id)}, cfg.KafkaOpts...)
+	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("sponsor-" + id), kgo.WithLogger(kgoLogger{log})}, cfg.KafkaOpts...)
 	r.base = base
 	r.admCl, err = kgo.NewClient(base...)
 	if err != nil {
@@ -364,4 +364,18 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 		r.handMu.Unlock()
 	}
 	return offsets, nil
+}
+
+// kgoLogger passes franz-go's warnings and errors to the runner's logger;
+// its info and debug lines are too chatty for an operator's log.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lv = slog.LevelError
+	}
+	k.l.Log(context.Background(), lv, "kafka client: "+msg, keyvals...)
 }

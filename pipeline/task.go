@@ -31,6 +31,7 @@ type task struct {
 	out         []*kgo.Record
 	counts      counts
 	metaChanged bool
+	fired       []string // campaigns whose fan-out finished, for the log
 	budget      int // decisions left in this transaction
 	decodeBuf   []byte
 }
@@ -87,6 +88,7 @@ func (t *task) begin() {
 	t.out = t.out[:0]
 	t.counts = counts{}
 	t.metaChanged = false
+	t.fired = t.fired[:0]
 	t.budget = t.env.chunk
 }
 
@@ -215,6 +217,7 @@ func (t *task) fanout() (bool, error) {
 			c.Status, c.Cursor = policy.Fired, ""
 			t.firing = t.firing[1:]
 			t.counts.campaignsFired++
+			t.fired = append(t.fired, c.Campaign.ID)
 		}
 		if err := t.batch.PutCampaign(c); err != nil {
 			return false, err
