@@ -24,7 +24,8 @@ type task struct {
 	camps  map[string]*policy.Progress // every campaign the task remembers
 	queue  []*policy.Progress          // Pending, in policy.Compare order
 	firing []*policy.Progress          // Firing, in the order they fire
-	sweep  []byte                      // expiry sweep cursor (in memory only)
+	sweep  []byte                      // contact expiry sweep cursor (in memory only)
+	sweepR []byte                      // recipient expiry sweep cursor
 
 	// Per transaction.
 	batch       *state.Batch
@@ -32,7 +33,7 @@ type task struct {
 	counts      counts
 	metaChanged bool
 	fired       []string // campaigns whose fan-out finished, for the log
-	budget      int // decisions left in this transaction
+	budget      int      // decisions left in this transaction
 	decodeBuf   []byte
 }
 
@@ -359,8 +360,9 @@ func (t *task) fireByWallClock(wall policy.Millis) error {
 }
 
 // expire forgets, within a small budget per transaction, what no rule can
-// use any more as of the task's time: contacts past retention, finished
-// campaigns past their expiry.
+// use any more as of the task's time: contacts past retention, per-user
+// delivery lists with nothing in the last 24 hours, finished campaigns past
+// their expiry.
 func (t *task) expire(limit int) error {
 	now := t.meta.Time
 	if now == 0 {
@@ -373,6 +375,15 @@ func (t *task) expire(limit int) error {
 		return err
 	}
 	t.sweep = next
+	if t.env.policy.Config().UserCap > 0 {
+		next, _, err := t.batch.SweepRecipients(t.sweepR, limit, func(r *policy.Recipient) bool {
+			return t.env.policy.RecipientExpired(r, now)
+		})
+		if err != nil {
+			return err
+		}
+		t.sweepR = next
+	}
 	for id, c := range t.camps {
 		if policy.Forgettable(c, now) {
 			if err := t.batch.DeleteCampaign(id); err != nil {

@@ -287,3 +287,47 @@ func (b *Batch) DeleteCampaign(id string) error {
 func (b *Batch) PutMeta(m *Meta) error {
 	return b.set(metaKey(nil), AppendMeta(nil, m))
 }
+
+// SweepRecipients visits up to limit recipient records of the partition
+// after the changelog key cursor after (from the start when nil) and
+// deletes those for which expired returns true. It returns the cursor to
+// continue from, nil when the sweep reached the end.
+func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.Recipient) bool) (next []byte, deleted int, err error) {
+	prefix := append(appendPartition(nil, b.p), kindRecipient)
+	lower := prefix
+	if after != nil {
+		lower = append(append(appendPartition(nil, b.p), after...), 0)
+	}
+	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, 0, err
+	}
+	var victims []string
+	for n := 0; it.First(); {
+		k := it.Key()[prefixLen:]
+		next = append(next[:0], k...)
+		r, err := DecodeRecipient(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, 0, fmt.Errorf("sweep recipient of partition %d: %w", b.p, err)
+		}
+		if expired(&r) {
+			victims = append(victims, string(k[1:]))
+		}
+		if n++; n >= limit || !it.Next() {
+			break
+		}
+	}
+	if !it.Valid() {
+		next = nil
+	}
+	if err := it.Close(); err != nil {
+		return nil, 0, err
+	}
+	for _, u := range victims {
+		if err := b.DeleteRecipient(u); err != nil {
+			return nil, 0, err
+		}
+	}
+	return next, len(victims), nil
+}
