@@ -20,20 +20,10 @@ const restoreFlushEvery = 20000
 // changelog still holds, from the start otherwise (a lost or stale state
 // folder). It returns the number of changelog records applied.
 func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt) (int64, error) {
-	starts, err := adm.ListStartOffsets(ctx, changelog)
+	start, end, err := settledEnd(ctx, adm, changelog, p)
 	if err != nil {
-		return 0, fmt.Errorf("list changelog start offsets: %w", err)
+		return 0, err
 	}
-	ends, err := adm.ListCommittedOffsets(ctx, changelog) // the last stable offset
-	if err != nil {
-		return 0, fmt.Errorf("list changelog end offsets: %w", err)
-	}
-	so, ok := starts.Lookup(changelog, p)
-	eo, ok2 := ends.Lookup(changelog, p)
-	if !ok || !ok2 || so.Err != nil || eo.Err != nil {
-		return 0, fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, end %v)", changelog, p, so.Err, eo.Err)
-	}
-	start, end := so.Offset, eo.Offset
 	from, err := store.Checkpoint(p)
 	if err != nil {
 		return 0, err
@@ -122,6 +112,48 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 		select {
 		case <-ctx.Done():
 			return total, meta, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// settledEnd returns the start and end offsets of changelog partition p once
+// no transaction is open on it (its last stable offset equals its high
+// watermark).
+//
+// Reading only up to the last stable offset is not enough: a previous
+// owner that crashed in the middle of a transaction leaves it open (until
+// its transactional id is reused or the transaction times out), which holds
+// the last stable offset back, and a later owner's committed records above
+// it would be missed. Waiting here costs nothing after a clean handover
+// (rebalances wait for the transaction in flight) and at most the
+// transaction timeout after a crash.
+func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32) (start, end int64, err error) {
+	for {
+		starts, err := adm.ListStartOffsets(ctx, changelog)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list changelog start offsets: %w", err)
+		}
+		stable, err := adm.ListCommittedOffsets(ctx, changelog)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list changelog stable offsets: %w", err)
+		}
+		hwm, err := adm.ListEndOffsets(ctx, changelog)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list changelog end offsets: %w", err)
+		}
+		so, ok1 := starts.Lookup(changelog, p)
+		lo, ok2 := stable.Lookup(changelog, p)
+		ho, ok3 := hwm.Lookup(changelog, p)
+		if !ok1 || !ok2 || !ok3 || so.Err != nil || lo.Err != nil || ho.Err != nil {
+			return 0, 0, fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, stable %v, end %v)", changelog, p, so.Err, lo.Err, ho.Err)
+		}
+		if lo.Offset >= ho.Offset {
+			return so.Offset, lo.Offset, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, fmt.Errorf("changelog %s partition %d: a transaction is still open at offset %d (end %d): %w", changelog, p, lo.Offset, ho.Offset, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -227,6 +227,14 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("group session: %w", err)
 		}
 		r.sess = s
+		// Initialize the producer id now: reusing the transactional id
+		// fences the previous incarnation and aborts the transaction it
+		// left open, which would otherwise hold back the changelog's last
+		// stable offset (and every restore) until it timed out.
+		if _, _, err := s.Client().ProducerID(ctx); err != nil {
+			s.Close()
+			return fmt.Errorf("initialize transactional producer %s: %w", cfg.Group+"-"+id, err)
+		}
 	}
 	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id)
