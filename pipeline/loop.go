@@ -102,7 +102,7 @@ func (r *Runner) adopt() error {
 		delete(r.incoming, p)
 	}
 	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
-	r.ready.Store(r.restoring.Load() == 0 && len(r.incoming) == 0)
+	r.ready.Store(r.joined.Load() && r.restoring.Load() == 0 && len(r.incoming) == 0)
 	return nil
 }
 

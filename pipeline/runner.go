@@ -33,6 +33,9 @@ type Runner struct {
 	ready atomic.Bool
 	// restoring counts restores in progress (the instance is not ready).
 	restoring atomic.Int32
+	// joined is set once the group gave the instance its first assignment
+	// (possibly empty): before that it is not ready.
+	joined atomic.Bool
 
 	// Set up by Run.
 	names  topics.Names
@@ -71,8 +74,8 @@ func New(cfg Config) (*Runner, error) {
 // Stats returns the runner's counters.
 func (r *Runner) Stats() *Stats { return &r.stats }
 
-// Ready reports whether the runner has joined its group and every task it
-// owns is restored.
+// Ready reports whether the runner has joined its group (received its first
+// assignment, possibly empty) and every task it owns is restored.
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
 // Names returns the topic names the runner uses.
@@ -272,6 +275,7 @@ func (o outputPartitioner) ForTopic(t string) kgo.TopicPartitioner {
 
 func (r *Runner) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	r.log.Info("partitions assigned", "partitions", assigned[r.names.Interactions])
+	r.joined.Store(true)
 }
 
 func (r *Runner) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {

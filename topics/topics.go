@@ -45,6 +45,10 @@ const (
 	// when Ensure creates it: long enough for the platform team that sent a
 	// bad record to notice, fix and replay it.
 	DeadLetterRetention = 30 * 24 * time.Hour
+	// ChangelogDeleteRetention is how long the changelog keeps deletions
+	// (delete.retention.ms): a state folder offline for longer must be
+	// rebuilt from scratch (delete it).
+	ChangelogDeleteRetention = 7 * 24 * time.Hour
 )
 
 // Names holds the name of every topic the pipeline uses.
@@ -111,7 +115,8 @@ type Catalog struct {
 //     existing dead-letter topic may have any partition count.
 //   - changelog: the interactions count (task p's state is in partition p),
 //     cleanup.policy=compact: it is the truth the state is rebuilt from, so it
-//     must keep the latest value of every key for ever.
+//     must keep the latest value of every key for ever; deletions stay in
+//     the log for ChangelogDeleteRetention.
 func (c Catalog) Specs(interactionPartitions int32) []Spec {
 	rf := c.replicationFactor()
 	return []Spec{
@@ -127,7 +132,13 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 		},
 		{
 			Name: c.Names.Changelog, Partitions: interactionPartitions, ReplicationFactor: rf, Owned: true, Role: RoleChangelog,
-			Configs: map[string]*string{"cleanup.policy": kadm.StringPtr("compact")},
+			Configs: map[string]*string{
+				"cleanup.policy": kadm.StringPtr("compact"),
+				// A state folder offline for less than this can restore
+				// from its checkpoint: the deletions since are still in
+				// the log (see docs/design.md, known limits).
+				"delete.retention.ms": kadm.StringPtr(strconv.FormatInt(ChangelogDeleteRetention.Milliseconds(), 10)),
+			},
 		},
 	}
 }

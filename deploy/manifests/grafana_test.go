@@ -1,0 +1,201 @@
+package manifests
+
+import (
+	"encoding/json"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sponsored/sponsor/pipeline"
+)
+
+// exportedMetrics returns the metric families the pipeline's /metrics
+// serves, by registering them as cmd/sponsor does on a fresh registry and
+// gathering: name -> type.
+func exportedMetrics(t *testing.T) map[string]dto.MetricType {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := (&pipeline.Stats{}).Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]dto.MetricType{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf.GetType()
+	}
+	return out
+}
+
+// dashboardQueries returns every PromQL expression of a Grafana dashboard:
+// the panels' targets (rows' nested panels too) and the query variables.
+func dashboardQueries(t *testing.T, b []byte) []string {
+	t.Helper()
+	type target struct {
+		Expr string `json:"expr"`
+	}
+	type panel struct {
+		Title   string   `json:"title"`
+		Type    string   `json:"type"`
+		Targets []target `json:"targets"`
+		Panels  []panel  `json:"panels"`
+	}
+	var d struct {
+		UID        string  `json:"uid"`
+		Title      string  `json:"title"`
+		Panels     []panel `json:"panels"`
+		Templating struct {
+			List []struct {
+				Type  string          `json:"type"`
+				Query json.RawMessage `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	if d.UID == "" || d.Title == "" {
+		t.Errorf("dashboard has no uid or title")
+	}
+	var exprs []string
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			if p.Type != "row" && len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query", p.Title)
+			}
+			for _, tg := range p.Targets {
+				if strings.TrimSpace(tg.Expr) == "" {
+					t.Errorf("panel %q has an empty query", p.Title)
+				}
+				exprs = append(exprs, tg.Expr)
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q struct {
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(v.Query, &q); err != nil {
+			var s string
+			if err := json.Unmarshal(v.Query, &s); err != nil {
+				t.Fatalf("variable query %s: %v", v.Query, err)
+			}
+			q.Query = s
+		}
+		exprs = append(exprs, q.Query)
+	}
+	return exprs
+}
+
+var (
+	promStrings   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+	promMatchers  = regexp.MustCompile(`\{[^{}]*\}`)
+	promRanges    = regexp.MustCompile(`\[[^\[\]]*\]`)
+	promGrouping  = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)`)
+	promIdent     = regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	promNumber    = regexp.MustCompile(`^(\d|Inf$|NaN$)`)
+	promNotMetric = map[string]bool{
+		"and": true, "or": true, "unless": true, "bool": true, "offset": true,
+		"by": true, "without": true, "on": true, "ignoring": true,
+		"group_left": true, "group_right": true, "inf": true, "nan": true,
+		"e": true, // exponent of 1e-9, after the digits were split off
+	}
+)
+
+// promMetrics returns the metric names a PromQL expression (or Grafana's
+// label_values(metric, label)) reads: identifiers outside label matchers,
+// ranges, strings and grouping clauses that are not followed by "(" (a
+// function or aggregation) and are not keywords or numbers.
+func promMetrics(expr string) []string {
+	e := strings.ReplaceAll(expr, "$__rate_interval", "5m")
+	e = promStrings.ReplaceAllString(e, `""`)
+	e = promMatchers.ReplaceAllString(e, " ")
+	e = promRanges.ReplaceAllString(e, " ")
+	e = promGrouping.ReplaceAllString(e, " ")
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(e), "label_values("); ok {
+		// label_values(metric, label): only the first argument is a metric.
+		e, _, _ = strings.Cut(rest, ",")
+	}
+	var names []string
+	for _, loc := range promIdent.FindAllStringIndex(e, -1) {
+		id := e[loc[0]:loc[1]]
+		if loc[0] > 0 && (e[loc[0]-1] == '$' || e[loc[0]-1] == '.' || e[loc[0]-1] >= '0' && e[loc[0]-1] <= '9') {
+			continue // a variable, or the tail of a number (1e-9)
+		}
+		if next := strings.TrimLeft(e[loc[1]:], " \t\n"); strings.HasPrefix(next, "(") {
+			continue // a function or an aggregation
+		}
+		if promNotMetric[strings.ToLower(id)] || promNumber.MatchString(id) {
+			continue
+		}
+		names = append(names, id)
+	}
+	return names
+}
+
+func TestPromMetrics(t *testing.T) {
+	for expr, want := range map[string][]string{
+		`sum by (reason) (rate(sponsor_suppressions_total{job=~"$job", reason!="x"}[$__rate_interval]))`: {"sponsor_suppressions_total"},
+		`a_total / clamp_min(b_total + c_total, 1e-9)`:                                                   {"a_total", "b_total", "c_total"},
+		`label_values(sponsor_tasks{job=~"$job"}, pod)`:                                                  {"sponsor_tasks"},
+		`sum(x) without (pod) > bool 0 and on (job) y offset 5m`:                                         {"x", "y"},
+	} {
+		if got := promMetrics(expr); !slices.Equal(got, want) {
+			t.Errorf("promMetrics(%s) = %v, want %v", expr, got, want)
+		}
+	}
+}
+
+// TestGrafanaDashboard checks that deploy/grafana/sponsor.json reads only
+// metrics the pipeline exports (a renamed metric breaks this test, not the
+// dashboard), and that it shows every sponsor_* metric.
+func TestGrafanaDashboard(t *testing.T) {
+	exported := exportedMetrics(t)
+	exprs := dashboardQueries(t, readFile(t, "deploy/grafana/sponsor.json"))
+	if len(exprs) == 0 {
+		t.Fatal("the dashboard has no queries")
+	}
+	used := map[string]bool{}
+	for _, e := range exprs {
+		names := promMetrics(e)
+		if len(names) == 0 {
+			t.Errorf("query reads no metric: %s", e)
+		}
+		for _, n := range names {
+			used[n] = true
+			if _, ok := exported[n]; ok {
+				continue
+			}
+			// A histogram's or summary's series.
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
+			if typ, ok := exported[base]; ok && base != n && (typ == dto.MetricType_HISTOGRAM || typ == dto.MetricType_SUMMARY) {
+				continue
+			}
+			t.Errorf("the dashboard reads %s, which the pipeline does not export (query: %s)", n, e)
+		}
+	}
+	for n := range exported {
+		if strings.HasPrefix(n, "sponsor_") && !used[n] {
+			t.Errorf("the pipeline exports %s, but no panel of the dashboard shows it", n)
+		}
+	}
+	for _, n := range []string{"process_resident_memory_bytes", "go_goroutines"} {
+		if !used[n] {
+			t.Errorf("no panel shows %s", n)
+		}
+	}
+}
