@@ -229,48 +229,77 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string)
 // which expired returns true. It returns the cursor to continue from, nil
 // when the sweep reached the end.
 func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Contact) bool) (next []byte, deleted int, err error) {
-	prefix := append(appendPartition(nil, b.p), kindContact)
+	next, victims, err := b.sweep(kindContact, after, limit, func(v []byte) (bool, error) {
+		c, err := DecodeContact(v)
+		return err == nil && expired(&c), err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, k := range victims {
+		user, business, err := splitLenString(k[1:])
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := b.DeleteContact(string(user), string(business)); err != nil {
+			return nil, 0, err
+		}
+	}
+	return next, len(victims), nil
+}
+
+// SweepRecipients is SweepContacts for the per-user delivery lists.
+func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.Recipient) bool) (next []byte, deleted int, err error) {
+	next, victims, err := b.sweep(kindRecipient, after, limit, func(v []byte) (bool, error) {
+		r, err := DecodeRecipient(v)
+		return err == nil && expired(&r), err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, k := range victims {
+		if err := b.DeleteRecipient(string(k[1:])); err != nil {
+			return nil, 0, err
+		}
+	}
+	return next, len(victims), nil
+}
+
+// sweep visits up to limit keys of one kind after the changelog key cursor
+// after and returns the changelog keys for which expired is true, and the
+// cursor to continue from (nil at the end). The caller deletes outside the
+// iterator.
+func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(v []byte) (bool, error)) (next []byte, victims [][]byte, err error) {
+	prefix := append(appendPartition(nil, b.p), kind)
 	lower := prefix
 	if after != nil {
 		lower = append(append(appendPartition(nil, b.p), after...), 0)
 	}
 	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	type victim struct{ user, business string }
-	var victims []victim
-	n := 0
-	for it.First(); it.Valid() && n < limit; it.Next() {
-		n++
+	for n := 0; n < limit && (n == 0 && it.First() || n > 0 && it.Next()); n++ {
 		k := it.Key()[prefixLen:]
 		next = append(next[:0], k...)
-		c, err := DecodeContact(it.Value())
+		dead, err := expired(it.Value())
 		if err != nil {
 			it.Close()
-			return nil, 0, fmt.Errorf("sweep contact of partition %d: %w", b.p, err)
+			return nil, nil, fmt.Errorf("sweep %q keys of partition %d: %w", kind, b.p, err)
 		}
-		if expired(&c) {
-			user, business, err := splitLenString(k[1:])
-			if err != nil {
-				it.Close()
-				return nil, 0, err
-			}
-			victims = append(victims, victim{string(user), string(business)})
+		if dead {
+			victims = append(victims, append([]byte(nil), k...))
 		}
 	}
-	if !it.Valid() {
+	if it.Valid() && !it.Next() {
+		next = nil // the last key visited was the last one
+	} else if !it.Valid() {
 		next = nil
 	}
 	if err := it.Close(); err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	for _, v := range victims {
-		if err := b.DeleteContact(v.user, v.business); err != nil {
-			return nil, 0, err
-		}
-	}
-	return next, len(victims), nil
+	return next, victims, nil
 }
 
 // PutCampaign stores the task's record of a campaign.
@@ -286,48 +315,4 @@ func (b *Batch) DeleteCampaign(id string) error {
 // PutMeta stores the task's metadata.
 func (b *Batch) PutMeta(m *Meta) error {
 	return b.set(metaKey(nil), AppendMeta(nil, m))
-}
-
-// SweepRecipients visits up to limit recipient records of the partition
-// after the changelog key cursor after (from the start when nil) and
-// deletes those for which expired returns true. It returns the cursor to
-// continue from, nil when the sweep reached the end.
-func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.Recipient) bool) (next []byte, deleted int, err error) {
-	prefix := append(appendPartition(nil, b.p), kindRecipient)
-	lower := prefix
-	if after != nil {
-		lower = append(append(appendPartition(nil, b.p), after...), 0)
-	}
-	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return nil, 0, err
-	}
-	var victims []string
-	for n := 0; it.First(); {
-		k := it.Key()[prefixLen:]
-		next = append(next[:0], k...)
-		r, err := DecodeRecipient(it.Value())
-		if err != nil {
-			it.Close()
-			return nil, 0, fmt.Errorf("sweep recipient of partition %d: %w", b.p, err)
-		}
-		if expired(&r) {
-			victims = append(victims, string(k[1:]))
-		}
-		if n++; n >= limit || !it.Next() {
-			break
-		}
-	}
-	if !it.Valid() {
-		next = nil
-	}
-	if err := it.Close(); err != nil {
-		return nil, 0, err
-	}
-	for _, u := range victims {
-		if err := b.DeleteRecipient(u); err != nil {
-			return nil, 0, err
-		}
-	}
-	return next, len(victims), nil
 }
