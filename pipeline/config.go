@@ -73,9 +73,12 @@ type Config struct {
 	// tests can prove their checker sees that (a negative control); never
 	// use it in production.
 	UnsafeNoTransactions bool
-	// KafkaOpts are extra franz-go options added to every client (TLS,
-	// SASL, dialers).
+	// KafkaOpts are extra franz-go options added to every client (dialers,
+	// tuning); TLS and SASL belong in Security.
 	KafkaOpts []kgo.Opt
+	// Security is TLS and SASL to Kafka and authentication and TLS to the
+	// schema registry. Default: none (plaintext, unauthenticated).
+	Security Security
 }
 
 // EnsureDefaults fills the zero fields of c with their defaults.
@@ -140,6 +143,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("Tick, SessionTimeout, RebalanceTimeout, TransactionTimeout: must be positive"))
 	}
 	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Security.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

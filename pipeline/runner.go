@@ -127,7 +127,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log = log
 	r.names = r.Names()
 
+	secOpts, err := cfg.Security.KafkaOpts()
+	if err != nil {
+		return err
+	}
+	regOpts, err := cfg.Security.RegistryOpts()
+	if err != nil {
+		return err
+	}
 	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("sponsor-" + id), kgo.WithLogger(kgoLogger{log})}, cfg.KafkaOpts...)
+	base = append(base, secOpts...)
 	r.base = base
 	r.admCl, err = kgo.NewClient(base...)
 	if err != nil {
@@ -159,7 +168,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(cfg.Registry)}, regOpts...)...)
 	if err != nil {
 		return fmt.Errorf("schema registry client: %w", err)
 	}
@@ -240,7 +249,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
-		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id)
+		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id,
+		"security", cfg.Security)
 
 	err = r.loop(ctx)
 	r.ready.Store(false)

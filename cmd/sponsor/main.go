@@ -2,6 +2,10 @@
 //
 //	sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [--group NAME] [--http ADDR]
 //	sponsor dev [--demo] [--data DIR]
+//	sponsor produce interactions|campaigns --brokers ... --registry URL [FILE|-]
+//	sponsor gen --brokers ... --registry URL --count N | --rate R [--duration D]
+//	sponsor schemas check FILE.avsc [--against interactions|campaigns]
+//	sponsor tail inbox|deadletter|interactions|campaigns|decisions... --brokers ... --registry URL
 //
 // Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
 // become underscores: --state-dir is SPONSOR_STATE_DIR); a flag on the
@@ -45,7 +49,17 @@ Usage:
                the pipeline; --demo also feeds a synthetic workload and prints
                live counters and a few delivered messages
 
-Run 'sponsor run --help' or 'sponsor dev --help' for the flags. Every flag
+Tools (produce, gen and tail take --brokers and --registry, as run does):
+  sponsor produce interactions|campaigns [FILE|-]
+               write JSON lines as records, all or nothing, in one transaction
+  sponsor gen  --count N | --rate R [--duration D]
+               write a synthetic workload, with progress and ETA
+  sponsor schemas check FILE.avsc [--against interactions|campaigns]
+               tell whether a new input schema version is compatible
+  sponsor tail inbox|deadletter|interactions|campaigns|decisions...
+               print decoded records as JSON lines, read_committed
+
+Run 'sponsor COMMAND --help' for the flags. Every flag
 can also be set in the environment as SPONSOR_<NAME> (--state-dir is
 SPONSOR_STATE_DIR); the command line wins.
 `
@@ -63,6 +77,14 @@ func main() {
 		err = cmdRun(ctx, os.Args[2:])
 	case "dev":
 		err = cmdDev(ctx, os.Args[2:])
+	case "produce":
+		err = cmdProduce(ctx, os.Args[2:], osStdio())
+	case "gen":
+		err = cmdGen(ctx, os.Args[2:], osStdio())
+	case "schemas":
+		err = cmdSchemas(ctx, os.Args[2:], osStdio())
+	case "tail":
+		err = cmdTail(ctx, os.Args[2:], osStdio())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -103,6 +125,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move")
 	fs.BoolVar(&f.cfg.UnsafeNoTransactions, "unsafe-no-transactions", false, "TESTS ONLY: turn exactly-once off (no transactions, no changelog), so crash tests can prove they detect duplicates and losses")
 	fs.DurationVar(&f.cfg.TransactionTimeout, "transaction-timeout", 20*time.Second, "broker-side timeout of an open transaction")
+	f.registerSecurity(fs)
 }
 
 func (f *pipelineFlags) finish() (*slog.Logger, error) {

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sponsored/sponsor/pipeline/feed"
+	"github.com/sponsored/sponsor/pipeline/workload"
+)
+
+const genUsage = `Usage: sponsor gen --brokers HOST:PORT[,...] --registry URL [--count N | --rate R [--duration D]] [flags]
+
+Writes a synthetic workload (package pipeline/workload: users with a few
+businesses each, a long tail of business popularity, a mix of interaction
+kinds, campaigns with audiences) to the interactions and campaigns topics:
+interactions with event time = now, and every --campaign-every a campaign
+launch whose send_at is 3 seconds ahead. The same --seed gives the same
+sequence of users, businesses and kinds.
+
+It stops after --count interactions, after --duration, or on Ctrl-C; with
+no --rate it writes as fast as the brokers take. Progress goes to stderr: a
+live line with rate and ETA on a terminal, log lines otherwise.
+
+Flags (also SPONSOR_<NAME> in the environment):
+`
+
+func cmdGen(ctx context.Context, args []string, std stdio) error {
+	fs := flag.NewFlagSet("sponsor gen", flag.ContinueOnError)
+	fs.SetOutput(std.err)
+	var (
+		c   clientFlags
+		cfg feed.GenConfig
+		wl  workload.Config
+	)
+	c.register(fs)
+	fs.Int64Var(&cfg.Count, "count", 0, "interactions to write (0: no limit)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "interactions per second (0: as fast as the brokers take)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: no limit)")
+	fs.DurationVar(&cfg.CampaignEvery, "campaign-every", 5*time.Second, "launch a campaign this often, the first after half of it (0: none)")
+	fs.IntVar(&wl.Users, "users", 10000, "distinct users")
+	fs.IntVar(&wl.Businesses, "businesses", 200, "distinct businesses")
+	fs.Uint64Var(&wl.Seed, "seed", 1, "seed of the generator")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), genUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	if cfg.Count == 0 && cfg.Rate == 0 {
+		return errors.New("give --count N, or --rate R (with --duration D, or until Ctrl-C)")
+	}
+	if wl.Users < 1 || wl.Businesses < 1 {
+		return errors.New("--users must be at least 1 and --businesses at least 1")
+	}
+	cfg.Workload = wl
+	progress := newProgress(std.err, isTerminal(std.err))
+	cfg.Progress = progress.report
+	if !progress.tty {
+		cfg.ProgressEvery = 5 * time.Second
+	}
+	p, err := feed.Gen(ctx, t, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(std.out, "wrote %d interactions to %s and %d campaigns to %s in %s (%.0f/s)\n",
+		p.Interactions, t.Topics.Interactions, p.Campaigns, t.Topics.Campaigns, p.Elapsed.Round(time.Millisecond), p.Rate)
+	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progress shows a long task's progress: a line redrawn in place with a bar,
+// rate and ETA on a terminal, plain log lines otherwise.
+type progress struct {
+	w   io.Writer
+	tty bool
+	log *slog.Logger
+}
+
+func newProgress(w io.Writer, tty bool) *progress {
+	return &progress{w: w, tty: tty, log: slog.New(slog.NewTextHandler(w, nil))}
+}
+
+func (p *progress) report(st feed.Progress) {
+	eta := "?"
+	if st.ETA >= 0 {
+		eta = st.ETA.Round(time.Second).String()
+	}
+	if !p.tty {
+		args := []any{"interactions", st.Interactions, "campaigns", st.Campaigns, "rate", fmt.Sprintf("%.0f/s", st.Rate), "elapsed", st.Elapsed.Round(time.Second)}
+		if st.Total > 0 {
+			args = append(args, "total", st.Total)
+		}
+		if !st.Done {
+			args = append(args, "eta", eta)
+		}
+		msg := "gen progress"
+		if st.Done {
+			msg = "gen done"
+		}
+		p.log.Info(msg, args...)
+		return
+	}
+	var line string
+	if st.Total > 0 {
+		const width = 30
+		frac := min(float64(st.Interactions)/float64(st.Total), 1)
+		fill := int(frac * width)
+		line = fmt.Sprintf("[%s%s] %3.0f%% %d/%d interactions", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100, st.Interactions, st.Total)
+	} else {
+		line = fmt.Sprintf("%d interactions", st.Interactions)
+	}
+	line += fmt.Sprintf(", %d campaigns, %.0f/s, ", st.Campaigns, st.Rate)
+	if st.Done {
+		line += "done in " + st.Elapsed.Round(time.Millisecond).String()
+	} else {
+		line += "ETA " + eta
+	}
+	// \r and erase-line redraw the line in place.
+	fmt.Fprintf(p.w, "\r\033[K%s", line)
+	if st.Done {
+		fmt.Fprintln(p.w)
+	}
+}

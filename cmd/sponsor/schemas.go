@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/compat"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+const schemasUsage = `Usage: sponsor schemas check FILE.avsc [--against interactions|campaigns] [--registry URL [--topic-prefix P]]
+
+Tells whether FILE.avsc, a new version of an input schema, can be deployed:
+records written with it must be readable by the pipeline's schema (FORWARD),
+and records already written must be readable with it (BACKWARD), by Avro's
+resolution rules. It compares with the schema built into this binary and,
+with --registry, also with the latest version registered under the topic's
+subject. Exit status 0: compatible; 1: not, with each incompatibility
+explained.
+
+--against defaults to the topic of the file's record (Interaction:
+interactions, Campaign: campaigns).
+
+Flags (also SPONSOR_<NAME> in the environment):
+`
+
+// errIncompatible is returned, after the report, when a schema is not
+// compatible.
+var errIncompatible = errors.New("not compatible")
+
+func cmdSchemas(ctx context.Context, args []string, std stdio) error {
+	fs := flag.NewFlagSet("sponsor schemas check", flag.ContinueOnError)
+	fs.SetOutput(std.err)
+	var against, registry, prefix string
+	fs.StringVar(&against, "against", "", "interactions or campaigns (default: from the file's record name)")
+	fs.StringVar(&registry, "registry", "", "schema registry URL: also check against the subject's latest version")
+	fs.StringVar(&prefix, "topic-prefix", "", "prefix of the topic names (the subject is <prefix><topic>-value)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), schemasUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || pos[0] != "check" {
+		fs.Usage()
+		return errors.New("want: check FILE.avsc")
+	}
+	file := pos[1]
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	text := string(b)
+	if against == "" {
+		var rec struct{ Name string }
+		_ = json.Unmarshal(b, &rec)
+		switch rec.Name {
+		case "Interaction", "sponsor.v1.Interaction":
+			against = "interactions"
+		case "Campaign", "sponsor.v1.Campaign":
+			against = "campaigns"
+		default:
+			return fmt.Errorf("%s: record %q is neither Interaction nor Campaign: give --against interactions|campaigns", file, rec.Name)
+		}
+	}
+	var current, topic string
+	names := topics.NewNames(prefix, "")
+	switch against {
+	case "interactions":
+		current, topic = schemas.InteractionSchema(), names.Interactions
+	case "campaigns":
+		current, topic = schemas.CampaignSchema(), names.Campaigns
+	default:
+		return fmt.Errorf("--against: want interactions or campaigns, got %q", against)
+	}
+
+	ok := true
+	report := func(what string, ps []compat.Problem) {
+		if len(ps) == 0 {
+			fmt.Fprintf(std.out, "%s vs %s: compatible (FORWARD and BACKWARD)\n", file, what)
+			return
+		}
+		ok = false
+		fmt.Fprintf(std.out, "%s vs %s: NOT compatible\n", file, what)
+		for _, p := range ps {
+			fmt.Fprintf(std.out, "  %s %s: %s\n      (%s)\n", p.Direction, p.Path, p.Explain, p.Detail)
+		}
+	}
+	ps, err := compat.Check(text, current)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	report("the pipeline's "+against+" schema", ps)
+
+	if registry != "" {
+		rc, err := sr.NewClient(sr.URLs(registry))
+		if err != nil {
+			return err
+		}
+		subject := wire.Subject(topic)
+		latest, err := rc.SchemaByVersion(ctx, subject, -1)
+		var re *sr.ResponseError
+		switch {
+		case errors.As(err, &re) && re.StatusCode == http.StatusNotFound:
+			fmt.Fprintf(std.out, "%s: registry %s has no schema under subject %s yet\n", file, registry, subject)
+		case err != nil:
+			return fmt.Errorf("registry %s, subject %s: %w", registry, subject, err)
+		default:
+			ps, err := compat.Check(text, latest.Schema.Schema)
+			if err != nil {
+				return fmt.Errorf("registry subject %s version %d: %w", subject, latest.Version, err)
+			}
+			report(fmt.Sprintf("registry subject %s version %d (id %d)", subject, latest.Version, latest.ID), ps)
+		}
+	}
+	if !ok {
+		return errIncompatible
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// startStack starts the embedded Kafka and registry with the pipeline's
+// topics (3 partitions) and returns a Target for them.
+func startStack(t *testing.T) (Target, *wire.Serde) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stack, err := embedded.Start(embedded.Options{})
+	if err != nil {
+		t.Fatalf("start embedded stack: %v", err)
+	}
+	t.Cleanup(func() { stack.Close() })
+	names := topics.NewNames("", "test")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := (topics.Catalog{Names: names, Partitions: 3, ReplicationFactor: -1}).Ensure(ctx, kadm.NewClient(cl), true); err != nil {
+		t.Fatalf("create topics: %v", err)
+	}
+	rc, err := sr.NewClient(sr.URLs(stack.RegistryURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: names.Interactions, Campaigns: names.Campaigns, Inbox: names.Inbox})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Target{Brokers: stack.Brokers, Registry: stack.RegistryURL, Topics: names}, serde
+}
+
+// readCommitted returns every record of topic visible to a read_committed
+// consumer, reading up to the topic's last stable offsets.
+func readCommitted(t *testing.T, tg Target, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tg.Brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	var out []*kgo.Record
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: still waiting for partitions %v", topic, left)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if end, ok := left[r.Partition]; ok && r.Offset >= end-1 {
+				delete(left, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+		})
+	}
+	return out
+}
+
+var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// TestProduce writes interactions and campaigns in one call and reads them
+// back with read_committed: exactly those records, keyed by user and by
+// campaign, decoding to what was given.
+func TestProduce(t *testing.T) {
+	tg, serde := startStack(t)
+	ctx := context.Background()
+	label, url := "Shop", "https://example.com"
+	ins := []schemas.Interaction{
+		{EventID: "e1", UserID: "u1", BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: t0},
+		{EventID: "e2", UserID: "u2", BusinessID: "b1", Kind: schemas.BotCTAClick, OccurredAt: t0.Add(time.Minute)},
+		{EventID: "e3", UserID: "u1", Kind: schemas.UserErased, OccurredAt: t0.Add(time.Hour)},
+	}
+	camps := []schemas.Campaign{
+		{CampaignID: "c1", BusinessID: "b1", Action: schemas.Launch, SendAt: t0, ExpiresAt: t0.Add(time.Hour),
+			Audience: []schemas.AudienceRule{{Kind: schemas.BotCTAClick, WithinDays: 7}}, Message: schemas.Message{Text: "hi", CTALabel: &label, CTAURL: &url}},
+		{CampaignID: "c1", BusinessID: "b1", Action: schemas.Cancel, SendAt: t0, ExpiresAt: t0.Add(time.Hour), Message: schemas.Message{Text: "hi"}},
+	}
+	n, err := Produce(ctx, tg, ins, camps)
+	if err != nil || n != 5 {
+		t.Fatalf("Produce = %d, %v; want 5, nil", n, err)
+	}
+
+	// One transaction: every record transactional, all from one producer
+	// id and epoch.
+	inRecs, campRecs := readCommitted(t, tg, tg.Topics.Interactions), readCommitted(t, tg, tg.Topics.Campaigns)
+	for _, r := range append(append([]*kgo.Record(nil), inRecs...), campRecs...) {
+		if !r.Attrs.IsTransactional() || r.ProducerID != inRecs[0].ProducerID || r.ProducerEpoch != inRecs[0].ProducerEpoch {
+			t.Errorf("%s/%d@%d: transactional %v, producer %d/%d; want all transactional from producer %d/%d",
+				r.Topic, r.Partition, r.Offset, r.Attrs.IsTransactional(), r.ProducerID, r.ProducerEpoch, inRecs[0].ProducerID, inRecs[0].ProducerEpoch)
+		}
+	}
+
+	got := map[string]schemas.Interaction{}
+	for _, r := range inRecs {
+		v, err := serde.DecodeInteraction(r.Value)
+		if err != nil {
+			t.Fatalf("decode interaction at offset %d: %v", r.Offset, err)
+		}
+		if string(r.Key) != v.UserID {
+			t.Errorf("interaction %s keyed %q, want its user %q", v.EventID, r.Key, v.UserID)
+		}
+		got[v.EventID] = v
+	}
+	if len(got) != len(ins) {
+		t.Errorf("read %d interactions, want %d", len(got), len(ins))
+	}
+	for _, want := range ins {
+		if !reflect.DeepEqual(got[want.EventID], want) {
+			t.Errorf("interaction %s: got %+v, want %+v", want.EventID, got[want.EventID], want)
+		}
+	}
+	// Campaigns has one partition: order is kept.
+	recs := campRecs
+	if len(recs) != len(camps) {
+		t.Fatalf("read %d campaigns, want %d", len(recs), len(camps))
+	}
+	for i, r := range recs {
+		v, err := serde.DecodeCampaign(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(r.Key) != v.CampaignID {
+			t.Errorf("campaign keyed %q, want %q", r.Key, v.CampaignID)
+		}
+		if !reflect.DeepEqual(v, camps[i]) {
+			t.Errorf("campaign %d: got %+v, want %+v", i, v, camps[i])
+		}
+	}
+}
+
+// TestProduceWritesNothingOnError checks the refusals that happen before
+// anything is written: a missing topic, and a value the serde refuses in the
+// middle of a batch.
+func TestProduceWritesNothingOnError(t *testing.T) {
+	tg, _ := startStack(t)
+	ctx := context.Background()
+	good := schemas.Interaction{EventID: "e1", UserID: "u1", BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: t0}
+
+	missing := tg
+	missing.Topics = topics.NewNames("nope-", "")
+	if _, err := Produce(ctx, missing, []schemas.Interaction{good}, nil); err == nil || !strings.Contains(err.Error(), `topic "nope-interactions" does not exist`) {
+		t.Errorf("Produce to a missing topic: %v, want topic ... does not exist", err)
+	}
+
+	bad := schemas.Campaign{CampaignID: "c", BusinessID: "b", SendAt: t0, ExpiresAt: t0, Audience: []schemas.AudienceRule{{Kind: schemas.Block}}}
+	if _, err := Produce(ctx, tg, []schemas.Interaction{good}, []schemas.Campaign{bad}); err == nil || !strings.Contains(err.Error(), "not user-initiated") {
+		t.Errorf("Produce with an unencodable campaign: %v, want an encode error", err)
+	}
+	if recs := readCommitted(t, tg, tg.Topics.Interactions); len(recs) != 0 {
+		t.Errorf("after failed Produce calls, interactions has %d records, want 0", len(recs))
+	}
+}
+
+// TestGenCount checks that gen --count N writes exactly N interactions,
+// reports progress ending with Done, and launches campaigns sent 3s ahead.
+func TestGenCount(t *testing.T) {
+	tg, serde := startStack(t)
+	var reports []Progress
+	p, err := Gen(context.Background(), tg, GenConfig{
+		Workload: workload.Config{Seed: 7, Users: 50, Businesses: 5},
+		Count:    2500, CampaignEvery: time.Millisecond,
+		Progress: func(p Progress) { reports = append(reports, p) }, ProgressEvery: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("Gen: %v", err)
+	}
+	if p.Interactions != 2500 || p.Total != 2500 {
+		t.Errorf("Gen progress = %+v, want 2500 of 2500 interactions", p)
+	}
+	if p.Campaigns == 0 {
+		t.Errorf("Gen with CampaignEvery 1ms wrote no campaign")
+	}
+	if len(reports) == 0 || !reports[len(reports)-1].Done || reports[len(reports)-1].Interactions != 2500 {
+		t.Errorf("last progress report %+v, want Done with 2500 interactions", reports[len(reports)-1:])
+	}
+	recs := readCommitted(t, tg, tg.Topics.Interactions)
+	if len(recs) != 2500 {
+		t.Fatalf("interactions topic holds %d records, want 2500", len(recs))
+	}
+	// They are the generator's (event ids ev-SEED-1 to ev-SEED-N, each
+	// once), keyed by user, with event time about now.
+	seen := map[string]bool{}
+	for _, r := range recs {
+		v, err := serde.DecodeInteraction(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq int
+		if _, err := fmt.Sscanf(v.EventID, "ev-7-%d", &seq); err != nil || seq < 1 || seq > 2500 || seen[v.EventID] {
+			t.Fatalf("event id %q is not one of ev-7-1 to ev-7-2500 once", v.EventID)
+		}
+		seen[v.EventID] = true
+		if string(r.Key) != v.UserID {
+			t.Fatalf("interaction %s keyed %q, want its user %q", v.EventID, r.Key, v.UserID)
+		}
+		if time.Since(v.OccurredAt) > time.Minute {
+			t.Fatalf("event time %v is not now", v.OccurredAt)
+		}
+	}
+	camps := readCommitted(t, tg, tg.Topics.Campaigns)
+	if int64(len(camps)) != p.Campaigns {
+		t.Errorf("campaigns topic holds %d records, Gen reported %d", len(camps), p.Campaigns)
+	}
+	for _, r := range camps {
+		c, err := serde.DecodeCampaign(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lead := c.SendAt.Sub(r.Timestamp); lead < 2*time.Second || lead > 4*time.Second {
+			t.Errorf("campaign %s send_at is %v after it was written, want about 3s", c.CampaignID, lead)
+		}
+	}
+}
+
+// TestGenRate checks that a rate and a duration bound the run.
+func TestGenRate(t *testing.T) {
+	tg, _ := startStack(t)
+	start := time.Now()
+	p, err := Gen(context.Background(), tg, GenConfig{Workload: workload.Config{Seed: 1}, Rate: 200, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Gen: %v", err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("Gen took %v, want at least the duration 500ms", took)
+	}
+	if p.Interactions < 1 || p.Interactions > 101 || p.Campaigns != 0 {
+		t.Errorf("Gen at 200/s for 500ms wrote %d interactions and %d campaigns, want at most 101 and none", p.Interactions, p.Campaigns)
+	}
+	if n := len(readCommitted(t, tg, tg.Topics.Interactions)); int64(n) != p.Interactions {
+		t.Errorf("topic holds %d interactions, Gen reported %d", n, p.Interactions)
+	}
+}

@@ -1,0 +1,462 @@
+// Package tail reads the pipeline's topics the way a downstream consumer
+// must (read_committed: records of aborted or still-open transactions are
+// never shown) and writes each record as one line of JSON, decoded through
+// the schema registry: the tool behind `sponsor tail`.
+//
+// Each line is an object with the record's topic, partition, offset,
+// timestamp (when it was written, RFC 3339), key, headers (if any) and
+// value. Values of the interactions, campaigns and inbox topics are in the
+// JSON shape of package schemas/jsonl (what `sponsor produce` reads); values
+// of other topics (decisions) are decoded generically with their writer
+// schema from the registry. A dead letter shows its headers, its original
+// value bytes in base64 ("value_base64") and, when those bytes decode as a
+// record of the topic they came from, the decoded value; otherwise
+// "decode_error" says why not.
+//
+// It only reads: it commits no offsets and joins no group.
+package tail
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/avro"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/schemas/jsonl"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// The roles of the topics Tail reads, as named on the command line.
+const (
+	RoleInbox        = topics.RoleInbox
+	RoleDeadLetter   = topics.RoleDeadLetter
+	RoleInteractions = topics.RoleInteractions
+	RoleCampaigns    = topics.RoleCampaigns
+	RoleDecisions    = "decisions"
+)
+
+// Roles lists the roles Tail accepts.
+var Roles = []string{RoleInbox, RoleDeadLetter, RoleInteractions, RoleCampaigns, RoleDecisions}
+
+// From is where reading starts in every partition.
+type From struct {
+	// End starts after the last committed record (only new records);
+	// otherwise reading starts at Time, or at the start when Time is zero.
+	End bool
+	// Time starts at the first record written at or after it (the record
+	// timestamp, the time it was produced, not its event time).
+	Time time.Time
+}
+
+// ParseFrom parses "start", "end" or an RFC 3339 time.
+func ParseFrom(s string) (From, error) {
+	switch s {
+	case "start", "":
+		return From{}, nil
+	case "end":
+		return From{End: true}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return From{}, fmt.Errorf("want start, end or an RFC 3339 time (2025-06-01T12:00:00Z), got %q", s)
+	}
+	return From{Time: t}, nil
+}
+
+// Config says what to read and how.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Registry is the schema registry URL. Required.
+	Registry string
+	// Names are the pipeline's topic names (topics.NewNames(prefix, group)).
+	Names topics.Names
+	// Decisions is the name of the decisions topic; default "decisions".
+	Decisions string
+	// Roles are the topics to read, among [Roles]. Required.
+	Roles []string
+	// From is where to start.
+	From From
+	// Limit stops after this many records in all; 0: no limit.
+	Limit int
+	// Follow keeps waiting for new records after the end; otherwise Tail
+	// returns once it has read every partition up to its last stable
+	// offset as of the start.
+	Follow bool
+	// ValuesOnly writes only the decoded values, one per line (for
+	// `sponsor produce`); records that do not decode are reported to Warn.
+	ValuesOnly bool
+	// Warn receives a line per record ValuesOnly skips; nil discards.
+	Warn io.Writer
+	// ClientOpts are extra franz-go options (TLS, SASL).
+	ClientOpts []kgo.Opt
+}
+
+// Record is one line of Tail's output.
+type Record struct {
+	Topic       string            `json:"topic"`
+	Partition   int32             `json:"partition"`
+	Offset      int64             `json:"offset"`
+	Timestamp   string            `json:"timestamp"`
+	Key         *string           `json:"key,omitempty"`
+	KeyBase64   string            `json:"key_base64,omitempty"`
+	Headers     map[string]string `json:"headers,omitempty"`
+	ValueBase64 string            `json:"value_base64,omitempty"`
+	Value       json.RawMessage   `json:"value,omitempty"`
+	DecodeError string            `json:"decode_error,omitempty"`
+}
+
+// Run reads the topics of cfg and writes one line of JSON per record to w.
+// It returns the number of records written.
+func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
+	if len(cfg.Brokers) == 0 || cfg.Registry == "" {
+		return 0, errors.New("tail: brokers and registry are required")
+	}
+	if len(cfg.Roles) == 0 {
+		return 0, fmt.Errorf("tail: no topic given, want some of %s", strings.Join(Roles, ", "))
+	}
+	if cfg.Decisions == "" {
+		cfg.Decisions = "decisions"
+	}
+	role := map[string]string{} // topic -> role
+	var names []string
+	for _, r := range cfg.Roles {
+		var t string
+		switch r {
+		case RoleInbox:
+			t = cfg.Names.Inbox
+		case RoleDeadLetter:
+			t = cfg.Names.DeadLetter
+		case RoleInteractions:
+			t = cfg.Names.Interactions
+		case RoleCampaigns:
+			t = cfg.Names.Campaigns
+		case RoleDecisions:
+			t = cfg.Decisions
+		default:
+			return 0, fmt.Errorf("tail: unknown topic %q, want some of %s", r, strings.Join(Roles, ", "))
+		}
+		if _, dup := role[t]; !dup {
+			names = append(names, t)
+		}
+		role[t] = r
+	}
+	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	if err != nil {
+		return 0, fmt.Errorf("schema registry %s: %w", cfg.Registry, err)
+	}
+	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: cfg.Names.Interactions, Campaigns: cfg.Names.Campaigns, Inbox: cfg.Names.Inbox})
+	if err != nil {
+		return 0, err
+	}
+	d := &decoder{names: cfg.Names, serde: serde, generic: &generic{rc: rc, schemas: map[int]*avro.Schema{}}}
+
+	admCl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...))...)
+	if err != nil {
+		return 0, err
+	}
+	defer admCl.Close()
+	starts, ends, err := offsets(ctx, kadm.NewClient(admCl), cfg.From, names)
+	if err != nil {
+		return 0, err
+	}
+	consume := map[string]map[int32]kgo.Offset{}
+	left := map[string]map[int32]int64{} // partitions not read to their end yet -> end
+	for t, ps := range starts {
+		for p, start := range ps {
+			end := ends[t][p]
+			if !cfg.Follow && start >= end {
+				continue
+			}
+			if consume[t] == nil {
+				consume[t], left[t] = map[int32]kgo.Offset{}, map[int32]int64{}
+			}
+			consume[t][p] = kgo.NewOffset().At(start)
+			left[t][p] = end
+		}
+	}
+	if len(consume) == 0 {
+		return 0, nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...),
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumePartitions(consume),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records (transaction markers) mark how far a partition
+		// is read even when its last records are markers.
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+
+	n := 0
+	for cfg.Follow || len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			if cfg.Follow {
+				return n, nil // stopped by the user
+			}
+			return n, ctx.Err()
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) {
+			if ferr == nil {
+				ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
+			}
+		})
+		if ferr != nil {
+			return n, ferr
+		}
+		var werr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if werr != nil || cfg.Limit > 0 && n >= cfg.Limit {
+				return
+			}
+			if end, ok := left[r.Topic][r.Partition]; ok && !cfg.Follow {
+				if r.Offset >= end {
+					return // beyond the end as of the start
+				}
+				if r.Offset >= end-1 {
+					delete(left[r.Topic], r.Partition)
+					if len(left[r.Topic]) == 0 {
+						delete(left, r.Topic)
+					}
+				}
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			line, ok := d.record(r, role[r.Topic], cfg.ValuesOnly)
+			if !ok {
+				if cfg.Warn != nil {
+					fmt.Fprintf(cfg.Warn, "skipped %s/%d@%d: %s\n", r.Topic, r.Partition, r.Offset, line)
+				}
+				return
+			}
+			if _, err := w.Write(append(line, '\n')); err != nil {
+				werr = err
+				return
+			}
+			n++
+		})
+		if werr != nil {
+			return n, werr
+		}
+		if cfg.Limit > 0 && n >= cfg.Limit {
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// offsets returns, per topic and partition, where to start and the last
+// stable offset now.
+func offsets(ctx context.Context, adm *kadm.Client, from From, names []string) (starts, ends map[string]map[int32]int64, err error) {
+	list := func(what string, l kadm.ListedOffsets, err error) (map[string]map[int32]int64, error) {
+		if err != nil {
+			return nil, fmt.Errorf("list %s offsets: %w", what, err)
+		}
+		out := map[string]map[int32]int64{}
+		for _, t := range names {
+			ps, ok := l[t]
+			if !ok {
+				return nil, fmt.Errorf("topic %q does not exist (check --topic-prefix)", t)
+			}
+			out[t] = map[int32]int64{}
+			for p, o := range ps {
+				if o.Err != nil {
+					if p < 0 {
+						return nil, fmt.Errorf("topic %q does not exist (check --topic-prefix): %w", t, o.Err)
+					}
+					return nil, fmt.Errorf("%s/%d: %w", t, p, o.Err)
+				}
+				out[t][p] = o.Offset
+			}
+		}
+		return out, nil
+	}
+	l, lerr := adm.ListCommittedOffsets(ctx, names...)
+	if ends, err = list("last stable", l, lerr); err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case from.End:
+		return ends, ends, nil
+	case !from.Time.IsZero():
+		l, lerr = adm.ListOffsetsAfterMilli(ctx, from.Time.UnixMilli(), names...)
+		starts, err = list("time", l, lerr)
+	default:
+		l, lerr = adm.ListStartOffsets(ctx, names...)
+		starts, err = list("start", l, lerr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for t, ps := range starts {
+		for p, o := range ps {
+			if o < 0 || o > ends[t][p] {
+				// No record after the time, or one of an open transaction.
+				starts[t][p] = ends[t][p]
+			}
+		}
+	}
+	return starts, ends, nil
+}
+
+// decoder renders records.
+type decoder struct {
+	names   topics.Names
+	serde   *wire.Serde
+	generic *generic
+}
+
+// record renders r of the topic with role as a line; false when valuesOnly
+// and the value does not decode (the line then says why).
+func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([]byte, bool) {
+	out := Record{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Offset:    r.Offset,
+		Timestamp: r.Timestamp.UTC().Format(jsonl.Time),
+	}
+	if r.Key != nil {
+		if utf8.Valid(r.Key) {
+			k := string(r.Key)
+			out.Key = &k
+		} else {
+			out.KeyBase64 = base64.StdEncoding.EncodeToString(r.Key)
+		}
+	}
+	if len(r.Headers) > 0 {
+		out.Headers = make(map[string]string, len(r.Headers))
+		for _, h := range r.Headers {
+			out.Headers[h.Key] = string(h.Value)
+		}
+	}
+	source := role
+	if role == RoleDeadLetter {
+		out.ValueBase64 = base64.StdEncoding.EncodeToString(r.Value)
+		switch out.Headers[pipeline.HeaderTopic] {
+		case d.names.Interactions:
+			source = RoleInteractions
+		case d.names.Campaigns:
+			source = RoleCampaigns
+		default:
+			source = ""
+		}
+	}
+	v, err := d.value(source, r.Value)
+	if err != nil {
+		out.DecodeError = err.Error()
+		if role != RoleDeadLetter {
+			out.ValueBase64 = base64.StdEncoding.EncodeToString(r.Value)
+		}
+	} else {
+		out.Value = v
+	}
+	if valuesOnly {
+		if err != nil {
+			return []byte(err.Error()), false
+		}
+		return v, true
+	}
+	b, err := json.Marshal(out)
+	if err != nil { // cannot happen: every field is marshalable
+		return []byte(err.Error()), false
+	}
+	return b, true
+}
+
+// value decodes the value b of a topic with role as JSON.
+func (d *decoder) value(role string, b []byte) (json.RawMessage, error) {
+	if b == nil {
+		return nil, errors.New("no value (a tombstone)")
+	}
+	switch role {
+	case RoleInteractions:
+		v, err := d.serde.DecodeInteraction(b)
+		if err != nil {
+			return nil, err
+		}
+		return jsonl.MarshalInteraction(&v)
+	case RoleCampaigns:
+		v, err := d.serde.DecodeCampaign(b)
+		if err != nil {
+			return nil, err
+		}
+		return jsonl.MarshalCampaign(&v)
+	case RoleInbox:
+		v, err := d.serde.DecodeInbox(b)
+		if err != nil {
+			return nil, err
+		}
+		return jsonl.MarshalInbox(&v)
+	}
+	return d.generic.decode(b)
+}
+
+// generic decodes wire-format values of any registered Avro schema.
+type generic struct {
+	rc      *sr.Client
+	mu      sync.Mutex
+	schemas map[int]*avro.Schema
+}
+
+func (g *generic) decode(b []byte) (json.RawMessage, error) {
+	if len(b) < 5 || b[0] != 0 {
+		return nil, errors.New("not in the schema-registry wire format (magic byte 0, 4-byte schema id)")
+	}
+	id := int(int32(binary.BigEndian.Uint32(b[1:5])))
+	s, err := g.schema(id)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	rest, err := s.Decode(b[5:], &v)
+	if err != nil {
+		return nil, fmt.Errorf("decode with schema %d: %w", id, err)
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("decode with schema %d: %d trailing bytes", id, len(rest))
+	}
+	return json.Marshal(v)
+}
+
+func (g *generic) schema(id int) (*avro.Schema, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s, ok := g.schemas[id]; ok {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ss, err := g.rc.SchemaByID(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	if ss.Type != sr.TypeAvro {
+		return nil, fmt.Errorf("schema %d is %v, not Avro", id, ss.Type)
+	}
+	s, err := avro.Parse(ss.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	g.schemas[id] = s
+	return s, nil
+}
