@@ -118,7 +118,15 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		return nil
 	}
 	if err := r.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		// A failed End can leave the client in the transaction (franz-go
+		// returns before ending it when its flush fails, e.g. after the
+		// process was paused past its deadline): end it and try again.
+		if aerr := r.abortInFlight(ctx); aerr != nil {
+			return aerr
+		}
+		if err := r.sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
 	}
 	committed := false
 	defer func() {
@@ -131,7 +139,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
 		defer cancel()
 		if _, aerr := r.sess.End(endCtx, kgo.TryAbort); aerr != nil {
-			return errors.Join(err, fmt.Errorf("abort: %w", aerr))
+			return errors.Join(err, r.abortInFlight(ctx))
 		}
 		r.stats.Aborts.Add(1)
 		return err
@@ -168,7 +176,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 			t.batch = nil
 		}
 		if _, err := r.sess.End(endCtx, kgo.TryAbort); err != nil {
-			return fmt.Errorf("end empty transaction: %w", err)
+			return errors.Join(fmt.Errorf("end empty transaction: %w", err), r.abortInFlight(ctx))
 		}
 		return nil
 	}
@@ -188,6 +196,9 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	}
 	if err != nil {
 		r.stats.Aborts.Add(1)
+		if aerr := r.abortInFlight(ctx); aerr != nil {
+			return errors.Join(fmt.Errorf("end transaction: %w", err), aerr)
+		}
 		return fmt.Errorf("end transaction: %w", errors.Join(err, produceErr))
 	}
 	if !ok {
@@ -226,6 +237,19 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		r.stats.add(&t.counts)
 	}
 	r.syncPauses()
+	return nil
+}
+
+// abortInFlight ends, by aborting, a transaction a failed End left open,
+// with a fresh deadline. If even that fails the client cannot be trusted
+// with another transaction: the instance stops (errStop) and its partitions
+// move to another instance.
+func (r *Runner) abortInFlight(ctx context.Context) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
+	defer cancel()
+	if _, err := r.sess.End(actx, kgo.TryAbort); err != nil {
+		return fmt.Errorf("%w: abort the transaction left open: %w", errStop, err)
+	}
 	return nil
 }
 
