@@ -26,9 +26,12 @@ test-short:
 test-kafka: kafka-up
 	KAFKA_BROKERS=127.0.0.1:9092 $(GO) test -count=1 -timeout 30m -v ./e2e/
 
-## bench: Go benchmarks of the hot paths
+## bench: Go benchmarks of the hot paths, then the end-to-end ones (steady state, fan-out, restore) on kfake,
+##        or on a real Kafka with KAFKA_BROKERS=host:port; sizes: BENCH_INTERACTIONS, BENCH_CONTACTS (default 1M each)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 500ms -count 1 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./e2e/ \
+		-bench.interactions $${BENCH_INTERACTIONS:-1000000} -bench.contacts $${BENCH_CONTACTS:-1000000}
 
 ## kafka-up / kafka-down: a single-node Apache Kafka (KRaft) on 127.0.0.1:9092, from the Maven Central jars
 kafka-up:
