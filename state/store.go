@@ -14,7 +14,12 @@ import (
 type Options struct {
 	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
 	CacheSize int64
-	// MemTableSize is the size of one Pebble memtable in bytes. Default 32 MiB.
+	// MemTableSize is the size of one Pebble memtable in bytes. Default 4 MiB:
+	// with 32 MiB, reads of the tables its flushes produced never hit the
+	// block cache (measured: 0 hits and 3 misses per contact read, 8.9 µs a
+	// contact in a fan-out, against 3 hits and 2.0 µs with 4 MiB; see
+	// docs/performance.md), and the steady state at 1M interactions went
+	// from 72k to 133k interactions/s.
 	MemTableSize uint64
 	// Logger receives Pebble's own logs at debug level. Default: discarded.
 	Logger *slog.Logger
@@ -25,7 +30,7 @@ func (o *Options) ensureDefaults() {
 		o.CacheSize = 64 << 20
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = 32 << 20
+		o.MemTableSize = 4 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

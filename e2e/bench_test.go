@@ -1,0 +1,739 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// End-to-end benchmarks (issue 5). Each reports its figures with
+// b.ReportMetric, and each figure of the pipeline next to a baseline measured
+// in the same run on the same broker, because the machines are shared and
+// noisy: only the ratios mean something from one run to the next. They run
+// on the embedded kfake, or on a real Kafka when KAFKA_BROKERS is set
+// (newCluster's convention). Nothing here asserts a time.
+//
+// The broker (kfake), the pipeline and the baseline share this process: the
+// peak RSS reported includes kfake's in-memory log, and every rate is that
+// of one process doing the broker's work too.
+//
+// The sizes are flags so that `make bench` can keep the run short and a
+// reader can scale them up:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./e2e -bench.interactions 200000 -bench.contacts 100000
+
+var (
+	benchInteractions = flagInt("bench.interactions", 200_000, "interactions pre-produced for BenchmarkSteadyState")
+	benchContacts     = flagInt("bench.contacts", 100_000, "contacts of the business BenchmarkFanout fans out to, and of BenchmarkRestore's state")
+	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
+)
+
+// flagInt is an int flag whose default an environment variable may set
+// (BENCH_INTERACTIONS for bench.interactions), for make.
+func flagInt(name string, def int, usage string) *int {
+	if s := os.Getenv(strings.ToUpper(strings.ReplaceAll(name, ".", "_"))); s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			def = n
+		}
+	}
+	return flag.Int(name, def, usage)
+}
+
+// BenchmarkSteadyState: interactions/s through the whole pipeline
+// (exactly-once on: every poll is one transaction carrying the changelog,
+// the inbox and the offsets), against a raw franz-go GroupTransactSession
+// consume -> produce loop over the same records into another topic (no
+// decode, no state) on the same broker. Both are timed from the client's
+// start until the group's committed offsets (which the pipeline commits in
+// the transaction with its state) reach the end of every partition. The
+// baseline runs before and after the pipeline; the ratio is against their
+// mean.
+func BenchmarkSteadyState(b *testing.B) {
+	n := *benchInteractions
+	for range b.N {
+		b.StopTimer()
+		resetPeakRSS()
+		c := benchCluster(b, "steady", int32(*benchParts))
+		produced := time.Now()
+		ins := steadyWorkload(n, 50_000, 2_000)
+		recs := make([]*kgo.Record, len(ins))
+		for i := range ins {
+			recs[i] = benchInteractionRecord(b, c, &ins[i])
+		}
+		benchProduce(b, c, recs)
+		avg := avgValue(recs)
+		recs = nil
+		ends := benchOffsets(b, c, c.names.Interactions)
+		b.Logf("pre-produced %d interactions (%d bytes each on average) on %d partitions in %s",
+			n, avg, c.parts, time.Since(produced).Round(time.Millisecond))
+		b.StartTimer()
+
+		base1 := rawTransactCopy(b, c, c.group+"-raw1", ends)
+		pipe := runPipelineUntil(b, c, c.group, ends)
+		base2 := rawTransactCopy(b, c, c.group+"-raw2", ends)
+
+		b.StopTimer()
+		rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+		baseline := (rate(base1.total) + rate(base2.total)) / 2
+		b.ReportMetric(rate(pipe.total), "pipeline_rec/s")
+		b.ReportMetric(baseline, "baseline_rec/s")
+		b.ReportMetric(rate(pipe.total)/baseline, "ratio")
+		// The same after the first progress: without group join, topic
+		// checks and the first fetch, which both pay once.
+		baseWarm := (rate(base1.total-base1.first) + rate(base2.total-base2.first)) / 2
+		b.ReportMetric(rate(pipe.total-pipe.first)/baseWarm, "ratio_after_join")
+		b.ReportMetric(peakRSSMiB(), "peak_rss_MiB")
+		b.Logf("steady state, %d interactions: pipeline %s (first progress after %s) = %.0f rec/s; raw transactional copy %s / %s (first progress after %s / %s) = %.0f / %.0f rec/s; ratio %.2f; pipeline transactions %d, aborts %d; peak RSS %.0f MiB (broker, pipeline and baseline in one process)",
+			n, pipe.total.Round(time.Millisecond), pipe.first.Round(time.Millisecond), rate(pipe.total),
+			base1.total.Round(time.Millisecond), base2.total.Round(time.Millisecond), base1.first.Round(time.Millisecond), base2.first.Round(time.Millisecond),
+			rate(base1.total), rate(base2.total), rate(pipe.total)/baseline, pipe.txns, pipe.aborts, peakRSSMiB())
+		b.StartTimer()
+	}
+}
+
+// BenchmarkFanout: one campaign to a business with M contacts spread over
+// every partition; deliveries/s from the moment the campaign is published
+// until every delivery is committed, against a raw transactional produce of
+// M records of the inbox record's size, in transactions of as many records
+// as one of the pipeline's (FanoutChunk per partition). The pipeline also
+// writes one changelog record per delivery (the contact's last delivery
+// time) and fires by the wall clock (the caught-up check runs every Tick),
+// both inside the measured time.
+func BenchmarkFanout(b *testing.B) {
+	m := *benchContacts
+	for range b.N {
+		b.StopTimer()
+		resetPeakRSS()
+		c := benchCluster(b, "fanout", int32(*benchParts))
+		const biz = "biz-fanout"
+		ins, sendAt := fanoutWorkload(m, biz)
+		recs := make([]*kgo.Record, len(ins))
+		for i := range ins {
+			recs[i] = benchInteractionRecord(b, c, &ins[i])
+		}
+		benchProduce(b, c, recs)
+		recs = nil
+		ends := benchOffsets(b, c, c.names.Interactions)
+		resetPeakRSS()
+		h := benchStartRunner(b, c, b.TempDir(), nil)
+		ingest := waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
+		ingestRSS := peakRSSMiB()
+		b.Logf("ingested %d contacts of %s in %s (%.0f rec/s, first progress after %s)", m, biz, ingest.total.Round(time.Millisecond),
+			float64(m)/ingest.total.Seconds(), ingest.first.Round(time.Millisecond))
+
+		camp := schemas.Campaign{CampaignID: "camp-fanout", BusinessID: biz, Action: schemas.Launch, SendAt: sendAt,
+			ExpiresAt: sendAt.Add(365 * 24 * time.Hour), Message: benchMessage}
+		crec := benchCampaignRecord(b, c, &camp)
+		resetPeakRSS()
+		txns0 := h.r.Stats().Transactions.Load()
+		b.StartTimer()
+		start := time.Now()
+		benchProduce(b, c, []*kgo.Record{crec})
+		var firstAt time.Duration
+		for h.r.Stats().Delivered() < int64(m) {
+			if err := h.alive(); err != nil {
+				b.Fatalf("pipeline stopped during the fan-out: %v", err)
+			}
+			if firstAt == 0 && h.r.Stats().Delivered() > 0 {
+				firstAt = time.Since(start)
+			}
+			if time.Since(start) > 10*time.Minute {
+				b.Fatalf("fan-out of %d contacts: %d delivered after 10 minutes", m, h.r.Stats().Delivered())
+			}
+			time.Sleep(5 * time.Millisecond) // a sampling interval, not an assertion
+		}
+		pipe := time.Since(start)
+		b.StopTimer()
+		fanRSS := peakRSSMiB()
+		txns := h.r.Stats().Transactions.Load() - txns0
+		benchStopRunner(b, h)
+
+		// The inbox value of one delivery, to size the baseline's records.
+		size := inboxSize(b, c, &camp, userID(0))
+		b.StartTimer()
+		base := rawTransactProduce(b, c, m, size, *benchParts*5000)
+		b.StopTimer()
+
+		rate, baseRate := float64(m)/pipe.Seconds(), float64(m)/base.Seconds()
+		b.ReportMetric(rate, "deliveries/s")
+		b.ReportMetric(baseRate, "baseline_rec/s")
+		b.ReportMetric(rate/baseRate, "ratio")
+		b.ReportMetric(ingestRSS, "peak_rss_ingest_MiB")
+		b.ReportMetric(fanRSS, "peak_rss_fanout_MiB")
+		b.Logf("fan-out to %d contacts: %s (first delivery committed after %s) = %.0f deliveries/s in %d transactions; raw transactional produce of %d records of %d bytes: %s = %.0f rec/s; ratio %.2f; peak RSS during ingest %.0f MiB, during fan-out %.0f MiB",
+			m, pipe.Round(time.Millisecond), firstAt.Round(time.Millisecond), rate, txns, m, size, base.Round(time.Millisecond), baseRate, rate/baseRate, ingestRSS, fanRSS)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkRestore: a runner builds the state of M contacts, stops; a second
+// runner with an empty state folder starts in the same group and rebuilds
+// every task from the changelog. Measured from its start to Ready() (group
+// join included); the baseline is a raw read_committed consumer reading the
+// whole changelog once (no Pebble).
+func BenchmarkRestore(b *testing.B) {
+	m := *benchContacts
+	for range b.N {
+		b.StopTimer()
+		c := benchCluster(b, "restore", int32(*benchParts))
+		ins := steadyWorkload(m, m/2, 1_000)
+		recs := make([]*kgo.Record, len(ins))
+		for i := range ins {
+			recs[i] = benchInteractionRecord(b, c, &ins[i])
+		}
+		benchProduce(b, c, recs)
+		ends := benchOffsets(b, c, c.names.Interactions)
+		h := benchStartRunner(b, c, b.TempDir(), nil)
+		waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
+		benchStopRunner(b, h)
+		changelogEnds := benchOffsets(b, c, c.names.Changelog)
+		resetPeakRSS()
+
+		b.StartTimer()
+		start := time.Now()
+		h2 := benchStartRunner(b, c, b.TempDir(), nil)
+		for !h2.r.Ready() {
+			if err := h2.alive(); err != nil {
+				b.Fatalf("restoring runner stopped: %v", err)
+			}
+			if time.Since(start) > 10*time.Minute {
+				b.Fatalf("restore not ready after 10 minutes")
+			}
+			time.Sleep(5 * time.Millisecond) // a sampling interval, not an assertion
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		restored := h2.r.Stats().RestoredRecords.Load()
+		rss := peakRSSMiB()
+		benchStopRunner(b, h2)
+
+		b.StartTimer()
+		baseN, base := rawReadAll(b, c, c.names.Changelog, changelogEnds)
+		b.StopTimer()
+
+		rate, baseRate := float64(restored)/took.Seconds(), float64(baseN)/base.Seconds()
+		b.ReportMetric(rate, "restore_rec/s")
+		b.ReportMetric(baseRate, "baseline_rec/s")
+		b.ReportMetric(rate/baseRate, "ratio")
+		b.ReportMetric(took.Seconds(), "s_to_ready")
+		b.ReportMetric(rss, "peak_rss_MiB")
+		b.Logf("restore: %d changelog records (changelog ends %d) in %s to Ready() = %.0f rec/s; raw read_committed read of %d records: %s = %.0f rec/s; ratio %.2f; peak RSS %.0f MiB",
+			restored, sum(changelogEnds), took.Round(time.Millisecond), rate, baseN, base.Round(time.Millisecond), baseRate, rate/baseRate, rss)
+		b.StartTimer()
+	}
+}
+
+// ---- workloads
+
+var benchMessage = schemas.Message{Text: "Our spring sale starts today: 20% off everything in store and online."}
+
+var benchT0 = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+
+// steadyWorkload is n interactions of users with businesses, seeded: mostly
+// user-initiated (each one reads and writes a contact, the common case),
+// some business messages (decoded, no state).
+func steadyWorkload(n, users, businesses int) []schemas.Interaction {
+	rng := rand.New(rand.NewPCG(5, 5))
+	out := make([]schemas.Interaction, n)
+	for i := range out {
+		k := schemas.UserMessage
+		switch x := rng.IntN(10); {
+		case x == 7:
+			k = schemas.BotStarted
+		case x == 8:
+			k = schemas.BotCTAClick
+		case x == 9:
+			k = schemas.BusinessMessage
+		}
+		out[i] = schemas.Interaction{
+			EventID: fmt.Sprintf("ev-%08d", i), UserID: fmt.Sprintf("user-%07d", rng.IntN(users)),
+			BusinessID: fmt.Sprintf("biz-%05d", rng.IntN(businesses)), Kind: k,
+			OccurredAt: benchT0.Add(time.Duration(i) * time.Millisecond),
+		}
+	}
+	return out
+}
+
+// fanoutWorkload is one USER_MESSAGE from each of m users to biz, and a send
+// time after all of them (in the wall clock's past, so the campaign fires as
+// soon as a caught-up task sees it).
+func fanoutWorkload(m int, biz string) ([]schemas.Interaction, time.Time) {
+	out := make([]schemas.Interaction, m)
+	for i := range out {
+		out[i] = schemas.Interaction{EventID: fmt.Sprintf("ev-%08d", i), UserID: fmt.Sprintf("user-%07d", i), BusinessID: biz,
+			Kind: schemas.UserMessage, OccurredAt: benchT0.Add(time.Duration(i) * time.Millisecond)}
+	}
+	return out, benchT0.Add(time.Duration(m)*time.Millisecond + time.Hour)
+}
+
+func avgValue(recs []*kgo.Record) int {
+	var n int
+	for _, r := range recs {
+		n += len(r.Value)
+	}
+	return n / max(len(recs), 1)
+}
+
+func inboxSize(b *testing.B, c *cluster, camp *schemas.Campaign, user string) int {
+	b.Helper()
+	v, err := c.serde.AppendInbox(nil, &schemas.InboxMessage{DeliveryID: policy.DeliveryID(camp.CampaignID, user), UserID: user,
+		BusinessID: camp.BusinessID, CampaignID: camp.CampaignID, SentAt: camp.SendAt, Message: camp.Message})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return len(v) + len(user) // value and key
+}
+
+// ---- the cluster and the runner, for a benchmark (the test helpers take
+// *testing.T; these are their testing.TB twins)
+
+func benchCluster(tb testing.TB, group string, parts int32) *cluster {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := &cluster{group: group, parts: parts}
+	if brokers := os.Getenv("KAFKA_BROKERS"); brokers != "" {
+		reg := srfake.New()
+		tb.Cleanup(reg.Close)
+		c.brokers, c.registry = strings.Split(brokers, ","), reg.URL()
+		c.prefix = fmt.Sprintf("bench-%d-", time.Now().UnixNano())
+		c.group = c.prefix + group
+		tb.Logf("real Kafka at %s, topics prefixed %q", brokers, c.prefix)
+	} else {
+		var stack *embedded.Stack
+		var err error
+		// The broker's goroutines carry bench=broker in CPU profiles.
+		pprof.Do(context.Background(), pprof.Labels("bench", "broker"), func(context.Context) {
+			stack, err = embedded.Start(embedded.Options{})
+		})
+		if err != nil {
+			tb.Fatalf("start embedded stack: %v", err)
+		}
+		tb.Cleanup(func() { stack.Close() })
+		c.stack, c.brokers, c.registry = stack, stack.Brokers, stack.RegistryURL
+	}
+	c.names = topics.NewNames(c.prefix, c.group)
+	var err error
+	c.cl, err = kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ProducerLinger(2*time.Millisecond))
+	if err != nil {
+		tb.Fatalf("kafka client: %v", err)
+	}
+	tb.Cleanup(c.cl.Close)
+	c.adm = kadm.NewClient(c.cl)
+	cat := topics.Catalog{Names: c.names, Partitions: parts, ReplicationFactor: -1}
+	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != parts {
+		tb.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, parts)
+	}
+	rc, err := sr.NewClient(sr.URLs(c.registry))
+	if err != nil {
+		tb.Fatalf("registry client: %v", err)
+	}
+	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox})
+	if err != nil {
+		tb.Fatalf("serde: %v", err)
+	}
+	return c
+}
+
+func benchInteractionRecord(tb testing.TB, c *cluster, in *schemas.Interaction) *kgo.Record {
+	v, err := c.serde.AppendInteraction(nil, in)
+	if err != nil {
+		tb.Fatalf("encode interaction %s: %v", in.EventID, err)
+	}
+	return &kgo.Record{Topic: c.names.Interactions, Key: []byte(in.UserID), Value: v}
+}
+
+func benchCampaignRecord(tb testing.TB, c *cluster, camp *schemas.Campaign) *kgo.Record {
+	v, err := c.serde.AppendCampaign(nil, camp)
+	if err != nil {
+		tb.Fatalf("encode campaign %s: %v", camp.CampaignID, err)
+	}
+	return &kgo.Record{Topic: c.names.Campaigns, Key: []byte(camp.CampaignID), Value: v}
+}
+
+func benchProduce(tb testing.TB, c *cluster, recs []*kgo.Record) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for i := 0; i < len(recs); i += 5000 {
+		if err := c.cl.ProduceSync(ctx, recs[i:min(i+5000, len(recs))]...).FirstErr(); err != nil {
+			tb.Fatalf("produce: %v", err)
+		}
+	}
+}
+
+// benchOffsets returns the high watermarks of topic.
+func benchOffsets(tb testing.TB, c *cluster, topic string) map[int32]int64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		lo, err := c.adm.ListEndOffsets(ctx, topic)
+		out := map[int32]int64{}
+		lo.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil && err == nil {
+				err = o.Err
+			}
+			out[o.Partition] = o.Offset
+		})
+		if err == nil && len(out) == int(c.parts) {
+			return out
+		}
+		if ctx.Err() != nil {
+			tb.Fatalf("list end offsets of %s: %v", topic, err)
+		}
+		time.Sleep(50 * time.Millisecond) // a retry interval
+	}
+}
+
+func benchStartRunner(tb testing.TB, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
+	tb.Helper()
+	f, err := os.Create(filepath.Join(tb.TempDir(), "runner.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		f.Close()
+		if tb.Failed() {
+			if out, err := os.ReadFile(f.Name()); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+				tb.Logf("runner log tail:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			}
+		}
+	})
+	cfg := pipeline.Config{
+		Brokers: c.brokers, Registry: c.registry, TopicPrefix: c.prefix, StateDir: stateDir, Group: c.group,
+		CreateTopics: true, Partitions: c.parts, Logger: slog.New(slog.NewTextHandler(f, nil)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := pipeline.New(cfg)
+	if err != nil {
+		tb.Fatalf("pipeline.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &runner{r: r, cancel: cancel, done: make(chan struct{})}
+	// The pipeline's goroutines (its clients' included) carry the label
+	// bench=pipeline in CPU profiles: go tool pprof -tagfocus bench=pipeline.
+	pprof.Do(context.Background(), pprof.Labels("bench", "pipeline"), func(context.Context) {
+		go func() {
+			defer close(h.done)
+			h.err = r.Run(ctx)
+		}()
+	})
+	tb.Cleanup(func() { benchStopRunner(tb, h) })
+	return h
+}
+
+func benchStopRunner(tb testing.TB, h *runner) {
+	tb.Helper()
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("runner did not stop within 30s of its context ending")
+	}
+	if h.err != nil {
+		tb.Errorf("Run returned %v, want nil after a clean stop", h.err)
+		h.err = nil
+	}
+}
+
+// progress is how long a consumer group took: until its first committed
+// offset and until its committed offsets reached the ends.
+type progress struct {
+	first, total time.Duration
+	txns, aborts int64
+}
+
+// waitCommitted samples group's committed offsets on the interactions
+// topic every 20ms until they reach ends on every partition, and returns
+// the times since start. Committed offsets are read stable (a pending
+// transactional commit does not count until its transaction commits).
+func waitCommitted(tb testing.TB, c *cluster, group string, ends map[int32]int64, start time.Time, alive func() error) progress {
+	tb.Helper()
+	var pr progress
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := c.adm.FetchOffsets(ctx, group)
+		cancel()
+		if err == nil {
+			done, moved := true, false
+			for p, end := range ends {
+				o, ok := got.Lookup(c.names.Interactions, p)
+				if ok && o.Err == nil && o.At > 0 {
+					moved = true
+				}
+				if !ok || o.Err != nil || o.At < end {
+					done = false
+				}
+			}
+			if moved && pr.first == 0 {
+				pr.first = time.Since(start)
+			}
+			if done {
+				pr.total = time.Since(start)
+				return pr
+			}
+		}
+		if alive != nil {
+			if err := alive(); err != nil {
+				tb.Fatalf("stopped before reaching the end offsets %v: %v", ends, err)
+			}
+		}
+		if time.Since(start) > 15*time.Minute {
+			tb.Fatalf("group %s did not reach the end offsets %v in 15 minutes (last error %v)", group, ends, err)
+		}
+		time.Sleep(20 * time.Millisecond) // a sampling interval, not an assertion
+	}
+}
+
+// runPipelineUntil runs the pipeline with a fresh state folder in group
+// until its committed offsets reach ends, then stops it.
+func runPipelineUntil(b *testing.B, c *cluster, group string, ends map[int32]int64) progress {
+	b.Helper()
+	start := time.Now()
+	h := benchStartRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.Group = group })
+	pr := waitCommitted(b, c, group, ends, start, h.alive)
+	pr.txns, pr.aborts = h.r.Stats().Transactions.Load(), h.r.Stats().Aborts.Load()
+	b.StopTimer()
+	benchStopRunner(b, h)
+	b.StartTimer()
+	return pr
+}
+
+// rawTransactCopy is the steady state's baseline: a GroupTransactSession
+// that consumes the interactions (read_committed, as the pipeline) in polls
+// of the pipeline's MaxPollRecords default and produces each record, key and
+// value untouched, to the same partition of its own topic, one transaction
+// per poll with the offsets. No decode, no state.
+func rawTransactCopy(b *testing.B, c *cluster, group string, ends map[int32]int64) progress {
+	b.Helper()
+	dst := group + "-copy"
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	b.StopTimer()
+	if _, err := c.adm.CreateTopic(ctx, c.parts, -1, nil, dst); err != nil {
+		b.Fatalf("create %s: %v", dst, err)
+	}
+	b.StartTimer()
+	start := time.Now()
+	var sess *kgo.GroupTransactSession
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("bench", "baseline"), func(context.Context) {
+		sess, err = kgo.NewGroupTransactSession(
+			kgo.SeedBrokers(c.brokers...),
+			kgo.ConsumerGroup(group),
+			kgo.ConsumeTopics(c.names.Interactions),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.RequireStableFetchOffsets(),
+			kgo.BlockRebalanceOnPoll(),
+			kgo.SessionTimeout(10*time.Second),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.ProducerLinger(5*time.Millisecond),
+			kgo.TransactionalID(group+"-txn"),
+			kgo.TransactionTimeout(20*time.Second),
+		)
+	})
+	if err != nil {
+		b.Fatalf("raw session: %v", err)
+	}
+	var (
+		wg      sync.WaitGroup
+		loopErr error
+		stop    = make(chan struct{})
+	)
+	wg.Go(func() {
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("bench", "baseline")))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
+			fs := sess.PollRecords(pctx, 5000)
+			pcancel()
+			if fs.Empty() {
+				sess.AllowRebalance()
+				continue
+			}
+			if err := sess.Begin(); err != nil {
+				loopErr = err
+				sess.AllowRebalance()
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				sess.Produce(ctx, &kgo.Record{Topic: dst, Partition: r.Partition, Key: r.Key, Value: r.Value}, nil)
+			})
+			_, err := sess.End(ctx, kgo.TryCommit)
+			sess.AllowRebalance()
+			if err != nil {
+				loopErr = err
+				return
+			}
+		}
+	})
+	alive := func() error { return loopErr }
+	pr := waitCommitted(b, c, group, ends, start, alive)
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+	sess.Close()
+	b.StartTimer()
+	return pr
+}
+
+// rawTransactProduce is the fan-out's baseline: a transactional producer
+// writes n records of size bytes (key and value), spread over the
+// partitions, per transactions of txn records, and commits.
+func rawTransactProduce(b *testing.B, c *cluster, n, size, txn int) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dst := fmt.Sprintf("%sraw-produce-%d", c.prefix, time.Now().UnixNano())
+	b.StopTimer()
+	if _, err := c.adm.CreateTopic(ctx, c.parts, -1, nil, dst); err != nil {
+		b.Fatalf("create %s: %v", dst, err)
+	}
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = []byte(fmt.Sprintf("user-%07d", i))
+	}
+	value := bytes.Repeat([]byte{'x'}, max(size-len(keys[0]), 1))
+	b.StartTimer()
+	start := time.Now()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.TransactionalID(dst+"-txn"), kgo.TransactionTimeout(20*time.Second),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	var perr error
+	var mu sync.Mutex
+	for i := 0; i < n; {
+		if err := cl.BeginTransaction(); err != nil {
+			b.Fatal(err)
+		}
+		for j := 0; j < txn && i < n; j, i = j+1, i+1 {
+			cl.Produce(ctx, &kgo.Record{Topic: dst, Partition: int32(i % int(c.parts)), Key: keys[i], Value: value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					perr = err
+					mu.Unlock()
+				}
+			})
+		}
+		if err := cl.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			b.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	if perr != nil {
+		b.Fatalf("raw produce: %v", perr)
+	}
+	return took
+}
+
+// rawReadAll is the restore's baseline: a read_committed consumer reading
+// topic from the start to ends, as the restore does, with nothing done per
+// record. It returns the data records read and the time.
+func rawReadAll(b *testing.B, c *cluster, topic string, ends map[int32]int64) (int64, time.Duration) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	start := time.Now()
+	parts := map[int32]kgo.Offset{}
+	for p := range ends {
+		parts[p] = kgo.NewOffset().AtStart()
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	next := map[int32]int64{}
+	var n int64
+	for {
+		done := true
+		for p, end := range ends {
+			if next[p] < end {
+				done = false
+			}
+		}
+		if done {
+			return n, time.Since(start)
+		}
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			b.Fatalf("read %s: %v", topic, ctx.Err())
+		}
+		fs.EachError(func(_ string, p int32, err error) { b.Fatalf("read %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			next[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				n++
+			}
+		})
+	}
+}
+
+// ---- memory
+
+// resetPeakRSS resets the kernel's peak RSS of the process (VmHWM), so the
+// next peakRSSMiB is the peak since now. Best effort: it needs Linux >= 4.0.
+func resetPeakRSS() {
+	runtime.GC()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// peakRSSMiB returns VmHWM from /proc/self/status in MiB (0 if unknown).
+func peakRSSMiB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				return 0
+			}
+			return kb / 1024
+		}
+	}
+	return 0
+}

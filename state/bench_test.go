@@ -1,0 +1,318 @@
+package state
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// The state benchmarks measure the per-record costs of a task's
+// transaction: reading and writing a contact through the indexed batch, a
+// fan-out's scan of a business index, and the value codecs. Figures are for
+// comparison between runs on one machine (docs/performance.md), never
+// asserted.
+
+const benchTxn = 5000 // Config.MaxPollRecords' default: records per batch
+
+func benchStore(b *testing.B) *Store {
+	b.Helper()
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchUser(i int) string { return fmt.Sprintf("user-%07d", i) }
+
+var benchContact = policy.Contact{Last: [3]policy.Millis{1_767_225_600_000, 0, 1_767_000_000_000}, LastSent: 1_766_000_000_000}
+
+// fill commits n contacts of business into partition p, in batches of
+// benchTxn, as transactions would.
+func fill(b *testing.B, s *Store, p int32, business string, n int) {
+	b.Helper()
+	var off int64
+	for i := 0; i < n; {
+		bt := s.NewBatch(p)
+		for j := 0; j < benchTxn && i < n; j, i = j+1, i+1 {
+			if err := bt.PutContact(benchUser(i), business, &benchContact); err != nil {
+				b.Fatal(err)
+			}
+		}
+		off += int64(len(bt.Changes()))
+		if err := bt.Commit(off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBatchContact reads a contact through a task's indexed batch:
+// committed in Pebble (the common case of an interaction from a known
+// contact), written earlier in the same batch, and absent (a new contact).
+func BenchmarkBatchContact(b *testing.B) {
+	const n = 10_000
+	s := benchStore(b)
+	fill(b, s, 0, "biz-1", n)
+	users := make([]string, n)
+	for i := range users {
+		users[i] = benchUser(i)
+	}
+	b.Run("committed", func(b *testing.B) {
+		b.ReportAllocs()
+		bt := s.NewBatch(0)
+		defer bt.Close()
+		i := 0
+		for b.Loop() {
+			if _, ok, err := bt.Contact(users[i%n], "biz-1"); err != nil || !ok {
+				b.Fatalf("Contact: ok %v, err %v", ok, err)
+			}
+			i++
+		}
+	})
+	b.Run("in-batch", func(b *testing.B) {
+		b.ReportAllocs()
+		bt := s.NewBatch(1)
+		defer bt.Close()
+		for i := range 1000 {
+			if err := bt.PutContact(users[i], "biz-1", &benchContact); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i := 0
+		for b.Loop() {
+			if _, ok, err := bt.Contact(users[i%1000], "biz-1"); err != nil || !ok {
+				b.Fatalf("Contact: ok %v, err %v", ok, err)
+			}
+			i++
+		}
+	})
+	b.Run("absent", func(b *testing.B) {
+		b.ReportAllocs()
+		bt := s.NewBatch(0)
+		defer bt.Close()
+		i := 0
+		for b.Loop() {
+			if _, ok, err := bt.Contact(users[i%n], "biz-absent"); err != nil || ok {
+				b.Fatalf("Contact: ok %v, err %v", ok, err)
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkPutContact writes contacts (value, changelog record and index
+// entry) into an indexed batch, committing every benchTxn writes as a
+// transaction does; the commit's cost is spread over its writes.
+func BenchmarkPutContact(b *testing.B) {
+	b.ReportAllocs()
+	s := benchStore(b)
+	users := make([]string, 100_000)
+	for i := range users {
+		users[i] = benchUser(i)
+	}
+	bt := s.NewBatch(0)
+	var off int64
+	i := 0
+	for b.Loop() {
+		if err := bt.PutContact(users[i%len(users)], "biz-1", &benchContact); err != nil {
+			b.Fatal(err)
+		}
+		i++
+		if i%benchTxn == 0 {
+			off += int64(len(bt.Changes()))
+			if err := bt.Commit(off); err != nil {
+				b.Fatal(err)
+			}
+			bt = s.NewBatch(0)
+		}
+	}
+	bt.Close()
+}
+
+// BenchmarkInteractionStep is a task's state work for one user-initiated
+// interaction of a known contact: read the contact, apply the event, write
+// it back (the policy's own step is inside).
+func BenchmarkInteractionStep(b *testing.B) {
+	b.ReportAllocs()
+	const n = 10_000
+	s := benchStore(b)
+	fill(b, s, 0, "biz-1", n)
+	users := make([]string, n)
+	for i := range users {
+		users[i] = benchUser(i)
+	}
+	bt := s.NewBatch(0)
+	var off int64
+	i := 0
+	at := policy.Millis(1_767_225_600_000)
+	for b.Loop() {
+		u := users[i%n]
+		c, _, err := bt.Contact(u, "biz-1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		at++
+		if c.Apply(schemas.UserMessage, at) {
+			if err := bt.PutContact(u, "biz-1", &c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i++
+		if i%benchTxn == 0 {
+			off += int64(len(bt.Changes()))
+			if err := bt.Commit(off); err != nil {
+				b.Fatal(err)
+			}
+			bt = s.NewBatch(0)
+		}
+	}
+	bt.Close()
+}
+
+// BenchmarkAudience scans a business's fan-out index of 10k contacts in
+// chunks of 5000 (FanoutChunk's default) and, as a fan-out does, reads each
+// contact; ns/op is per contact.
+func BenchmarkAudience(b *testing.B) {
+	const n = 10_000
+	s := benchStore(b)
+	fill(b, s, 0, "biz-fan", n)
+	fill(b, s, 0, "biz-other", n) // another business's index around it
+	for _, withContact := range []bool{false, true} {
+		name := "index-only"
+		if withContact {
+			name = "index+contact"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			visited := 0
+			for b.Loop() {
+				bt := s.NewBatch(0)
+				after, done := "", false
+				for !done {
+					var err error
+					after, done, err = bt.Audience("biz-fan", after, 5000, func(user string) error {
+						visited++
+						if withContact {
+							_, _, err := bt.Contact(user, "biz-fan")
+							return err
+						}
+						return nil
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				bt.Close()
+			}
+			if visited != n*b.N {
+				b.Fatalf("visited %d users, want %d", visited, n*b.N)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(visited), "ns/contact")
+		})
+	}
+}
+
+// BenchmarkCodecs encodes and decodes the state values.
+func BenchmarkCodecs(b *testing.B) {
+	label := "Open"
+	prog := policy.Progress{
+		Campaign: policy.Campaign{ID: "camp-000123", Business: "biz-42", SendAt: 10, ExpiresAt: 20,
+			Audience: []schemas.AudienceRule{{Kind: schemas.BotCTAClick, WithinDays: 7}}},
+		Message: schemas.Message{Text: "Our spring sale starts today", CTALabel: &label},
+		Status:  policy.Firing, FireAt: 11, Cursor: "user-0001234",
+	}
+	meta := Meta{Input: 123456, Campaigns: []int64{10, 20, 30}, Time: 1_767_225_600_000}
+	rec := policy.Recipient{Sent: []policy.Millis{1_767_225_600_000, 1_767_225_700_000}}
+	buf := make([]byte, 0, 256)
+	cv, mv, pv, rv := AppendContact(nil, &benchContact), AppendMeta(nil, &meta), AppendProgress(nil, &prog), AppendRecipient(nil, &rec)
+	for _, bc := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"contact/append", func() error { buf = AppendContact(buf[:0], &benchContact); return nil }},
+		{"contact/append-nil", func() error { _ = AppendContact(nil, &benchContact); return nil }},
+		{"contact/decode", func() error { _, err := DecodeContact(cv); return err }},
+		{"recipient/append", func() error { buf = AppendRecipient(buf[:0], &rec); return nil }},
+		{"recipient/decode", func() error { _, err := DecodeRecipient(rv); return err }},
+		{"meta/append", func() error { buf = AppendMeta(buf[:0], &meta); return nil }},
+		{"meta/decode", func() error { _, err := DecodeMeta(mv); return err }},
+		{"progress/append", func() error { buf = AppendProgress(buf[:0], &prog); return nil }},
+		{"progress/decode", func() error { _, err := DecodeProgress(pv); return err }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bc.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRestorerAdd applies changelog records of contacts (value and
+// derived index entry), flushing every 20 000 as the restore does; it is the
+// store's share of the restore rate, without Kafka.
+func BenchmarkRestorerAdd(b *testing.B) {
+	b.ReportAllocs()
+	s := benchStore(b)
+	keys := make([][]byte, 100_000)
+	for i := range keys {
+		keys[i] = contactKey(nil, benchUser(i), "biz-1")
+	}
+	v := AppendContact(nil, &benchContact)
+	r := s.NewRestorer(0)
+	defer r.Close()
+	i := 0
+	for b.Loop() {
+		if err := r.Add(keys[i%len(keys)], v); err != nil {
+			b.Fatal(err)
+		}
+		i++
+		if r.Len() >= 20_000 {
+			if err := r.Flush(int64(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkAudienceFlushed is BenchmarkAudience+contact over 200k contacts
+// that were flushed to sstables (as after a restore or a long ingest), and
+// reports the block cache's hits and misses per contact: the fan-out reads
+// every contact with a point Get.
+func BenchmarkAudienceFlushed(b *testing.B) {
+	const n = 200_000
+	s := benchStore(b)
+	fill(b, s, 0, "biz-fan", n)
+	if err := s.db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	m0 := s.db.Metrics()
+	visited := 0
+	for b.Loop() {
+		bt := s.NewBatch(0)
+		after, done := "", false
+		for !done {
+			var err error
+			after, done, err = bt.Audience("biz-fan", after, 5000, func(user string) error {
+				visited++
+				_, _, err := bt.Contact(user, "biz-fan")
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		bt.Close()
+	}
+	m1 := s.db.Metrics()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(visited), "ns/contact")
+	b.ReportMetric(float64(m1.BlockCache.Hits-m0.BlockCache.Hits)/float64(visited), "cache_hits/contact")
+	b.ReportMetric(float64(m1.BlockCache.Misses-m0.BlockCache.Misses)/float64(visited), "cache_misses/contact")
+	b.ReportMetric(float64(m1.Levels[0].TablesCount), "L0_tables")
+}
