@@ -102,6 +102,9 @@ func (r *Runner) adopt() error {
 		delete(r.incoming, p)
 	}
 	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
+	if len(r.tasks) == 0 {
+		r.stats.setLag(nil) // iterations do not run without tasks
+	}
 	r.ready.Store(r.joined.Load() && r.restoring.Load() == 0 && len(r.incoming) == 0)
 	return nil
 }
@@ -189,6 +192,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		r.taskOffsets(req, tasks)
 		return nil
 	})
+	endStart := time.Now()
 	ok, err := r.sess.End(endCtx, kgo.TryCommit)
 	if produceErr != nil && err == nil && ok {
 		// Cannot happen: a failed produce fails the transaction.
@@ -208,6 +212,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	committed = true
 	if any {
 		r.stats.Transactions.Add(1)
+		r.stats.observeCommit(time.Since(endStart))
 	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		var outs int
@@ -311,6 +316,11 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 		return fmt.Errorf("read campaigns up to %v: %w", endOffsets, err)
 	}
 
+	if time.Since(r.lastLagReport) >= lagEvery {
+		if err := r.reportLag(ctx); err != nil {
+			r.log.Warn("lag check", "err", err)
+		}
+	}
 	wall := policy.ToMillis(r.cfg.Now())
 	var needLag []*task
 	for _, t := range r.sortedTasks() {
@@ -345,6 +355,27 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 			return err
 		}
 	}
+	return nil
+}
+
+// lagEvery is how often the runner measures its lag for /metrics.
+const lagEvery = 2 * time.Second
+
+// reportLag measures each owned partition's lag: its last stable offset
+// minus the task's next offset.
+func (r *Runner) reportLag(ctx context.Context) error {
+	r.lastLagReport = time.Now()
+	ends, err := r.adm.ListCommittedOffsets(ctx, r.names.Interactions)
+	if err != nil {
+		return fmt.Errorf("list interactions end offsets: %w", err)
+	}
+	lag := make(map[int32]int64, len(r.tasks))
+	for p, t := range r.tasks {
+		if o, ok := ends.Lookup(r.names.Interactions, p); ok && o.Err == nil {
+			lag[p] = max(0, o.Offset-max(t.meta.Input, 0))
+		}
+	}
+	r.stats.setLag(lag)
 	return nil
 }
 

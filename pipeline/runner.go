@@ -58,8 +58,9 @@ type Runner struct {
 
 	interactionsID [16]byte // topic id, for offset commits
 
-	lastLagCheck time.Time
-	lso          map[int32]int64 // interactions LSO per partition at the last check
+	lastLagCheck  time.Time
+	lastLagReport time.Time
+	lso           map[int32]int64 // interactions LSO per partition at the last check
 }
 
 // New validates cfg and returns a Runner; it does no I/O.

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,6 +23,37 @@ type Stats struct {
 	Aborts          atomic.Int64
 	RestoredRecords atomic.Int64
 	TasksAssigned   atomic.Int64 // tasks currently owned and restored
+
+	commitLatency prometheus.Histogram // set by Register, before Run
+
+	lagMu sync.Mutex
+	lag   map[int32]int64 // interactions not yet processed, per owned partition
+}
+
+// observeCommit records how long ending a committed transaction took.
+func (s *Stats) observeCommit(d time.Duration) {
+	if s.commitLatency != nil {
+		s.commitLatency.Observe(d.Seconds())
+	}
+}
+
+// setLag replaces the per-partition lag with lag (owned partitions only).
+func (s *Stats) setLag(lag map[int32]int64) {
+	s.lagMu.Lock()
+	s.lag = lag
+	s.lagMu.Unlock()
+}
+
+// Lag returns the interactions not yet processed on the owned partitions,
+// as of the last check (every few seconds).
+func (s *Stats) Lag() int64 {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	var n int64
+	for _, l := range s.lag {
+		n += l
+	}
+	return n
 }
 
 // Delivered returns the number of inbox records committed.
@@ -57,6 +90,15 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_restored_records_total", "Changelog records applied while restoring tasks.", &s.RestoredRecords),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
 	}
+	s.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sponsor_transaction_commit_seconds",
+		Help:    "Time to end a committed transaction (flush, offset commit, EndTxn).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	cs = append(cs, s.commitLatency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sponsor_lag_records",
+		Help: "Interactions not yet processed on the partitions this instance owns (last stable offset minus each task's next offset), checked every 2 s.",
+	}, func() float64 { return float64(s.Lag()) }))
 	for _, r := range policy.Reasons() {
 		name, help := "sponsor_suppressions_total", "Candidates suppressed, by the first failing rule."
 		labels := prometheus.Labels{"reason": r.String()}
