@@ -58,6 +58,9 @@ Tools (produce, gen and tail take --brokers and --registry, as run does):
                tell whether a new input schema version is compatible
   sponsor tail inbox|deadletter|interactions|campaigns|decisions...
                print decoded records as JSON lines, read_committed
+  sponsor config print [run flags]
+               show the effective configuration of 'sponsor run' (flags,
+               SPONSOR_* environment, defaults), secrets redacted
 
 Run 'sponsor COMMAND --help' for the flags. Every flag
 can also be set in the environment as SPONSOR_<NAME> (--state-dir is
@@ -85,6 +88,8 @@ func main() {
 		err = cmdSchemas(ctx, os.Args[2:], osStdio())
 	case "tail":
 		err = cmdTail(ctx, os.Args[2:], osStdio())
+	case "config":
+		err = cmdConfig(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -156,7 +161,7 @@ func (f *pipelineFlags) finish() (*slog.Logger, error) {
 func parse(fs *flag.FlagSet, args []string) error {
 	var envErr error
 	fs.VisitAll(func(fl *flag.Flag) {
-		name := "SPONSOR_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		name := envName(fl.Name)
 		if v, ok := os.LookupEnv(name); ok {
 			if err := fl.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
@@ -169,9 +174,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(args)
 }
 
-func cmdRun(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sponsor run", flag.ContinueOnError)
-	var f pipelineFlags
+// runFlags parses the flags of `sponsor run` (also used by `sponsor config
+// print`, so both see exactly the same configuration).
+func runFlags(name string, args []string) (*flag.FlagSet, *pipelineFlags, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f := &pipelineFlags{}
 	fs.StringVar(&f.brokers, "brokers", "", "Kafka seed brokers, HOST:PORT[,...] (required)")
 	fs.StringVar(&f.cfg.Registry, "registry", "", "schema registry URL (required)")
 	fs.StringVar(&f.cfg.StateDir, "state-dir", "", "folder of the local state (required)")
@@ -180,13 +187,21 @@ func cmdRun(ctx context.Context, args []string) error {
 	fs.IntVar(&parts, "partitions", 6, "partitions of the topics --create-topics creates")
 	f.register(fs, "127.0.0.1:8080")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
+		fmt.Fprintf(fs.Output(), "Usage: %s --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]\n\nFlags (also SPONSOR_<NAME> in the environment):\n", name)
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
-		return err
+		return fs, f, err
 	}
 	f.cfg.Partitions = int32(parts)
+	return fs, f, nil
+}
+
+func cmdRun(ctx context.Context, args []string) error {
+	_, f, err := runFlags("sponsor run", args)
+	if err != nil {
+		return err
+	}
 	log, err := f.finish()
 	if err != nil {
 		return err
