@@ -6,10 +6,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -18,17 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/sponsored/sponsor/deploy/embedded"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/schemas/wire"
-	"github.com/sponsored/sponsor/topics"
 )
 
 // End-to-end benchmarks (issue 5). Each reports its figures with
@@ -78,17 +70,17 @@ func BenchmarkSteadyState(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		resetPeakRSS()
-		c := benchCluster(b, "steady", int32(*benchParts))
+		c := newCluster(b, "steady", int32(*benchParts))
 		produced := time.Now()
 		ins := steadyWorkload(n, 50_000, 2_000)
 		recs := make([]*kgo.Record, len(ins))
 		for i := range ins {
-			recs[i] = benchInteractionRecord(b, c, &ins[i])
+			recs[i] = c.interactionRecord(b, &ins[i])
 		}
-		benchProduce(b, c, recs)
+		c.produce(b, recs...)
 		avg := avgValue(recs)
 		recs = nil
-		ends := benchOffsets(b, c, c.names.Interactions)
+		ends := c.offsets(b, c.names.Interactions, false)
 		b.Logf("pre-produced %d interactions (%d bytes each on average) on %d partitions in %s",
 			n, avg, c.parts, time.Since(produced).Round(time.Millisecond))
 		b.StartTimer()
@@ -129,18 +121,18 @@ func BenchmarkFanout(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		resetPeakRSS()
-		c := benchCluster(b, "fanout", int32(*benchParts))
+		c := newCluster(b, "fanout", int32(*benchParts))
 		const biz = "biz-fanout"
 		ins, sendAt := fanoutWorkload(m, biz)
 		recs := make([]*kgo.Record, len(ins))
 		for i := range ins {
-			recs[i] = benchInteractionRecord(b, c, &ins[i])
+			recs[i] = c.interactionRecord(b, &ins[i])
 		}
-		benchProduce(b, c, recs)
+		c.produce(b, recs...)
 		recs = nil
-		ends := benchOffsets(b, c, c.names.Interactions)
+		ends := c.offsets(b, c.names.Interactions, false)
 		resetPeakRSS()
-		h := benchStartRunner(b, c, b.TempDir(), nil)
+		h := startRunner(b, c, b.TempDir(), nil)
 		ingest := waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
 		ingestRSS := peakRSSMiB()
 		b.Logf("ingested %d contacts of %s in %s (%.0f rec/s, first progress after %s)", m, biz, ingest.total.Round(time.Millisecond),
@@ -148,12 +140,12 @@ func BenchmarkFanout(b *testing.B) {
 
 		camp := schemas.Campaign{CampaignID: "camp-fanout", BusinessID: biz, Action: schemas.Launch, SendAt: sendAt,
 			ExpiresAt: sendAt.Add(365 * 24 * time.Hour), Message: benchMessage}
-		crec := benchCampaignRecord(b, c, &camp)
+		crec := c.campaignRecord(b, &camp)
 		resetPeakRSS()
 		txns0 := h.r.Stats().Transactions.Load()
 		b.StartTimer()
 		start := time.Now()
-		benchProduce(b, c, []*kgo.Record{crec})
+		c.produce(b, crec)
 		var firstAt time.Duration
 		for h.r.Stats().Delivered() < int64(m) {
 			if err := h.alive(); err != nil {
@@ -171,7 +163,7 @@ func BenchmarkFanout(b *testing.B) {
 		b.StopTimer()
 		fanRSS := peakRSSMiB()
 		txns := h.r.Stats().Transactions.Load() - txns0
-		benchStopRunner(b, h)
+		h.stop(b)
 
 		// The inbox value of one delivery, to size the baseline's records.
 		size := inboxSize(b, c, &camp, userID(0))
@@ -200,23 +192,23 @@ func BenchmarkRestore(b *testing.B) {
 	m := *benchContacts
 	for range b.N {
 		b.StopTimer()
-		c := benchCluster(b, "restore", int32(*benchParts))
+		c := newCluster(b, "restore", int32(*benchParts))
 		ins := steadyWorkload(m, m/2, 1_000)
 		recs := make([]*kgo.Record, len(ins))
 		for i := range ins {
-			recs[i] = benchInteractionRecord(b, c, &ins[i])
+			recs[i] = c.interactionRecord(b, &ins[i])
 		}
-		benchProduce(b, c, recs)
-		ends := benchOffsets(b, c, c.names.Interactions)
-		h := benchStartRunner(b, c, b.TempDir(), nil)
+		c.produce(b, recs...)
+		ends := c.offsets(b, c.names.Interactions, false)
+		h := startRunner(b, c, b.TempDir(), nil)
 		waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
-		benchStopRunner(b, h)
-		changelogEnds := benchOffsets(b, c, c.names.Changelog)
+		h.stop(b)
+		changelogEnds := c.offsets(b, c.names.Changelog, false)
 		resetPeakRSS()
 
 		b.StartTimer()
 		start := time.Now()
-		h2 := benchStartRunner(b, c, b.TempDir(), nil)
+		h2 := startRunner(b, c, b.TempDir(), nil)
 		for !h2.r.Ready() {
 			if err := h2.alive(); err != nil {
 				b.Fatalf("restoring runner stopped: %v", err)
@@ -230,7 +222,7 @@ func BenchmarkRestore(b *testing.B) {
 		b.StopTimer()
 		restored := h2.r.Stats().RestoredRecords.Load()
 		rss := peakRSSMiB()
-		benchStopRunner(b, h2)
+		h2.stop(b)
 
 		b.StartTimer()
 		baseN, base := rawReadAll(b, c, c.names.Changelog, changelogEnds)
@@ -309,162 +301,6 @@ func inboxSize(b *testing.B, c *cluster, camp *schemas.Campaign, user string) in
 	return len(v) + len(user) // value and key
 }
 
-// ---- the cluster and the runner, for a benchmark (the test helpers take
-// *testing.T; these are their testing.TB twins)
-
-func benchCluster(tb testing.TB, group string, parts int32) *cluster {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := &cluster{group: group, parts: parts}
-	if brokers := os.Getenv("KAFKA_BROKERS"); brokers != "" {
-		reg := srfake.New()
-		tb.Cleanup(reg.Close)
-		c.brokers, c.registry = strings.Split(brokers, ","), reg.URL()
-		c.prefix = fmt.Sprintf("bench-%d-", time.Now().UnixNano())
-		c.group = c.prefix + group
-		tb.Logf("real Kafka at %s, topics prefixed %q", brokers, c.prefix)
-	} else {
-		var stack *embedded.Stack
-		var err error
-		// The broker's goroutines carry bench=broker in CPU profiles.
-		pprof.Do(context.Background(), pprof.Labels("bench", "broker"), func(context.Context) {
-			stack, err = embedded.Start(embedded.Options{})
-		})
-		if err != nil {
-			tb.Fatalf("start embedded stack: %v", err)
-		}
-		tb.Cleanup(func() { stack.Close() })
-		c.stack, c.brokers, c.registry = stack, stack.Brokers, stack.RegistryURL
-	}
-	c.names = topics.NewNames(c.prefix, c.group)
-	var err error
-	c.cl, err = kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ProducerLinger(2*time.Millisecond))
-	if err != nil {
-		tb.Fatalf("kafka client: %v", err)
-	}
-	tb.Cleanup(c.cl.Close)
-	c.adm = kadm.NewClient(c.cl)
-	cat := topics.Catalog{Names: c.names, Partitions: parts, ReplicationFactor: -1}
-	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != parts {
-		tb.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, parts)
-	}
-	rc, err := sr.NewClient(sr.URLs(c.registry))
-	if err != nil {
-		tb.Fatalf("registry client: %v", err)
-	}
-	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox})
-	if err != nil {
-		tb.Fatalf("serde: %v", err)
-	}
-	return c
-}
-
-func benchInteractionRecord(tb testing.TB, c *cluster, in *schemas.Interaction) *kgo.Record {
-	v, err := c.serde.AppendInteraction(nil, in)
-	if err != nil {
-		tb.Fatalf("encode interaction %s: %v", in.EventID, err)
-	}
-	return &kgo.Record{Topic: c.names.Interactions, Key: []byte(in.UserID), Value: v}
-}
-
-func benchCampaignRecord(tb testing.TB, c *cluster, camp *schemas.Campaign) *kgo.Record {
-	v, err := c.serde.AppendCampaign(nil, camp)
-	if err != nil {
-		tb.Fatalf("encode campaign %s: %v", camp.CampaignID, err)
-	}
-	return &kgo.Record{Topic: c.names.Campaigns, Key: []byte(camp.CampaignID), Value: v}
-}
-
-func benchProduce(tb testing.TB, c *cluster, recs []*kgo.Record) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	for i := 0; i < len(recs); i += 5000 {
-		if err := c.cl.ProduceSync(ctx, recs[i:min(i+5000, len(recs))]...).FirstErr(); err != nil {
-			tb.Fatalf("produce: %v", err)
-		}
-	}
-}
-
-// benchOffsets returns the high watermarks of topic.
-func benchOffsets(tb testing.TB, c *cluster, topic string) map[int32]int64 {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		lo, err := c.adm.ListEndOffsets(ctx, topic)
-		out := map[int32]int64{}
-		lo.Each(func(o kadm.ListedOffset) {
-			if o.Err != nil && err == nil {
-				err = o.Err
-			}
-			out[o.Partition] = o.Offset
-		})
-		if err == nil && len(out) == int(c.parts) {
-			return out
-		}
-		if ctx.Err() != nil {
-			tb.Fatalf("list end offsets of %s: %v", topic, err)
-		}
-		time.Sleep(50 * time.Millisecond) // a retry interval
-	}
-}
-
-func benchStartRunner(tb testing.TB, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
-	tb.Helper()
-	f, err := os.Create(filepath.Join(tb.TempDir(), "runner.log"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		f.Close()
-		if tb.Failed() {
-			if out, err := os.ReadFile(f.Name()); err == nil {
-				lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-				tb.Logf("runner log tail:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
-			}
-		}
-	})
-	cfg := pipeline.Config{
-		Brokers: c.brokers, Registry: c.registry, TopicPrefix: c.prefix, StateDir: stateDir, Group: c.group,
-		CreateTopics: true, Partitions: c.parts, Logger: slog.New(slog.NewTextHandler(f, nil)),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	r, err := pipeline.New(cfg)
-	if err != nil {
-		tb.Fatalf("pipeline.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &runner{r: r, cancel: cancel, done: make(chan struct{})}
-	// The pipeline's goroutines (its clients' included) carry the label
-	// bench=pipeline in CPU profiles: go tool pprof -tagfocus bench=pipeline.
-	pprof.Do(context.Background(), pprof.Labels("bench", "pipeline"), func(context.Context) {
-		go func() {
-			defer close(h.done)
-			h.err = r.Run(ctx)
-		}()
-	})
-	tb.Cleanup(func() { benchStopRunner(tb, h) })
-	return h
-}
-
-func benchStopRunner(tb testing.TB, h *runner) {
-	tb.Helper()
-	h.cancel()
-	select {
-	case <-h.done:
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("runner did not stop within 30s of its context ending")
-	}
-	if h.err != nil {
-		tb.Errorf("Run returned %v, want nil after a clean stop", h.err)
-		h.err = nil
-	}
-}
-
 // progress is how long a consumer group took: until its first committed
 // offset and until its committed offsets reached the ends.
 type progress struct {
@@ -519,11 +355,11 @@ func waitCommitted(tb testing.TB, c *cluster, group string, ends map[int32]int64
 func runPipelineUntil(b *testing.B, c *cluster, group string, ends map[int32]int64) progress {
 	b.Helper()
 	start := time.Now()
-	h := benchStartRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.Group = group })
+	h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.Group = group })
 	pr := waitCommitted(b, c, group, ends, start, h.alive)
 	pr.txns, pr.aborts = h.r.Stats().Transactions.Load(), h.r.Stats().Aborts.Load()
 	b.StopTimer()
-	benchStopRunner(b, h)
+	h.stop(b)
 	b.StartTimer()
 	return pr
 }

@@ -120,7 +120,7 @@ func sameMessage(a, b schemas.Message) bool {
 
 // checkInbox reads the whole inbox and fails the test unless it is exactly
 // the expected deliveries.
-func (c *cluster) checkInbox(t *testing.T, sc scenario, want map[pairKey]delivery) inboxReport {
+func (c *cluster) checkInbox(t testing.TB, sc scenario, want map[pairKey]delivery) inboxReport {
 	t.Helper()
 	recs := c.readAll(t, c.names.Inbox)
 	rep := compareInbox(c.serde, recs, want, sc.Campaigns, c.parts)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ type cluster struct {
 	serde    *wire.Serde
 }
 
-func testContext(t *testing.T, d time.Duration) context.Context {
+func testContext(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -52,7 +53,7 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 // that real Kafka with an in-process registry and topic names unique to
 // this run) and creates the topics of group, with
 // parts partitions.
-func newCluster(t *testing.T, group string, parts int32) *cluster {
+func newCluster(t testing.TB, group string, parts int32) *cluster {
 	t.Helper()
 	ctx := testContext(t, time.Minute)
 	c := &cluster{group: group, parts: parts}
@@ -65,7 +66,12 @@ func newCluster(t *testing.T, group string, parts int32) *cluster {
 		c.group = c.prefix + group
 		t.Logf("real Kafka at %s, topics prefixed %q", brokers, c.prefix)
 	} else {
-		stack, err := embedded.Start(embedded.Options{})
+		var stack *embedded.Stack
+		var err error
+		// The broker's goroutines carry bench=broker in CPU profiles.
+		pprof.Do(context.Background(), pprof.Labels("bench", "broker"), func(context.Context) {
+			stack, err = embedded.Start(embedded.Options{})
+		})
 		if err != nil {
 			t.Fatalf("start embedded stack: %v", err)
 		}
@@ -97,9 +103,9 @@ func newCluster(t *testing.T, group string, parts int32) *cluster {
 
 // produce writes recs synchronously, in order, and returns them with their
 // partitions and offsets.
-func (c *cluster) produce(t *testing.T, recs ...*kgo.Record) []*kgo.Record {
+func (c *cluster) produce(t testing.TB, recs ...*kgo.Record) []*kgo.Record {
 	t.Helper()
-	ctx := testContext(t, 2*time.Minute)
+	ctx := testContext(t, 10*time.Minute)
 	for i := 0; i < len(recs); i += 2000 {
 		if err := c.cl.ProduceSync(ctx, recs[i:min(i+2000, len(recs))]...).FirstErr(); err != nil {
 			t.Fatalf("produce: %v", err)
@@ -108,7 +114,7 @@ func (c *cluster) produce(t *testing.T, recs ...*kgo.Record) []*kgo.Record {
 	return recs
 }
 
-func (c *cluster) campaignRecord(t *testing.T, camp *schemas.Campaign) *kgo.Record {
+func (c *cluster) campaignRecord(t testing.TB, camp *schemas.Campaign) *kgo.Record {
 	t.Helper()
 	v, err := c.serde.AppendCampaign(nil, camp)
 	if err != nil {
@@ -117,7 +123,7 @@ func (c *cluster) campaignRecord(t *testing.T, camp *schemas.Campaign) *kgo.Reco
 	return &kgo.Record{Topic: c.names.Campaigns, Key: []byte(camp.CampaignID), Value: v}
 }
 
-func (c *cluster) interactionRecord(t *testing.T, in *schemas.Interaction) *kgo.Record {
+func (c *cluster) interactionRecord(t testing.TB, in *schemas.Interaction) *kgo.Record {
 	t.Helper()
 	v, err := c.serde.AppendInteraction(nil, in)
 	if err != nil {
@@ -127,7 +133,7 @@ func (c *cluster) interactionRecord(t *testing.T, in *schemas.Interaction) *kgo.
 }
 
 // produceScenario publishes the campaigns, then the interactions.
-func (c *cluster) produceScenario(t *testing.T, sc scenario) {
+func (c *cluster) produceScenario(t testing.TB, sc scenario) {
 	t.Helper()
 	var recs []*kgo.Record
 	for i := range sc.Campaigns {
@@ -144,7 +150,7 @@ func (c *cluster) produceScenario(t *testing.T, sc scenario) {
 // offsets returns the end offsets of topic: the high watermarks, or with
 // stable, the last stable offsets (what read_committed can read). It
 // retries while the client's metadata does not know the topic yet.
-func (c *cluster) offsets(t *testing.T, topic string, stable bool) map[int32]int64 {
+func (c *cluster) offsets(t testing.TB, topic string, stable bool) map[int32]int64 {
 	t.Helper()
 	ctx := testContext(t, 30*time.Second)
 	list := c.adm.ListEndOffsets
@@ -181,7 +187,7 @@ func sum(m map[int32]int64) int64 {
 
 // readAll reads topic with read_committed from the start up to its last
 // stable offsets of now, and returns its records (no control records).
-func (c *cluster) readAll(t *testing.T, topic string) []*kgo.Record {
+func (c *cluster) readAll(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
 	ends := c.offsets(t, topic, true)
 	start := map[int32]kgo.Offset{}
@@ -256,7 +262,7 @@ type settledState struct {
 // counts as done, since only done campaigns are forgotten). The inbox
 // records are committed in the same transactions, so they are all readable
 // then.
-func (c *cluster) waitSettled(t *testing.T, ids []string, timeout time.Duration, alive func() error) settledState {
+func (c *cluster) waitSettled(t testing.TB, ids []string, timeout time.Duration, alive func() error) settledState {
 	t.Helper()
 	ends := c.offsets(t, c.names.Interactions, false)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...),
@@ -355,7 +361,7 @@ func campaignIDs(recs []schemas.Campaign) []string {
 
 // fileLogger returns a logger writing to a file in the test's temp folder,
 // and prints the file's tail if the test fails.
-func fileLogger(t *testing.T, name string) (*slog.Logger, string) {
+func fileLogger(t testing.TB, name string) (*slog.Logger, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	f, err := os.Create(path)
@@ -371,7 +377,7 @@ func fileLogger(t *testing.T, name string) (*slog.Logger, string) {
 	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo})), path
 }
 
-func dumpTail(t *testing.T, path string, n int) {
+func dumpTail(t testing.TB, path string, n int) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

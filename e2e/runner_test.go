@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ type runner struct {
 
 // startRunner runs the pipeline of c's group with stateDir; mod adjusts
 // the config. The runner is stopped at cleanup if the test did not.
-func startRunner(t *testing.T, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
+func startRunner(t testing.TB, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
 	t.Helper()
 	log, _ := fileLogger(t, "runner.log")
 	cfg := pipeline.Config{
@@ -41,10 +42,14 @@ func startRunner(t *testing.T, c *cluster, stateDir string, mod func(*pipeline.C
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &runner{r: r, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(h.done)
-		h.err = r.Run(ctx)
-	}()
+	// The pipeline's goroutines (its clients' included) carry the label
+	// bench=pipeline in CPU profiles: go tool pprof -tagfocus bench=pipeline.
+	pprof.Do(context.Background(), pprof.Labels("bench", "pipeline"), func(context.Context) {
+		go func() {
+			defer close(h.done)
+			h.err = r.Run(ctx)
+		}()
+	})
 	t.Cleanup(func() { h.stop(t) })
 	return h
 }
@@ -63,7 +68,7 @@ func (h *runner) alive() error {
 }
 
 // stop cancels the runner and waits for Run to return; Run must return nil.
-func (h *runner) stop(t *testing.T) {
+func (h *runner) stop(t testing.TB) {
 	t.Helper()
 	h.cancel()
 	select {
