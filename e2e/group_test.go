@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGroupOfThreeRandomKills runs three instances of one group and, round
+// after round, SIGKILLs a random one at a random moment (in the middle of
+// transactions, fan-outs and the rebalances the previous kill started) and
+// restarts it, sometimes with its state folder deleted. The inbox must end
+// up exactly the oracle's.
+func TestGroupOfThreeRandomKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("group kill test: slow; skipped in -short mode")
+	}
+	start := time.Now()
+	sc := newScenario(scenarioConfig{Seed: 31, Users: 3000, Businesses: 20, Interactions: 20000, Campaigns: 24})
+	want, _ := expectedDeliveries(sc.Interactions, sc.Campaigns, defaultOracle)
+	const parts = 6
+	c := newCluster(t, "group3", parts)
+	c.produceScenario(t, sc)
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 3))
+	t.Logf("random seed %d", seed)
+	logDir := t.TempDir()
+	names := []string{"a", "b", "c"}
+	dirs := map[string]string{}
+	for _, n := range names {
+		dirs[n] = filepath.Join(t.TempDir(), n)
+	}
+	launches := 0
+	launch := func(name string) *proc {
+		launches++
+		args := []string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
+			"--state-dir", dirs[name], "--group", c.group, "--instance-id", name, "--http", "127.0.0.1:0",
+			"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "300",
+			"--session-timeout", "6s"}
+		return startProc(t, name, args, logDir, launches)
+	}
+	procs := map[string]*proc{}
+	for _, n := range names {
+		procs[n] = launch(n)
+	}
+	alive := func() error {
+		var errs []error
+		for _, p := range procs {
+			errs = append(errs, p.exited())
+		}
+		return errors.Join(errs...)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range procs {
+				dumpTail(t, p.log, 20)
+			}
+		}
+	})
+	progress := func() int64 { return sum(c.offsets(t, c.names.Inbox, false)) }
+	total := int64(len(want))
+	kills, wiped := 0, 0
+	for round := 0; round < 8; round++ {
+		// Wait for some progress, at most half of what is left.
+		from := progress()
+		need := min(20+rng.Int64N(total/20+1), max((total-int64(len(c.readAll(t, c.names.Inbox))))/2, 0))
+		deadline := time.Now().Add(90 * time.Second)
+		for progress()-from < need {
+			if err := alive(); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the inbox grew by %d records in 90s, want %d", round, progress()-from, need)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond) // a random moment, not an assertion
+		victim := names[rng.IntN(len(names))]
+		procs[victim].kill(t)
+		kills++
+		if rng.IntN(4) == 0 {
+			if err := os.RemoveAll(dirs[victim]); err != nil {
+				t.Fatal(err)
+			}
+			wiped++
+		}
+		// Restart at once or after the others took its partitions.
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond) // a random moment, not an assertion
+		procs[victim] = launch(victim)
+	}
+	c.waitSettled(t, campaignIDs(sc.Campaigns), 180*time.Second, alive)
+	for _, n := range names {
+		procs[n].term(t)
+	}
+	rep := c.checkInbox(t, sc, want)
+	t.Logf("3 instances, %d random kills (%d with the state folder deleted), %d launches; inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d; %s",
+		kills, wiped, launches, rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing), len(rep.Extra), time.Since(start).Round(time.Millisecond))
+}
