@@ -115,8 +115,18 @@ func (p *proc) term(t *testing.T) {
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
-		t.Errorf("%s did not exit within 30s of SIGTERM", p.name)
-		p.kill(t)
+		t.Errorf("%s did not exit within 30s of SIGTERM; its goroutines (SIGQUIT) are at the end of %s", p.name, p.log)
+		p.cmd.Process.Signal(syscall.SIGQUIT) // Go prints every goroutine's stack and exits
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.kill(t)
+		}
+		if dir := os.Getenv("SPONSOR_E2E_KEEP_LOGS"); dir != "" {
+			if b, err := os.ReadFile(p.log); err == nil {
+				os.WriteFile(filepath.Join(dir, filepath.Base(p.log)), b, 0o644)
+			}
+		}
 		return
 	}
 	if p.err != nil {

@@ -255,14 +255,20 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	err = r.loop(ctx)
 	r.ready.Store(false)
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if cfg.StaticMembership {
+	// Close leaves the group (a dynamic member; a static one stays), so the
+	// partitions move at once. Leaving waits for a join in flight, which the
+	// broker may hold until the rebalance timeout when other members are
+	// stopping too: give up after a while; the group then notices after the
+	// session timeout, and nothing is lost (every transaction is ended).
+	closed := make(chan struct{})
+	go func() {
 		r.sess.Close()
-	} else {
-		// Leave the group so the partitions move at once.
-		r.sess.Client().LeaveGroupContext(closeCtx)
-		r.sess.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(closeWait):
+		log.Warn("leaving the group is taking too long; stopping anyway", "waited", closeWait)
 	}
 	for _, t := range r.tasks {
 		if t.batch != nil {
@@ -272,6 +278,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	log.Info("pipeline stopped", "err", err)
 	return err
 }
+
+// closeWait bounds how long a stopping instance waits to leave its group.
+const closeWait = 10 * time.Second
 
 // outputPartitioner sends inbox and changelog records to the partition the
 // task set (the task's own: co-partitioning), and dead letters by key hash.
