@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/sponsor
 DATA    ?= data
 
-.PHONY: run build test test-short test-kafka bench vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down clean
+.PHONY: run build test test-short test-kafka bench vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down external-clients clean
 
 ## run: the embedded default (in-process Kafka + schema registry, the pipeline, a demo workload); data kept in ./data
 run: build
@@ -48,6 +48,14 @@ kafka-cluster-up:
 
 kafka-cluster-down:
 	deploy/kafka/cluster-down.sh --wipe
+
+PYVENV ?= $(HOME)/.cache/sponsor/pyvenv
+## external-clients: kcat (Debian) and a Python venv with confluent-kafka, for e2e.TestExternalClients
+external-clients:
+	command -v kcat >/dev/null || (apt-get update -qq && apt-get install -y -qq kcat)
+	test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check -r e2e/external/requirements.txt
+	@echo "export SPONSOR_PYTHON=$(PYVENV)/bin/python"
 
 clean:
 	rm -rf bin $(DATA)
