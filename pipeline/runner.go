@@ -385,6 +385,12 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 		delete(r.revoked, res.p)
 		r.handMu.Unlock()
 	}
+	if len(errs) > 0 && ctx.Err() != nil {
+		// The group session is revoking these partitions (a new rebalance
+		// began): the restore is moot, the next owner restores them.
+		r.log.Info("restore interrupted by a rebalance", "err", errors.Join(errs...))
+		return offsets, nil
+	}
 	if len(errs) > 0 {
 		// Returning an error would leave the partitions unconsumed; the
 		// loop sees the failure and stops the instance so the group moves

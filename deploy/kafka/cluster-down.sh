@@ -24,10 +24,10 @@ done
 root=$SPONSOR_KAFKA_RUN_DIR/cluster
 
 # Send every signal first, so the nodes shut down in parallel.
-running=()
+running=() pids=()
 for i in "${nodes[@]}"; do
 	if pid=$(node_pid "$root/node$i"); then
-		running+=("$i")
+		running+=("$i") pids[i]=$pid
 		if $kill; then
 			kill -KILL "$pid" 2>/dev/null || true
 		else
@@ -37,6 +37,9 @@ for i in "${nodes[@]}"; do
 done
 for i in "${nodes[@]}"; do
 	stop_node "$root/node$i" || true # waits for the node if it is still up
+	# stop_node stops waiting once node_pid no longer sees the process,
+	# which a dying JVM may still be, with its ports open.
+	[[ -z "${pids[i]:-}" ]] || wait_gone "${pids[i]}" || true
 	if [[ " ${running[*]} " == *" $i "* ]]; then
 		say "stopped node $i$($kill && echo ' (SIGKILL)')"
 	fi

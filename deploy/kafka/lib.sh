@@ -143,6 +143,23 @@ wait_ready() {
 		-replication-factor "$rf" -timeout "${SPONSOR_KAFKA_START_TIMEOUT}s")
 }
 
+# wait_gone PID waits until process PID has exited: gone, or a zombie with
+# no thread left (its files closed). A killed JVM loses its command line (so
+# node_pid no longer sees it), and its main thread turns zombie, while its
+# other threads still exit and its sockets are still open: without this wait
+# a killed broker could still accept connections, and cluster-up.sh would
+# find its ports taken.
+wait_gone() {
+	local pid=$1 deadline=$((SECONDS + 30)) st tasks
+	while [[ -e /proc/$pid ]]; do
+		st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || true
+		tasks=$(find "/proc/$pid/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) || true
+		[[ "$st" == Z && "$tasks" -le 1 ]] && return 0
+		((SECONDS < deadline)) || { say "process $pid has not exited after 30s"; return 1; }
+		sleep 0.05
+	done
+}
+
 # stop_node DIR stops the node in DIR: SIGTERM (a controlled shutdown),
 # then SIGKILL after SPONSOR_KAFKA_STOP_TIMEOUT seconds.
 stop_node() {
@@ -154,7 +171,7 @@ stop_node() {
 		if ((SECONDS >= deadline)); then
 			say "node $dir (pid $pid) still up after ${SPONSOR_KAFKA_STOP_TIMEOUT}s: SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.5
+			wait_gone "$pid" || true
 			break
 		fi
 		sleep 0.2
