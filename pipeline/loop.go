@@ -193,10 +193,25 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 		return nil
 	})
 	endStart := time.Now()
+	// franz-go commits what did get written even when a record of the
+	// transaction failed for good (a non-retriable produce error such as
+	// INVALID_RECORD fails only that record): flush first, and abort if
+	// any record failed, or the offsets would move past a delivery or a
+	// state change that is not in Kafka. Promises run before Flush returns.
+	if err := r.sess.Client().Flush(endCtx); err != nil {
+		return errors.Join(fmt.Errorf("flush transaction: %w", err), r.abortInFlight(ctx))
+	}
+	if produceErr != nil {
+		r.stats.Aborts.Add(1)
+		if aerr := r.abortInFlight(ctx); aerr != nil {
+			return errors.Join(fmt.Errorf("produce: %w", produceErr), aerr)
+		}
+		return fmt.Errorf("produce failed; transaction aborted: %w", produceErr)
+	}
 	ok, err := r.sess.End(endCtx, kgo.TryCommit)
 	if produceErr != nil && err == nil && ok {
-		// Cannot happen: a failed produce fails the transaction.
-		return fmt.Errorf("produce failed in a committed transaction: %w", produceErr)
+		// Cannot happen: nothing is produced after the flush.
+		return fmt.Errorf("%w: produce failed in a committed transaction: %w", errStop, produceErr)
 	}
 	if err != nil {
 		r.stats.Aborts.Add(1)

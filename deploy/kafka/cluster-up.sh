@@ -54,5 +54,5 @@ for i in "${started[@]}"; do
 	wait_port "$root/node$i" $((base + 2 * (i - 1)))
 done
 brokers=127.0.0.1:$base,127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4))
-wait_ready "$brokers" 3 3
+wait_ready "$brokers" 3 3 "$root/node1" "$root/node2" "$root/node3" || die "the cluster is not ready (node logs: $root/node*/logs)"
 say "Kafka $SPONSOR_KAFKA_VERSION cluster up on $brokers (${#started[@]} node(s) started in $((SECONDS - start))s; data and logs in $root)"

@@ -133,14 +133,23 @@ wait_port() {
 # N brokers and can create and delete a topic. It uses waitkafka (Go, kadm)
 # when go is on PATH and SPONSOR_KAFKA_WAIT is not "tcp"; otherwise the
 # listening port was all it checked.
+# The node folders that follow, if any, are where to look when it fails: it
+# prints the last warnings and errors of each node's log.
 wait_ready() {
-	local brokers=$1 n=$2 rf=$3
+	local brokers=$1 n=$2 rf=$3 dir
+	shift 3
 	if [[ "${SPONSOR_KAFKA_WAIT:-go}" == tcp ]] || ! command -v go >/dev/null 2>&1; then
 		say "listening (metadata not checked: SPONSOR_KAFKA_WAIT=tcp or no go on PATH)"
 		return 0
 	fi
 	(cd "$KAFKA_DEPLOY_DIR" && go run ./waitkafka -brokers "$brokers" -expect-brokers "$n" \
-		-replication-factor "$rf" -timeout "${SPONSOR_KAFKA_START_TIMEOUT}s")
+		-replication-factor "$rf" -timeout "${SPONSOR_KAFKA_START_TIMEOUT}s") && return 0
+	for dir in "$@"; do
+		say "$dir: $(node_pid "$dir" >/dev/null && echo running || echo 'not running'); last warnings and errors of $dir/logs/server.log:"
+		grep -E '\] (WARN|ERROR) ' "$dir/logs/server.log" 2>/dev/null | tail -n 12 >&2 || true
+		tail -n 3 "$dir/logs/kafka.out" >&2 2>/dev/null || true
+	done
+	return 1
 }
 
 # wait_gone PID waits until process PID has exited: gone, or a zombie with

@@ -34,5 +34,5 @@ write_node_config "$dir" 1 "$port" "$cport" "1@127.0.0.1:$cport" \
 format_node "$dir" "$(new_cluster_id)"
 start_node "$dir"
 wait_port "$dir" "$port"
-wait_ready "127.0.0.1:$port" 1 1
+wait_ready "127.0.0.1:$port" 1 1 "$dir" || die "the broker is not ready (logs: $dir/logs)"
 say "Kafka $SPONSOR_KAFKA_VERSION up on 127.0.0.1:$port (pid $(<"$dir/kafka.pid"), ${SECONDS}s from start, $((SECONDS - start))s for the node; data and logs in $dir)"

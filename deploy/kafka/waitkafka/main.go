@@ -92,7 +92,11 @@ func probeOnce(ctx context.Context, adm *kadm.Client, probe string, expect int, 
 		return fmt.Errorf("metadata: %w", err)
 	}
 	if len(m.Brokers) < expect {
-		return fmt.Errorf("%d of %d brokers registered", len(m.Brokers), expect)
+		var ids []string
+		for _, b := range m.Brokers {
+			ids = append(ids, fmt.Sprint(b.NodeID))
+		}
+		return fmt.Errorf("%d of %d brokers registered (node ids: %s)", len(m.Brokers), expect, strings.Join(ids, ","))
 	}
 	if m.Controller < 0 {
 		return errors.New("no active controller yet")
