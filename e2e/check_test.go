@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -120,6 +121,11 @@ func sameMessage(a, b schemas.Message) bool {
 
 // checkInbox reads the whole inbox and fails the test unless it is exactly
 // the expected deliveries.
+//
+// It also checks the audit trail, the decisions topic, which every test's
+// pipeline writes (decisions are on by default), in the same transactions as
+// the inbox: one decision per (campaign, user) at most, and the DELIVERED
+// ones exactly the expected deliveries.
 func (c *cluster) checkInbox(t testing.TB, sc scenario, want map[pairKey]delivery) inboxReport {
 	t.Helper()
 	recs := c.readAll(t, c.names.Inbox)
@@ -127,5 +133,133 @@ func (c *cluster) checkInbox(t testing.TB, sc scenario, want map[pairKey]deliver
 	if !rep.ok() {
 		t.Errorf("inbox is not the oracle's: %s", rep)
 	}
+	drep := compareDecisions(c.serde, c.readAll(t, c.names.Decisions), want, nil, c.parts)
+	if !drep.ok() {
+		t.Errorf("decisions are not the oracle's: %s", drep)
+	}
 	return rep
+}
+
+// decisionReport is the comparison of the decisions topic with the oracle.
+type decisionReport struct {
+	Records    int
+	ByOutcome  map[schemas.Outcome]int
+	Duplicates []string // a second decision about a (campaign, user) pair
+	Missing    []string // an expected delivery (or suppression) with no decision
+	Wrong      []string // bad records, a wrong outcome, a DELIVERED the oracle does not expect
+}
+
+func (r decisionReport) ok() bool { return len(r.Duplicates)+len(r.Missing)+len(r.Wrong) == 0 }
+
+func (r decisionReport) String() string {
+	return fmt.Sprintf("records %d, by outcome %v; duplicates %d [%s]; missing %d [%s]; wrong %d [%s]",
+		r.Records, r.ByOutcome, len(r.Duplicates), firstFew(r.Duplicates), len(r.Missing), firstFew(r.Missing), len(r.Wrong), firstFew(r.Wrong))
+}
+
+// oracleOutcome maps an outcome of the oracle's decide to the pipeline's;
+// the oracle tells a forgotten contact from a stranger, the pipeline (and
+// the rules) do not.
+var oracleOutcome = map[string]schemas.Outcome{
+	outDelivered: schemas.Delivered, outErasedReset: schemas.Delivered,
+	outStranger: schemas.NoContact, outRetention: schemas.NoContact,
+	outBlocked: schemas.Blocked, outOptedOut: schemas.OptedOut, outAudience: schemas.NotInAudience,
+	outWindow: schemas.FrequencyBusiness,
+}
+
+// compareDecisions checks the decision records: each decodes, is keyed by
+// its user on the user's partition, carries DeliveryID(campaign, user), and
+// is the only one of its pair; the DELIVERED ones are exactly want. With
+// outcomes (the oracle's outcome of every pair, see oracleOutcomes), every
+// decision's outcome must be the oracle's, and every pair the oracle
+// suppresses for a reason other than no contact (so the user is among the
+// business's contacts) must have its decision.
+func compareDecisions(serde *wire.Serde, recs []*kgo.Record, want map[pairKey]delivery, outcomes map[pairKey]string, parts int32) decisionReport {
+	rep := decisionReport{Records: len(recs), ByOutcome: map[schemas.Outcome]int{}}
+	seen := map[pairKey]schemas.Outcome{}
+	for _, r := range recs {
+		where := fmt.Sprintf("decisions %d@%d", r.Partition, r.Offset)
+		d, err := serde.DecodeDecision(r.Value)
+		if err != nil {
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: value does not decode: %v", where, err))
+			continue
+		}
+		k := pairKey{d.CampaignID, d.UserID}
+		if prev, ok := seen[k]; ok {
+			rep.Duplicates = append(rep.Duplicates, fmt.Sprintf("%s: %s->%s %s again (first %s)", where, d.CampaignID, d.UserID, d.Outcome, prev))
+			continue
+		}
+		seen[k] = d.Outcome
+		rep.ByOutcome[d.Outcome]++
+		switch {
+		case string(r.Key) != d.UserID:
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: key %q, want the user_id %q", where, r.Key, d.UserID))
+		case r.Partition != userPartition(d.UserID, parts):
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: user %s on partition %d, want %d", where, d.UserID, r.Partition, userPartition(d.UserID, parts)))
+		case d.DeliveryID != policy.DeliveryID(d.CampaignID, d.UserID):
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: delivery id %q, want %q", where, d.DeliveryID, policy.DeliveryID(d.CampaignID, d.UserID)))
+		}
+		_, delivered := want[k]
+		if (d.Outcome == schemas.Delivered) != delivered {
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, but the oracle's deliveries %s it", where, d.CampaignID, d.UserID, d.Outcome,
+				map[bool]string{true: "include", false: "do not include"}[delivered]))
+			continue
+		}
+		if delivered && !d.DecidedAsOf.Equal(want[k].SentAt) {
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %v decided as of %s, want the sent_at %s", where, k, d.DecidedAsOf.UTC(), want[k].SentAt.UTC()))
+		}
+		if outcomes != nil {
+			if o, ok := oracleOutcome[outcomes[k]]; !ok || o != d.Outcome {
+				rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, the oracle says %q", where, d.CampaignID, d.UserID, d.Outcome, outcomes[k]))
+			}
+		}
+	}
+	for k, d := range want {
+		if _, ok := seen[k]; !ok {
+			rep.Missing = append(rep.Missing, d.String()+" (DELIVERED)")
+		}
+	}
+	for k, why := range outcomes {
+		if _, ok := seen[k]; !ok && why != outStranger && why != outRetention && oracleOutcome[why] != schemas.Delivered {
+			rep.Missing = append(rep.Missing, fmt.Sprintf("%s->%s (%s)", k.Campaign, k.User, why))
+		}
+	}
+	slices.Sort(rep.Missing)
+	return rep
+}
+
+// TestCompareDecisionsCatches is the decision checker's negative control: a
+// duplicate, a missing decision, a wrong outcome and a DELIVERED the oracle
+// does not expect must each be reported.
+func TestCompareDecisionsCatches(t *testing.T) {
+	c := newCluster(t, "decisions-check", 1)
+	send := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(u string, o schemas.Outcome) *kgo.Record {
+		d := schemas.Decision{DeliveryID: policy.DeliveryID("c1", u), UserID: u, BusinessID: "b", CampaignID: "c1", Outcome: o, DecidedAsOf: send}
+		v, err := c.serde.AppendDecision(nil, &d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Key: []byte(u), Value: v}
+	}
+	want := map[pairKey]delivery{{"c1", "u1"}: {Campaign: "c1", User: "u1", Business: "b", SentAt: send}}
+	outcomes := map[pairKey]string{{"c1", "u1"}: outDelivered, {"c1", "u2"}: outBlocked, {"c1", "u3"}: outStranger}
+	good := []*kgo.Record{rec("u1", schemas.Delivered), rec("u2", schemas.Blocked)}
+	if rep := compareDecisions(c.serde, good, want, outcomes, 1); !rep.ok() {
+		t.Fatalf("good decisions reported: %s", rep)
+	}
+	for _, tc := range []struct {
+		name string
+		recs []*kgo.Record
+		bad  func(decisionReport) int
+	}{
+		{"duplicate", append(good[:2:2], rec("u2", schemas.Blocked)), func(r decisionReport) int { return len(r.Duplicates) }},
+		{"missing delivery", good[1:], func(r decisionReport) int { return len(r.Missing) }},
+		{"missing suppression", good[:1], func(r decisionReport) int { return len(r.Missing) }},
+		{"wrong reason", []*kgo.Record{good[0], rec("u2", schemas.OptedOut)}, func(r decisionReport) int { return len(r.Wrong) }},
+		{"unexpected delivery", append(good[:2:2], rec("u3", schemas.Delivered)), func(r decisionReport) int { return len(r.Wrong) }},
+	} {
+		if rep := compareDecisions(c.serde, tc.recs, want, outcomes, 1); tc.bad(rep) == 0 {
+			t.Errorf("%s: not reported: %s", tc.name, rep)
+		}
+	}
 }

@@ -38,6 +38,7 @@ var allOutcomes = []string{outDelivered, outStranger, outRetention, outBlocked, 
 func TestEndToEnd(t *testing.T) {
 	sc := newScenario(smallScenario)
 	want, tally := expectedDeliveries(sc.Interactions, sc.Campaigns, defaultOracle)
+	outcomes := oracleOutcomes(sc.Interactions, sc.Campaigns, defaultOracle)
 	logTally(t, tally, allOutcomes...)
 	for _, tc := range []struct {
 		name string
@@ -45,6 +46,7 @@ func TestEndToEnd(t *testing.T) {
 	}{
 		{"defaults", nil},
 		{"small-polls", func(c *pipeline.Config) { c.MaxPollRecords = 100 }},
+		{"no-decisions", func(c *pipeline.Config) { c.NoDecisions = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -52,7 +54,26 @@ func TestEndToEnd(t *testing.T) {
 			c.produceScenario(t, sc)
 			h := startRunner(t, c, t.TempDir(), tc.mod)
 			c.waitSettled(t, campaignIDs(sc.Campaigns), 90*time.Second, h.alive)
-			rep := c.checkInbox(t, sc, want)
+			var rep inboxReport
+			if tc.name == "no-decisions" {
+				// The audit trail is off: the inbox is the same, and the
+				// decisions topic stays empty.
+				rep = compareInbox(c.serde, c.readAll(t, c.names.Inbox), want, sc.Campaigns, c.parts)
+				if !rep.ok() {
+					t.Errorf("inbox is not the oracle's: %s", rep)
+				}
+				if n := len(c.readAll(t, c.names.Decisions)); n != 0 {
+					t.Errorf("decisions topic has %d records with NoDecisions, want 0", n)
+				}
+			} else {
+				rep = c.checkInbox(t, sc, want)
+				// Every suppression, with its reason, against the oracle.
+				drep := compareDecisions(c.serde, c.readAll(t, c.names.Decisions), want, outcomes, c.parts)
+				if !drep.ok() {
+					t.Errorf("decisions are not the oracle's outcomes: %s", drep)
+				}
+				t.Logf("decisions: %d records, by outcome %v", drep.Records, drep.ByOutcome)
+			}
 			st := h.r.Stats()
 			if got := st.Delivered(); got != int64(len(want)) {
 				t.Errorf("Stats().Delivered() = %d, want %d (the oracle's deliveries)", got, len(want))

@@ -94,7 +94,7 @@ func newCluster(t testing.TB, group string, parts int32) *cluster {
 	if err != nil {
 		t.Fatalf("registry client: %v", err)
 	}
-	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox})
+	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox, Decisions: c.names.Decisions})
 	if err != nil {
 		t.Fatalf("serde: %v", err)
 	}

@@ -78,6 +78,19 @@ func firingCampaigns(recs []schemas.Campaign) []schemas.Campaign {
 // It also tallies the outcome of every (campaign, contact) candidate by the
 // first failing rule, to show which rules the scenario exercises.
 func expectedDeliveries(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleConfig) (map[pairKey]delivery, map[string]int) {
+	out, tally, _ := oracleRun(ins, camps, cfg, false)
+	return out, tally
+}
+
+// oracleOutcomes returns the oracle's outcome of every (campaign, user) pair
+// of users who ever interacted, strangers included: what compareDecisions
+// checks the decisions topic against.
+func oracleOutcomes(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleConfig) map[pairKey]string {
+	_, _, outcomes := oracleRun(ins, camps, cfg, true)
+	return outcomes
+}
+
+func oracleRun(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleConfig, keep bool) (map[pairKey]delivery, map[string]int, map[pairKey]string) {
 	byUser := map[string][]schemas.Interaction{}
 	for _, in := range ins {
 		byUser[in.UserID] = append(byUser[in.UserID], in)
@@ -100,12 +113,19 @@ func expectedDeliveries(ins []schemas.Interaction, camps []schemas.Campaign, cfg
 
 	out := map[pairKey]delivery{}
 	tally := map[string]int{}
+	var outcomes map[pairKey]string
+	if keep {
+		outcomes = map[pairKey]string{}
+	}
 	// lastSent[user][business] is the latest delivery of business to user.
 	lastSent := map[string]map[string]time.Time{}
 	for _, c := range fire {
 		for _, u := range users {
 			why := decide(byUser[u], c, lastSent[u][c.BusinessID], cfg)
 			tally[why]++
+			if keep {
+				outcomes[pairKey{c.CampaignID, u}] = why
+			}
 			if why != outDelivered && why != outErasedReset {
 				continue
 			}
@@ -116,7 +136,7 @@ func expectedDeliveries(ins []schemas.Interaction, camps []schemas.Campaign, cfg
 			lastSent[u][c.BusinessID] = c.SendAt
 		}
 	}
-	return out, tally
+	return out, tally, outcomes
 }
 
 // The outcomes of decide: delivered, or the first rule that failed.

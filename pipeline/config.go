@@ -67,6 +67,11 @@ type Config struct {
 	// Now is the wall clock, used only to fire due campaigns on quiet,
 	// caught-up partitions. Default time.Now.
 	Now func() time.Time
+	// NoDecisions turns the audit trail off: no record on the decisions
+	// topic per (campaign, user) decision. Default off: every decision,
+	// delivered or suppressed and why, is written in the transaction that
+	// makes it, which costs one more record per candidate in a fan-out.
+	NoDecisions bool
 	// UnsafeNoTransactions turns exactly-once off: no transactions, no
 	// changelog, offsets auto-committed, state only in Pebble (no WAL). A
 	// crash then loses or repeats inbox records. It exists only so the crash

@@ -80,7 +80,13 @@ func (r *Runner) Stats() *Stats { return &r.stats }
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
 // Names returns the topic names the runner uses.
-func (r *Runner) Names() topics.Names { return topics.NewNames(r.cfg.TopicPrefix, r.cfg.Group) }
+func (r *Runner) Names() topics.Names {
+	n := topics.NewNames(r.cfg.TopicPrefix, r.cfg.Group)
+	if r.cfg.NoDecisions {
+		n.Decisions = ""
+	}
+	return n
+}
 
 // instanceID returns the configured identity or the one kept in the state
 // folder, creating it on first start.
@@ -173,7 +179,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("schema registry client: %w", err)
 	}
-	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: r.names.Interactions, Campaigns: r.names.Campaigns, Inbox: r.names.Inbox})
+	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: r.names.Interactions, Campaigns: r.names.Campaigns, Inbox: r.names.Inbox, Decisions: r.names.Decisions})
 	if err != nil {
 		return fmt.Errorf("schemas: %w", err)
 	}
@@ -250,7 +256,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
-		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "transactional_id", cfg.Group+"-"+id,
+		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", cfg.Group+"-"+id,
 		"security", cfg.Security)
 
 	err = r.loop(ctx)

@@ -197,6 +197,11 @@ func (t *task) fanout() (bool, error) {
 			}
 			reason := t.env.policy.Decide(&contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
+			if t.env.names.Decisions != "" {
+				if err := t.decided(user, c, reason); err != nil {
+					return err
+				}
+			}
 			if reason != policy.Delivered {
 				return nil
 			}
@@ -229,6 +234,24 @@ func (t *task) fanout() (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// decided writes the audit record of one decision to the decisions topic.
+func (t *task) decided(user string, c *policy.Progress, reason policy.Reason) error {
+	d := schemas.Decision{
+		DeliveryID:  policy.DeliveryID(c.Campaign.ID, user),
+		UserID:      user,
+		BusinessID:  c.Campaign.Business,
+		CampaignID:  c.Campaign.ID,
+		Outcome:     schemas.Outcome(reason), // the same order: TestOutcomesFollowReasons
+		DecidedAsOf: millisTime(c.FireAt),
+	}
+	v, err := t.env.serde.AppendDecision(nil, &d)
+	if err != nil {
+		return fmt.Errorf("encode decision: %w", err)
+	}
+	t.out = append(t.out, &kgo.Record{Topic: t.env.names.Decisions, Partition: t.p, Key: []byte(user), Value: v})
+	return nil
 }
 
 func (t *task) deliver(user string, c *policy.Progress) error {

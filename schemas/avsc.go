@@ -20,3 +20,10 @@ func CampaignSchema() string { return campaignAvsc }
 
 // InboxSchema returns the Avro schema (JSON) of [InboxMessage] values.
 func InboxSchema() string { return inboxAvsc }
+
+//go:embed decision.avsc
+var decisionAvsc string
+
+// DecisionSchema returns the Avro schema (JSON) of [Decision] values, the
+// audit trail of the decisions topic.
+func DecisionSchema() string { return decisionAvsc }

@@ -110,3 +110,56 @@ type InboxMessage struct {
 	SentAt     time.Time // the send_at the campaign fired as of
 	Message    Message
 }
+
+// Outcome is what the rules decided about one (campaign, user) candidate:
+// Delivered, or the first rule that failed. The values are the Avro enum's
+// ordinals, in the order the rules are checked (the policy's Reason order).
+type Outcome int8
+
+// The outcomes, in the order of the Avro enum's symbols.
+const (
+	Delivered         Outcome = iota // DELIVERED: the message went to the inbox
+	NoContact                        // NO_CONTACT: no user-initiated interaction with the business by send_at
+	Blocked                          // BLOCKED: the user blocks the business
+	OptedOut                         // OPTED_OUT: the user turned the business's sponsored messages off
+	NotInAudience                    // NOT_IN_AUDIENCE: no audience rule matched
+	ConversationGap                  // CONVERSATION_GAP: the user wrote to the business too recently
+	FrequencyBusiness                // FREQUENCY_BUSINESS: the business already sent one in the last 24 hours
+	FrequencyUser                    // FREQUENCY_USER: the per-user cap across businesses was reached
+)
+
+// Outcomes lists the Avro enum symbols, indexed by Outcome.
+var Outcomes = [...]string{
+	"DELIVERED", "NO_CONTACT", "BLOCKED", "OPTED_OUT", "NOT_IN_AUDIENCE",
+	"CONVERSATION_GAP", "FREQUENCY_BUSINESS", "FREQUENCY_USER",
+}
+
+// String returns the Avro symbol of o.
+func (o Outcome) String() string {
+	if o < 0 || int(o) >= len(Outcomes) {
+		return "UNKNOWN"
+	}
+	return Outcomes[o]
+}
+
+// ParseOutcome returns the outcome named by an Avro symbol.
+func ParseOutcome(s string) (Outcome, bool) {
+	for i, name := range Outcomes {
+		if name == s {
+			return Outcome(i), true
+		}
+	}
+	return 0, false
+}
+
+// Decision is one record of the decisions topic, keyed by UserID: the audit
+// trail of a (campaign, user) candidate, written exactly once, in the same
+// transaction as the inbox record it may come with.
+type Decision struct {
+	DeliveryID  string // deterministic function of (CampaignID, UserID)
+	UserID      string
+	BusinessID  string
+	CampaignID  string
+	Outcome     Outcome
+	DecidedAsOf time.Time // the send_at the campaign fired as of
+}

@@ -28,6 +28,7 @@ const (
 	RoleInbox        = "inbox"
 	RoleDeadLetter   = "deadletter"
 	RoleChangelog    = "changelog"
+	RoleDecisions    = "decisions"
 )
 
 const (
@@ -49,6 +50,11 @@ const (
 	// (delete.retention.ms): a state folder offline for longer must be
 	// rebuilt from scratch (delete it).
 	ChangelogDeleteRetention = 7 * 24 * time.Hour
+	// DecisionsRetention is how long the decisions topic (the audit trail
+	// of every (campaign, user) decision) keeps records when Ensure creates
+	// it: long enough to answer an advertiser's or a user's question about
+	// last month's campaigns. Raise it on the topic for longer audits.
+	DecisionsRetention = 90 * 24 * time.Hour
 )
 
 // Names holds the name of every topic the pipeline uses.
@@ -58,12 +64,14 @@ type Names struct {
 	Inbox        string // output, keyed by user_id, co-partitioned with Interactions
 	DeadLetter   string // output, every record the pipeline could not accept
 	Changelog    string // the pipeline's state, compacted, one partition per task
+	Decisions    string // output, keyed by user_id, the audit trail; "" when turned off
 }
 
 // NewNames returns the topic names for a prefix ("" in the default set-up)
-// and the consumer group name: interactions, campaigns, inbox and deadletter
-// with the prefix, and prefix+group+"-state-changelog" for the changelog, so
-// that two groups running the pipeline on one cluster keep separate state.
+// and the consumer group name: interactions, campaigns, inbox, deadletter and
+// decisions with the prefix, and prefix+group+"-state-changelog" for the
+// changelog, so that two groups running the pipeline on one cluster keep
+// separate state.
 func NewNames(prefix, group string) Names {
 	return Names{
 		Interactions: prefix + "interactions",
@@ -71,6 +79,7 @@ func NewNames(prefix, group string) Names {
 		Inbox:        prefix + "inbox",
 		DeadLetter:   prefix + "deadletter",
 		Changelog:    prefix + group + "-state-changelog",
+		Decisions:    prefix + "decisions",
 	}
 }
 
@@ -117,9 +126,12 @@ type Catalog struct {
 //     cleanup.policy=compact: it is the truth the state is rebuilt from, so it
 //     must keep the latest value of every key for ever; deletions stay in
 //     the log for ChangelogDeleteRetention.
+//   - decisions (unless Names.Decisions is empty): the interactions count,
+//     task p writing the decisions about its users to partition p;
+//     cleanup.policy=delete with retention.ms = DecisionsRetention.
 func (c Catalog) Specs(interactionPartitions int32) []Spec {
 	rf := c.replicationFactor()
-	return []Spec{
+	specs := []Spec{
 		{Name: c.Names.Interactions, Partitions: interactionPartitions, ReplicationFactor: rf, Role: RoleInteractions},
 		{Name: c.Names.Campaigns, Partitions: CampaignPartitions, ReplicationFactor: rf, Role: RoleCampaigns},
 		{Name: c.Names.Inbox, Partitions: interactionPartitions, ReplicationFactor: rf, Owned: true, Role: RoleInbox},
@@ -141,6 +153,16 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 			},
 		},
 	}
+	if c.Names.Decisions != "" {
+		specs = append(specs, Spec{
+			Name: c.Names.Decisions, Partitions: interactionPartitions, ReplicationFactor: rf, Owned: true, Role: RoleDecisions,
+			Configs: map[string]*string{
+				"cleanup.policy": kadm.StringPtr("delete"),
+				"retention.ms":   kadm.StringPtr(strconv.FormatInt(DecisionsRetention.Milliseconds(), 10)),
+			},
+		})
+	}
+	return specs
 }
 
 func (c Catalog) replicationFactor() int16 {
@@ -346,13 +368,13 @@ func (c Catalog) describe(ctx context.Context, adm *kadm.Client, names ...string
 func (c Catalog) check(s Spec, t topic, n int32) []error {
 	var problems []error
 	switch s.Role {
-	case RoleInbox:
+	case RoleInbox, RoleDecisions:
 		if t.partitions != n {
 			problems = append(problems, &TopicError{
 				Topic: s.Name, Role: s.Role, Err: ErrCoPartitioning,
 				Detail: fmt.Sprintf("it has %d partitions and %s has %d", t.partitions, c.Names.Interactions, n),
-				Fix: fmt.Sprintf("inbox is keyed by user like %s, and task p writes the users of %s partition p to inbox partition p, "+
-					"so both need the same partition count; %s", c.Names.Interactions, c.Names.Interactions, repartitionFix(s.Name, t.partitions, n)),
+				Fix: fmt.Sprintf("%s is keyed by user like %s, and task p writes the users of %s partition p to its partition p, "+
+					"so both need the same partition count; %s", s.Name, c.Names.Interactions, c.Names.Interactions, repartitionFix(s.Name, t.partitions, n)),
 			})
 		}
 	case RoleChangelog:

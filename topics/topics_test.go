@@ -68,7 +68,7 @@ type state struct {
 func describe(t *testing.T, adm *kadm.Client, n Names) state {
 	t.Helper()
 	ctx := testCtx(t)
-	names := []string{n.Interactions, n.Campaigns, n.Inbox, n.DeadLetter, n.Changelog}
+	names := []string{n.Interactions, n.Campaigns, n.Inbox, n.DeadLetter, n.Changelog, n.Decisions}
 	details, err := adm.ListTopics(kadm.WithAuthorizedOps(ctx), names...) // uncached, as in Catalog.describe
 	if err != nil {
 		t.Fatalf("list topics: %v", err)
@@ -101,8 +101,8 @@ func TestNewNames(t *testing.T) {
 		prefix, group string
 		want          Names
 	}{
-		{"", "sponsor", Names{"interactions", "campaigns", "inbox", "deadletter", "sponsor-state-changelog"}},
-		{"staging.", "blue", Names{"staging.interactions", "staging.campaigns", "staging.inbox", "staging.deadletter", "staging.blue-state-changelog"}},
+		{"", "sponsor", Names{"interactions", "campaigns", "inbox", "deadletter", "sponsor-state-changelog", "decisions"}},
+		{"staging.", "blue", Names{"staging.interactions", "staging.campaigns", "staging.inbox", "staging.deadletter", "staging.blue-state-changelog", "staging.decisions"}},
 	} {
 		if got := NewNames(tc.prefix, tc.group); got != tc.want {
 			t.Errorf("NewNames(%q, %q) = %+v, want %+v", tc.prefix, tc.group, got, tc.want)
@@ -123,7 +123,7 @@ func TestEnsureCreatesAllOnFreshCluster(t *testing.T) {
 		t.Errorf("Ensure returned %d partitions, want 4 (Catalog.Partitions)", n)
 	}
 	got := describe(t, adm, cat.Names)
-	want := map[string]int32{"interactions": 4, "campaigns": 1, "inbox": 4, "deadletter": 4, "sponsor-state-changelog": 4}
+	want := map[string]int32{"interactions": 4, "campaigns": 1, "inbox": 4, "deadletter": 4, "sponsor-state-changelog": 4, "decisions": 4}
 	for name, p := range want {
 		if got.partitions[name] != p {
 			t.Errorf("topic %s has %d partitions, want %d", name, got.partitions[name], p)
@@ -138,8 +138,14 @@ func TestEnsureCreatesAllOnFreshCluster(t *testing.T) {
 	if r, want := got.configs["deadletter"]["retention.ms"], strconv.FormatInt(DeadLetterRetention.Milliseconds(), 10); r != want {
 		t.Errorf("deadletter retention.ms = %q, want %q", r, want)
 	}
-	if got := creates.Load(); got != 5 {
-		t.Errorf("first Ensure sent %d CreateTopics requests, want 5 (one per topic)", got)
+	if p := got.configs["decisions"]["cleanup.policy"]; p != "delete" {
+		t.Errorf("decisions cleanup.policy = %q, want delete", p)
+	}
+	if r, want := got.configs["decisions"]["retention.ms"], strconv.FormatInt(DecisionsRetention.Milliseconds(), 10); r != want {
+		t.Errorf("decisions retention.ms = %q, want %q", r, want)
+	}
+	if got := creates.Load(); got != 6 {
+		t.Errorf("first Ensure sent %d CreateTopics requests, want 6 (one per topic)", got)
 	}
 
 	// A second Ensure (a restart, another instance) changes nothing.
@@ -171,7 +177,7 @@ func TestEnsureFollowsExistingInteractions(t *testing.T) {
 		t.Fatalf("Ensure = %d, %v; want 3, nil", n, err)
 	}
 	got := describe(t, adm, cat.Names)
-	for _, name := range []string{"inbox", "sponsor-state-changelog", "deadletter"} {
+	for _, name := range []string{"inbox", "sponsor-state-changelog", "deadletter", "decisions"} {
 		if got.partitions[name] != 3 {
 			t.Errorf("topic %s has %d partitions, want 3 like interactions", name, got.partitions[name])
 		}
@@ -398,5 +404,27 @@ func TestEnsureRealKafka(t *testing.T) {
 	}
 	if _, err := other.Ensure(testCtx(t), adm, false); !errors.Is(err, ErrNotCompacted) {
 		t.Errorf("Ensure with an uncompacted changelog on real Kafka = %v, want ErrNotCompacted", err)
+	}
+}
+
+func TestEnsureWithoutDecisions(t *testing.T) {
+	// Decisions turned off: Ensure neither creates nor checks the topic.
+	_, adm := cluster(t, kfake.SeedTopics(3, "interactions", "campaigns", "decisions"))
+	names := NewNames("", "sponsor")
+	names.Decisions = ""
+	if _, err := (Catalog{Names: names}).Ensure(testCtx(t), adm, false); err != nil {
+		t.Fatalf("Ensure without decisions: %v", err)
+	}
+}
+
+func TestEnsureRefusesDecisionsPartitionMismatch(t *testing.T) {
+	_, adm := cluster(t, kfake.SeedTopics(3, "interactions", "campaigns"))
+	if _, err := adm.CreateTopic(testCtx(t), 2, 1, nil, "decisions"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Catalog{Names: NewNames("", "sponsor")}.Ensure(testCtx(t), adm, false)
+	var te *TopicError
+	if !errors.Is(err, ErrCoPartitioning) || !errors.As(err, &te) || te.Topic != "decisions" {
+		t.Fatalf("Ensure with a 2-partition decisions topic and 3 interactions partitions = %v, want ErrCoPartitioning on decisions", err)
 	}
 }

@@ -22,6 +22,7 @@ var (
 	interactionReader = mustParse("interaction.avsc", schemas.InteractionSchema())
 	campaignReader    = mustParse("campaign.avsc", schemas.CampaignSchema())
 	inboxReader       = mustParse("inbox.avsc", schemas.InboxSchema())
+	decisionReader    = mustParse("decision.avsc", schemas.DecisionSchema())
 )
 
 func mustParse(file, text string) *avro.Schema {
@@ -79,8 +80,10 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Topics names the topics whose values a [Serde] handles. A topic name prefix
 // may change them from the defaults "interactions", "campaigns", "inbox".
+// Decisions is optional: empty, the Serde handles no decision records.
 type Topics struct {
 	Interactions, Campaigns, Inbox string
+	Decisions                      string
 }
 
 func (t Topics) validate() error {
@@ -89,7 +92,11 @@ func (t Topics) validate() error {
 		{"Interactions", t.Interactions},
 		{"Campaigns", t.Campaigns},
 		{"Inbox", t.Inbox},
+		{"Decisions", t.Decisions},
 	} {
+		if f.name == "" && f.field == "Decisions" {
+			continue
+		}
 		if f.name == "" {
 			return fmt.Errorf("schemas: Topics.%s is empty", f.field)
 		}
@@ -122,6 +129,7 @@ const lookupTimeout = 10 * time.Second
 // cached, so a schema registered later is still found.
 type Serde struct {
 	interaction, campaign, inbox *recordSerde
+	decision                     *recordSerde // nil without Topics.Decisions
 }
 
 // New registers our three schemas under the subjects of topics (see
@@ -148,6 +156,11 @@ func New(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error) {
 	}
 	if s.inbox, err = newRecordSerde(ctx, rc, topics.Inbox, schemas.InboxSchema(), inboxReader); err != nil {
 		return nil, err
+	}
+	if topics.Decisions != "" {
+		if s.decision, err = newRecordSerde(ctx, rc, topics.Decisions, schemas.DecisionSchema(), decisionReader); err != nil {
+			return nil, err
+		}
 	}
 	return &s, nil
 }
@@ -257,6 +270,30 @@ func (s *Serde) AppendInbox(dst []byte, v *schemas.InboxMessage) ([]byte, error)
 	return s.inbox.append(dst, &w)
 }
 
+// errNoDecisions is the error of the decision methods of a Serde made without
+// Topics.Decisions.
+var errNoDecisions = errors.New("schemas: this Serde has no decisions topic (Topics.Decisions is empty)")
+
+// AppendDecision appends v in the wire format, with our schema's id, to dst
+// and returns the extended slice. On error it returns dst unchanged.
+func (s *Serde) AppendDecision(dst []byte, v *schemas.Decision) ([]byte, error) {
+	if s.decision == nil {
+		return dst, errNoDecisions
+	}
+	return s.decision.append(dst, (*wireDecision)(v))
+}
+
+// DecodeDecision decodes a value of the decisions topic; errors as for
+// [Serde.DecodeInteraction].
+func (s *Serde) DecodeDecision(b []byte) (schemas.Decision, error) {
+	var v schemas.Decision
+	if s.decision == nil {
+		return v, errNoDecisions
+	}
+	err := s.decision.decode(b, (*wireDecision)(&v))
+	return v, err
+}
+
 // The wire structs map our types onto the Avro field names. twmb/avro
 // decodes straight into them (no map[string]any per record), resolving the
 // writer schema against ours on the way; enums travel as the reader's
@@ -307,6 +344,17 @@ type wireInbox struct {
 	CampaignID string      `avro:"campaign_id"`
 	SentAt     time.Time   `avro:"sent_at"`
 	Message    wireMessage `avro:"message"`
+}
+
+// wireDecision must keep schemas.Decision's exact field list: the serde
+// converts pointers between the two.
+type wireDecision struct {
+	DeliveryID  string          `avro:"delivery_id"`
+	UserID      string          `avro:"user_id"`
+	BusinessID  string          `avro:"business_id"`
+	CampaignID  string          `avro:"campaign_id"`
+	Outcome     schemas.Outcome `avro:"outcome"`
+	DecidedAsOf time.Time       `avro:"decided_as_of"`
 }
 
 // recordSerde is the serde of one record type on one subject.
