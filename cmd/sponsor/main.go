@@ -112,6 +112,7 @@ type pipelineFlags struct {
 	logLevel       string
 	userCap        int
 	gap, retention time.Duration
+	decisions      bool
 }
 
 func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
@@ -125,6 +126,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.IntVar(&f.userCap, "user-cap", 0, "at most this many sponsored messages per user across businesses in any 24 hours (0: off)")
 	fs.DurationVar(&f.gap, "conversation-gap", 0, "no sponsored message within this long after the user's last message to the business, e.g. 24h (0: off)")
 	fs.DurationVar(&f.retention, "contact-retention", 365*24*time.Hour, "forget a contact after this long without interaction")
+	fs.BoolVar(&f.decisions, "decisions", true, "write every (campaign, user) decision, delivered or suppressed and why, to the decisions topic (the audit trail of 'sponsor report' and 'sponsor explain')")
 	fs.IntVar(&f.cfg.FanoutChunk, "fanout-chunk", 5000, "most (campaign, user) decisions per task per transaction")
 	fs.IntVar(&f.cfg.MaxPollRecords, "max-poll-records", 5000, "most interactions per transaction")
 	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move")
@@ -151,6 +153,7 @@ func (f *pipelineFlags) finish() (*slog.Logger, error) {
 	log := slog.New(h)
 	f.cfg.Logger = log
 	f.cfg.Policy = policy.Config{ContactRetention: f.retention, UserCap: f.userCap, ConversationGap: f.gap}
+	f.cfg.NoDecisions = !f.decisions
 	if f.brokers != "" {
 		f.cfg.Brokers = strings.Split(f.brokers, ",")
 	}
