@@ -6,6 +6,8 @@
 //	sponsor gen --brokers ... --registry URL --count N | --rate R [--duration D]
 //	sponsor schemas check FILE.avsc [--against interactions|campaigns]
 //	sponsor tail inbox|deadletter|interactions|campaigns|decisions... --brokers ... --registry URL
+//	sponsor report --campaign C --brokers ... --registry URL [--inbox]
+//	sponsor explain --campaign C --user U --brokers ... --registry URL
 //
 // Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
 // become underscores: --state-dir is SPONSOR_STATE_DIR); a flag on the
@@ -49,7 +51,7 @@ Usage:
                the pipeline; --demo also feeds a synthetic workload and prints
                live counters and a few delivered messages
 
-Tools (produce, gen and tail take --brokers and --registry, as run does):
+Tools (produce, gen, tail, report and explain take --brokers and --registry, as run does):
   sponsor produce interactions|campaigns [FILE|-]
                write JSON lines as records, all or nothing, in one transaction
   sponsor gen  --count N | --rate R [--duration D]
@@ -58,6 +60,12 @@ Tools (produce, gen and tail take --brokers and --registry, as run does):
                tell whether a new input schema version is compatible
   sponsor tail inbox|deadletter|interactions|campaigns|decisions...
                print decoded records as JSON lines, read_committed
+  sponsor report --campaign C [--inbox]
+               a campaign's decisions: delivered and suppressed by reason,
+               per partition and in all, from the decisions topic
+  sponsor explain --campaign C --user U
+               whether U got C and which rule decided, from the decisions
+               topic, the inbox and the campaigns topic
   sponsor config print [run flags]
                show the effective configuration of 'sponsor run' (flags,
                SPONSOR_* environment, defaults), secrets redacted
@@ -90,6 +98,10 @@ func main() {
 		err = cmdTail(ctx, os.Args[2:], osStdio())
 	case "config":
 		err = cmdConfig(os.Args[2:], os.Stdout)
+	case "report":
+		err = cmdReport(ctx, os.Args[2:], osStdio())
+	case "explain":
+		err = cmdExplain(ctx, os.Args[2:], osStdio())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

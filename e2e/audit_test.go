@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReportAndExplain runs the pipeline on a scenario, then the `sponsor
+// report` and `sponsor explain` commands (the built binary, as an SRE runs
+// them) and checks what they print against the oracle and the inbox: per
+// campaign, the delivered count equals the oracle's deliveries and the
+// inbox's records, and every suppression count equals the oracle's for that
+// reason; for chosen (campaign, user) pairs, explain's outcome is the
+// oracle's and it finds the delivery in the inbox exactly when there is one.
+func TestReportAndExplain(t *testing.T) {
+	bin := sponsorBinary(t)
+	sc := newScenario(smallScenario)
+	want, _ := expectedDeliveries(sc.Interactions, sc.Campaigns, defaultOracle)
+	outcomes := oracleOutcomes(sc.Interactions, sc.Campaigns, defaultOracle)
+	c := newCluster(t, "audit", 4)
+	c.produceScenario(t, sc)
+	h := startRunner(t, c, t.TempDir(), nil)
+	c.waitSettled(t, campaignIDs(sc.Campaigns), 90*time.Second, h.alive)
+	c.checkInbox(t, sc, want)
+	inboxByCampaign := map[string]int64{}
+	for _, r := range c.readAll(t, c.names.Inbox) {
+		m, err := c.serde.DecodeInbox(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inboxByCampaign[m.CampaignID]++
+	}
+
+	run := func(args ...string) ([]byte, error) {
+		args = append(args, "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix)
+		cmd := exec.Command(bin, args...)
+		out, err := cmd.Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return out, &cmdError{err: ee, stderr: string(ee.Stderr)}
+		}
+		return out, err
+	}
+
+	// report, for every campaign that fired.
+	oracleByCampaign := map[string]map[string]int64{}
+	for k, why := range outcomes {
+		o, ok := oracleOutcome[why]
+		if !ok {
+			t.Fatalf("oracle outcome %q has no pipeline outcome", why)
+		}
+		if oracleByCampaign[k.Campaign] == nil {
+			oracleByCampaign[k.Campaign] = map[string]int64{}
+		}
+		oracleByCampaign[k.Campaign][o.String()]++
+	}
+	reported := 0
+	for _, id := range campaignIDs(sc.Campaigns) {
+		out, err := run("report", "--campaign", id, "--inbox", "--json")
+		var rep struct {
+			Business string `json:"business_id"`
+			Total    struct {
+				Delivered int64            `json:"delivered"`
+				ByOutcome map[string]int64 `json:"by_outcome"`
+			} `json:"total"`
+			Partitions   map[string]json.RawMessage `json:"partitions"`
+			InboxRecords *int64                     `json:"inbox_records"`
+		}
+		if oracleByCampaign[id]["DELIVERED"] == 0 && err != nil && strings.Contains(err.Error(), "no decision about campaign") {
+			continue // never fired, or fired with no candidate: nothing to report
+		}
+		if err != nil {
+			t.Fatalf("sponsor report --campaign %s: %v", id, err)
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("sponsor report --campaign %s --json: %v\n%s", id, err, out)
+		}
+		reported++
+		wantDelivered := oracleByCampaign[id]["DELIVERED"]
+		if rep.Total.Delivered != wantDelivered || rep.InboxRecords == nil || *rep.InboxRecords != inboxByCampaign[id] || inboxByCampaign[id] != wantDelivered {
+			t.Errorf("report %s: delivered %d, inbox records %v; want the oracle's %d and the inbox's %d", id, rep.Total.Delivered, rep.InboxRecords, wantDelivered, inboxByCampaign[id])
+		}
+		for o, n := range rep.Total.ByOutcome {
+			// NO_CONTACT candidates are the index's users without a
+			// user-initiated interaction: fewer than the oracle's
+			// strangers (every user of the scenario).
+			if o != "NO_CONTACT" && n != oracleByCampaign[id][o] {
+				t.Errorf("report %s: %s %d, the oracle says %d", id, o, n, oracleByCampaign[id][o])
+			}
+		}
+		for o, n := range oracleByCampaign[id] {
+			if o != "NO_CONTACT" && rep.Total.ByOutcome[o] != n {
+				t.Errorf("report %s: %s %d, the oracle says %d", id, o, rep.Total.ByOutcome[o], n)
+			}
+		}
+	}
+	if reported == 0 {
+		t.Fatal("no campaign was reported")
+	}
+	if _, err := run("report", "--campaign", "no-such-campaign"); err == nil || !strings.Contains(err.Error(), "no decision about campaign") {
+		t.Errorf("report of an unknown campaign: %v, want a 'no decision' error", err)
+	}
+
+	// explain, for one pair of each oracle outcome, and a user who never
+	// wrote to the business.
+	picked := map[string]pairKey{}
+	var keys []pairKey
+	for k := range outcomes {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b pairKey) int { return strings.Compare(a.Campaign+"/"+a.User, b.Campaign+"/"+b.User) })
+	for _, k := range keys {
+		if _, ok := picked[outcomes[k]]; !ok {
+			picked[outcomes[k]] = k
+		}
+	}
+	for why, k := range picked {
+		out, err := run("explain", "--campaign", k.Campaign, "--user", k.User, "--json")
+		if err != nil {
+			t.Errorf("explain %v (%s): %v", k, why, err)
+			continue
+		}
+		var ex struct {
+			Outcome    string          `json:"outcome"`
+			Verdict    string          `json:"verdict"`
+			Consistent bool            `json:"consistent"`
+			Inbox      json.RawMessage `json:"inbox"`
+		}
+		if err := json.Unmarshal(out, &ex); err != nil {
+			t.Fatalf("explain --json: %v\n%s", err, out)
+		}
+		_, delivered := want[k]
+		wantOutcome := oracleOutcome[why].String()
+		switch {
+		case !ex.Consistent:
+			t.Errorf("explain %v: inconsistent: %s", k, ex.Verdict)
+		case delivered != (ex.Inbox != nil):
+			t.Errorf("explain %v (%s): inbox %s, want a delivery %v", k, why, ex.Inbox, delivered)
+		case why == outStranger || why == outRetention:
+			// No user-initiated interaction: no decision at all, or a
+			// NO_CONTACT one for a user in the index (a BLOCK alone).
+			if ex.Outcome != "" && ex.Outcome != "NO_CONTACT" || !strings.Contains(ex.Verdict, "NO_CONTACT") && !strings.Contains(ex.Verdict, "no decision") {
+				t.Errorf("explain %v (%s): %q %q, want no decision or NO_CONTACT", k, why, ex.Outcome, ex.Verdict)
+			}
+		case ex.Outcome != wantOutcome:
+			t.Errorf("explain %v: outcome %q (%s), the oracle says %s", k, ex.Outcome, ex.Verdict, wantOutcome)
+		}
+		t.Logf("explain %s %s (oracle: %s): %s", k.Campaign, k.User, why, ex.Verdict)
+	}
+	if len(picked) < 4 {
+		t.Errorf("the scenario gave only %d kinds of outcome to explain: %v", len(picked), picked)
+	}
+}
+
+// cmdError is a failed command with its stderr.
+type cmdError struct {
+	err    error
+	stderr string
+}
+
+func (e *cmdError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }

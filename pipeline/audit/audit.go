@@ -1,0 +1,404 @@
+// Package audit answers questions about what the pipeline decided, from the
+// decisions topic (one record per (campaign, user) candidate, written in the
+// transaction that made the decision) and the inbox: per-campaign totals
+// ([CampaignReport]) and why one user did or did not get one campaign
+// ([Explain]). It reads with read_committed, as a downstream consumer does,
+// up to each partition's last stable offset as of the call.
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// Config says where the pipeline's topics are.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Registry is the schema registry URL. Required.
+	Registry string
+	// Names are the pipeline's topic names (topics.NewNames(prefix, group)).
+	Names topics.Names
+	// ClientOpts are extra franz-go options (TLS, SASL).
+	ClientOpts []kgo.Opt
+}
+
+// Counts are decisions per outcome, indexed by schemas.Outcome.
+type Counts [len(schemas.Outcomes)]int64
+
+// Suppressed is the number of candidates not delivered.
+func (c *Counts) Suppressed() int64 {
+	var n int64
+	for o, k := range c {
+		if schemas.Outcome(o) != schemas.Delivered {
+			n += k
+		}
+	}
+	return n
+}
+
+// Map returns the non-zero counts by outcome name.
+func (c *Counts) Map() map[string]int64 {
+	m := map[string]int64{}
+	for o, k := range c {
+		if k > 0 {
+			m[schemas.Outcome(o).String()] = k
+		}
+	}
+	return m
+}
+
+// Report is the totals of one campaign's decisions.
+type Report struct {
+	Campaign    string
+	Business    string    // "" if no decision was found
+	DecidedAsOf time.Time // the send time it fired as of
+	// Partitions holds the counts of each partition that has decisions
+	// about the campaign.
+	Partitions map[int32]*Counts
+	// Total is the sum over the partitions.
+	Total Counts
+	// InboxRecords counts the campaign's records in the inbox, when the
+	// report was asked to check it (-1 otherwise): it must equal
+	// Total[Delivered].
+	InboxRecords int64
+	// Decisions is the number of decision records read, of every campaign.
+	Decisions int64
+}
+
+// CampaignReport reads every decision and sums those of campaign by
+// partition and outcome. With checkInbox it also counts the campaign's inbox
+// records, so that the report shows whether the audit trail and the inbox
+// agree.
+func CampaignReport(ctx context.Context, cfg Config, campaign string, checkInbox bool) (*Report, error) {
+	r, err := newReader(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	rep := &Report{Campaign: campaign, Partitions: map[int32]*Counts{}, InboxRecords: -1}
+	err = r.scan(ctx, cfg.Names.Decisions, nil, func(rec *kgo.Record) error {
+		rep.Decisions++
+		d, err := r.serde.DecodeDecision(rec.Value)
+		if err != nil {
+			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+		if d.CampaignID != campaign {
+			return nil
+		}
+		c := rep.Partitions[rec.Partition]
+		if c == nil {
+			c = new(Counts)
+			rep.Partitions[rec.Partition] = c
+		}
+		c[d.Outcome]++
+		rep.Total[d.Outcome]++
+		rep.Business, rep.DecidedAsOf = d.BusinessID, d.DecidedAsOf
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if checkInbox {
+		rep.InboxRecords = 0
+		err = r.scan(ctx, cfg.Names.Inbox, nil, func(rec *kgo.Record) error {
+			m, err := r.serde.DecodeInbox(rec.Value)
+			if err != nil {
+				return fmt.Errorf("inbox record at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+			}
+			if m.CampaignID == campaign {
+				rep.InboxRecords++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// SortedPartitions returns the report's partitions in order.
+func (r *Report) SortedPartitions() []int32 {
+	ps := make([]int32, 0, len(r.Partitions))
+	for p := range r.Partitions {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// Explanation says whether a user got a campaign and which rule decided.
+type Explanation struct {
+	Campaign, User string
+	// Partition is the user's partition: where their decisions and inbox
+	// records are.
+	Partition int32
+	// Launch is the campaign's LAUNCH record, if the campaigns topic has it.
+	Launch *schemas.Campaign
+	// Cancelled is true if the campaigns topic has a CANCEL for it.
+	Cancelled bool
+	// Decision is the pipeline's decision about the pair, if any.
+	Decision *schemas.Decision
+	// Inbox is where the delivery is in the inbox, if it is there.
+	Inbox *InboxRef
+	// OthersDecided counts the decisions about the campaign for other users
+	// of the same partition: zero means the campaign has not fired there.
+	OthersDecided int64
+	// Verdict is one sentence for a person: delivered, or why not.
+	Verdict string
+	// Consistent is false when the decision and the inbox disagree (a
+	// DELIVERED decision without its inbox record, or the reverse), which
+	// the pipeline's transactions are there to make impossible.
+	Consistent bool
+}
+
+// InboxRef locates an inbox record.
+type InboxRef struct {
+	Partition  int32
+	Offset     int64
+	DeliveryID string
+	SentAt     time.Time
+}
+
+// Why explains each outcome in words.
+var Why = map[schemas.Outcome]string{
+	schemas.Delivered:         "delivered: every rule allowed it",
+	schemas.NoContact:         "not delivered (NO_CONTACT): no user-initiated interaction with the business (message, bot start, call-button click) by the send time, or the last one is older than the contact retention, or the user was erased since",
+	schemas.Blocked:           "not delivered (BLOCKED): the user was blocking the business at the send time (the latest BLOCK/UNBLOCK by event time was a BLOCK)",
+	schemas.OptedOut:          "not delivered (OPTED_OUT): the user had turned the business's sponsored messages off at the send time",
+	schemas.NotInAudience:     "not delivered (NOT_IN_AUDIENCE): the user matched none of the campaign's audience rules (kind of interaction within the lookback)",
+	schemas.ConversationGap:   "not delivered (CONVERSATION_GAP): the user wrote to the business within the conversation gap before the send time, when the business can simply reply",
+	schemas.FrequencyBusiness: "not delivered (FREQUENCY_BUSINESS): the business had already delivered a sponsored message to the user in the 24 hours up to the send time",
+	schemas.FrequencyUser:     "not delivered (FREQUENCY_USER): the user had already received the per-user cap of sponsored messages, across businesses, in the 24 hours up to the send time",
+}
+
+// Explain finds the decision about (campaign, user) on the user's partition
+// of the decisions topic, the delivery in the same partition of the inbox,
+// and the campaign on the campaigns topic, and says what happened.
+func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanation, error) {
+	r, err := newReader(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	tds, err := r.adm.ListTopics(ctx, cfg.Names.Decisions, cfg.Names.Inbox)
+	if err != nil {
+		return nil, fmt.Errorf("describe topics: %w", err)
+	}
+	for _, t := range []string{cfg.Names.Decisions, cfg.Names.Inbox} {
+		if td := tds[t]; td.Err != nil || len(td.Partitions) == 0 {
+			return nil, fmt.Errorf("topic %s not found (check --topic-prefix, and that the pipeline runs with --decisions): %v", t, td.Err)
+		}
+	}
+	n := len(tds[cfg.Names.Inbox].Partitions)
+	// The producers' default partitioner (murmur2 of the key, as Kafka's
+	// Java client): where the user's interactions, hence their state,
+	// decisions and inbox records, are.
+	p := int32(kgo.StickyKeyPartitioner(nil).ForTopic(cfg.Names.Interactions).Partition(&kgo.Record{Key: []byte(user)}, n))
+	ex := &Explanation{Campaign: campaign, User: user, Partition: p, Consistent: true}
+
+	err = r.scan(ctx, cfg.Names.Campaigns, nil, func(rec *kgo.Record) error {
+		if string(rec.Key) != campaign {
+			return nil
+		}
+		c, err := r.serde.DecodeCampaign(rec.Value)
+		if err != nil {
+			return nil // a bad campaign record is dead-lettered by the pipeline
+		}
+		switch {
+		case c.CampaignID != campaign:
+		case c.Action == schemas.Launch && ex.Launch == nil:
+			ex.Launch = &c
+		case c.Action == schemas.Cancel:
+			ex.Cancelled = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.scan(ctx, cfg.Names.Decisions, []int32{p}, func(rec *kgo.Record) error {
+		d, err := r.serde.DecodeDecision(rec.Value)
+		if err != nil {
+			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+		if d.CampaignID != campaign {
+			return nil
+		}
+		if d.UserID == user && string(rec.Key) == user {
+			ex.Decision = &d
+		} else {
+			ex.OthersDecided++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := policy.DeliveryID(campaign, user)
+	err = r.scan(ctx, cfg.Names.Inbox, []int32{p}, func(rec *kgo.Record) error {
+		if string(rec.Key) != user {
+			return nil
+		}
+		m, err := r.serde.DecodeInbox(rec.Value)
+		if err != nil {
+			return fmt.Errorf("inbox record at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+		if m.DeliveryID == id && ex.Inbox == nil {
+			ex.Inbox = &InboxRef{Partition: rec.Partition, Offset: rec.Offset, DeliveryID: m.DeliveryID, SentAt: m.SentAt}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ex.Verdict, ex.Consistent = verdict(ex)
+	return ex, nil
+}
+
+func verdict(ex *Explanation) (string, bool) {
+	delivered := ex.Decision != nil && ex.Decision.Outcome == schemas.Delivered
+	switch {
+	case delivered && ex.Inbox == nil:
+		return "INCONSISTENT: the decision is DELIVERED but the inbox has no record with its delivery id (was the inbox's retention shorter than the decision's age?)", false
+	case !delivered && ex.Inbox != nil:
+		return fmt.Sprintf("INCONSISTENT: the inbox has the delivery (partition %d offset %d) but the decision says %s", ex.Inbox.Partition, ex.Inbox.Offset, outcomeName(ex.Decision)), false
+	case ex.Decision != nil:
+		return Why[ex.Decision.Outcome], true
+	case ex.Launch == nil && ex.Cancelled:
+		return "no decision: the campaigns topic has only a CANCEL for this campaign", true
+	case ex.Launch == nil:
+		return "no decision: the campaigns topic has no LAUNCH for this campaign (check the id and --topic-prefix)", true
+	case ex.OthersDecided > 0:
+		return fmt.Sprintf("no decision about this user (NO_CONTACT): the campaign fired on partition %d (%d decisions about other users), but the user was not among the business's contacts there: never a user-initiated interaction with it (or forgotten, or erased)", ex.Partition, ex.OthersDecided), true
+	case ex.Cancelled:
+		return fmt.Sprintf("no decision: the campaign has no decision on partition %d; it was cancelled (a CANCEL before it fired stops it)", ex.Partition), true
+	}
+	return fmt.Sprintf("no decision: the campaign has not fired on partition %d (yet), or fired past its expiry, or the business has no contact there; its send time is %s", ex.Partition, ex.Launch.SendAt.UTC().Format(time.RFC3339)), true
+}
+
+func outcomeName(d *schemas.Decision) string {
+	if d == nil {
+		return "nothing (no decision)"
+	}
+	return d.Outcome.String()
+}
+
+// reader reads topics whole, read_committed.
+type reader struct {
+	cfg   Config
+	cl    *kgo.Client
+	adm   *kadm.Client
+	serde *wire.Serde
+}
+
+func newReader(ctx context.Context, cfg Config) (*reader, error) {
+	if len(cfg.Brokers) == 0 || cfg.Registry == "" {
+		return nil, errors.New("audit: brokers and registry are required")
+	}
+	if cfg.Names.Decisions == "" {
+		return nil, errors.New("audit: no decisions topic name")
+	}
+	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	if err != nil {
+		return nil, fmt.Errorf("schema registry %s: %w", cfg.Registry, err)
+	}
+	serde, err := wire.New(ctx, rc, wire.Topics{Interactions: cfg.Names.Interactions, Campaigns: cfg.Names.Campaigns, Inbox: cfg.Names.Inbox, Decisions: cfg.Names.Decisions})
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...))...)
+	if err != nil {
+		return nil, err
+	}
+	return &reader{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), serde: serde}, nil
+}
+
+func (r *reader) close() { r.cl.Close() }
+
+// scan calls fn for every committed record of topic (of the listed
+// partitions; nil: all), from the start to the last stable offsets of the
+// moment it starts.
+func (r *reader) scan(ctx context.Context, topic string, partitions []int32, fn func(*kgo.Record) error) error {
+	starts, err := r.adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("list start offsets of %s: %w", topic, err)
+	}
+	ends, err := r.adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	if err := ends.Error(); err != nil {
+		return fmt.Errorf("topic %s: %w (check --topic-prefix)", topic, err)
+	}
+	consume := map[int32]kgo.Offset{}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if partitions != nil && !slices.Contains(partitions, o.Partition) {
+			return
+		}
+		s, _ := starts.Lookup(topic, o.Partition)
+		if o.Offset > s.Offset {
+			consume[o.Partition] = kgo.NewOffset().At(s.Offset)
+			left[o.Partition] = o.Offset
+		}
+	})
+	if len(consume) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.cfg.ClientOpts...),
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // markers tell how far a partition is read
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) {
+			if ferr == nil {
+				ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+		var cberr error
+		fs.EachRecord(func(rec *kgo.Record) {
+			end, ok := left[rec.Partition]
+			if cberr != nil || !ok || rec.Offset >= end {
+				return
+			}
+			if rec.Offset >= end-1 {
+				delete(left, rec.Partition)
+			}
+			if !rec.Attrs.IsControl() {
+				cberr = fn(rec)
+			}
+		})
+		if cberr != nil {
+			return cberr
+		}
+	}
+	return nil
+}
