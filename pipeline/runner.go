@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,7 @@ type Runner struct {
 	lastLagCheck  time.Time
 	lastLagReport time.Time
 	lso           map[int32]int64 // interactions LSO per partition at the last check
+
 }
 
 // New validates cfg and returns a Runner; it does no I/O.
@@ -369,6 +371,25 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 	}
 	wg.Wait()
 	close(results)
+	if err := ctx.Err(); err != nil {
+		// The session began revoking (a new rebalance) during the
+		// restore. Hand nothing over and return the error: franz-go then
+		// keeps these partitions among those whose offsets it still has
+		// to fetch, and runs this function for them again in the next
+		// session if this member keeps them (cooperative rebalancing);
+		// if they move, their next owner restores them. Returning the
+		// offsets instead would have them consumed with no task: a
+		// partition kept across the rebalance then stalled for good
+		// (TestBrokerKill saw it: the restore of p0 interrupted, p0
+		// kept, never processed again).
+		var ps []int32
+		for p := range parts {
+			ps = append(ps, p)
+		}
+		slices.Sort(ps)
+		r.log.Info("restore interrupted by a rebalance; the partitions are restored again if they stay", "partitions", ps, "err", err)
+		return nil, fmt.Errorf("restore interrupted by a rebalance: %w", err)
+	}
 	out := offsets[r.names.Interactions]
 	var errs []error
 	for res := range results {
@@ -390,12 +411,6 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 		r.incoming[res.p] = res.t
 		delete(r.revoked, res.p)
 		r.handMu.Unlock()
-	}
-	if len(errs) > 0 && ctx.Err() != nil {
-		// The group session is revoking these partitions (a new rebalance
-		// began): the restore is moot, the next owner restores them.
-		r.log.Info("restore interrupted by a rebalance", "err", errors.Join(errs...))
-		return offsets, nil
 	}
 	if len(errs) > 0 {
 		// Returning an error would leave the partitions unconsumed; the
