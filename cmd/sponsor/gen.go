@@ -5,10 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/sponsored/sponsor/pipeline/feed"
@@ -82,68 +78,4 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	fmt.Fprintf(std.out, "wrote %d interactions to %s and %d campaigns to %s in %s (%.0f/s)\n",
 		p.Interactions, t.Topics.Interactions, p.Campaigns, t.Topics.Campaigns, p.Elapsed.Round(time.Millisecond), p.Rate)
 	return nil
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// progress shows a long task's progress: a line redrawn in place with a bar,
-// rate and ETA on a terminal, plain log lines otherwise.
-type progress struct {
-	w   io.Writer
-	tty bool
-	log *slog.Logger
-}
-
-func newProgress(w io.Writer, tty bool) *progress {
-	return &progress{w: w, tty: tty, log: slog.New(slog.NewTextHandler(w, nil))}
-}
-
-func (p *progress) report(st feed.Progress) {
-	eta := "?"
-	if st.ETA >= 0 {
-		eta = st.ETA.Round(time.Second).String()
-	}
-	if !p.tty {
-		args := []any{"interactions", st.Interactions, "campaigns", st.Campaigns, "rate", fmt.Sprintf("%.0f/s", st.Rate), "elapsed", st.Elapsed.Round(time.Second)}
-		if st.Total > 0 {
-			args = append(args, "total", st.Total)
-		}
-		if !st.Done {
-			args = append(args, "eta", eta)
-		}
-		msg := "gen progress"
-		if st.Done {
-			msg = "gen done"
-		}
-		p.log.Info(msg, args...)
-		return
-	}
-	var line string
-	if st.Total > 0 {
-		const width = 30
-		frac := min(float64(st.Interactions)/float64(st.Total), 1)
-		fill := int(frac * width)
-		line = fmt.Sprintf("[%s%s] %3.0f%% %d/%d interactions", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100, st.Interactions, st.Total)
-	} else {
-		line = fmt.Sprintf("%d interactions", st.Interactions)
-	}
-	line += fmt.Sprintf(", %d campaigns, %.0f/s, ", st.Campaigns, st.Rate)
-	if st.Done {
-		line += "done in " + st.Elapsed.Round(time.Millisecond).String()
-	} else {
-		line += "ETA " + eta
-	}
-	// \r and erase-line redraw the line in place.
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	if st.Done {
-		fmt.Fprintln(p.w)
-	}
 }

@@ -6,6 +6,7 @@
 //	sponsor gen --brokers ... --registry URL --count N | --rate R [--duration D]
 //	sponsor schemas check FILE.avsc [--against interactions|campaigns]
 //	sponsor tail inbox|deadletter|interactions|campaigns|decisions... --brokers ... --registry URL
+//	sponsor deadletter redrive --brokers ... [--source S] [--reason R] [--since T] [--yes]
 //	sponsor report --campaign C --brokers ... --registry URL [--inbox]
 //	sponsor explain --campaign C --user U --brokers ... --registry URL
 //
@@ -60,6 +61,10 @@ Tools (produce, gen, tail, report and explain take --brokers and --registry, as 
                tell whether a new input schema version is compatible
   sponsor tail inbox|deadletter|interactions|campaigns|decisions...
                print decoded records as JSON lines, read_committed
+  sponsor deadletter redrive [--source interactions|campaigns] [--reason SUBSTRING]
+               [--since TIME|DURATION] [--group NAME] [--yes]
+               send dead letters back to their source topic once the cause
+               is fixed, each at most once; without --yes only the plan
   sponsor report --campaign C [--inbox]
                a campaign's decisions: delivered and suppressed by reason,
                per partition and in all, from the decisions topic
@@ -96,6 +101,8 @@ func main() {
 		err = cmdSchemas(ctx, os.Args[2:], osStdio())
 	case "tail":
 		err = cmdTail(ctx, os.Args[2:], osStdio())
+	case "deadletter":
+		err = cmdDeadletter(ctx, os.Args[2:], osStdio())
 	case "config":
 		err = cmdConfig(os.Args[2:], os.Stdout)
 	case "report":
