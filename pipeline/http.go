@@ -1,17 +1,25 @@
 package pipeline
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sponsored/sponsor/state"
 )
 
 // Handler serves the runner's operational endpoints:
 //
-//	/metrics  Prometheus metrics (the runner's counters and gatherer's)
-//	/healthz  200 while the process is up
-//	/readyz   200 once every assigned task is restored, 503 before
+//	/metrics     Prometheus metrics (the runner's counters and gatherer's)
+//	/healthz     200 while the process is up
+//	/readyz      200 once every assigned task is restored, 503 before
+//	/state/user  ?user=U[&business=B]: what the state knows about user U
+//	             (a [state.UserView] as JSON), 404 when no partition of
+//	             the instance's store holds U, 503 while the store is not open
 func (r *Runner) Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
@@ -25,5 +33,71 @@ func (r *Runner) Handler(g prometheus.Gatherer) http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("GET /state/user", r.serveUser)
 	return mux
+}
+
+// StateError is the JSON body of a /state/user answer that is not 200.
+type StateError struct {
+	Error string `json:"error"`
+}
+
+// serveUser answers /state/user from the committed state (the store, not
+// the tasks' uncommitted batches): Pebble reads are safe alongside the
+// tasks' writes.
+func (r *Runner) serveUser(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	user, business := q.Get("user"), q.Get("business")
+	if user == "" {
+		writeJSON(w, http.StatusBadRequest, StateError{"missing query parameter user"})
+		return
+	}
+	var (
+		v   state.UserView
+		err error
+	)
+	ok := r.view.with(func(s *state.Store) { v, err = s.User(user, business) })
+	var nf *state.NotFoundError
+	switch {
+	case !ok:
+		writeJSON(w, http.StatusServiceUnavailable, StateError{"the state store is not open (starting or stopping)"})
+	case errors.As(err, &nf):
+		writeJSON(w, http.StatusNotFound, StateError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, StateError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// storeRef hands the runner's store to the HTTP handlers: set while the
+// store is open, so that no read runs on a closed store.
+type storeRef struct {
+	mu sync.RWMutex
+	s  *state.Store
+}
+
+func (r *storeRef) set(s *state.Store) {
+	r.mu.Lock()
+	r.s = s
+	r.mu.Unlock()
+}
+
+// with calls fn with the store, if it is open, and reports whether it was.
+func (r *storeRef) with(fn func(*state.Store)) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.s == nil {
+		return false
+	}
+	fn(r.s)
+	return true
 }

@@ -15,11 +15,33 @@ import (
 // while restoring.
 const restoreFlushEvery = 20000
 
-// restore brings partition p's state in the store up to the end of its
+// restore is Restore without progress reports: what a task does on
+// assignment.
+func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt) (int64, error) {
+	return Restore(ctx, adm, store, changelog, p, opts, nil)
+}
+
+// RestoreProgress is where the restore of one changelog partition stands.
+type RestoreProgress struct {
+	Partition int32
+	// From is the offset the restore started at, End the one it reads to
+	// (the changelog's end once no transaction is open on it), Next the
+	// next offset to read.
+	From, Next, End int64
+	// Records is the number of changelog records applied so far (control
+	// records and offsets removed by compaction are not records).
+	Records int64
+}
+
+// Restore brings partition p's state in the store up to the end of its
 // changelog partition: from the store's checkpoint when it has one the
 // changelog still holds, from the start otherwise (a lost or stale state
-// folder). It returns the number of changelog records applied.
-func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt) (int64, error) {
+// folder). It waits until no transaction is open on the partition (its
+// last stable offset equals its high watermark), then reads to that end.
+// opts are the Kafka client options (seed brokers, security). progress, if
+// not nil, is called once the range to read is known and after each fetch.
+// It returns the number of changelog records applied.
+func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt, progress func(RestoreProgress)) (int64, error) {
 	start, end, err := settledEnd(ctx, adm, changelog, p)
 	if err != nil {
 		return 0, err
@@ -35,6 +57,9 @@ func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 			return 0, err
 		}
 		from = start
+	}
+	if progress != nil {
+		progress(RestoreProgress{Partition: p, From: from, Next: from, End: end})
 	}
 	if from >= end {
 		return 0, nil
@@ -84,6 +109,9 @@ func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 				return n, err
 			}
 		}
+		if progress != nil {
+			progress(RestoreProgress{Partition: p, From: from, Next: next, End: end, Records: n})
+		}
 	}
 	return n, nil
 }
@@ -129,6 +157,7 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 // (rebalances wait for the transaction in flight) and at most the
 // transaction timeout after a crash.
 func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32) (start, end int64, err error) {
+	var unavailable time.Time // when the offsets were first unavailable
 	for {
 		starts, err := adm.ListStartOffsets(ctx, changelog)
 		if err != nil {
@@ -146,7 +175,22 @@ func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32
 		lo, ok2 := stable.Lookup(changelog, p)
 		ho, ok3 := hwm.Lookup(changelog, p)
 		if !ok1 || !ok2 || !ok3 || so.Err != nil || lo.Err != nil || ho.Err != nil {
-			return 0, 0, fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, stable %v, end %v)", changelog, p, so.Err, lo.Err, ho.Err)
+			// A changelog Ensure has just created (first start of a
+			// group, a shadow run) may not be in every broker's
+			// metadata yet: retry for a while.
+			err := fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, stable %v, end %v)", changelog, p, so.Err, lo.Err, ho.Err)
+			if unavailable.IsZero() {
+				unavailable = time.Now()
+			}
+			if time.Since(unavailable) > 30*time.Second {
+				return 0, 0, err
+			}
+			select {
+			case <-ctx.Done():
+				return 0, 0, fmt.Errorf("%w: %w", err, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		if lo.Offset >= ho.Offset {
 			return so.Offset, lo.Offset, nil

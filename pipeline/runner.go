@@ -63,6 +63,7 @@ type Runner struct {
 	lastLagReport time.Time
 	lso           map[int32]int64 // interactions LSO per partition at the last check
 
+	view storeRef // the store, for the HTTP handlers
 }
 
 // New validates cfg and returns a Runner; it does no I/O.
@@ -194,7 +195,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.view.set(store)
 	defer func() {
+		r.view.set(nil)
 		if err := store.Close(); err != nil {
 			log.Error("close state", "err", err)
 		}

@@ -3,9 +3,12 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 )
@@ -41,12 +44,47 @@ func (o *Options) ensureDefaults() {
 // instance. It is safe for concurrent use; each partition's keys are written
 // by the one goroutine that owns the task.
 type Store struct {
-	db *pebble.DB
+	db       *pebble.DB
+	lock     *pebble.Lock
+	readOnly bool
 }
 
-// Open opens (or creates) the store in dir.
+// ErrLocked is returned (wrapped) by Open and OpenReadOnly when another
+// store, usually a running instance, holds the folder's lock.
+var ErrLocked = errors.New("state: the folder is in use")
+
+// Open opens (or creates) the store in dir. It fails with ErrLocked when
+// another store holds dir.
 func Open(dir string, opts Options) (*Store, error) {
+	return openStore(dir, opts, false)
+}
+
+// OpenReadOnly opens the existing store in dir for reading only, for tools
+// that inspect a state folder. It fails with ErrLocked when another store
+// (a running instance) holds dir: Pebble's lock excludes readers too.
+func OpenReadOnly(dir string, opts Options) (*Store, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
+	}
+	return openStore(dir, opts, true)
+}
+
+func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 	opts.ensureDefaults()
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open state store in %s: %w", dir, err)
+		}
+	}
+	// Take the lock first, to tell a folder in use from other failures.
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		if _, ok := errors.AsType[*fs.PathError](err); ok {
+			return nil, fmt.Errorf("open state store in %s: %w", dir, err)
+		}
+		// Another process's lock (EAGAIN, EACCES) or this process's.
+		return nil, fmt.Errorf("%w: %s is locked (%v)", ErrLocked, dir, err)
+	}
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	db, err := pebble.Open(dir, &pebble.Options{
@@ -55,20 +93,31 @@ func Open(dir string, opts Options) (*Store, error) {
 		// The changelog in Kafka is the truth and every batch carries its
 		// checkpoint, so a crash that loses the memtable loses the
 		// checkpoint with the data and the restore replays both.
-		DisableWAL: true,
-		Logger:     pebbleLogger{opts.Logger},
+		DisableWAL:       true,
+		ReadOnly:         readOnly,
+		ErrorIfNotExists: readOnly,
+		Lock:             lock,
+		Logger:           pebbleLogger{opts.Logger},
 	})
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, lock: lock, readOnly: readOnly}, nil
 }
 
 // Close flushes the memtables (so a clean restart restores little) and
 // closes the store.
 func (s *Store) Close() error {
-	ferr := s.db.Flush()
-	if err := s.db.Close(); err != nil {
+	var ferr error
+	if !s.readOnly {
+		ferr = s.db.Flush()
+	}
+	err := s.db.Close()
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
 		return fmt.Errorf("close state store: %w", err)
 	}
 	if ferr != nil {

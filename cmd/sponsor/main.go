@@ -7,6 +7,8 @@
 //	sponsor schemas check FILE.avsc [--against interactions|campaigns]
 //	sponsor tail inbox|deadletter|interactions|campaigns|decisions... --brokers ... --registry URL
 //	sponsor deadletter redrive --brokers ... [--source S] [--reason R] [--since T] [--yes]
+//	sponsor state get --user U [--business B] (--state-dir DIR | --from http://HOST:PORT)
+//	sponsor state rebuild --brokers ... --state-dir DIR [--group G] [--partitions 0,1,...]
 //	sponsor report --campaign C --brokers ... --registry URL [--inbox]
 //	sponsor explain --campaign C --user U --brokers ... --registry URL
 //
@@ -75,6 +77,14 @@ Tools (produce, gen, tail, report and explain take --brokers and --registry, as 
                show the effective configuration of 'sponsor run' (flags,
                SPONSOR_* environment, defaults), secrets redacted
 
+State (for SREs):
+  sponsor state get --user U [--business B] (--state-dir DIR | --from http://HOST:PORT)
+               print as JSON what the state knows about a user: contacts,
+               blocks and opt-outs, deliveries; from a stopped instance's
+               folder, or from a running one through its --http address
+  sponsor state rebuild --brokers ... --state-dir DIR [--group G] [--partitions 0,1,...]
+               rebuild a state folder from the group's changelog topic
+
 Run 'sponsor COMMAND --help' for the flags. Every flag
 can also be set in the environment as SPONSOR_<NAME> (--state-dir is
 SPONSOR_STATE_DIR); the command line wins.
@@ -105,6 +115,8 @@ func main() {
 		err = cmdDeadletter(ctx, os.Args[2:], osStdio())
 	case "config":
 		err = cmdConfig(os.Args[2:], os.Stdout)
+	case "state":
+		err = cmdState(ctx, os.Args[2:], osStdio())
 	case "report":
 		err = cmdReport(ctx, os.Args[2:], osStdio())
 	case "explain":

@@ -1,0 +1,458 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/state"
+	"github.com/sponsored/sponsor/topics"
+)
+
+const stateUsage = `Usage:
+  sponsor state get --user U [--business B] (--state-dir DIR | --from http://HOST:PORT)
+  sponsor state rebuild --brokers HOST:PORT[,...] --state-dir DIR [--group G] [--topic-prefix P] [--partitions 0,1,...]
+
+get prints as indented JSON what the pipeline's state knows about a user:
+the partition(s) holding them, each contact (last interaction per kind,
+blocked or opted out and since when, last delivery, expired or not under
+the default retention), the deliveries the 24-hour windows count and the
+recipient record. It reads a stopped instance's state folder, or asks a
+running instance through its --http address (GET /state/user).
+
+rebuild rebuilds a state folder from the group's changelog topic, for
+every changelog partition or those listed, as an instance restores on
+assignment. The folder must not be in use by a running instance.
+`
+
+func cmdState(ctx context.Context, args []string, std stdio) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(std.err, stateUsage)
+		if len(args) == 0 {
+			return errors.New("want get or rebuild")
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "get":
+		return cmdStateGet(ctx, args[1:], std)
+	case "rebuild":
+		return cmdStateRebuild(ctx, args[1:], std)
+	default:
+		fmt.Fprint(std.err, stateUsage)
+		return fmt.Errorf("unknown state command %q, want get or rebuild", args[0])
+	}
+}
+
+// pebbleDir is where `sponsor run --state-dir DIR` keeps its Pebble store.
+func pebbleDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
+
+func cmdStateGet(ctx context.Context, args []string, std stdio) error {
+	fs := flag.NewFlagSet("sponsor state get", flag.ContinueOnError)
+	fs.SetOutput(std.err)
+	var user, business, dir, from string
+	fs.StringVar(&user, "user", "", "the user id (required)")
+	fs.StringVar(&business, "business", "", "show only the contact with this business")
+	fs.StringVar(&dir, "state-dir", "", "state folder of a stopped instance (its --state-dir)")
+	fs.StringVar(&from, "from", "", "ask a running instance at its --http address, e.g. http://127.0.0.1:8080")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), stateUsage+"\nFlags of get (also SPONSOR_<NAME> in the environment):\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	case user == "":
+		return errors.New("--user is required")
+	case (dir == "") == (from == ""):
+		return errors.New("give exactly one of --state-dir DIR and --from http://HOST:PORT")
+	}
+	var v state.UserView
+	if from != "" {
+		v, err = userFromHTTP(ctx, from, user, business)
+	} else {
+		v, err = userFromFolder(dir, user, business)
+	}
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(std.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// userFromFolder reads the user's view from a state folder, opened read-only.
+func userFromFolder(dir, user, business string) (state.UserView, error) {
+	s, err := state.OpenReadOnly(pebbleDir(dir), state.Options{CacheSize: 8 << 20})
+	if errors.Is(err, state.ErrLocked) {
+		return state.UserView{}, fmt.Errorf("the folder %s is in use by a running instance: use --from http://<its --http address>", dir)
+	}
+	if err != nil {
+		return state.UserView{}, err
+	}
+	defer s.Close()
+	return s.User(user, business)
+}
+
+// userFromHTTP asks a running instance's /state/user endpoint.
+func userFromHTTP(ctx context.Context, base, user, business string) (state.UserView, error) {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	q := url.Values{"user": {user}}
+	if business != "" {
+		q.Set("business", business)
+	}
+	u := strings.TrimSuffix(base, "/") + "/state/user?" + q.Encode()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return state.UserView{}, fmt.Errorf("--from %s: %w", base, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return state.UserView{}, fmt.Errorf("ask the instance at %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return state.UserView{}, fmt.Errorf("read the answer of %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e pipeline.StateError
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusNotFound {
+				return state.UserView{}, errors.New(e.Error)
+			}
+			return state.UserView{}, fmt.Errorf("%s: %s: %s", u, resp.Status, e.Error)
+		}
+		return state.UserView{}, fmt.Errorf("%s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var v state.UserView
+	if err := json.Unmarshal(body, &v); err != nil {
+		return v, fmt.Errorf("decode the answer of %s: %w", u, err)
+	}
+	return v, nil
+}
+
+func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
+	fs := flag.NewFlagSet("sponsor state rebuild", flag.ContinueOnError)
+	fs.SetOutput(std.err)
+	var (
+		c           clientFlags
+		dir, group  string
+		parts       string
+		parallelism int
+	)
+	c.register(fs)
+	fs.StringVar(&dir, "state-dir", "", "state folder to rebuild, as given to 'sponsor run' (required)")
+	fs.StringVar(&group, "group", "sponsor", "consumer group whose changelog to read")
+	fs.StringVar(&parts, "partitions", "", "changelog partitions to rebuild, e.g. 0,3 (default: all)")
+	fs.IntVar(&parallelism, "parallel", 4, "partitions restored at once")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), stateUsage+"\nFlags of rebuild (also SPONSOR_<NAME> in the environment; --registry is not needed):\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	case c.brokers == "":
+		return errors.New("--brokers is required")
+	case dir == "":
+		return errors.New("--state-dir is required")
+	case parallelism < 1:
+		return errors.New("--parallel must be at least 1")
+	}
+	wanted, err := parsePartitions(parts)
+	if err != nil {
+		return fmt.Errorf("--partitions: %w", err)
+	}
+
+	store, err := state.Open(pebbleDir(dir), state.Options{})
+	if errors.Is(err, state.ErrLocked) {
+		return fmt.Errorf("the folder %s is in use by a running instance: stop it first (an instance restores its own partitions when they are assigned)", dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(c.brokers, ",")...)}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	changelog := topics.NewNames(c.prefix, group).Changelog
+	td, err := adm.ListTopics(ctx, changelog)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", changelog, err)
+	}
+	d, ok := td[changelog]
+	if !ok || d.Err != nil {
+		return fmt.Errorf("changelog topic %s (group %q, prefix %q): %v", changelog, group, c.prefix, d.Err)
+	}
+	n := int32(len(d.Partitions))
+	if len(wanted) == 0 {
+		for p := range n {
+			wanted = append(wanted, p)
+		}
+	}
+	for _, p := range wanted {
+		if p >= n {
+			return fmt.Errorf("--partitions: %s has partitions 0 to %d, not %d", changelog, n-1, p)
+		}
+	}
+
+	r := &rebuild{
+		store: store, adm: adm, opts: opts, changelog: changelog,
+		pos: make(map[int32]pipeline.RestoreProgress), progress: newProgress(std.err, isTerminal(std.err)),
+	}
+	if err := r.estimate(ctx, wanted); err != nil {
+		return err
+	}
+	res, took, err := r.run(ctx, wanted, parallelism)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, x := range res {
+		total += x.records
+		fmt.Fprintf(std.out, "partition %d: %d records (changelog offsets %d to %d) in %s\n", x.p, x.records, x.from, x.end, x.took.Round(time.Millisecond))
+	}
+	fmt.Fprintf(std.out, "rebuilt %d partitions of %s into %s: %d records in %s (%.0f records/s)\n",
+		len(res), changelog, dir, total, took.Round(time.Millisecond), rate(total, took))
+	return nil
+}
+
+// parsePartitions parses "0,3,5"; empty gives nil (every partition).
+func parsePartitions(s string) ([]int32, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var ps []int32
+	for f := range strings.SplitSeq(s, ",") {
+		p, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
+		if err != nil || p < 0 {
+			return nil, fmt.Errorf("%q is not a partition number", f)
+		}
+		if !slices.Contains(ps, int32(p)) {
+			ps = append(ps, int32(p))
+		}
+	}
+	slices.Sort(ps)
+	return ps, nil
+}
+
+func rate(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// rebuild restores changelog partitions into a store, with progress.
+type rebuild struct {
+	store     *state.Store
+	adm       *kadm.Client
+	opts      []kgo.Opt
+	changelog string
+	progress  *progress
+
+	// guess is the offsets to read per partition, from the offsets before
+	// the start: a partition's own report replaces it once it started.
+	guess map[int32]int64
+
+	mu  sync.Mutex
+	pos map[int32]pipeline.RestoreProgress // latest report per partition
+}
+
+// estimate guesses how many changelog offsets each partition has to read,
+// for the progress bar and ETA.
+func (r *rebuild) estimate(ctx context.Context, ps []int32) error {
+	starts, err := r.adm.ListStartOffsets(ctx, r.changelog)
+	if err != nil {
+		return fmt.Errorf("list start offsets of %s: %w", r.changelog, err)
+	}
+	ends, err := r.adm.ListEndOffsets(ctx, r.changelog)
+	if err != nil {
+		return fmt.Errorf("list end offsets of %s: %w", r.changelog, err)
+	}
+	r.guess = make(map[int32]int64, len(ps))
+	for _, p := range ps {
+		so, _ := starts.Lookup(r.changelog, p)
+		eo, _ := ends.Lookup(r.changelog, p)
+		from := so.Offset
+		if cp, err := r.store.Checkpoint(p); err == nil && cp >= so.Offset && cp <= eo.Offset {
+			from = cp
+		}
+		r.guess[p] = max(eo.Offset-from, 0)
+	}
+	return nil
+}
+
+type restored struct {
+	p         int32
+	records   int64
+	from, end int64
+	took      time.Duration
+}
+
+// run restores partitions ps, parallel at a time, and returns the result
+// of each, in partition order, and the time it all took.
+func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored, time.Duration, error) {
+	start := time.Now()
+	stop := make(chan struct{})
+	var ticker sync.WaitGroup
+	ticker.Go(func() {
+		every := 5 * time.Second
+		if r.progress.tty {
+			every = 200 * time.Millisecond
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				r.report(time.Since(start), false)
+			}
+		}
+	})
+	results := make([]restored, len(ps))
+	errs := make([]error, len(ps))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			began := time.Now()
+			n, err := pipeline.Restore(ctx, r.adm, r.store, r.changelog, p, r.opts, func(st pipeline.RestoreProgress) {
+				r.mu.Lock()
+				r.pos[p] = st
+				r.mu.Unlock()
+			})
+			if err != nil {
+				errs[i] = fmt.Errorf("restore partition %d of %s: %w", p, r.changelog, err)
+				return
+			}
+			r.mu.Lock()
+			st := r.pos[p]
+			r.mu.Unlock()
+			results[i] = restored{p: p, records: n, from: st.From, end: st.End, took: time.Since(began)}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	ticker.Wait()
+	took := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return nil, took, err
+	}
+	r.report(took, true)
+	return results, took, nil
+}
+
+// report shows where the rebuild stands: records applied, and changelog
+// offsets read out of those to read (known once each partition started).
+func (r *rebuild) report(elapsed time.Duration, done bool) {
+	r.mu.Lock()
+	var records, read, total int64
+	for p, guess := range r.guess {
+		st, ok := r.pos[p]
+		if !ok {
+			total += guess
+			continue
+		}
+		records += st.Records
+		read += st.Next - st.From
+		total += st.End - st.From
+	}
+	r.mu.Unlock()
+	eta := time.Duration(-1)
+	if read > 0 && total >= read {
+		eta = time.Duration(float64(elapsed) * float64(total-read) / float64(read))
+	}
+	r.progress.reportCount(countProgress{
+		What: "changelog records", Done: records, Offsets: read, Total: total,
+		Rate: rate(records, elapsed), Elapsed: elapsed, ETA: eta, Finished: done,
+	})
+}
+
+// countProgress is a generic progress report for the progress type of gen.
+type countProgress struct {
+	What string // what Done counts
+	Done int64
+	// Offsets out of Total is the completed fraction (Total 0: unknown).
+	Offsets, Total int64
+	Rate           float64 // Done per second
+	Elapsed, ETA   time.Duration
+	Finished       bool
+}
+
+// reportCount shows a countProgress: on a terminal a line redrawn in place
+// with a bar, rate and ETA, otherwise a log line.
+func (p *progress) reportCount(st countProgress) {
+	eta := "?"
+	if st.ETA >= 0 {
+		eta = st.ETA.Round(time.Second).String()
+	}
+	if !p.tty {
+		args := []any{st.What, st.Done, "rate", fmt.Sprintf("%.0f/s", st.Rate), "elapsed", st.Elapsed.Round(time.Second)}
+		if st.Total > 0 {
+			args = append(args, "offsets", st.Offsets, "of", st.Total)
+		}
+		msg := "progress"
+		if st.Finished {
+			msg = "done"
+		} else {
+			args = append(args, "eta", eta)
+		}
+		p.log.Info(msg, args...)
+		return
+	}
+	var line string
+	if st.Total > 0 {
+		const width = 30
+		frac := min(float64(st.Offsets)/float64(st.Total), 1)
+		fill := int(frac * width)
+		line = fmt.Sprintf("[%s%s] %3.0f%% ", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100)
+	}
+	line += fmt.Sprintf("%d %s, %.0f/s, ", st.Done, st.What, st.Rate)
+	if st.Finished {
+		line += "done in " + st.Elapsed.Round(time.Millisecond).String()
+	} else {
+		line += "ETA " + eta
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s", line)
+	if st.Finished {
+		fmt.Fprintln(p.w)
+	}
+}

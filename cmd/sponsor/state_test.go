@@ -1,0 +1,55 @@
+package main
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sponsored/sponsor/state"
+)
+
+// TestStateArgs checks the argument errors of `sponsor state` and that get
+// and rebuild tell a folder in use (held here by an open store, as a
+// running instance holds it) from other failures.
+func TestStateArgs(t *testing.T) {
+	dir := t.TempDir()
+	s, err := state.Open(pebbleDir(dir), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "want get or rebuild"},
+		{[]string{"frob"}, `unknown state command "frob"`},
+		{[]string{"get", "--state-dir", dir}, "--user is required"},
+		{[]string{"get", "--user", "u"}, "give exactly one of --state-dir DIR and --from"},
+		{[]string{"get", "--user", "u", "--state-dir", dir, "--from", "http://x"}, "give exactly one of"},
+		{[]string{"get", "--user", "u", "--state-dir", filepath.Join(dir, "none")}, "no such file or directory"},
+		{[]string{"get", "--user", "u", "--state-dir", dir}, "the folder " + dir + " is in use by a running instance: use --from http://<its --http address>"},
+		{[]string{"rebuild", "--state-dir", dir}, "--brokers is required"},
+		{[]string{"rebuild", "--brokers", "127.0.0.1:1"}, "--state-dir is required"},
+		{[]string{"rebuild", "--brokers", "127.0.0.1:1", "--state-dir", dir, "--partitions", "0,x"}, `--partitions: "x" is not a partition number`},
+		{[]string{"rebuild", "--brokers", "127.0.0.1:1", "--state-dir", dir}, "the folder " + dir + " is in use by a running instance: stop it first"},
+	} {
+		_, _, err := runCmd(t, cmdState, "", tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("state %s: got %v, want an error with %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
+
+func TestParsePartitions(t *testing.T) {
+	got, err := parsePartitions("3, 0,3,1")
+	if err != nil || !slices.Equal(got, []int32{0, 1, 3}) {
+		t.Errorf("got %v, %v; want [0 1 3]", got, err)
+	}
+	for _, bad := range []string{"-1", "a", "1,,2"} {
+		if _, err := parsePartitions(bad); err == nil {
+			t.Errorf("parsePartitions(%q): no error", bad)
+		}
+	}
+}
