@@ -10,8 +10,9 @@ import (
 )
 
 // cmdConfig implements `sponsor config print [run flags]`: the effective
-// configuration of `sponsor run`, each setting with where it came from, and
-// every secret redacted.
+// configuration of `sponsor run`, each setting with where it came from (flag,
+// SPONSOR_* variable, the --config file, or default), and every secret
+// redacted.
 func cmdConfig(args []string, out io.Writer) error {
 	if len(args) == 0 || args[0] != "print" {
 		return errors.New("usage: sponsor config print [run flags]")
@@ -36,6 +37,8 @@ func cmdConfig(args []string, out io.Writer) error {
 			source = "flag"
 		} else if _, ok := os.LookupEnv(envName(fl.Name)); ok {
 			source = "env " + envName(fl.Name)
+		} else if file := fromFile(fs, fl.Name); file != "" {
+			source = "file " + file
 		}
 		v := fl.Value.String()
 		if secretFlag(fl.Name) && v != "" {

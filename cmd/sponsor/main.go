@@ -13,8 +13,10 @@
 //	sponsor explain --campaign C --user U --brokers ... --registry URL
 //
 // Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
-// become underscores: --state-dir is SPONSOR_STATE_DIR); a flag on the
-// command line wins.
+// become underscores: --state-dir is SPONSOR_STATE_DIR), and those of run
+// and dev in a YAML file named by --config or SPONSOR_CONFIG (keys are the
+// flag names). A flag on the command line wins, then the environment, then
+// the file.
 package main
 
 import (
@@ -75,7 +77,8 @@ Tools (produce, gen, tail, report and explain take --brokers and --registry, as 
                topic, the inbox and the campaigns topic
   sponsor config print [run flags]
                show the effective configuration of 'sponsor run' (flags,
-               SPONSOR_* environment, defaults), secrets redacted
+               SPONSOR_* environment, --config file, defaults), secrets
+               redacted
 
 State (for SREs):
   sponsor state get --user U [--business B] (--state-dir DIR | --from http://HOST:PORT)
@@ -87,7 +90,10 @@ State (for SREs):
 
 Run 'sponsor COMMAND --help' for the flags. Every flag
 can also be set in the environment as SPONSOR_<NAME> (--state-dir is
-SPONSOR_STATE_DIR); the command line wins.
+SPONSOR_STATE_DIR). run, dev and config print also read a YAML file given
+as --config FILE (or SPONSOR_CONFIG), whose keys are the flag names
+(state-dir: /var/lib/sponsor); unknown keys and values of the wrong type
+are errors. The command line wins, then the environment, then the file.
 `
 
 func main() {
@@ -164,6 +170,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.BoolVar(&f.cfg.UnsafeNoTransactions, "unsafe-no-transactions", false, "TESTS ONLY: turn exactly-once off (no transactions, no changelog), so crash tests can prove they detect duplicates and losses")
 	fs.DurationVar(&f.cfg.TransactionTimeout, "transaction-timeout", 20*time.Second, "broker-side timeout of an open transaction")
 	f.registerSecurity(fs)
+	registerConfigFlag(fs)
 }
 
 func (f *pipelineFlags) finish() (*slog.Logger, error) {
@@ -191,8 +198,12 @@ func (f *pipelineFlags) finish() (*slog.Logger, error) {
 	return log, nil
 }
 
-// parse parses args, after taking defaults from SPONSOR_* variables.
+// parse parses args, after taking defaults from the --config file (if fs
+// has that flag) and then from SPONSOR_* variables.
 func parse(fs *flag.FlagSet, args []string) error {
+	if err := applyConfigFile(fs, args); err != nil {
+		return err
+	}
 	var envErr error
 	fs.VisitAll(func(fl *flag.Flag) {
 		name := envName(fl.Name)
