@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/topics"
 )
 
 // Config configures a Runner. Zero values take the documented defaults
@@ -67,6 +69,14 @@ type Config struct {
 	// Now is the wall clock, used only to fire due campaigns on quiet,
 	// caught-up partitions. Default time.Now.
 	Now func() time.Time
+	// Shadow, when set, makes this a shadow run of the pipeline of Group:
+	// it reads the same inputs under its own consumer group
+	// (topics.ShadowGroup(Group, Shadow)), with its own state, and writes
+	// to its own inbox, dead-letter, decisions and changelog topics
+	// (topics.ShadowNames), which no consumer of the real pipeline reads.
+	// A what-if: run it from the start with other rules or another version,
+	// then compare with `sponsor diff`. Default "": the real pipeline.
+	Shadow string
 	// NoDecisions turns the audit trail off: no record on the decisions
 	// topic per (campaign, user) decision. Default off: every decision,
 	// delivered or suppressed and why, is written in the transaction that
@@ -90,6 +100,9 @@ type Config struct {
 func (c *Config) EnsureDefaults() {
 	if c.Group == "" {
 		c.Group = "sponsor"
+	}
+	if c.Shadow != "" && !strings.HasSuffix(c.Group, "-shadow-"+c.Shadow) {
+		c.Group = topics.ShadowGroup(c.Group, c.Shadow)
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 6
@@ -134,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("StateDir: a state folder is required (--state-dir)"))
+	}
+	if c.Shadow != "" && !topics.ValidShadowName(c.Shadow) {
+		errs = append(errs, fmt.Errorf("Shadow: %q is not a valid name (letters, digits, '.', '_', '-')", c.Shadow))
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("Partitions: must be positive, got %d", c.Partitions))

@@ -85,6 +85,10 @@ func (r *Runner) Ready() bool { return r.ready.Load() }
 // Names returns the topic names the runner uses.
 func (r *Runner) Names() topics.Names {
 	n := topics.NewNames(r.cfg.TopicPrefix, r.cfg.Group)
+	if r.cfg.Shadow != "" {
+		// r.cfg.Group is already the shadow's group (EnsureDefaults).
+		n = topics.ShadowNames(r.cfg.TopicPrefix, strings.TrimSuffix(r.cfg.Group, "-shadow-"+r.cfg.Shadow), r.cfg.Shadow)
+	}
 	if r.cfg.NoDecisions {
 		n.Decisions = ""
 	}

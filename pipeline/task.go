@@ -187,6 +187,13 @@ func (t *task) fanout() (bool, error) {
 			if err != nil {
 				return err
 			}
+			if t.env.policy.ContactExpired(&contact, c.FireAt) {
+				// Forgotten as of the send time, whether or not a sweep
+				// has deleted it yet: not a candidate, as if swept, so
+				// that the decisions (and their NO_CONTACT records) do
+				// not depend on when sweeps happened to run.
+				return nil
+			}
 			var r *policy.Recipient
 			if cfg.UserCap > 0 {
 				rec, _, err = t.batch.Recipient(user)

@@ -83,6 +83,38 @@ func NewNames(prefix, group string) Names {
 	}
 }
 
+// ShadowGroup is the consumer group of the shadow run called name of the
+// pipeline of group: its own offsets, changelog and transactional ids.
+func ShadowGroup(group, name string) string { return group + "-shadow-" + name }
+
+// ShadowNames returns the topic names of the shadow run called name of the
+// pipeline of group: the same inputs (interactions and campaigns), and
+// outputs of its own, so that a shadow run (a replay with other rules, a new
+// version) writes nothing a consumer of the real pipeline reads:
+// prefix+"shadow-"+name+"-inbox", "-deadletter" and "-decisions", and the
+// changelog of ShadowGroup(group, name).
+func ShadowNames(prefix, group, name string) Names {
+	n := NewNames(prefix, ShadowGroup(group, name))
+	n.Inbox = prefix + "shadow-" + name + "-inbox"
+	n.DeadLetter = prefix + "shadow-" + name + "-deadletter"
+	n.Decisions = prefix + "shadow-" + name + "-decisions"
+	return n
+}
+
+// ValidShadowName reports whether name can name a shadow run: letters,
+// digits, '.', '_' and '-', as Kafka topic names allow.
+func ValidShadowName(name string) bool {
+	if name == "" || len(name) > 100 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // Spec describes one topic of the catalog: what Ensure creates when it is
 // missing.
 type Spec struct {

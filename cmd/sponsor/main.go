@@ -11,6 +11,8 @@
 //	sponsor state rebuild --brokers ... --state-dir DIR [--group G] [--partitions 0,1,...]
 //	sponsor report --campaign C --brokers ... --registry URL [--inbox]
 //	sponsor explain --campaign C --user U --brokers ... --registry URL
+//	sponsor replay --brokers ... (--to-start | --to-time T | --by D) [--shadow NAME] [--yes]
+//	sponsor diff --shadow NAME --brokers ... --registry URL
 //
 // Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
 // become underscores: --state-dir is SPONSOR_STATE_DIR), and those of run
@@ -75,6 +77,12 @@ Tools (produce, gen, tail, report and explain take --brokers and --registry, as 
   sponsor explain --campaign C --user U
                whether U got C and which rule decided, from the decisions
                topic, the inbox and the campaigns topic
+  sponsor replay (--to-start | --to-time T | --by D) [--shadow NAME] [--yes]
+               move the group's offsets back, after showing the plan; with
+               --shadow, for a shadow run that decides again into its own
+               topics (sponsor run --shadow NAME)
+  sponsor diff --shadow NAME
+               compare the shadow run's inbox and decisions with the real ones
   sponsor config print [run flags]
                show the effective configuration of 'sponsor run' (flags,
                SPONSOR_* environment, --config file, defaults), secrets
@@ -127,6 +135,10 @@ func main() {
 		err = cmdReport(ctx, os.Args[2:], osStdio())
 	case "explain":
 		err = cmdExplain(ctx, os.Args[2:], osStdio())
+	case "replay":
+		err = cmdReplay(ctx, os.Args[2:], osStdio())
+	case "diff":
+		err = cmdDiff(ctx, os.Args[2:], osStdio())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -157,6 +169,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "stable instance identity (default: kept in the state folder)")
 	fs.BoolVar(&f.cfg.StaticMembership, "static", false, "join as a static group member with the instance id (a quick restart does not rebalance)")
 	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
+	fs.StringVar(&f.cfg.Shadow, "shadow", "", "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
 	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the /metrics, /healthz and /readyz endpoints (empty: off; 127.0.0.1:0 picks a free port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -302,6 +303,7 @@ type reader struct {
 	cfg   Config
 	cl    *kgo.Client
 	adm   *kadm.Client
+	rc    *sr.Client
 	serde *wire.Serde
 }
 
@@ -324,7 +326,7 @@ func newReader(ctx context.Context, cfg Config) (*reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &reader{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), serde: serde}, nil
+	return &reader{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), rc: rc, serde: serde}, nil
 }
 
 func (r *reader) close() { r.cl.Close() }
@@ -401,4 +403,146 @@ func (r *reader) scan(ctx context.Context, topic string, partitions []int32, fn 
 		}
 	}
 	return nil
+}
+
+// Difference is one (campaign, user) pair on which two runs disagree.
+type Difference struct {
+	Campaign, User string
+	// Real and Shadow are the outcomes ("" when the run has no decision
+	// about the pair); from the inboxes, DELIVERED or "".
+	Real, Shadow string
+}
+
+// DiffReport compares the deliveries (and, when both runs wrote them, the
+// decisions) of the real pipeline and a shadow run.
+type DiffReport struct {
+	// RealInbox, ShadowInbox: records read from each inbox.
+	RealInbox, ShadowInbox int64
+	// Both: deliveries in both inboxes; OnlyReal, OnlyShadow: in one.
+	Both                 int64
+	OnlyReal, OnlyShadow []Difference
+	// Changed: pairs both runs decided, with different outcomes, by
+	// "REAL->SHADOW" outcome names; empty when a run wrote no decisions.
+	Changed map[string]int64
+	// Examples of Changed, a few per kind.
+	ChangedExamples []Difference
+	// Decisions is false when either decisions topic was empty or missing.
+	Decisions bool
+}
+
+// Same reports whether the two runs delivered the same messages and, when
+// decisions were compared, decided the same.
+func (d *DiffReport) Same() bool {
+	return len(d.OnlyReal) == 0 && len(d.OnlyShadow) == 0 && len(d.Changed) == 0
+}
+
+// Diff compares the inbox (and decisions) of the pipeline named by
+// cfg.Names with those of a shadow run (shadow: topics.ShadowNames),
+// optionally for one campaign ("" = all). Both are read whole, with
+// read_committed.
+func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string) (*DiffReport, error) {
+	r, err := newReader(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	sr := *r
+	ss, err := wire.New(ctx, r.rc, wire.Topics{Interactions: shadow.Interactions, Campaigns: shadow.Campaigns, Inbox: shadow.Inbox, Decisions: shadow.Decisions})
+	if err != nil {
+		return nil, err
+	}
+	sr.serde = ss
+	type pair struct{ c, u string }
+	inbox := func(rd *reader, topic string, n *int64) (map[pair]bool, error) {
+		out := map[pair]bool{}
+		err := rd.scan(ctx, topic, nil, func(rec *kgo.Record) error {
+			m, err := rd.serde.DecodeInbox(rec.Value)
+			if err != nil {
+				return fmt.Errorf("inbox record at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+			}
+			if campaign == "" || m.CampaignID == campaign {
+				*n++
+				out[pair{m.CampaignID, m.UserID}] = true
+			}
+			return nil
+		})
+		return out, err
+	}
+	decisions := func(rd *reader, topic string) (map[pair]schemas.Outcome, error) {
+		out := map[pair]schemas.Outcome{}
+		err := rd.scan(ctx, topic, nil, func(rec *kgo.Record) error {
+			d, err := rd.serde.DecodeDecision(rec.Value)
+			if err != nil {
+				return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+			}
+			if campaign == "" || d.CampaignID == campaign {
+				out[pair{d.CampaignID, d.UserID}] = d.Outcome
+			}
+			return nil
+		})
+		return out, err
+	}
+	rep := &DiffReport{Changed: map[string]int64{}}
+	real, err := inbox(r, cfg.Names.Inbox, &rep.RealInbox)
+	if err != nil {
+		return nil, err
+	}
+	shadowed, err := inbox(&sr, shadow.Inbox, &rep.ShadowInbox)
+	if err != nil {
+		return nil, err
+	}
+	for k := range real {
+		if shadowed[k] {
+			rep.Both++
+		} else {
+			rep.OnlyReal = append(rep.OnlyReal, Difference{Campaign: k.c, User: k.u, Real: "DELIVERED"})
+		}
+	}
+	for k := range shadowed {
+		if !real[k] {
+			rep.OnlyShadow = append(rep.OnlyShadow, Difference{Campaign: k.c, User: k.u, Shadow: "DELIVERED"})
+		}
+	}
+	rd, rerr := decisions(r, cfg.Names.Decisions)
+	sd, serr := decisions(&sr, shadow.Decisions)
+	if rerr == nil && serr == nil && len(rd) > 0 && len(sd) > 0 {
+		rep.Decisions = true
+		name := func(o schemas.Outcome, ok bool) string {
+			if !ok {
+				return "none"
+			}
+			return o.String()
+		}
+		perKind := map[string]int{}
+		keys := map[pair]bool{}
+		for k := range rd {
+			keys[k] = true
+		}
+		for k := range sd {
+			keys[k] = true
+		}
+		for k := range keys {
+			ro, rok := rd[k]
+			so, sok := sd[k]
+			if rok == sok && ro == so {
+				continue
+			}
+			kind := name(ro, rok) + "->" + name(so, sok)
+			rep.Changed[kind]++
+			if perKind[kind] < 3 {
+				perKind[kind]++
+				rep.ChangedExamples = append(rep.ChangedExamples, Difference{Campaign: k.c, User: k.u, Real: name(ro, rok), Shadow: name(so, sok)})
+			}
+		}
+	}
+	order := func(a, b Difference) int {
+		if a.Campaign != b.Campaign {
+			return strings.Compare(a.Campaign, b.Campaign)
+		}
+		return strings.Compare(a.User, b.User)
+	}
+	slices.SortFunc(rep.OnlyReal, order)
+	slices.SortFunc(rep.OnlyShadow, order)
+	slices.SortFunc(rep.ChangedExamples, order)
+	return rep, nil
 }
