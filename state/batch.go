@@ -25,7 +25,8 @@ type Batch struct {
 	b       *pebble.Batch
 	changes []Change
 	index   map[string]int // changelog key -> position in changes
-	kbuf    []byte
+	kbuf    []byte         // the Pebble key of the last read or write
+	rbuf    []byte         // the changelog key of the last read
 }
 
 // NewBatch starts a batch for partition p.
@@ -93,8 +94,22 @@ func (b *Batch) del(k []byte) error {
 }
 
 // get returns a copy of the value of changelog key k, nil if absent.
+//
+// Every write of a changelog key goes through set or del, which record it,
+// so the batch's own latest value of a key is in b.changes: get answers from
+// there, and otherwise from the DB directly. Asking the indexed batch
+// instead costs an internal iterator (an allocation and a merge of the batch
+// with the DB) per read, the largest allocation of the steady state (see
+// docs/performance.md). The batch's index keys ('i'), which are not
+// recorded, are only read through the batch's iterators.
 func (b *Batch) get(k []byte) ([]byte, error) {
-	v, closer, err := b.b.Get(b.full(k))
+	if i, ok := b.index[string(k)]; ok {
+		if v := b.changes[i].Value; v != nil {
+			return append([]byte(nil), v...), nil
+		}
+		return nil, nil
+	}
+	v, closer, err := b.s.db.Get(b.full(k))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
@@ -109,7 +124,8 @@ func (b *Batch) get(k []byte) ([]byte, error) {
 // Contact returns the contact between user and business; ok is false if the
 // task knows none.
 func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
-	v, err := b.get(contactKey(nil, user, business))
+	b.rbuf = contactKey(b.rbuf[:0], user, business)
+	v, err := b.get(b.rbuf)
 	if err != nil || v == nil {
 		return c, false, err
 	}
