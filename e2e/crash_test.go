@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // sponsorBinary builds ./cmd/sponsor once per test process.
-func sponsorBinary(t *testing.T) string {
+func sponsorBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -65,7 +65,7 @@ type proc struct {
 	err  error // of Wait, once done is closed
 }
 
-func startProc(t *testing.T, name string, args []string, logDir string, n int) *proc {
+func startProc(t testing.TB, name string, args []string, logDir string, n int) *proc {
 	t.Helper()
 	logPath := filepath.Join(logDir, fmt.Sprintf("%02d-%s.log", n, name))
 	f, err := os.Create(logPath)
@@ -97,7 +97,7 @@ func (p *proc) exited() error {
 }
 
 // kill SIGKILLs the process (by its own pid) and waits for it.
-func (p *proc) kill(t *testing.T) {
+func (p *proc) kill(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -109,7 +109,7 @@ func (p *proc) kill(t *testing.T) {
 }
 
 // term stops the process with SIGTERM and checks it exits cleanly.
-func (p *proc) term(t *testing.T) {
+func (p *proc) term(t testing.TB) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
