@@ -12,7 +12,6 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline/audit"
 	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/topics"
 )
 
 const reportUsage = `Usage: sponsor report --campaign C --brokers HOST:PORT[,...] --registry URL [--topic-prefix P] [--inbox] [--json]
@@ -55,7 +54,7 @@ func cmdReport(ctx context.Context, args []string, std stdio) error {
 	}
 	rep, err := audit.CampaignReport(ctx, cfg, campaign, inbox)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	if rep.Business == "" {
 		return fmt.Errorf("no decision about campaign %q among the %d on %s: it has not fired yet, was cancelled or expired, its business has no contact, or the pipeline runs with --decisions=false",
@@ -159,7 +158,7 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 	}
 	ex, err := audit.Explain(ctx, cfg, campaign, user)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	if asJSON {
 		out := map[string]any{
@@ -212,13 +211,4 @@ func audienceText(rules []schemas.AudienceRule) string {
 		}
 	}
 	return strings.Join(parts, " or ")
-}
-
-// auditConfig is the audit package's view of the client flags.
-func (c *clientFlags) auditConfig() (audit.Config, error) {
-	t, err := c.target()
-	if err != nil {
-		return audit.Config{}, err
-	}
-	return audit.Config{Brokers: t.Brokers, Registry: t.Registry, Names: topics.NewNames(c.prefix, "")}, nil
 }

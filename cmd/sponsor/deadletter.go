@@ -74,10 +74,12 @@ func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
 		fs.Usage()
 		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
-	if c.brokers == "" {
-		return errors.New("--brokers is required")
+	if cfg.Brokers, err = c.brokerList(); err != nil {
+		return err
 	}
-	cfg.Brokers = strings.Split(c.brokers, ",")
+	if cfg.ClientOpts, err = c.kafkaOpts(); err != nil {
+		return err
+	}
 	cfg.Names = topics.NewNames(c.prefix, group)
 	cfg.Group = group
 	switch source {
@@ -98,7 +100,7 @@ func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
 
 	plan, err := redrive.MakePlan(ctx, cfg)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	printPlan(std.out, plan, &cfg)
 	total := plan.Total()

@@ -73,7 +73,7 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	}
 	p, err := feed.Gen(ctx, t, cfg)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	fmt.Fprintf(std.out, "wrote %d interactions to %s and %d campaigns to %s in %s (%.0f/s)\n",
 		p.Interactions, t.Topics.Interactions, p.Campaigns, t.Topics.Campaigns, p.Elapsed.Round(time.Millisecond), p.Rate)

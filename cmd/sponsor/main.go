@@ -58,7 +58,8 @@ Usage:
                the pipeline; --demo also feeds a synthetic workload and prints
                live counters and a few delivered messages
 
-Tools (produce, gen, tail, report and explain take --brokers and --registry, as run does):
+Tools (every tool takes --brokers, --registry and the security flags of run:
+--tls*, --sasl-*, --registry-user, --registry-token..., as flags or SPONSOR_*):
   sponsor produce interactions|campaigns [FILE|-]
                write JSON lines as records, all or nothing, in one transaction
   sponsor gen  --count N | --rate R [--duration D]

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/sponsored/sponsor/pipeline/feed"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
-	"github.com/sponsored/sponsor/topics"
 )
 
 // stdio are a command's standard streams, so tests can run commands
@@ -23,24 +21,6 @@ type stdio struct {
 }
 
 func osStdio() stdio { return stdio{os.Stdin, os.Stdout, os.Stderr} }
-
-// clientFlags are the connection flags of the tools (produce, gen, tail).
-type clientFlags struct {
-	brokers, registry, prefix string
-}
-
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.brokers, "brokers", "", "Kafka seed brokers, HOST:PORT[,...] (required)")
-	fs.StringVar(&c.registry, "registry", "", "schema registry URL (required)")
-	fs.StringVar(&c.prefix, "topic-prefix", "", "prefix of every topic name, as given to the pipeline")
-}
-
-func (c *clientFlags) target() (feed.Target, error) {
-	if c.brokers == "" || c.registry == "" {
-		return feed.Target{}, errors.New("--brokers and --registry are required")
-	}
-	return feed.Target{Brokers: strings.Split(c.brokers, ","), Registry: c.registry, Topics: topics.NewNames(c.prefix, "")}, nil
-}
 
 // parseArgs is parse (flags, after defaults from SPONSOR_* variables) that
 // also accepts flags after positional arguments, as in
@@ -137,7 +117,7 @@ func cmdProduce(ctx context.Context, args []string, std stdio) error {
 	}
 	n, err := feed.Produce(ctx, t, ins, camps)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	unit := "records"
 	if n == 1 {

@@ -85,8 +85,9 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 	if n != 1 {
 		return errors.New("give exactly one of --to-start, --to-time and --by")
 	}
-	if c.brokers == "" {
-		return errors.New("--brokers is required")
+	opts, err := c.clientOpts()
+	if err != nil {
+		return err
 	}
 	names := topics.NewNames(c.prefix, group)
 	g := group
@@ -96,15 +97,15 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 		}
 		g = topics.ShadowGroup(group, shadow)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(c.brokers, ",")...))
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	plan, err := replay.MakePlan(ctx, adm, g, names.Interactions, target)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	fmt.Fprintf(std.out, "replay of group %s on %s to %s\n", plan.Group, plan.Topic, plan.Target)
 	tw := tabwriter.NewWriter(std.out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -180,7 +181,7 @@ func cmdDiff(ctx context.Context, args []string, std stdio) error {
 	}
 	rep, err := audit.Diff(ctx, cfg, topics.ShadowNames(c.prefix, group, shadow), campaign)
 	if err != nil {
-		return err
+		return securityHint(err)
 	}
 	fmt.Fprintf(std.out, "real inbox %d records, shadow %s inbox %d records: %d deliveries in both, %d only in the real inbox, %d only in the shadow\n",
 		rep.RealInbox, shadow, rep.ShadowInbox, rep.Both, len(rep.OnlyReal), len(rep.OnlyShadow))

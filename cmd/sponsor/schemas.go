@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/compat"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -44,6 +45,9 @@ func cmdSchemas(ctx context.Context, args []string, std stdio) error {
 	fs.StringVar(&against, "against", "", "interactions or campaigns (default: from the file's record name)")
 	fs.StringVar(&registry, "registry", "", "schema registry URL: also check against the subject's latest version")
 	fs.StringVar(&prefix, "topic-prefix", "", "prefix of the topic names (the subject is <prefix><topic>-value)")
+	// Only the registry's security flags: check reads no Kafka topic.
+	var sec pipeline.Security
+	registerRegistrySecurity(fs, &sec)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), schemasUsage)
 		fs.PrintDefaults()
@@ -104,9 +108,13 @@ func cmdSchemas(ctx context.Context, args []string, std stdio) error {
 	report("the pipeline's "+against+" schema", ps)
 
 	if registry != "" {
-		rc, err := sr.NewClient(sr.URLs(registry))
+		ropts, err := sec.RegistryOpts()
 		if err != nil {
-			return err
+			return fmt.Errorf("security flags: %w", err)
+		}
+		rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(registry)}, ropts...)...)
+		if err != nil {
+			return fmt.Errorf("schema registry %s: %w", registry, err)
 		}
 		subject := wire.Subject(topic)
 		latest, err := rc.SchemaByVersion(ctx, subject, -1)
@@ -115,7 +123,7 @@ func cmdSchemas(ctx context.Context, args []string, std stdio) error {
 		case errors.As(err, &re) && re.StatusCode == http.StatusNotFound:
 			fmt.Fprintf(std.out, "%s: registry %s has no schema under subject %s yet\n", file, registry, subject)
 		case err != nil:
-			return fmt.Errorf("registry %s, subject %s: %w", registry, subject, err)
+			return securityHint(fmt.Errorf("registry %s, subject %s: %w", registry, subject, err))
 		default:
 			ps, err := compat.Check(text, latest.Schema.Schema)
 			if err != nil {

@@ -191,6 +191,11 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return fmt.Errorf("--partitions: %w", err)
 	}
+	// Restore builds its consumers from the same options.
+	opts, err := c.clientOpts()
+	if err != nil {
+		return err
+	}
 
 	store, err := state.Open(pebbleDir(dir), state.Options{})
 	if errors.Is(err, state.ErrLocked) {
@@ -201,7 +206,6 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	}
 	defer store.Close()
 
-	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(c.brokers, ",")...)}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -211,7 +215,7 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	changelog := topics.NewNames(c.prefix, group).Changelog
 	td, err := adm.ListTopics(ctx, changelog)
 	if err != nil {
-		return fmt.Errorf("describe %s: %w", changelog, err)
+		return securityHint(fmt.Errorf("describe %s: %w", changelog, err))
 	}
 	d, ok := td[changelog]
 	if !ok || d.Err != nil {

@@ -73,6 +73,7 @@ func cmdTail(ctx context.Context, args []string, std stdio) error {
 		return errors.New("-n: must not be negative")
 	}
 	cfg.Brokers, cfg.Registry, cfg.Names, cfg.Roles = t.Brokers, t.Registry, t.Topics, pos
+	cfg.ClientOpts, cfg.RegistryOpts = t.ClientOpts, t.RegistryOpts
 	cfg.Decisions = c.prefix + decisions
 	cfg.Warn = std.err
 	w := bufio.NewWriter(std.out)
@@ -85,7 +86,7 @@ func cmdTail(ctx context.Context, args []string, std stdio) error {
 	if ferr := w.Flush(); err == nil {
 		err = ferr
 	}
-	return err
+	return securityHint(err)
 }
 
 // flushWriter flushes after every write.

@@ -32,8 +32,12 @@ type Config struct {
 	Registry string
 	// Names are the pipeline's topic names (topics.NewNames(prefix, group)).
 	Names topics.Names
-	// ClientOpts are extra franz-go options (TLS, SASL).
+	// ClientOpts are extra franz-go options for every client (TLS, SASL),
+	// e.g. from pipeline.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
+	// RegistryOpts are extra options of the schema registry client (basic
+	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	RegistryOpts []sr.ClientOpt
 }
 
 // Counts are decisions per outcome, indexed by schemas.Outcome.
@@ -314,7 +318,7 @@ func newReader(ctx context.Context, cfg Config) (*reader, error) {
 	if cfg.Names.Decisions == "" {
 		return nil, errors.New("audit: no decisions topic name")
 	}
-	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(cfg.Registry)}, cfg.RegistryOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", cfg.Registry, err)
 	}

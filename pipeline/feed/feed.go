@@ -38,8 +38,12 @@ type Target struct {
 	// (the serde registers its schemas under their subjects). Required:
 	// usually topics.NewNames(prefix, group).
 	Topics topics.Names
-	// ClientOpts are extra franz-go options for every client (TLS, SASL).
+	// ClientOpts are extra franz-go options for every client (TLS, SASL),
+	// e.g. from pipeline.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
+	// RegistryOpts are extra options of the schema registry client (basic
+	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	RegistryOpts []sr.ClientOpt
 }
 
 func (t Target) validate() error {
@@ -56,7 +60,7 @@ func (t Target) validate() error {
 
 // serde registers the schemas and returns the serde of t's topics.
 func (t Target) serde(ctx context.Context) (*wire.Serde, error) {
-	rc, err := sr.NewClient(sr.URLs(t.Registry))
+	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(t.Registry)}, t.RegistryOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", t.Registry, err)
 	}

@@ -102,8 +102,12 @@ type Config struct {
 	ValuesOnly bool
 	// Warn receives a line per record ValuesOnly skips; nil discards.
 	Warn io.Writer
-	// ClientOpts are extra franz-go options (TLS, SASL).
+	// ClientOpts are extra franz-go options for every client (TLS, SASL),
+	// e.g. from pipeline.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
+	// RegistryOpts are extra options of the schema registry client (basic
+	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	RegistryOpts []sr.ClientOpt
 }
 
 // Record is one line of Tail's output.
@@ -155,7 +159,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 		}
 		role[t] = r
 	}
-	rc, err := sr.NewClient(sr.URLs(cfg.Registry))
+	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(cfg.Registry)}, cfg.RegistryOpts...)...)
 	if err != nil {
 		return 0, fmt.Errorf("schema registry %s: %w", cfg.Registry, err)
 	}
