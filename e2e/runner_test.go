@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sponsored/sponsor/pipeline"
 )
 
@@ -21,6 +23,13 @@ type runner struct {
 // startRunner runs the pipeline of c's group with stateDir; mod adjusts
 // the config. The runner is stopped at cleanup if the test did not.
 func startRunner(t testing.TB, c *cluster, stateDir string, mod func(*pipeline.Config)) *runner {
+	t.Helper()
+	return startRunnerMetrics(t, c, stateDir, mod, nil)
+}
+
+// startRunnerMetrics is startRunner exporting the runner's metrics on reg
+// (Runner.Register), when reg is not nil.
+func startRunnerMetrics(t testing.TB, c *cluster, stateDir string, mod func(*pipeline.Config), reg prometheus.Registerer) *runner {
 	t.Helper()
 	log, _ := fileLogger(t, "runner.log")
 	cfg := pipeline.Config{
@@ -39,6 +48,11 @@ func startRunner(t testing.TB, c *cluster, stateDir string, mod func(*pipeline.C
 	r, err := pipeline.New(cfg)
 	if err != nil {
 		t.Fatalf("pipeline.New: %v", err)
+	}
+	if reg != nil {
+		if err := r.Register(reg); err != nil {
+			t.Fatalf("register metrics: %v", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &runner{r: r, cancel: cancel, done: make(chan struct{})}

@@ -101,11 +101,11 @@ func (b *broadcast) decode(r *kgo.Record) campaignRecord {
 	}
 	switch {
 	case c.CampaignID == "":
-		return campaignRecord{rec: r, reason: "empty-campaign-id", err: errors.New("campaign_id is empty")}
+		return campaignRecord{rec: r, reason: ReasonEmptyCampaignID, err: errors.New("campaign_id is empty")}
 	case string(r.Key) != c.CampaignID:
-		return campaignRecord{rec: r, reason: "misrouted-key", err: fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)}
+		return campaignRecord{rec: r, reason: ReasonMisroutedKey, err: fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)}
 	case c.BusinessID == "":
-		return campaignRecord{rec: r, reason: "empty-business-id", err: errors.New("business_id is empty")}
+		return campaignRecord{rec: r, reason: ReasonEmptyBusinessID, err: errors.New("business_id is empty")}
 	}
 	return campaignRecord{rec: r, campaign: &c}
 }

@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 // Dead-letter headers follow Kafka Connect's convention (__connect.errors.*),
@@ -16,6 +18,32 @@ const (
 	HeaderMessage   = "__connect.errors.exception.message"
 	HeaderReason    = "sponsor.errors.reason"
 )
+
+// Dead-letter reasons of the pipeline's own checks; the decoder's are the
+// wire.Reason* constants.
+const (
+	ReasonEmptyUserID     = "empty-user-id"
+	ReasonEmptyBusinessID = "empty-business-id"
+	ReasonEmptyCampaignID = "empty-campaign-id"
+	// ReasonMisroutedKey: the record's key is not its user (interactions)
+	// or its campaign id (campaigns).
+	ReasonMisroutedKey = "misrouted-key"
+	// ReasonCampaignExpiresBeforeSend: a LAUNCH whose expiry is before its
+	// send time.
+	ReasonCampaignExpiresBeforeSend = "campaign-expires-before-send"
+)
+
+// DeadLetterReasons returns every reason a dead letter can carry in its
+// sponsor.errors.reason header (and in the reason label of
+// sponsor_deadletters_total).
+func DeadLetterReasons() []string {
+	return []string{
+		wire.ReasonNotWireFormat, wire.ReasonUnknownSchema, wire.ReasonIncompatibleSchema,
+		wire.ReasonMalformed, wire.ReasonInvalidValue,
+		ReasonEmptyUserID, ReasonEmptyBusinessID, ReasonEmptyCampaignID,
+		ReasonMisroutedKey, ReasonCampaignExpiresBeforeSend,
+	}
+}
 
 // deadLetter returns the dead-letter record of src: its key and value
 // untouched, with headers naming where it came from and why it was rejected.

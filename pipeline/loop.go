@@ -254,7 +254,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 			t.batch.Close()
 		}
 		t.batch = nil
-		r.stats.add(&t.counts)
+		t.committed(&r.stats)
 	}
 	r.syncPauses()
 	return nil

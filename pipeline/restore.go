@@ -15,12 +15,6 @@ import (
 // while restoring.
 const restoreFlushEvery = 20000
 
-// restore is Restore without progress reports: what a task does on
-// assignment.
-func restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt) (int64, error) {
-	return Restore(ctx, adm, store, changelog, p, opts, nil)
-}
-
 // RestoreProgress is where the restore of one changelog partition stands.
 type RestoreProgress struct {
 	Partition int32
@@ -120,12 +114,13 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 // offset beyond what the restored state has processed, keeps restoring until
 // the state catches up: the previous owner's last transaction committed the
 // offsets and the changelog records together, but its markers may reach the
-// changelog a moment after the group's offsets are readable.
-func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt) (int64, state.Meta, error) {
+// changelog a moment after the group's offsets are readable. progress, if
+// not nil, is Restore's, for each pass.
+func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt, progress func(RestoreProgress)) (int64, state.Meta, error) {
 	var total int64
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		n, err := restore(ctx, adm, store, changelog, p, opts)
+		n, err := Restore(ctx, adm, store, changelog, p, opts, progress)
 		total += n
 		if err != nil {
 			return total, state.Meta{}, err

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -64,6 +65,8 @@ type Runner struct {
 	lso           map[int32]int64 // interactions LSO per partition at the last check
 
 	view storeRef // the store, for the HTTP handlers
+
+	metrics prometheus.Registerer // set by Register: where the Kafka clients' metrics go
 }
 
 // New validates cfg and returns a Runner; it does no I/O.
@@ -152,7 +155,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("sponsor-" + id), kgo.WithLogger(kgoLogger{log})}, cfg.KafkaOpts...)
 	base = append(base, secOpts...)
 	r.base = base
-	r.admCl, err = kgo.NewClient(base...)
+	r.admCl, err = kgo.NewClient(slices.Concat(base, r.kafkaMetrics(ClientAdmin))...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -207,7 +210,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}()
 
-	bc, err := newBroadcast(r.names.Campaigns, serde, log, base)
+	bc, err := newBroadcast(r.names.Campaigns, serde, log, slices.Concat(base, r.kafkaMetrics(ClientCampaigns)))
 	if err != nil {
 		return err
 	}
@@ -219,7 +222,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions}
 
-	sessOpts := append(append([]kgo.Opt(nil), base...),
+	sessOpts := append(slices.Concat(base, r.kafkaMetrics(ClientSession)),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(r.names.Interactions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -353,8 +356,14 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 	results := make(chan result, len(parts))
 	sem := make(chan struct{}, 4) // restores in parallel
 	var wg sync.WaitGroup
+	r.stats.RestoringPartitions.Add(int64(len(parts)))
 	for p := range parts {
 		wg.Go(func() {
+			var restored time.Duration // how long the restore took, once it succeeded
+			defer func() {
+				r.stats.restoreEnded(p, restored)
+				r.stats.RestoringPartitions.Add(-1)
+			}()
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			start := time.Now()
@@ -365,11 +374,14 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			var n int64
 			var err error
 			if !r.cfg.UnsafeNoTransactions {
-				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base)
+				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress)
 			}
 			if err != nil {
 				results <- result{p: p, err: err}
 				return
+			}
+			if !r.cfg.UnsafeNoTransactions {
+				restored = max(time.Since(start), time.Nanosecond)
 			}
 			t := &task{p: p, env: r.env}
 			err = t.load()

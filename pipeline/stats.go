@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,16 +20,26 @@ type Stats struct {
 	CampaignsSeen   atomic.Int64
 	CampaignsFired  atomic.Int64
 	Decisions       [8]atomic.Int64 // by policy.Reason; index 0 = delivered
-	DeadLetters     atomic.Int64
+	DeadLetters     atomic.Int64    // in total; by reason: DeadLettersByReason
 	Transactions    atomic.Int64
 	Aborts          atomic.Int64
 	RestoredRecords atomic.Int64
 	TasksAssigned   atomic.Int64 // tasks currently owned and restored
+	// RestoringPartitions counts the partitions assigned to the instance
+	// whose restore from the changelog has not finished (waiting for their
+	// turn or reading).
+	RestoringPartitions atomic.Int64
 
-	commitLatency prometheus.Histogram // set by Register, before Run
+	// Histograms, set by Register, before Run; nil when not registered.
+	commitLatency  prometheus.Histogram
+	fanoutSize     prometheus.Histogram
+	fanoutSeconds  prometheus.Histogram
+	restoreSeconds prometheus.Histogram
 
-	lagMu sync.Mutex
-	lag   map[int32]int64 // interactions not yet processed, per owned partition
+	mu          sync.Mutex
+	lag         map[int32]int64  // interactions not yet processed, per owned partition
+	deadLetters map[string]int64 // by reason
+	remaining   map[int32]int64  // changelog records left to read, per partition restoring
 }
 
 // observeCommit records how long ending a committed transaction took.
@@ -37,18 +49,62 @@ func (s *Stats) observeCommit(d time.Duration) {
 	}
 }
 
+// observeFanout records a finished fan-out of one campaign on one task: the
+// candidates it decided about and how long it took, from its first chunk to
+// the commit of its last.
+func (s *Stats) observeFanout(candidates int64, d time.Duration) {
+	if s.fanoutSize != nil {
+		s.fanoutSize.Observe(float64(candidates))
+		s.fanoutSeconds.Observe(d.Seconds())
+	}
+}
+
+// restoreProgress records where the restore of one partition stands.
+func (s *Stats) restoreProgress(p RestoreProgress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.remaining == nil {
+		s.remaining = map[int32]int64{}
+	}
+	s.remaining[p.Partition] = max(p.End-p.Next, 0)
+}
+
+// restoreEnded records that the restore of partition p ended: took is how
+// long it took when it succeeded, zero when it failed or was interrupted.
+func (s *Stats) restoreEnded(p int32, took time.Duration) {
+	s.mu.Lock()
+	delete(s.remaining, p)
+	s.mu.Unlock()
+	if took > 0 && s.restoreSeconds != nil {
+		s.restoreSeconds.Observe(took.Seconds())
+	}
+}
+
+// RestoreRemaining returns the changelog records the partitions being
+// restored have left to read (end offset minus next offset, summed), as of
+// their last fetch.
+func (s *Stats) RestoreRemaining() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, r := range s.remaining {
+		n += r
+	}
+	return n
+}
+
 // setLag replaces the per-partition lag with lag (owned partitions only).
 func (s *Stats) setLag(lag map[int32]int64) {
-	s.lagMu.Lock()
+	s.mu.Lock()
 	s.lag = lag
-	s.lagMu.Unlock()
+	s.mu.Unlock()
 }
 
 // Lag returns the interactions not yet processed on the owned partitions,
 // as of the last check (every few seconds).
 func (s *Stats) Lag() int64 {
-	s.lagMu.Lock()
-	defer s.lagMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var n int64
 	for _, l := range s.lag {
 		n += l
@@ -59,10 +115,31 @@ func (s *Stats) Lag() int64 {
 // Delivered returns the number of inbox records committed.
 func (s *Stats) Delivered() int64 { return s.Decisions[policy.Delivered].Load() }
 
+// DeadLettersByReason returns the records sent to the dead-letter topic, by
+// the reason in their sponsor.errors.reason header.
+func (s *Stats) DeadLettersByReason() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.deadLetters)
+}
+
 // counts is a task's tally for one transaction, added to Stats on commit.
 type counts struct {
 	interactions, campaignsSeen, campaignsFired, deadLetters int64
 	decisions                                                [8]int64
+	deadLetterReasons                                        map[string]int64
+	// candidates counts, per campaign, the users the transaction's part
+	// of its fan-out decided about.
+	candidates map[string]int64
+}
+
+// deadLetter counts one dead letter of reason.
+func (c *counts) deadLetter(reason string) {
+	c.deadLetters++
+	if c.deadLetterReasons == nil {
+		c.deadLetterReasons = map[string]int64{}
+	}
+	c.deadLetterReasons[reason]++
 }
 
 func (s *Stats) add(c *counts) {
@@ -73,9 +150,42 @@ func (s *Stats) add(c *counts) {
 	for i, n := range c.decisions {
 		s.Decisions[i].Add(n)
 	}
+	if len(c.deadLetterReasons) > 0 {
+		s.mu.Lock()
+		if s.deadLetters == nil {
+			s.deadLetters = map[string]int64{}
+		}
+		for r, n := range c.deadLetterReasons {
+			s.deadLetters[r] += n
+		}
+		s.mu.Unlock()
+	}
 }
 
-// Register exports the counters on reg as sponsor_* metrics.
+// deadLetterCollector exports sponsor_deadletters_total{reason}: every
+// known reason from the start (at 0), and any other a dead letter carried.
+type deadLetterCollector struct {
+	s    *Stats
+	desc *prometheus.Desc
+}
+
+func (c deadLetterCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
+	byReason := c.s.DeadLettersByReason()
+	if byReason == nil {
+		byReason = map[string]int64{}
+	}
+	for _, r := range DeadLetterReasons() {
+		byReason[r] += 0
+	}
+	for _, r := range slices.Sorted(maps.Keys(byReason)) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(byReason[r]), r)
+	}
+}
+
+// Register exports the counters on reg as sponsor_* metrics. A Runner's
+// Register also exports its Kafka clients' metrics.
 func (s *Stats) Register(reg prometheus.Registerer) error {
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
@@ -84,18 +194,44 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_interactions_total", "Interactions processed (committed).", &s.Interactions),
 		counter("sponsor_campaign_records_total", "Campaign records read by tasks (committed), summed over tasks.", &s.CampaignsSeen),
 		counter("sponsor_campaigns_fired_total", "Campaign fan-outs finished, summed over tasks.", &s.CampaignsFired),
-		counter("sponsor_deadletters_total", "Records sent to the dead-letter topic.", &s.DeadLetters),
+		deadLetterCollector{s, prometheus.NewDesc("sponsor_deadletters_total",
+			"Records sent to the dead-letter topic (committed), by the reason in their sponsor.errors.reason header.", []string{"reason"}, nil)},
 		counter("sponsor_transactions_total", "Transactions committed.", &s.Transactions),
 		counter("sponsor_transaction_aborts_total", "Transactions aborted.", &s.Aborts),
 		counter("sponsor_restored_records_total", "Changelog records applied while restoring tasks.", &s.RestoredRecords),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_restoring_partitions",
+			Help: "Partitions assigned to this instance whose restore from the changelog has not finished.",
+		}, func() float64 { return float64(s.RestoringPartitions.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_restore_records_remaining",
+			Help: "Changelog records the partitions being restored have left to read (end offset minus next offset, summed), as of their last fetch.",
+		}, func() float64 { return float64(s.RestoreRemaining()) }),
 	}
 	s.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sponsor_transaction_commit_seconds",
 		Help:    "Time to end a committed transaction (flush, offset commit, EndTxn).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
-	cs = append(cs, s.commitLatency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	s.fanoutSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sponsor_fanout_size",
+		Help:    "Candidates (users decided about: delivered or suppressed) of each finished campaign fan-out, per task.",
+		// le="0" counts the fan-outs that found no contact of the
+		// business in the task's partition; then 1 to 4M.
+		Buckets: append([]float64{0}, prometheus.ExponentialBuckets(1, 4, 12)...),
+	})
+	s.fanoutSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sponsor_fanout_seconds",
+		Help:    "Wall time of each finished campaign fan-out, per task, from its first chunk to the commit of its last.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 3, 12), // 10 ms to 30 min
+	})
+	s.restoreSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sponsor_restore_seconds",
+		Help:    "Time to restore one partition's state from the changelog, per successful restore.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 3, 12), // 10 ms to 30 min
+	})
+	cs = append(cs, s.commitLatency, s.fanoutSize, s.fanoutSeconds, s.restoreSeconds, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sponsor_lag_records",
 		Help: "Interactions not yet processed on the partitions this instance owns (last stable offset minus each task's next offset), checked every 2 s.",
 	}, func() float64 { return float64(s.Lag()) }))

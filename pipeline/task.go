@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -26,15 +27,26 @@ type task struct {
 	firing []*policy.Progress          // Firing, in the order they fire
 	sweep  []byte                      // contact expiry sweep cursor (in memory only)
 	sweepR []byte                      // recipient expiry sweep cursor
+	// fanning tallies the fan-outs in progress for the metrics, as of the
+	// last committed transaction (in memory only: a fan-out resumed by
+	// another instance or after a restart is tallied from there).
+	fanning map[string]*fanoutTally
 
 	// Per transaction.
 	batch       *state.Batch
 	out         []*kgo.Record
 	counts      counts
 	metaChanged bool
-	fired       []string // campaigns whose fan-out finished, for the log
+	fired       []string // campaigns whose fan-out finished, for the log and the metrics
 	budget      int      // decisions left in this transaction
 	decodeBuf   []byte
+}
+
+// fanoutTally is a fan-out in progress: when the task started it and how
+// many candidates its committed chunks decided about.
+type fanoutTally struct {
+	start      time.Time
+	candidates int64
 }
 
 // env is what tasks share: read-only after start.
@@ -145,7 +157,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 	next, verdict := policy.Admit(known, c, t.meta.Time)
 	switch verdict {
 	case policy.Invalid:
-		t.deadLetterCampaign(cr.rec, "campaign-expires-before-send",
+		t.deadLetterCampaign(cr.rec, ReasonCampaignExpiresBeforeSend,
 			fmt.Errorf("campaign %s expires at %s, before its send_at %s", c.CampaignID, c.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"), c.SendAt.UTC().Format("2006-01-02T15:04:05.000Z")))
 		return nil
 	case policy.Ignored:
@@ -168,7 +180,7 @@ func (t *task) deadLetterCampaign(r *kgo.Record, reason string, err error) {
 		return
 	}
 	t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
-	t.counts.deadLetters++
+	t.counts.deadLetter(reason)
 }
 
 // fanout continues the fan-outs in progress within the transaction's
@@ -179,6 +191,13 @@ func (t *task) fanout() (bool, error) {
 			return false, nil
 		}
 		c := t.firing[0]
+		if t.fanning[c.Campaign.ID] == nil {
+			if t.fanning == nil {
+				t.fanning = map[string]*fanoutTally{}
+			}
+			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now()}
+		}
+		var candidates int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string) error {
@@ -204,6 +223,7 @@ func (t *task) fanout() (bool, error) {
 			}
 			reason := t.env.policy.Decide(&contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
+			candidates++
 			if t.env.names.Decisions != "" {
 				if err := t.decided(user, c, reason); err != nil {
 					return err
@@ -226,6 +246,10 @@ func (t *task) fanout() (bool, error) {
 			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
 		}
 		c.Cursor = last
+		if t.counts.candidates == nil {
+			t.counts.candidates = map[string]int64{}
+		}
+		t.counts.candidates[c.Campaign.ID] += candidates
 		if done {
 			c.Status, c.Cursor = policy.Fired, ""
 			t.firing = t.firing[1:]
@@ -241,6 +265,23 @@ func (t *task) fanout() (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// committed adds the counts of the task's part of a transaction to s once
+// the transaction committed, and records the fan-outs it finished.
+func (t *task) committed(s *Stats) {
+	for id, n := range t.counts.candidates {
+		if f := t.fanning[id]; f != nil {
+			f.candidates += n
+		}
+	}
+	for _, id := range t.fired {
+		if f := t.fanning[id]; f != nil {
+			s.observeFanout(f.candidates, time.Since(f.start))
+			delete(t.fanning, id)
+		}
+	}
+	s.add(&t.counts)
 }
 
 // decided writes the audit record of one decision to the decisions topic.
@@ -336,7 +377,7 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 	in, err := t.env.serde.DecodeInteraction(r.Value)
 	reject := func(reason string, err error) (schemas.Interaction, string, error) {
 		t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
-		t.counts.deadLetters++
+		t.counts.deadLetter(reason)
 		return in, reason, nil
 	}
 	if err != nil {
@@ -348,11 +389,11 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 	}
 	switch {
 	case in.UserID == "":
-		return reject("empty-user-id", errors.New("user_id is empty"))
+		return reject(ReasonEmptyUserID, errors.New("user_id is empty"))
 	case string(r.Key) != in.UserID:
-		return reject("misrouted-key", fmt.Errorf("record key %q is not the user_id %q: the record is on the wrong partition for its user", r.Key, in.UserID))
+		return reject(ReasonMisroutedKey, fmt.Errorf("record key %q is not the user_id %q: the record is on the wrong partition for its user", r.Key, in.UserID))
 	case in.Kind != schemas.UserErased && in.BusinessID == "":
-		return reject("empty-business-id", fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
+		return reject(ReasonEmptyBusinessID, fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
 	}
 	return in, "", nil
 }

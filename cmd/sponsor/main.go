@@ -277,7 +277,7 @@ func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog
 	if addr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		if err := r.Stats().Register(reg); err != nil {
+		if err := r.Register(reg); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", addr)

@@ -1,29 +1,61 @@
 package manifests
 
 import (
+	"context"
 	"encoding/json"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/pipeline"
 )
 
 // exportedMetrics returns the metric families the pipeline's /metrics
 // serves, by registering them as cmd/sponsor does on a fresh registry and
-// gathering: name -> type.
+// gathering: name -> type. The Kafka client metrics (kprom) exist only
+// once a client is built and their series once it has produced and
+// fetched: a client with the runner's metrics option produces a record to
+// an in-process kfake broker and fetches it back first.
 func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := (&pipeline.Stats{}).Register(reg); err != nil {
+	r, err := pipeline.New(pipeline.Config{Brokers: []string{"localhost:9092"}, Registry: "http://localhost:8081", StateDir: t.TempDir()})
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kf.ListenAddrs()...), kgo.ConsumeTopics("metrics"),
+		pipeline.KafkaClientMetrics(reg, pipeline.ClientSession))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "metrics", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatalf("produce to kfake: %v", err)
+	}
+	if fs := cl.PollFetches(ctx); fs.NumRecords() == 0 {
+		t.Fatalf("fetch from kfake: no record (%v)", fs.Errors())
+	}
+
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +194,8 @@ func TestPromMetrics(t *testing.T) {
 
 // TestGrafanaDashboard checks that deploy/grafana/sponsor.json reads only
 // metrics the pipeline exports (a renamed metric breaks this test, not the
-// dashboard), and that it shows every sponsor_* metric.
+// dashboard), and that it shows every sponsor_* metric of the pipeline's
+// own and the main Kafka client ones.
 func TestGrafanaDashboard(t *testing.T) {
 	exported := exportedMetrics(t)
 	exprs := dashboardQueries(t, readFile(t, "deploy/grafana/sponsor.json"))
@@ -190,11 +223,13 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 	}
 	for n := range exported {
-		if strings.HasPrefix(n, "sponsor_") && !used[n] {
+		if strings.HasPrefix(n, "sponsor_") && !strings.HasPrefix(n, pipeline.KafkaMetricsNamespace+"_") && !used[n] {
 			t.Errorf("the pipeline exports %s, but no panel of the dashboard shows it", n)
 		}
 	}
-	for _, n := range []string{"process_resident_memory_bytes", "go_goroutines"} {
+	for _, n := range []string{"process_resident_memory_bytes", "go_goroutines",
+		"sponsor_kafka_produce_records_total", "sponsor_kafka_produce_uncompressed_bytes_total",
+		"sponsor_kafka_fetch_records_total", "sponsor_kafka_request_duration_e2e_seconds"} {
 		if !used[n] {
 			t.Errorf("no panel shows %s", n)
 		}
