@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/sponsor
 DATA    ?= data
 
-.PHONY: run build test test-short test-kafka bench vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down external-clients clean
+.PHONY: run build test test-short test-kafka bench bench-scale plots vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down external-clients clean
 
 ## run: the embedded default (in-process Kafka + schema registry, the pipeline, a demo workload); data kept in ./data
 run: build
@@ -30,8 +30,22 @@ test-kafka: kafka-up
 ##        or on a real Kafka with KAFKA_BROKERS=host:port; sizes: BENCH_INTERACTIONS, BENCH_CONTACTS (default 1M each)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 500ms -count 1 $$($(GO) list ./... | grep -v /e2e)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./e2e/ \
+	$(GO) test -run '^$$' -bench '^Benchmark(SteadyState|Fanout|Restore)$$' -benchtime 1x -count 1 -timeout 20m ./e2e/ \
 		-bench.interactions $${BENCH_INTERACTIONS:-1000000} -bench.contacts $${BENCH_CONTACTS:-1000000}
+
+## bench-scale: sponsor run as its own process on the local Apache Kafka (make kafka-up): 10M contacts
+##              (ingest, peak RSS), a 1M fan-out, restore to /readyz, 1-3 instances; writes CSVs to
+##              BENCH_OUT (default bench-out/), then draws docs/img/*.png from them (make plots)
+BENCH_OUT ?= bench-out
+bench-scale:
+	mkdir -p $(BENCH_OUT)
+	BENCH_OUT=$(abspath $(BENCH_OUT)) KAFKA_BROKERS=$${KAFKA_BROKERS:-127.0.0.1:9092} \
+		$(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -count 1 -timeout 60m ./e2e/
+	$(MAKE) plots
+
+## plots: docs/img/throughput.png and fanout-latency.png from BENCH_OUT's CSVs (tools/benchplot, gonum/plot)
+plots:
+	cd tools/benchplot && $(GO) run . -in $(abspath $(BENCH_OUT)) -out $(abspath docs/img)
 
 ## kafka-up / kafka-down: a single-node Apache Kafka (KRaft) on 127.0.0.1:9092, from the Maven Central jars
 kafka-up:

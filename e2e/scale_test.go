@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,6 +73,7 @@ func BenchmarkScale(b *testing.B) {
 		// 1. ingest.
 		t0 := time.Now()
 		p := startProc(b, "ingest", args, logDir, 1)
+		series := sampleMetrics(p, t0)
 		pr := waitCommitted(b, c, c.group, ends, t0, p.exited)
 		ingestRSS := vmHWM(p)
 		b.ReportMetric(float64(m)/pr.total.Seconds(), "ingest_rec/s")
@@ -102,10 +104,20 @@ func BenchmarkScale(b *testing.B) {
 		}
 		fan := time.Since(t1)
 		fanRSS := vmHWM(p)
+		time.Sleep(600 * time.Millisecond) // one more sample after the end
+		samples := series.stop()
+		lat := deliveryLatencies(b, c, camp.CampaignID, t1)
 		b.ReportMetric(float64(f)/fan.Seconds(), "fanout_deliveries/s")
 		b.ReportMetric(fanRSS, "fanout_peak_rss_MiB")
 		b.Logf("fan-out: %d deliveries committed %s after the campaign's publish = %.0f deliveries/s (with decisions: a decision record per candidate); peak RSS %.0f MiB",
 			f, fan.Round(time.Millisecond), float64(f)/fan.Seconds(), fanRSS)
+		b.Logf("fan-out: time from the campaign's publish to each inbox record (its timestamp, set when produced in the transaction): p50 %s, p90 %s, p99 %s, max %s",
+			pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100))
+		if dir := os.Getenv("BENCH_OUT"); dir != "" {
+			writeSeries(b, filepath.Join(dir, "scale-throughput.csv"), samples, t1.Sub(t0))
+			writeLatencies(b, filepath.Join(dir, "scale-fanout-latency.csv"), lat)
+			b.Logf("wrote %s/scale-throughput.csv and scale-fanout-latency.csv (plot: go run ./cmd/benchplot -in %s)", dir, dir)
+		}
 		p.term(b)
 
 		// 3. restore into an empty state folder.
@@ -228,5 +240,98 @@ func waitReady(b *testing.B, p *proc, limit time.Duration) time.Duration {
 			b.Fatalf("/readyz not 200 after %s", limit)
 		}
 		time.Sleep(20 * time.Millisecond) // a sampling interval, not an assertion
+	}
+}
+
+// metricSample is one scrape of an instance's counters.
+type metricSample struct {
+	at                       time.Duration // since the phase's start
+	interactions, deliveries float64
+}
+
+type sampler struct {
+	stopCh chan struct{}
+	done   chan []metricSample
+}
+
+// sampleMetrics scrapes p's /metrics every 250ms until stop.
+func sampleMetrics(p *proc, start time.Time) *sampler {
+	s := &sampler{stopCh: make(chan struct{}), done: make(chan []metricSample, 1)}
+	go func() {
+		var out []metricSample
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stopCh:
+				s.done <- out
+				return
+			case <-tick.C:
+			}
+			if m := scrapeCounters(metricsURL(p)); m != nil {
+				out = append(out, metricSample{at: time.Since(start), interactions: m["sponsor_interactions_total"], deliveries: m["sponsor_deliveries_total"]})
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) stop() []metricSample {
+	close(s.stopCh)
+	return <-s.done
+}
+
+// deliveryLatencies reads the campaign's inbox records and returns, sorted,
+// the time from the campaign's publish to each record's timestamp.
+func deliveryLatencies(b *testing.B, c *cluster, campaign string, published time.Time) []time.Duration {
+	b.Helper()
+	var out []time.Duration
+	for _, r := range c.readAll(b, c.names.Inbox) {
+		m, err := c.serde.DecodeInbox(r.Value)
+		if err != nil || m.CampaignID != campaign {
+			continue
+		}
+		out = append(out, r.Timestamp.Sub(published))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pct returns the q-th percentile of sorted durations.
+func pct(sorted []time.Duration, q int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(len(sorted)-1, len(sorted)*q/100)
+	return sorted[i].Round(time.Millisecond)
+}
+
+func writeSeries(b *testing.B, path string, ss []metricSample, fanoutAt time.Duration) {
+	var sb strings.Builder
+	sb.WriteString("seconds,interactions_total,deliveries_total,phase\n")
+	for _, s := range ss {
+		phase := "ingest"
+		if s.at >= fanoutAt {
+			phase = "fanout"
+		}
+		fmt.Fprintf(&sb, "%.3f,%.0f,%.0f,%s\n", s.at.Seconds(), s.interactions, s.deliveries, phase)
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func writeLatencies(b *testing.B, path string, sorted []time.Duration) {
+	var sb strings.Builder
+	sb.WriteString("percentile,seconds\n")
+	for q := 0; q <= 100; q++ {
+		if len(sorted) == 0 {
+			break
+		}
+		i := min(len(sorted)-1, len(sorted)*q/100)
+		fmt.Fprintf(&sb, "%d,%.4f\n", q, sorted[i].Seconds())
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
 	}
 }
