@@ -117,11 +117,12 @@ func oracleRun(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleCo
 	if keep {
 		outcomes = map[pairKey]string{}
 	}
-	// lastSent[user][business] is the latest delivery of business to user.
-	lastSent := map[string]map[string]time.Time{}
+	// sent[user][business] are the deliveries of business to user so far,
+	// ascending.
+	sent := map[string]map[string][]time.Time{}
 	for _, c := range fire {
 		for _, u := range users {
-			why := decide(byUser[u], c, lastSent[u][c.BusinessID], cfg)
+			why := decide(byUser[u], c, sent[u][c.BusinessID], cfg)
 			tally[why]++
 			if keep {
 				outcomes[pairKey{c.CampaignID, u}] = why
@@ -130,10 +131,10 @@ func oracleRun(ins []schemas.Interaction, camps []schemas.Campaign, cfg oracleCo
 				continue
 			}
 			out[pairKey{c.CampaignID, u}] = delivery{Campaign: c.CampaignID, User: u, Business: c.BusinessID, SentAt: c.SendAt}
-			if lastSent[u] == nil {
-				lastSent[u] = map[string]time.Time{}
+			if sent[u] == nil {
+				sent[u] = map[string][]time.Time{}
 			}
-			lastSent[u][c.BusinessID] = c.SendAt
+			sent[u][c.BusinessID] = append(sent[u][c.BusinessID], c.SendAt)
 		}
 	}
 	return out, tally, outcomes
@@ -152,43 +153,81 @@ const (
 )
 
 // decide decides one (campaign, user) pair from the user's interactions
-// (ascending) and the business's latest delivery to the user (zero: none).
-func decide(hist []schemas.Interaction, c schemas.Campaign, prev time.Time, cfg oracleConfig) string {
+// (ascending) and the business's earlier deliveries to the user (ascending,
+// all at or before the campaign's send time).
+//
+// It models what the rules forget (DESIGN: a contact with no event for
+// longer than the contact retention is forgotten, and its state expires):
+// walking the history in event time, an interaction with the business finds
+// the contact forgotten, and starts from nothing, when its last event
+// (user-initiated interaction, block or opt-out toggle, delivery) is older
+// than the retention and no delivery is within 24 hours; the same test at
+// the send time makes the user no candidate. An erasure forgets everything,
+// deliveries included. An interaction at a delivery's own time counts as
+// before it.
+func decide(hist []schemas.Interaction, c schemas.Campaign, sent []time.Time, cfg oracleConfig) string {
 	s := c.SendAt
 	var (
 		last      [3]time.Time // latest of each user-initiated kind, zero = never
 		blocked   bool
 		optedOut  bool
+		toggleAt  time.Time // latest block/unblock or opt-out/opt-in
+		lastSent  time.Time // latest delivery the contact remembers
 		erasedAt  time.Time
 		hasErased bool
 	)
+	lastEvent := func() time.Time {
+		t := lastSent
+		for _, x := range append(last[:], toggleAt) {
+			if x.After(t) {
+				t = x
+			}
+		}
+		return t
+	}
+	forgotten := func(now time.Time) bool {
+		return lastEvent().Before(now.Add(-cfg.Retention)) && !lastSent.After(now.Add(-24*time.Hour))
+	}
+	reset := func() { last, blocked, optedOut, toggleAt, lastSent = [3]time.Time{}, false, false, time.Time{}, time.Time{} }
+	next := 0 // the next delivery of sent to apply
+	deliveriesBefore := func(t time.Time, inclusive bool) {
+		for next < len(sent) && (sent[next].Before(t) || inclusive && sent[next].Equal(t)) {
+			lastSent = sent[next]
+			next++
+		}
+	}
 	for _, in := range hist {
 		if in.OccurredAt.After(s) { // an interaction exactly at send_at counts as before
 			break
 		}
+		deliveriesBefore(in.OccurredAt, false)
 		if in.Kind == schemas.UserErased {
 			// Everything known about the user is gone: a stranger again.
-			last, blocked, optedOut = [3]time.Time{}, false, false
+			reset()
 			erasedAt, hasErased = in.OccurredAt, true
 			continue
 		}
-		if in.BusinessID != c.BusinessID {
+		if in.BusinessID != c.BusinessID || in.Kind == schemas.BusinessMessage {
 			continue
+		}
+		if forgotten(in.OccurredAt) {
+			reset()
 		}
 		switch in.Kind {
 		case schemas.UserMessage, schemas.BotStarted, schemas.BotCTAClick:
 			last[in.Kind] = in.OccurredAt
 		case schemas.Block:
-			blocked = true
+			blocked, toggleAt = true, in.OccurredAt
 		case schemas.Unblock:
-			blocked = false
+			blocked, toggleAt = false, in.OccurredAt
 		case schemas.SponsoredOptOut:
-			optedOut = true
+			optedOut, toggleAt = true, in.OccurredAt
 		case schemas.SponsoredOptIn:
-			optedOut = false
+			optedOut, toggleAt = false, in.OccurredAt
 		}
 	}
-	// 1. contact, within the retention.
+	deliveriesBefore(s, true)
+	// 1. contact, not forgotten.
 	var lastContact time.Time
 	for _, t := range last {
 		if t.After(lastContact) {
@@ -198,7 +237,7 @@ func decide(hist []schemas.Interaction, c schemas.Campaign, prev time.Time, cfg 
 	if lastContact.IsZero() {
 		return outStranger
 	}
-	if lastContact.Before(s.Add(-cfg.Retention)) {
+	if forgotten(s) || lastContact.Before(s.Add(-cfg.Retention)) {
 		return outRetention
 	}
 	// 2. not suppressed.
@@ -228,11 +267,12 @@ func decide(hist []schemas.Interaction, c schemas.Campaign, prev time.Time, cfg 
 	// 4. the 24-hour window: a delivery in (s-24h, s] blocks; an erasure
 	// forgets deliveries made before it (one at the erasure's own time was
 	// made after it: the interaction counts as before the firing).
-	if !prev.IsZero() && prev.After(s.Add(-24*time.Hour)) && !prev.After(s) {
-		if !hasErased || !prev.Before(erasedAt) {
-			return outWindow
-		}
-		return outErasedReset
+	inWindow := func(t time.Time) bool { return !t.IsZero() && t.After(s.Add(-24*time.Hour)) && !t.After(s) }
+	if inWindow(lastSent) {
+		return outWindow
+	}
+	if len(sent) > 0 && inWindow(sent[len(sent)-1]) && hasErased && sent[len(sent)-1].Before(erasedAt) {
+		return outErasedReset // delivered: the erasure forgot the delivery in the window
 	}
 	return outDelivered
 }
