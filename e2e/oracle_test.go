@@ -188,7 +188,9 @@ func decide(hist []schemas.Interaction, c schemas.Campaign, sent []time.Time, cf
 	forgotten := func(now time.Time) bool {
 		return lastEvent().Before(now.Add(-cfg.Retention)) && !lastSent.After(now.Add(-24*time.Hour))
 	}
-	reset := func() { last, blocked, optedOut, toggleAt, lastSent = [3]time.Time{}, false, false, time.Time{}, time.Time{} }
+	reset := func() {
+		last, blocked, optedOut, toggleAt, lastSent = [3]time.Time{}, false, false, time.Time{}, time.Time{}
+	}
 	next := 0 // the next delivery of sent to apply
 	deliveriesBefore := func(t time.Time, inclusive bool) {
 		for next < len(sent) && (sent[next].Before(t) || inclusive && sent[next].Equal(t)) {

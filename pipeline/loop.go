@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -149,23 +150,14 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	}
 
 	// Produce everything, remembering each task's last changelog offset.
-	lastChange := map[int32]int64{}
-	var produceErr error
-	promise := func(rec *kgo.Record, err error) {
-		if err != nil {
-			produceErr = err
-			return
-		}
-		if rec.Topic == r.names.Changelog && rec.Offset+1 > lastChange[rec.Partition] {
-			lastChange[rec.Partition] = rec.Offset + 1
-		}
-	}
+	out := &txnOutputs{changelog: r.names.Changelog, lastChange: map[int32]int64{}}
 	any := false
 	tasks := r.sortedTasks()
 	for _, t := range tasks {
 		for _, rec := range t.out {
 			any = true
-			r.sess.Produce(ctx, rec, promise)
+			out.wg.Add(1)
+			r.sess.Produce(ctx, rec, out.promise)
 		}
 	}
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
@@ -195,35 +187,37 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	endStart := time.Now()
 	// franz-go commits what did get written even when a record of the
 	// transaction failed for good (a non-retriable produce error such as
-	// INVALID_RECORD fails only that record): flush first, and abort if
-	// any record failed, or the offsets would move past a delivery or a
-	// state change that is not in Kafka. Promises run before Flush returns.
+	// INVALID_RECORD fails only that record): flush, wait for every
+	// record's promise, and abort if any record failed, or the offsets
+	// would move past a delivery or a state change that is not in Kafka.
 	if err := r.sess.Client().Flush(endCtx); err != nil {
-		return errors.Join(fmt.Errorf("flush transaction: %w", err), r.abortInFlight(ctx))
+		r.stats.Aborts.Add(1)
+		return errors.Join(fmt.Errorf("flush transaction: %w", err), r.abortInFlight(ctx), out.wait(r.cfg.TransactionTimeout))
 	}
-	if produceErr != nil {
+	if err := out.wait(r.cfg.TransactionTimeout); err != nil {
+		r.stats.Aborts.Add(1)
+		return errors.Join(err, r.abortInFlight(ctx))
+	}
+	if perr := out.failed(); perr != nil {
 		r.stats.Aborts.Add(1)
 		if aerr := r.abortInFlight(ctx); aerr != nil {
-			return errors.Join(fmt.Errorf("produce: %w", produceErr), aerr)
+			return errors.Join(fmt.Errorf("produce: %w", perr), aerr)
 		}
-		return fmt.Errorf("produce failed; transaction aborted: %w", produceErr)
+		return fmt.Errorf("produce failed; transaction aborted: %w", perr)
 	}
 	ok, err := r.sess.End(endCtx, kgo.TryCommit)
-	if produceErr != nil && err == nil && ok {
-		// Cannot happen: nothing is produced after the flush.
-		return fmt.Errorf("%w: produce failed in a committed transaction: %w", errStop, produceErr)
-	}
 	if err != nil {
 		r.stats.Aborts.Add(1)
 		if aerr := r.abortInFlight(ctx); aerr != nil {
 			return errors.Join(fmt.Errorf("end transaction: %w", err), aerr)
 		}
-		return fmt.Errorf("end transaction: %w", errors.Join(err, produceErr))
+		return fmt.Errorf("end transaction: %w", err)
 	}
 	if !ok {
 		r.stats.Aborts.Add(1)
-		return fmt.Errorf("transaction aborted (rebalance or failed produce): %v", produceErr)
+		return errors.New("transaction aborted (a rebalance revoked or lost partitions during it)")
 	}
+	lastChange := out.lastChange
 	committed = true
 	if any {
 		r.stats.Transactions.Add(1)
@@ -258,6 +252,58 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	}
 	r.syncPauses()
 	return nil
+}
+
+// txnOutputs follows the records of one transaction: it counts their
+// promises, so that the loop knows when franz-go is done with every record
+// (Flush waits only for the records it buffered; a record that fails before
+// it is buffered, e.g. when its produce context expires while the client's
+// buffer is full, has its promise run later on another goroutine), keeps
+// the first failure, and each task's last changelog offset.
+type txnOutputs struct {
+	wg         sync.WaitGroup
+	changelog  string
+	mu         sync.Mutex
+	err        error
+	lastChange map[int32]int64
+}
+
+func (o *txnOutputs) promise(rec *kgo.Record, err error) {
+	defer o.wg.Done()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		if o.err == nil {
+			o.err = err
+		}
+		return
+	}
+	if rec.Topic == o.changelog && rec.Offset+1 > o.lastChange[rec.Partition] {
+		o.lastChange[rec.Partition] = rec.Offset + 1
+	}
+}
+
+// failed returns the first record failure, once wait returned nil.
+func (o *txnOutputs) failed() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// wait waits, at most d, until every record's promise has run. If some
+// have not, franz-go may still use records the tasks reuse in their next
+// transaction: the instance must stop (errStop).
+func (o *txnOutputs) wait(d time.Duration) error {
+	done := make(chan struct{})
+	go func() { o.wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: records of the transaction still unaccounted for after %s", errStop, d)
+	}
 }
 
 // abortInFlight ends, by aborting, a transaction a failed End left open,

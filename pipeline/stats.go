@@ -215,8 +215,8 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
 	s.fanoutSize = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "sponsor_fanout_size",
-		Help:    "Candidates (users decided about: delivered or suppressed) of each finished campaign fan-out, per task.",
+		Name: "sponsor_fanout_size",
+		Help: "Candidates (users decided about: delivered or suppressed) of each finished campaign fan-out, per task.",
 		// le="0" counts the fan-outs that found no contact of the
 		// business in the task's partition; then 1 to 4M.
 		Buckets: append([]float64{0}, prometheus.ExponentialBuckets(1, 4, 12)...),

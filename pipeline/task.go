@@ -44,7 +44,8 @@ type task struct {
 	// The records of a transaction and the bytes of the keys and values
 	// the task encodes for them, reused from one transaction to the next:
 	// franz-go is done with every record once the transaction has ended
-	// (End flushes; an abort waits for the records in flight). A fan-out
+	// (the loop waits for every record's promise, and stops the instance
+	// if some never come: see txnOutputs). A fan-out
 	// of 5000 decisions otherwise allocated a record, a key and an
 	// encoding buffer per inbox and decision record.
 	slab  []kgo.Record
@@ -234,8 +235,14 @@ func (t *task) fanout() (bool, error) {
 			reason := t.env.policy.Decide(&contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
 			candidates++
+			if t.env.names.Decisions == "" && reason != policy.Delivered {
+				return nil
+			}
+			// One delivery id and one copy of the key for the decision
+			// and the inbox record.
+			id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
 			if t.env.names.Decisions != "" {
-				if err := t.decided(user, c, reason); err != nil {
+				if err := t.decided(key, id, user, c, reason); err != nil {
 					return err
 				}
 			}
@@ -250,7 +257,7 @@ func (t *task) fanout() (bool, error) {
 					return err
 				}
 			}
-			return t.deliver(user, c)
+			return t.deliver(key, id, user, c)
 		})
 		if err != nil {
 			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
@@ -294,10 +301,17 @@ func (t *task) committed(s *Stats) {
 	s.add(&t.counts)
 }
 
+// key returns a copy of user in the task's arena, for record keys.
+func (t *task) key(user string) []byte {
+	start := len(t.arena)
+	t.arena = append(t.arena, user...)
+	return t.arena[start:len(t.arena):len(t.arena)]
+}
+
 // decided writes the audit record of one decision to the decisions topic.
-func (t *task) decided(user string, c *policy.Progress, reason policy.Reason) error {
+func (t *task) decided(key []byte, id, user string, c *policy.Progress, reason policy.Reason) error {
 	d := schemas.Decision{
-		DeliveryID:  policy.DeliveryID(c.Campaign.ID, user),
+		DeliveryID:  id,
 		UserID:      user,
 		BusinessID:  c.Campaign.Business,
 		CampaignID:  c.Campaign.ID,
@@ -305,18 +319,18 @@ func (t *task) decided(user string, c *policy.Progress, reason policy.Reason) er
 		DecidedAsOf: millisTime(c.FireAt),
 	}
 	start := len(t.arena)
-	arena, err := t.env.serde.AppendDecision(append(t.arena, user...), &d)
+	arena, err := t.env.serde.AppendDecision(t.arena, &d)
 	if err != nil {
 		return fmt.Errorf("encode decision: %w", err)
 	}
 	t.arena = arena
-	t.emit(t.env.names.Decisions, arena[start:start+len(user)], arena[start+len(user):])
+	t.emit(t.env.names.Decisions, key, arena[start:len(arena):len(arena)])
 	return nil
 }
 
-func (t *task) deliver(user string, c *policy.Progress) error {
+func (t *task) deliver(key []byte, id, user string, c *policy.Progress) error {
 	m := schemas.InboxMessage{
-		DeliveryID: policy.DeliveryID(c.Campaign.ID, user),
+		DeliveryID: id,
 		UserID:     user,
 		BusinessID: c.Campaign.Business,
 		CampaignID: c.Campaign.ID,
@@ -324,12 +338,12 @@ func (t *task) deliver(user string, c *policy.Progress) error {
 		Message:    c.Message,
 	}
 	start := len(t.arena)
-	arena, err := t.env.serde.AppendInbox(append(t.arena, user...), &m)
+	arena, err := t.env.serde.AppendInbox(t.arena, &m)
 	if err != nil {
 		return fmt.Errorf("encode inbox message: %w", err)
 	}
 	t.arena = arena
-	t.emit(t.env.names.Inbox, arena[start:start+len(user)], arena[start+len(user):])
+	t.emit(t.env.names.Inbox, key, arena[start:len(arena):len(arena)])
 	return nil
 }
 
