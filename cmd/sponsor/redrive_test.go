@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
@@ -114,6 +117,20 @@ func TestRedrive(t *testing.T) {
 		if strings.Contains(g, "redrive") {
 			t.Errorf("the plan created group %s", g)
 		}
+	}
+
+	// A record the broker refuses for good (INVALID_RECORD on the first
+	// produce to interactions): the redrive fails, and its transaction,
+	// with the dead letters' offsets, is aborted: nothing sent, nothing
+	// counted as sent (the next redrive still sends all three).
+	fault := stack.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: names.Interactions, Err: kerr.InvalidRecord, Count: 1})
+	_, stderr, err := runCmd(t, cmdDeadletter, "", append([]string{"redrive", "--reason", "misrouted", "--yes"}, conn...)...)
+	fault.Remove()
+	if err == nil || !strings.Contains(err.Error()+stderr, "INVALID_RECORD") {
+		t.Fatalf("redrive with a refused record: err %v, stderr %s; want an INVALID_RECORD error", err, stderr)
+	}
+	if got := readCommittedFrom(t, stack.Brokers, names.Interactions, inBefore); len(got) != 0 {
+		t.Fatalf("a redrive whose record was refused made %d records visible on interactions, want 0", len(got))
 	}
 
 	// --yes sends the misrouted records back, once, to their partitions.

@@ -552,7 +552,9 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 	if err != nil {
 		return fmt.Errorf("transactional session: %w", err)
 	}
-	defer s.Close()
+	// A return from the middle of an iteration still holds the poll's
+	// block on rebalances, and Close (leaving the group) would wait for it.
+	defer func() { s.AllowRebalance(); s.Close() }()
 	// Fence a killed predecessor with the same transactional id now, and
 	// abort the transaction it left open.
 	if _, _, err := s.Client().ProducerID(ctx); err != nil {
@@ -620,8 +622,13 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 		if err := s.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
-		var n int64
-		var perr error
+		var (
+			n       int64
+			perr    error
+			pending sync.WaitGroup // every promise, including late ones
+			failMu  sync.Mutex
+			failed  error
+		)
 		fs.EachRecord(func(r *kgo.Record) {
 			next[r.Partition] = r.Offset + 1
 			if r.Attrs.IsControl() || perr != nil {
@@ -638,15 +645,38 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 				}
 			}
 			n++
+			pending.Add(1)
 			s.Produce(ctx, out, func(r *kgo.Record, err error) {
+				defer pending.Done()
 				if err != nil {
 					log.Error("send back", "topic", r.Topic, "partition", r.Partition, "err", err)
+					failMu.Lock()
+					if failed == nil {
+						failed = fmt.Errorf("send back to %s/%d: %w", r.Topic, r.Partition, err)
+					}
+					failMu.Unlock()
 				}
 			})
 		})
-		// End flushes the records produced; if any failed, or the group
-		// rebalanced meanwhile, it aborts and the session starts again from
-		// the last committed offsets.
+		// franz-go fails only the record on a non-retriable produce error
+		// and would commit the rest, with the dead letters' offsets: those
+		// dead letters would count as sent back for good. Flush, wait for
+		// every promise (a record that failed before it was buffered has
+		// its promise run after Flush), and abort if any record failed.
+		if err := s.Client().Flush(ctx); err != nil {
+			_, aerr := s.End(context.WithoutCancel(ctx), kgo.TryAbort)
+			return errors.Join(fmt.Errorf("flush: %w", err), aerr)
+		}
+		pending.Wait()
+		if failed != nil {
+			if _, aerr := s.End(ctx, kgo.TryAbort); aerr != nil {
+				return errors.Join(failed, aerr)
+			}
+			return fmt.Errorf("transaction aborted, nothing of this batch was sent back: %w", failed)
+		}
+		// End commits the records and the offsets; if the group rebalanced
+		// meanwhile, it aborts and the session starts again from the last
+		// committed offsets.
 		committed, err := s.End(ctx, kgo.TryCommit)
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
