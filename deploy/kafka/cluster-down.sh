@@ -4,7 +4,7 @@
 #   --kill  SIGKILL at once (a crash) instead of a controlled shutdown
 #   --wipe  delete the stopped nodes' data and logs (the whole cluster's,
 #           including its cluster id, when no --node is given)
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap (lib.sh) also names a failing command inside a function
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 nodes=(1 2 3) kill=false wipe=false

@@ -6,7 +6,7 @@
 # Replication factor 3, min.insync.replicas 2, so one node may be down.
 # Idempotent, and per node: nodes already running are left alone, stopped ones
 # (cluster-down.sh --node N, or killed) are started again on their data.
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap (lib.sh) also names a failing command inside a function
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 base=${SPONSOR_KAFKA_CLUSTER_BASE_PORT:-19092}

@@ -2,7 +2,7 @@
 # down.sh [--wipe]: stop the single node started by up.sh (SIGTERM, then
 # SIGKILL after $SPONSOR_KAFKA_STOP_TIMEOUT seconds). With --wipe, also delete
 # its data, logs and config, so the next up.sh starts an empty cluster.
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap (lib.sh) also names a failing command inside a function
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 wipe=false

@@ -2,7 +2,7 @@
 # install.sh: put Apache Kafka's jars (from Maven Central, through Maven's
 # default configuration) into $SPONSOR_KAFKA_HOME/lib. Idempotent: a complete
 # install of the same pom.xml is left alone. See README.md.
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap (lib.sh) also names a failing command inside a function
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 java_bin >/dev/null

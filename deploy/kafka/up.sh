@@ -4,7 +4,7 @@
 # $SPONSOR_KAFKA_CONTROLLER_PORT (9093). Installs the jars if needed, formats
 # the storage on first start, waits until the broker serves metadata and can
 # create a topic. Idempotent: if it is already running, says so and exits 0.
-set -euo pipefail
+set -Eeuo pipefail # -E: the ERR trap (lib.sh) also names a failing command inside a function
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 port=${SPONSOR_KAFKA_PORT:-9092}
