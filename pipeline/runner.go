@@ -232,6 +232,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.BlockRebalanceOnPoll(),
+		// Cooperative rebalancing (franz-go's default, pinned here): a
+		// rebalance moves only the partitions that change owner, and
+		// adjustOffsets relies on a partition kept across one being
+		// offered again when its restore was interrupted.
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RecordPartitioner(outputPartitioner{deadletter: r.names.DeadLetter}),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.OnPartitionsAssigned(r.onAssigned),
