@@ -98,9 +98,18 @@ func (r *Runner) adopt() error {
 		}
 		delete(r.revoked, p)
 	}
+	adopted := len(r.incoming) > 0
 	for p, t := range r.incoming {
 		r.tasks[p] = t
 		delete(r.incoming, p)
+	}
+	if adopted {
+		// The client keeps a partition's pause across rebalances: one
+		// paused during a fan-out of an earlier owner's task (this
+		// instance's, before it lost the partition) would stay paused,
+		// and with no record, no iteration would ever resume it
+		// (TestZombieFenced once stalled so in CI).
+		r.syncPauses()
 	}
 	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
 	if len(r.tasks) == 0 {
