@@ -117,11 +117,18 @@ start_node() {
 
 # wait_port DIR PORT waits until the node in DIR listens on PORT, failing
 # early (with its last log lines) if it exits.
+#
+# It checks the process by its pid alone, not with node_pid: just after
+# start_node the background child may not have exec'd java yet, so its
+# command line is still this shell's, and node_pid (which looks for
+# kafka.Kafka in it) would call a starting node dead. That race made
+# up.sh and cluster-up.sh exit now and then right after starting a node.
 wait_port() {
-	local dir=$1 port=$2 deadline=$((SECONDS + SPONSOR_KAFKA_START_TIMEOUT))
+	local dir=$1 port=$2 deadline=$((SECONDS + SPONSOR_KAFKA_START_TIMEOUT)) pid
+	pid=$(<"$dir/kafka.pid")
 	until port_open "$port"; do
-		if ! node_pid "$dir" >/dev/null; then
-			tail -20 "$dir/logs/server.log" "$dir/logs/kafka.out" >&2 2>/dev/null
+		if ! kill -0 "$pid" 2>/dev/null; then
+			{ tail -20 "$dir/logs/server.log" "$dir/logs/kafka.out" 2>/dev/null || true; } >&2
 			die "the node in $dir exited during start-up (logs: $dir/logs)"
 		fi
 		((SECONDS < deadline)) || die "the node in $dir does not listen on $port after ${SPONSOR_KAFKA_START_TIMEOUT}s (logs: $dir/logs)"
