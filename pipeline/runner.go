@@ -131,7 +131,17 @@ func instanceID(cfg *Config) (string, error) {
 
 // Run runs the pipeline until ctx ends (a clean shutdown: the transaction
 // in flight finishes, the state is flushed) or a fatal error.
-func (r *Runner) Run(ctx context.Context) error {
+func (r *Runner) Run(ctx context.Context) (err error) {
+	looping := false
+	defer func() {
+		// A shutdown asked for (SIGTERM) while starting up cuts short
+		// whatever was in flight (a registry call, a topic check): that
+		// is a clean stop, not a failure.
+		if err != nil && !looping && ctx.Err() != nil {
+			r.log.Info("stopped during start-up", "err", err)
+			err = nil
+		}
+	}()
 	cfg := &r.cfg
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return fmt.Errorf("create state folder: %w", err)
@@ -276,6 +286,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", cfg.Group+"-"+id,
 		"security", cfg.Security)
 
+	looping = true
 	err = r.loop(ctx)
 	r.ready.Store(false)
 	// Close leaves the group (a dynamic member; a static one stays), so the
