@@ -51,7 +51,7 @@ func (r *Runner) loop(ctx context.Context) error {
 		}
 		// A shutdown lets the iteration in flight finish and commit.
 		iterCtx, cancelIter := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
-		err := r.iteration(iterCtx, fs)
+		err := markFenced(r.iteration(iterCtx, fs))
 		cancelIter()
 		r.sess.AllowRebalance()
 		switch {
@@ -67,20 +67,31 @@ func (r *Runner) loop(ctx context.Context) error {
 			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
 			}
 		}
-		if fetchErr != nil && isFatal(fetchErr) {
+		if fetchErr = markFenced(fetchErr); fetchErr != nil && isFatal(fetchErr) {
 			return fetchErr
 		}
 	}
 }
 
-// isFatal reports whether err means this instance must stop: it was fenced
-// by a newer incarnation, or its producer can no longer be used.
+// isFatal reports whether err means this session must end: its producer
+// was fenced (errFenced: Run may open a new one) or the instance must stop.
 func isFatal(err error) bool {
-	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
-		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
+	return errors.Is(err, errFenced) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
 }
 
-var errStop = errors.New("stop")
+var (
+	errStop   = errors.New("stop")
+	errFenced = errors.New("transactional producer fenced")
+)
+
+// markFenced wraps err with errFenced when it says the producer's epoch was
+// bumped under it.
+func markFenced(err error) error {
+	if err != nil && !errors.Is(err, errFenced) && (errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)) {
+		return fmt.Errorf("%w: %w", errFenced, err)
+	}
+	return err
+}
 
 // adopt takes the tasks the group callbacks handed over.
 func (r *Runner) adopt() error {

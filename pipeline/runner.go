@@ -257,60 +257,149 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if cfg.StaticMembership {
 		sessOpts = append(sessOpts, kgo.InstanceID(id))
 	}
+	txnID := cfg.Group + "-" + id
 	if cfg.UnsafeNoTransactions {
 		log.Warn("EXACTLY-ONCE IS OFF (UnsafeNoTransactions): a crash can lose or repeat inbox records; for negative-control tests only")
-		cl, err := kgo.NewClient(append(sessOpts, kgo.AutoCommitInterval(500*time.Millisecond))...)
+	}
+	if err := r.openSession(ctx, sessOpts, txnID); err != nil {
+		return err
+	}
+	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
+		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", txnID,
+		"security", cfg.Security)
+
+	looping = true
+	var fences []time.Time // when the producer was found fenced, for the last fenceWindow
+	for {
+		err = r.loop(ctx)
+		r.ready.Store(false)
+		r.closeSession()
+		if !errors.Is(err, errFenced) || ctx.Err() != nil {
+			break
+		}
+		// The producer's epoch was bumped under it. With one instance per
+		// transactional id (the state folder's lock sees to that), the one
+		// who bumped it is the transaction coordinator: it aborted a
+		// transaction that outlived TransactionTimeout (a broker failover
+		// can stall one that long), and under transaction.version 2
+		// (KIP-890, Kafka 4.0's default) the client cannot recover that
+		// producer. Do what Kafka Streams does: drop the tasks (their
+		// state in Pebble is the last committed one), get a new producer
+		// epoch and join again; the tasks are restored from their
+		// checkpoints. If it keeps happening, another process is using
+		// this transactional id: stop rather than fence it in turn.
+		now := time.Now()
+		fences = slices.DeleteFunc(append(fences, now), func(t time.Time) bool { return now.Sub(t) > fenceWindow })
+		if len(fences) > maxFences {
+			err = fmt.Errorf("%w (%d times in %s: is another instance running with instance id %q, e.g. a copy of this state folder?)", err, len(fences), fenceWindow, id)
+			break
+		}
+		r.stats.ProducerResets.Add(1)
+		log.Warn("transactional producer fenced; rejoining with a new producer epoch, tasks restored from their checkpoints",
+			"err", err, "transactional_id", txnID, "resets_in_window", len(fences))
+		if err = r.reopenSession(ctx, sessOpts, txnID); err != nil {
+			break
+		}
+	}
+	log.Info("pipeline stopped", "err", err)
+	return err
+}
+
+// A fenced producer is reset at most maxFences times in fenceWindow; past
+// that, the instance stops.
+const (
+	maxFences   = 3
+	fenceWindow = 10 * time.Minute
+)
+
+// openSession creates the group session: transactional, or, for the
+// negative-control tests only, a plain at-least-once client.
+func (r *Runner) openSession(ctx context.Context, sessOpts []kgo.Opt, txnID string) error {
+	if r.cfg.UnsafeNoTransactions {
+		cl, err := kgo.NewClient(append(slices.Clone(sessOpts), kgo.AutoCommitInterval(500*time.Millisecond))...)
 		if err != nil {
 			return fmt.Errorf("group client: %w", err)
 		}
 		r.sess = plainSession{cl}
-	} else {
-		s, err := kgo.NewGroupTransactSession(append(sessOpts,
-			kgo.TransactionalID(cfg.Group+"-"+id),
-			kgo.TransactionTimeout(cfg.TransactionTimeout),
-		)...)
-		if err != nil {
-			return fmt.Errorf("group session: %w", err)
+		return nil
+	}
+	s, err := kgo.NewGroupTransactSession(append(slices.Clone(sessOpts),
+		kgo.TransactionalID(txnID),
+		kgo.TransactionTimeout(r.cfg.TransactionTimeout),
+	)...)
+	if err != nil {
+		return fmt.Errorf("group session: %w", err)
+	}
+	// Initialize the producer id now: reusing the transactional id fences
+	// the previous incarnation and aborts the transaction it left open,
+	// which would otherwise hold back the changelog's last stable offset
+	// (and every restore) until it timed out.
+	if _, _, err := s.Client().ProducerID(ctx); err != nil {
+		s.Close()
+		return fmt.Errorf("initialize transactional producer %s: %w", txnID, err)
+	}
+	r.sess = s
+	return nil
+}
+
+// reopenSession opens a new session after a fenced one, retrying while the
+// brokers are unreachable (the fence may come with a broker outage) for up
+// to reopenWait.
+func (r *Runner) reopenSession(ctx context.Context, sessOpts []kgo.Opt, txnID string) error {
+	deadline := time.Now().Add(reopenWait)
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := r.openSession(ctx, sessOpts, txnID)
+		if err == nil || ctx.Err() != nil {
+			return err
 		}
-		r.sess = s
-		// Initialize the producer id now: reusing the transactional id
-		// fences the previous incarnation and aborts the transaction it
-		// left open, which would otherwise hold back the changelog's last
-		// stable offset (and every restore) until it timed out.
-		if _, _, err := s.Client().ProducerID(ctx); err != nil {
-			s.Close()
-			return fmt.Errorf("initialize transactional producer %s: %w", cfg.Group+"-"+id, err)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rejoin after a fenced producer: %w", err)
+		}
+		r.log.Warn("rejoin after a fenced producer failed; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
 		}
 	}
-	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
-		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", cfg.Group+"-"+id,
-		"security", cfg.Security)
+}
 
-	looping = true
-	err = r.loop(ctx)
-	r.ready.Store(false)
+// reopenWait bounds how long reopenSession retries.
+const reopenWait = 2 * time.Minute
+
+// closeSession ends the group session and drops every task: their state in
+// Pebble is what their last committed transaction left.
+func (r *Runner) closeSession() {
 	// Close leaves the group (a dynamic member; a static one stays), so the
 	// partitions move at once. Leaving waits for a join in flight, which the
 	// broker may hold until the rebalance timeout when other members are
 	// stopping too: give up after a while; the group then notices after the
 	// session timeout, and nothing is lost (every transaction is ended).
+	sess := r.sess
 	closed := make(chan struct{})
 	go func() {
-		r.sess.Close()
+		sess.Close()
 		close(closed)
 	}()
 	select {
 	case <-closed:
 	case <-time.After(closeWait):
-		log.Warn("leaving the group is taking too long; stopping anyway", "waited", closeWait)
+		r.log.Warn("leaving the group is taking too long; stopping anyway", "waited", closeWait)
 	}
-	for _, t := range r.tasks {
+	for p, t := range r.tasks {
 		if t.batch != nil {
 			t.batch.Close()
 		}
+		delete(r.tasks, p)
 	}
-	log.Info("pipeline stopped", "err", err)
-	return err
+	r.handMu.Lock()
+	clear(r.incoming)
+	clear(r.revoked)
+	r.restoreErr = nil
+	r.handMu.Unlock()
+	r.joined.Store(false)
+	r.stats.TasksAssigned.Store(0)
+	r.stats.setLag(nil)
 }
 
 // closeWait bounds how long a stopping instance waits to leave its group.

@@ -16,13 +16,16 @@ import (
 // move after the transaction that did the work committed. Safe for
 // concurrent use.
 type Stats struct {
-	Interactions    atomic.Int64
-	CampaignsSeen   atomic.Int64
-	CampaignsFired  atomic.Int64
-	Decisions       [8]atomic.Int64 // by policy.Reason; index 0 = delivered
-	DeadLetters     atomic.Int64    // in total; by reason: DeadLettersByReason
-	Transactions    atomic.Int64
-	Aborts          atomic.Int64
+	Interactions   atomic.Int64
+	CampaignsSeen  atomic.Int64
+	CampaignsFired atomic.Int64
+	Decisions      [8]atomic.Int64 // by policy.Reason; index 0 = delivered
+	DeadLetters    atomic.Int64    // in total; by reason: DeadLettersByReason
+	Transactions   atomic.Int64
+	Aborts         atomic.Int64
+	// ProducerResets counts the new producer epochs taken after the
+	// transactional producer was found fenced.
+	ProducerResets  atomic.Int64
 	RestoredRecords atomic.Int64
 	TasksAssigned   atomic.Int64 // tasks currently owned and restored
 	// RestoringPartitions counts the partitions assigned to the instance
@@ -198,6 +201,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 			"Records sent to the dead-letter topic (committed), by the reason in their sponsor.errors.reason header.", []string{"reason"}, nil)},
 		counter("sponsor_transactions_total", "Transactions committed.", &s.Transactions),
 		counter("sponsor_transaction_aborts_total", "Transactions aborted.", &s.Aborts),
+		counter("sponsor_producer_resets_total", "Times the transactional producer was found fenced (e.g. the coordinator aborted a transaction that outlived the transaction timeout) and the instance rejoined with a new producer epoch.", &s.ProducerResets),
 		counter("sponsor_restored_records_total", "Changelog records applied while restoring tasks.", &s.RestoredRecords),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
