@@ -487,8 +487,8 @@ func TestBrokerKill(t *testing.T) {
 			t.Logf("instance %s (an earlier incarnation): failed (retried) iterations %d, fetch errors %d", p.name, lf, le)
 			continue
 		}
-		t.Logf("instance %s: transactions committed %.0f, aborted %.0f, deliveries %.0f, interactions %.0f; failed (retried) iterations %d, fetch errors %d",
-			p.name, m["sponsor_transactions_total"], m["sponsor_transaction_aborts_total"], m["sponsor_deliveries_total"], m["sponsor_interactions_total"], lf, le)
+		t.Logf("instance %s: transactions committed %.0f, aborted %.0f, deliveries %.0f, interactions %.0f; failed (retried) iterations %d, fetch errors %d, producer resets (fenced, rejoined) %.0f",
+			p.name, m["sponsor_transactions_total"], m["sponsor_transaction_aborts_total"], m["sponsor_deliveries_total"], m["sponsor_interactions_total"], lf, le, m["sponsor_producer_resets_total"])
 	}
 	var summary []string
 	for i, k := range kills {
