@@ -298,6 +298,9 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		log.Warn("transactional producer fenced; rejoining with a new producer epoch, tasks restored from their checkpoints",
 			"err", err, "transactional_id", txnID, "resets_in_window", len(fences))
 		if err = r.reopenSession(ctx, sessOpts, txnID); err != nil {
+			if ctx.Err() != nil {
+				err = nil // a shutdown during the rejoin: a clean stop
+			}
 			break
 		}
 	}
@@ -349,8 +352,11 @@ func (r *Runner) reopenSession(ctx context.Context, sessOpts []kgo.Opt, txnID st
 	deadline := time.Now().Add(reopenWait)
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		err := r.openSession(ctx, sessOpts, txnID)
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("rejoin after a fenced producer: %w", err)
@@ -358,7 +364,7 @@ func (r *Runner) reopenSession(ctx context.Context, sessOpts []kgo.Opt, txnID st
 		r.log.Warn("rejoin after a fenced producer failed; retrying", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 	}
