@@ -51,7 +51,7 @@ func (r *Runner) loop(ctx context.Context) error {
 		}
 		// A shutdown lets the iteration in flight finish and commit.
 		iterCtx, cancelIter := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
-		err := markFenced(r.iteration(iterCtx, fs))
+		err := markUnusable(r.iteration(iterCtx, fs))
 		cancelIter()
 		r.sess.AllowRebalance()
 		switch {
@@ -67,28 +67,32 @@ func (r *Runner) loop(ctx context.Context) error {
 			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
 			}
 		}
-		if fetchErr = markFenced(fetchErr); fetchErr != nil && isFatal(fetchErr) {
+		if fetchErr = markUnusable(fetchErr); fetchErr != nil && isFatal(fetchErr) {
 			return fetchErr
 		}
 	}
 }
 
 // isFatal reports whether err means this session must end: its producer
-// was fenced (errFenced: Run may open a new one) or the instance must stop.
+// cannot be used again (errProducerUnusable: Run may open a new one) or the
+// instance must stop.
 func isFatal(err error) bool {
-	return errors.Is(err, errFenced) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
+	return errors.Is(err, errProducerUnusable) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
 }
 
 var (
-	errStop   = errors.New("stop")
-	errFenced = errors.New("transactional producer fenced")
+	errStop = errors.New("stop")
+	// errProducerUnusable marks an error after which the session's
+	// transactional producer cannot be used again: it was fenced, or
+	// franz-go holds a fatal error for its producer id.
+	errProducerUnusable = errors.New("transactional producer unusable")
 )
 
-// markFenced wraps err with errFenced when it says the producer's epoch was
-// bumped under it.
-func markFenced(err error) error {
-	if err != nil && !errors.Is(err, errFenced) && (errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)) {
-		return fmt.Errorf("%w: %w", errFenced, err)
+// markUnusable wraps err with errProducerUnusable when it says the
+// producer's epoch was bumped under it (fenced).
+func markUnusable(err error) error {
+	if err != nil && !errors.Is(err, errProducerUnusable) && (errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)) {
+		return fmt.Errorf("%w (fenced): %w", errProducerUnusable, err)
 	}
 	return err
 }
@@ -149,7 +153,11 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 			return aerr
 		}
 		if err := r.sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
+			// Not in a transaction any more, Begin fails only when
+			// franz-go keeps a fatal error for the producer id (e.g.
+			// INVALID_TXN_STATE after a fence it could not recover
+			// from): retrying would fail the same way for ever.
+			return fmt.Errorf("%w: begin transaction: %w", errProducerUnusable, err)
 		}
 	}
 	committed := false

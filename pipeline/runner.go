@@ -274,10 +274,11 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		err = r.loop(ctx)
 		r.ready.Store(false)
 		r.closeSession()
-		if !errors.Is(err, errFenced) || ctx.Err() != nil {
+		if !errors.Is(err, errProducerUnusable) || ctx.Err() != nil {
 			break
 		}
-		// The producer's epoch was bumped under it. With one instance per
+		// The producer's epoch was bumped under it (or franz-go keeps a
+		// fatal error for it after such a fence). With one instance per
 		// transactional id (the state folder's lock sees to that), the one
 		// who bumped it is the transaction coordinator: it aborted a
 		// transaction that outlived TransactionTimeout (a broker failover
@@ -295,7 +296,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 			break
 		}
 		r.stats.ProducerResets.Add(1)
-		log.Warn("transactional producer fenced; rejoining with a new producer epoch, tasks restored from their checkpoints",
+		log.Warn("transactional producer fenced or unusable; rejoining with a new producer epoch, tasks restored from their checkpoints",
 			"err", err, "transactional_id", txnID, "resets_in_window", len(fences))
 		if err = r.reopenSession(ctx, sessOpts, txnID); err != nil {
 			if ctx.Err() != nil {
