@@ -124,6 +124,11 @@ func checkStateViews(t *testing.T, parts int32, f stateFacts, args ...string) {
 		t.Fatalf("alice: partitions %+v, want exactly one", v.Partitions)
 	}
 	pv := v.Partitions[0]
+	// A running instance says whether it owns the partition (it owns them
+	// all here); a state folder cannot know.
+	if fromRunning := slices.Contains(args, "--from"); fromRunning != (pv.Owned != nil) || pv.Owned != nil && !*pv.Owned {
+		t.Errorf("alice: owned = %v, want %s", pv.Owned, map[bool]string{true: "true (asked a running instance that owns every partition)", false: "absent (read from a state folder)"}[fromRunning])
+	}
 	if len(pv.Contacts) != 2 || pv.Contacts[0].Business != "shop-1" || pv.Contacts[1].Business != "shop-2" {
 		t.Fatalf("alice: contacts %+v, want shop-1 and shop-2", pv.Contacts)
 	}

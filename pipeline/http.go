@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,8 +19,10 @@ import (
 //	/healthz     200 while the process is up
 //	/readyz      200 once every assigned task is restored, 503 before
 //	/state/user  ?user=U[&business=B]: what the state knows about user U
-//	             (a [state.UserView] as JSON), 404 when no partition of
-//	             the instance's store holds U, 503 while the store is not open
+//	             (a [state.UserView] as JSON; each partition says whether
+//	             the instance owns it now or holds a stale copy), 404 when
+//	             no partition of the instance's store holds U, 503 while the
+//	             store is not open
 func (r *Runner) Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
@@ -66,6 +69,14 @@ func (r *Runner) serveUser(w http.ResponseWriter, req *http.Request) {
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, StateError{err.Error()})
 	default:
+		var owned []int32
+		if o := r.owned.Load(); o != nil {
+			owned = *o
+		}
+		for i := range v.Partitions {
+			own := slices.Contains(owned, v.Partitions[i].Partition)
+			v.Partitions[i].Owned = &own
+		}
 		writeJSON(w, http.StatusOK, v)
 	}
 }

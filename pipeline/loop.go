@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -127,6 +128,8 @@ func (r *Runner) adopt() error {
 		r.syncPauses()
 	}
 	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
+	owned := slices.Sorted(maps.Keys(r.tasks))
+	r.owned.Store(&owned)
 	if len(r.tasks) == 0 {
 		r.stats.setLag(nil) // iterations do not run without tasks
 	}

@@ -64,7 +64,8 @@ type Runner struct {
 	lastLagReport time.Time
 	lso           map[int32]int64 // interactions LSO per partition at the last check
 
-	view storeRef // the store, for the HTTP handlers
+	view  storeRef                // the store, for the HTTP handlers
+	owned atomic.Pointer[[]int32] // the partitions of the tasks owned, sorted, for the HTTP handlers
 
 	metrics prometheus.Registerer // set by Register: where the Kafka clients' metrics go
 }
@@ -405,6 +406,7 @@ func (r *Runner) closeSession() {
 	r.restoreErr = nil
 	r.handMu.Unlock()
 	r.joined.Store(false)
+	r.owned.Store(nil)
 	r.stats.TasksAssigned.Store(0)
 	r.stats.setLag(nil)
 }

@@ -37,6 +37,11 @@ type UserView struct {
 // PartitionView is what one partition of the store knows about the user.
 type PartitionView struct {
 	Partition int32 `json:"partition"`
+	// Owned is set by a running instance (its /state/user): whether it
+	// owns the partition's task now. False: a stale copy of a partition
+	// it owned before a rebalance; ask the owner. Absent when read from a
+	// state folder.
+	Owned *bool `json:"owned,omitempty"`
 	// Checkpoint is the next changelog offset the partition's state needs:
 	// the state reflects the changelog up to here.
 	Checkpoint int64 `json:"checkpoint"`
