@@ -43,6 +43,7 @@ var (
 	benchInteractions = flagInt("bench.interactions", 200_000, "interactions pre-produced for BenchmarkSteadyState")
 	benchContacts     = flagInt("bench.contacts", 100_000, "contacts of the business BenchmarkFanout fans out to, and of BenchmarkRestore's state")
 	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
+	benchMaxPoll      = flagInt("bench.maxpoll", 0, "the pipeline's MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction (0: the pipeline's default; the baseline keeps it)")
 )
 
 // flagInt is an int flag whose default an environment variable may set
@@ -355,7 +356,12 @@ func waitCommitted(tb testing.TB, c *cluster, group string, ends map[int32]int64
 func runPipelineUntil(b *testing.B, c *cluster, group string, ends map[int32]int64) progress {
 	b.Helper()
 	start := time.Now()
-	h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.Group = group })
+	h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) {
+		cfg.Group = group
+		if *benchMaxPoll > 0 {
+			cfg.MaxPollRecords = *benchMaxPoll
+		}
+	})
 	pr := waitCommitted(b, c, group, ends, start, h.alive)
 	pr.txns, pr.aborts = h.r.Stats().Transactions.Load(), h.r.Stats().Aborts.Load()
 	b.StopTimer()

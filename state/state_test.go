@@ -189,3 +189,63 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 		t.Fatalf("left %v, want [c d]", users)
 	}
 }
+
+// TestBatchReadsTheDB: a batch's reads of the DB (one iterator per batch,
+// SeekPrefixGE) find what earlier batches committed, in the memtable and in
+// flushed tables, not what they deleted, not a key that only shares a
+// prefix, and the batch's own writes over the DB's.
+func TestBatchReadsTheDB(t *testing.T) {
+	s := open(t)
+	contact := func(at int64) *policy.Contact { return &policy.Contact{Last: [3]int64{at, 0, 0}} }
+	commit := func(cp int64, fn func(b *Batch)) {
+		t.Helper()
+		b := s.NewBatch(2)
+		fn(b)
+		if err := b.Commit(cp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(1, func(b *Batch) {
+		must(b.PutContact("u1", "flushed", contact(1)))
+		must(b.PutContact("u1", "deleted", contact(2)))
+	})
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	commit(2, func(b *Batch) {
+		must(b.PutContact("u1", "memtable", contact(3)))
+		must(b.DeleteContact("u1", "deleted"))
+		must(b.PutContact("u10", "flushed", contact(4))) // a user id extending u1
+	})
+	other := s.NewBatch(5) // another partition: none of partition 2's keys
+	defer other.Close()
+	if _, ok, err := other.Contact("u1", "flushed"); ok || err != nil {
+		t.Errorf("partition 5 reads partition 2's contact: ok=%v err=%v", ok, err)
+	}
+
+	b := s.NewBatch(2)
+	defer b.Close()
+	for _, tc := range []struct {
+		business string
+		want     int64 // Last[0]; 0: absent
+	}{{"flushed", 1}, {"memtable", 3}, {"deleted", 0}, {"never", 0}, {"flushe", 0}, {"flushed-2", 0}} {
+		c, ok, err := b.Contact("u1", tc.business)
+		if err != nil || ok != (tc.want != 0) || ok && c.Last[0] != tc.want {
+			t.Errorf("Contact(u1, %s) = %+v, %v, %v; want Last[0] %d (0: absent)", tc.business, c, ok, err, tc.want)
+		}
+	}
+	must(b.PutContact("u1", "flushed", contact(7)))
+	must(b.DeleteContact("u1", "memtable"))
+	if c, ok, err := b.Contact("u1", "flushed"); err != nil || !ok || c.Last[0] != 7 {
+		t.Errorf("after the batch's own write: %+v, %v, %v; want Last[0] 7", c, ok, err)
+	}
+	if _, ok, err := b.Contact("u1", "memtable"); err != nil || ok {
+		t.Errorf("after the batch's own delete: ok=%v err=%v; want absent", ok, err)
+	}
+}
