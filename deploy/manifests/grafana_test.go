@@ -56,15 +56,26 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 		t.Fatalf("fetch from kfake: no record (%v)", fs.Errors())
 	}
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	// kprom counts a produced batch in a hook franz-go may run after the
+	// record's promise (ProduceSync returns on the promise): wait for the
+	// per-topic series to show rather than read them once (CI once gathered
+	// before the produce hook had run).
+	for {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]dto.MetricType{}
+		for _, mf := range mfs {
+			out[mf.GetName()] = mf.GetType()
+		}
+		_, produced := out["sponsor_kafka_produce_records_total"]
+		_, fetched := out["sponsor_kafka_fetch_records_total"]
+		if produced && fetched || ctx.Err() != nil {
+			return out
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	out := map[string]dto.MetricType{}
-	for _, mf := range mfs {
-		out[mf.GetName()] = mf.GetType()
-	}
-	return out
 }
 
 // dashboardQueries returns every PromQL expression of a Grafana dashboard:
