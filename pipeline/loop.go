@@ -105,6 +105,7 @@ func (r *Runner) adopt() error {
 	if r.restoreErr != nil {
 		return fmt.Errorf("%w: %w", errStop, r.restoreErr)
 	}
+	changed := len(r.revoked) > 0 || len(r.incoming) > 0
 	for p := range r.revoked {
 		if t, ok := r.tasks[p]; ok {
 			if t.batch != nil {
@@ -128,8 +129,10 @@ func (r *Runner) adopt() error {
 		r.syncPauses()
 	}
 	r.stats.TasksAssigned.Store(int64(len(r.tasks)))
-	owned := slices.Sorted(maps.Keys(r.tasks))
-	r.owned.Store(&owned)
+	if changed || r.owned.Load() == nil {
+		owned := slices.Sorted(maps.Keys(r.tasks))
+		r.owned.Store(&owned)
+	}
 	if len(r.tasks) == 0 {
 		r.stats.setLag(nil) // iterations do not run without tasks
 	}

@@ -24,7 +24,7 @@ type Stats struct {
 	Transactions   atomic.Int64
 	Aborts         atomic.Int64
 	// ProducerResets counts the new producer epochs taken after the
-	// transactional producer was found fenced.
+	// transactional producer was found fenced or otherwise unusable.
 	ProducerResets  atomic.Int64
 	RestoredRecords atomic.Int64
 	TasksAssigned   atomic.Int64 // tasks currently owned and restored
