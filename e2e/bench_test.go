@@ -400,6 +400,7 @@ func rawTransactCopy(b *testing.B, c *cluster, group string, ends map[int32]int6
 			kgo.SessionTimeout(10*time.Second),
 			kgo.RecordPartitioner(kgo.ManualPartitioner()),
 			kgo.ProducerLinger(5*time.Millisecond),
+			kgo.MetadataMinAge(250*time.Millisecond), // as the pipeline's: a retried produce does not wait 5 s
 			kgo.TransactionalID(group+"-txn"),
 			kgo.TransactionTimeout(20*time.Second),
 		)
@@ -473,7 +474,8 @@ func rawTransactProduce(b *testing.B, c *cluster, n, size, txn int) time.Duratio
 	b.StartTimer()
 	start := time.Now()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.TransactionalID(dst+"-txn"), kgo.TransactionTimeout(20*time.Second),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MetadataMinAge(250*time.Millisecond)) // as the pipeline's: a retried produce does not wait 5 s
 	if err != nil {
 		b.Fatal(err)
 	}
