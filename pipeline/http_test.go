@@ -29,7 +29,7 @@ func TestStateUserOwned(t *testing.T) {
 	c.Apply(schemas.UserMessage, policy.Millis(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC).UnixMilli()))
 	for _, p := range []int32{1, 3} { // 3: a copy left from before a rebalance
 		b := store.NewBatch(p)
-		if err := b.PutContact("u1", "biz-a", &c); err != nil {
+		if err := b.PutContact("u1", "biz-a", &c, false); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Commit(10); err != nil {

@@ -50,6 +50,10 @@ type task struct {
 	// encoding buffer per inbox and decision record.
 	slab  []kgo.Record
 	arena []byte
+
+	// contacts is the partition's contact filter, built once the task's
+	// state is restored; nil when it could not be (reads go to Pebble).
+	contacts *state.ContactFilter
 }
 
 // fanoutTally is a fan-out in progress: when the task started it and how
@@ -108,6 +112,9 @@ func (t *task) load() error {
 // begin starts the task's part of a transaction.
 func (t *task) begin() {
 	t.batch = t.env.store.NewBatch(t.p)
+	if t.contacts != nil {
+		t.batch.UseFilter(t.contacts)
+	}
 	t.out = t.out[:0]
 	t.slab, t.arena = t.slab[:0], t.arena[:0]
 	t.counts = counts{}
@@ -213,7 +220,7 @@ func (t *task) fanout() (bool, error) {
 		cfg := t.env.policy.Config()
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string) error {
 			t.budget--
-			contact, _, err := t.batch.Contact(user, c.Campaign.Business)
+			contact, known, err := t.batch.Contact(user, c.Campaign.Business)
 			if err != nil {
 				return err
 			}
@@ -249,7 +256,7 @@ func (t *task) fanout() (bool, error) {
 			if reason != policy.Delivered {
 				return nil
 			}
-			if err := t.batch.PutContact(user, c.Campaign.Business, &contact); err != nil {
+			if err := t.batch.PutContact(user, c.Campaign.Business, &contact, known); err != nil {
 				return err
 			}
 			if r != nil {
@@ -450,7 +457,7 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if in.Kind == schemas.BusinessMessage {
 		return nil
 	}
-	c, _, err := t.batch.Contact(in.UserID, in.BusinessID)
+	c, known, err := t.batch.Contact(in.UserID, in.BusinessID)
 	if err != nil {
 		return err
 	}
@@ -462,7 +469,7 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if !c.Apply(in.Kind, at) {
 		return nil
 	}
-	return t.batch.PutContact(in.UserID, in.BusinessID, &c)
+	return t.batch.PutContact(in.UserID, in.BusinessID, &c, known)
 }
 
 // fireByWallClock starts the pending campaigns whose send time the wall

@@ -28,7 +28,13 @@ type Batch struct {
 	kbuf    []byte           // the Pebble key of the last read or write
 	rbuf    []byte           // the changelog key of the last read
 	it      *pebble.Iterator // the DB's reads (get), from the first one to Close
+	filter  *ContactFilter   // the partition's contact keys, if known (UseFilter)
 }
+
+// UseFilter makes the batch answer a contact read the filter rules out
+// without reading Pebble, and add the contact keys it writes to the filter.
+// f must hold every contact key of the partition in the store.
+func (b *Batch) UseFilter(f *ContactFilter) { b.filter = f }
 
 // NewBatch starts a batch for partition p.
 func (s *Store) NewBatch(p int32) *Batch {
@@ -148,6 +154,9 @@ func (b *Batch) get(k []byte) ([]byte, error) {
 // task knows none.
 func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
 	b.rbuf = contactKey(b.rbuf[:0], user, business)
+	if b.filter != nil && !b.filter.MayContain(b.rbuf) {
+		return c, false, nil // every key written, committed or in the batch, is in the filter
+	}
 	v, err := b.get(b.rbuf)
 	if err != nil || v == nil {
 		return c, false, err
@@ -160,10 +169,19 @@ func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err e
 }
 
 // PutContact stores the contact between user and business and indexes the
-// user under the business for fan-out.
-func (b *Batch) PutContact(user, business string, c *policy.Contact) error {
-	if err := b.set(contactKey(nil, user, business), AppendContact(nil, c)); err != nil {
+// user under the business for fan-out. known says the contact exists
+// already (Contact returned ok), so its index entry does too and is not
+// written again: a fan-out updates every recipient's contact.
+func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool) error {
+	k := contactKey(nil, user, business)
+	if err := b.set(k, AppendContact(nil, c)); err != nil {
 		return err
+	}
+	if known {
+		return nil
+	}
+	if b.filter != nil {
+		b.filter.Add(k)
 	}
 	return b.b.Set(indexKey(appendPartition(nil, b.p), business, user), nil, nil)
 }

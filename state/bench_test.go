@@ -38,7 +38,7 @@ func fill(b *testing.B, s *Store, p int32, business string, n int) {
 	for i := 0; i < n; {
 		bt := s.NewBatch(p)
 		for j := 0; j < benchTxn && i < n; j, i = j+1, i+1 {
-			if err := bt.PutContact(benchUser(i), business, &benchContact); err != nil {
+			if err := bt.PutContact(benchUser(i), business, &benchContact, false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -77,7 +77,7 @@ func BenchmarkBatchContact(b *testing.B) {
 		bt := s.NewBatch(1)
 		defer bt.Close()
 		for i := range 1000 {
-			if err := bt.PutContact(users[i], "biz-1", &benchContact); err != nil {
+			if err := bt.PutContact(users[i], "biz-1", &benchContact, false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -117,7 +117,7 @@ func BenchmarkPutContact(b *testing.B) {
 	var off int64
 	i := 0
 	for b.Loop() {
-		if err := bt.PutContact(users[i%len(users)], "biz-1", &benchContact); err != nil {
+		if err := bt.PutContact(users[i%len(users)], "biz-1", &benchContact, false); err != nil {
 			b.Fatal(err)
 		}
 		i++
@@ -156,7 +156,7 @@ func BenchmarkInteractionStep(b *testing.B) {
 		}
 		at++
 		if c.Apply(schemas.UserMessage, at) {
-			if err := bt.PutContact(u, "biz-1", &c); err != nil {
+			if err := bt.PutContact(u, "biz-1", &c, false); err != nil {
 				b.Fatal(err)
 			}
 		}

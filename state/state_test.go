@@ -73,7 +73,7 @@ func TestBatchIsInvisibleUntilCommit(t *testing.T) {
 	s := open(t)
 	b := s.NewBatch(3)
 	c := policy.Contact{Last: [3]int64{5, 0, 0}}
-	if err := b.PutContact("u1", "b1", &c); err != nil {
+	if err := b.PutContact("u1", "b1", &c, false); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok, err := b.Contact("u1", "b1"); err != nil || !ok || got != c {
@@ -98,12 +98,12 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	b := src.NewBatch(1)
 	for _, u := range []string{"u3", "u1", "u2"} {
 		c := policy.Contact{Last: [3]int64{10, 0, 0}}
-		if err := b.PutContact(u, "biz", &c); err != nil {
+		if err := b.PutContact(u, "biz", &c, false); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c := policy.Contact{Last: [3]int64{1, 0, 0}}
-	if err := b.PutContact("u1", "other", &c); err != nil {
+	if err := b.PutContact("u1", "other", &c, false); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := b.EraseUser("u2"); err != nil || n != 1 {
@@ -164,7 +164,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 	defer b.Close()
 	for i, u := range []string{"a", "b", "c", "d"} {
 		c := policy.Contact{Last: [3]int64{int64(i + 1), 0, 0}}
-		if err := b.PutContact(u, "biz", &c); err != nil {
+		if err := b.PutContact(u, "biz", &c, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,16 +212,16 @@ func TestBatchReadsTheDB(t *testing.T) {
 		}
 	}
 	commit(1, func(b *Batch) {
-		must(b.PutContact("u1", "flushed", contact(1)))
-		must(b.PutContact("u1", "deleted", contact(2)))
+		must(b.PutContact("u1", "flushed", contact(1), false))
+		must(b.PutContact("u1", "deleted", contact(2), false))
 	})
 	if err := s.db.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	commit(2, func(b *Batch) {
-		must(b.PutContact("u1", "memtable", contact(3)))
+		must(b.PutContact("u1", "memtable", contact(3), false))
 		must(b.DeleteContact("u1", "deleted"))
-		must(b.PutContact("u10", "flushed", contact(4))) // a user id extending u1
+		must(b.PutContact("u10", "flushed", contact(4), false)) // a user id extending u1
 	})
 	other := s.NewBatch(5) // another partition: none of partition 2's keys
 	defer other.Close()
@@ -240,7 +240,7 @@ func TestBatchReadsTheDB(t *testing.T) {
 			t.Errorf("Contact(u1, %s) = %+v, %v, %v; want Last[0] %d (0: absent)", tc.business, c, ok, err, tc.want)
 		}
 	}
-	must(b.PutContact("u1", "flushed", contact(7)))
+	must(b.PutContact("u1", "flushed", contact(7), false))
 	must(b.DeleteContact("u1", "memtable"))
 	if c, ok, err := b.Contact("u1", "flushed"); err != nil || !ok || c.Last[0] != 7 {
 		t.Errorf("after the batch's own write: %+v, %v, %v; want Last[0] 7", c, ok, err)

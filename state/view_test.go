@@ -36,11 +36,11 @@ func TestUserView(t *testing.T) {
 	old := policy.Contact{}
 	old.Apply(schemas.UserMessage, ms("2023-01-01T00:00:00Z"))
 	for biz, c := range map[string]*policy.Contact{"biz-a": &alice, "biz-b": &bob, "biz-old": &old} {
-		if err := b.PutContact("u1", biz, c); err != nil {
+		if err := b.PutContact("u1", biz, c, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.PutContact("u10", "biz-a", &alice); err != nil { // a user whose id extends u1's
+	if err := b.PutContact("u10", "biz-a", &alice, false); err != nil { // a user whose id extends u1's
 		t.Fatal(err)
 	}
 	if err := b.PutRecipient("u1", &policy.Recipient{Sent: []policy.Millis{ms("2025-03-05T12:00:00Z")}}); err != nil {
@@ -62,10 +62,10 @@ func TestUserView(t *testing.T) {
 	// Uncommitted: not shown.
 	pending := s.NewBatch(3)
 	defer pending.Close()
-	if err := pending.PutContact("u1", "biz-pending", &alice); err != nil {
+	if err := pending.PutContact("u1", "biz-pending", &alice, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := pending.PutContact("u2", "biz-a", &alice); err != nil {
+	if err := pending.PutContact("u2", "biz-a", &alice, false); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,0 +1,114 @@
+package state
+
+import (
+	"fmt"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ContactFilter is an in-memory bloom filter of the contact keys of one
+// partition: it answers "no contact" for most pairs the partition does not
+// hold without reading Pebble. In the steady state most interactions are a
+// first contact, and a Pebble read of an absent key still seeks every
+// memtable and probes a table filter per level; the profile put those reads
+// at a third of the pipeline's own CPU (docs/performance.md, fifth round).
+//
+// It holds every contact key of the partition and possibly more: keys are
+// added when a batch writes them (before its transaction commits: an abort
+// leaves extra keys, which only cost a read) and never removed (a deleted
+// contact is a false positive, answered by Pebble). So it never says "no"
+// for a pair Pebble holds, which is all its users rely on.
+//
+// A bloom filter cannot grow, so this one is a stack of them: when the
+// newest has taken the keys it was sized for, a new one twice as large
+// takes the next (a scalable bloom filter). A lookup tests each.
+//
+// Pebble's own table filters cannot take this role: they are per table,
+// consulted after the memtables, and the batch's keys are in none of them.
+// The library is bits-and-blooms/bloom, the common Go bloom filter.
+type ContactFilter struct {
+	layers []*bloom.BloomFilter
+	room   uint // keys the newest layer may still take
+	last   uint // capacity of the newest layer
+	keys   uint // keys added, for the metrics
+}
+
+// filterFP is each layer's false-positive rate at its capacity: 1%, about
+// 1.2 bytes per key.
+const filterFP = 0.01
+
+// minFilterCapacity is the smallest layer: 64k keys, 77 KiB.
+const minFilterCapacity = 1 << 16
+
+// NewContactFilter returns an empty filter whose first layer is sized for
+// about n keys.
+func NewContactFilter(n uint) *ContactFilter {
+	f := &ContactFilter{}
+	f.grow(max(n, minFilterCapacity))
+	return f
+}
+
+func (f *ContactFilter) grow(capacity uint) {
+	f.layers = append(f.layers, bloom.NewWithEstimates(capacity, filterFP))
+	f.room, f.last = capacity, capacity
+}
+
+// Add records the contact key k (a changelog key).
+func (f *ContactFilter) Add(k []byte) {
+	if f.room == 0 {
+		f.grow(2 * f.last)
+	}
+	f.layers[len(f.layers)-1].Add(k)
+	f.room--
+	f.keys++
+}
+
+// MayContain reports whether the partition may hold contact key k; false
+// means it certainly does not.
+func (f *ContactFilter) MayContain(k []byte) bool {
+	for i := len(f.layers) - 1; i >= 0; i-- {
+		if f.layers[i].Test(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// Keys is how many keys were added.
+func (f *ContactFilter) Keys() uint { return f.keys }
+
+// Bytes is the memory of the filter's bit sets.
+func (f *ContactFilter) Bytes() uint {
+	var n uint
+	for _, l := range f.layers {
+		n += (l.Cap() + 7) / 8
+	}
+	return n
+}
+
+// ContactFilter builds the filter of partition p from every contact key the
+// store holds for it, sized for twice as many: call it once the partition's
+// state is restored, before any batch of the partition uses the filter.
+func (s *Store) ContactFilter(p int32) (*ContactFilter, error) {
+	prefix := append(appendPartition(nil, p), kindContact)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
+	}
+	defer it.Close()
+	// Two passes, counting and then adding, rather than holding every key
+	// in memory between them.
+	var n uint
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	f := NewContactFilter(2 * n)
+	for it.First(); it.Valid(); it.Next() {
+		f.Add(it.Key()[prefixLen:])
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
+	}
+	return f, nil
+}

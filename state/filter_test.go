@@ -1,0 +1,129 @@
+package state
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// TestContactFilterGrows: a filter sized for few keys takes many more
+// (new layers) and never loses one; it still rules out most absent keys.
+func TestContactFilterGrows(t *testing.T) {
+	f := NewContactFilter(0)
+	const n = 300_000 // past 64k + 128k: three layers
+	for i := range n {
+		f.Add(contactKey(nil, fmt.Sprintf("user-%d", i), "biz"))
+	}
+	if len(f.layers) < 3 {
+		t.Fatalf("%d layers after %d keys, want at least 3", len(f.layers), n)
+	}
+	for i := range n {
+		if !f.MayContain(contactKey(nil, fmt.Sprintf("user-%d", i), "biz")) {
+			t.Fatalf("key %d added, MayContain false", i)
+		}
+	}
+	var fp int
+	for i := range 100_000 {
+		if f.MayContain(contactKey(nil, fmt.Sprintf("user-%d", i), "other-biz")) {
+			fp++
+		}
+	}
+	if fp > 4_000 { // 1% per layer
+		t.Fatalf("%d of 100000 absent keys not ruled out", fp)
+	}
+	if f.Keys() != n || f.Bytes() == 0 || f.Bytes() > 2<<20 {
+		t.Fatalf("keys %d, bytes %d", f.Keys(), f.Bytes())
+	}
+}
+
+// TestBatchWithContactFilter: reads through a batch using the filter answer
+// as reads without it, for committed, in-batch, aborted, deleted and
+// re-created contacts, and for a filter rebuilt from the store; and the
+// filter does rule absent pairs out.
+func TestBatchWithContactFilter(t *testing.T) {
+	s := open(t)
+	const p = 3
+	f, err := s.ContactFilter(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := func(at int64) *policy.Contact { return &policy.Contact{Last: [3]int64{at, 0, 0}} }
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := s.NewBatch(p)
+	b.UseFilter(f)
+	for i := range 1000 {
+		must(b.PutContact(fmt.Sprintf("u%d", i), "biz", c(int64(i+1)), false))
+	}
+	must(b.Commit(1))
+
+	b = s.NewBatch(p)
+	b.UseFilter(f)
+	must(b.PutContact("aborted", "biz", c(5), false))
+	b.Close()
+
+	b = s.NewBatch(p)
+	b.UseFilter(f)
+	must(b.DeleteContact("u7", "biz"))
+	must(b.PutContact("in-batch", "biz", c(9), false))
+	// A known contact's update keeps its index entry.
+	got, known, err := b.Contact("u8", "biz")
+	must(err)
+	if !known || got.Last[0] != 9 {
+		t.Fatalf("u8: %+v %v", got, known)
+	}
+	got.Last[1] = 100
+	must(b.PutContact("u8", "biz", &got, true))
+	must(b.DeleteContact("u9", "biz"))
+	must(b.PutContact("u9", "biz", c(99), false)) // re-created: indexed again
+	check := func(name string, b *Batch, want map[string]int64) {
+		t.Helper()
+		for _, u := range []string{"u0", "u7", "u8", "u9", "u999", "in-batch", "aborted", "never", "u1000"} {
+			got, ok, err := b.Contact(u, "biz")
+			must(err)
+			w, wok := want[u]
+			if ok != wok || ok && got.Last[0] != w {
+				t.Errorf("%s: contact %s = %+v, %v; want %d, %v", name, u, got, ok, w, wok)
+			}
+		}
+		var users []string
+		_, _, err := b.Audience("biz", "", 10_000, func(u string) error { users = append(users, u); return nil })
+		must(err)
+		if len(users) != 1000 || slices.Contains(users, "u7") || !slices.Contains(users, "u8") || !slices.Contains(users, "u9") || !slices.Contains(users, "in-batch") {
+			t.Errorf("%s: audience of %d users (u7 %v, u8 %v, u9 %v)", name, len(users), slices.Contains(users, "u7"), slices.Contains(users, "u8"), slices.Contains(users, "u9"))
+		}
+	}
+	want := map[string]int64{"u0": 1, "u8": 9, "u9": 99, "u999": 1000, "in-batch": 9}
+	check("in the batch", b, want)
+	must(b.Commit(2))
+
+	for name, filter := range map[string]*ContactFilter{"the same filter": f, "none": nil, "rebuilt": nil} {
+		if name == "rebuilt" {
+			filter, err = s.ContactFilter(p)
+			must(err)
+		}
+		b := s.NewBatch(p)
+		if filter != nil {
+			b.UseFilter(filter)
+		}
+		check("committed, "+name, b, want)
+		b.Close()
+	}
+
+	// The filter answers for absent pairs without Pebble: most are ruled out.
+	var ruledOut int
+	for i := range 10_000 {
+		if !f.MayContain(contactKey(nil, fmt.Sprintf("u%d", i), "other")) {
+			ruledOut++
+		}
+	}
+	if ruledOut < 9_800 {
+		t.Fatalf("the filter ruled out %d of 10000 absent pairs", ruledOut)
+	}
+}
