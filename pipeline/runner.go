@@ -550,7 +550,8 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			rate = float64(res.n) / s
 		}
 		r.log.Info("task restored", "partition", res.p, "changelog_records", res.n, "took", res.took.Round(time.Millisecond),
-			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps))
+			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps),
+			"contacts", res.t.contacts.Keys(), "contact_filter_bytes", res.t.contacts.Bytes())
 		if res.t.meta.Input >= 0 && !r.cfg.UnsafeNoTransactions {
 			out[res.p] = kgo.NewOffset().At(res.t.meta.Input).WithEpoch(-1)
 		}

@@ -52,7 +52,7 @@ type task struct {
 	arena []byte
 
 	// contacts is the partition's contact filter, built once the task's
-	// state is restored; nil when it could not be (reads go to Pebble).
+	// state is restored (a task is handed over only with one).
 	contacts *state.ContactFilter
 }
 

@@ -31,7 +31,7 @@ type ContactFilter struct {
 	layers []*bloom.BloomFilter
 	room   uint // keys the newest layer may still take
 	last   uint // capacity of the newest layer
-	keys   uint // keys added, for the metrics
+	keys   uint // keys added
 }
 
 // filterFP is each layer's false-positive rate at its capacity: 1%, about
@@ -75,7 +75,8 @@ func (f *ContactFilter) MayContain(k []byte) bool {
 	return false
 }
 
-// Keys is how many keys were added.
+// Keys is how many keys were added (for the logs: after a build, the
+// partition's contacts).
 func (f *ContactFilter) Keys() uint { return f.keys }
 
 // Bytes is the memory of the filter's bit sets.
