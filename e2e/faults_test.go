@@ -321,9 +321,12 @@ func (inj *faultInjector) decide(group string, req kmsg.Request) *injFaultKind {
 			x -= k.rate
 		}
 		warmUp := faultWarmUp
-		if group == "fetch-changelog" {
+		if group == "fetch-changelog" || group == "fetch-campaigns" {
 			// Restores make few fetches, all of them soon after a
-			// start: a kind not injected yet answers the next one.
+			// start, and the campaign reader few more (it waits for
+			// new campaigns): a kind not injected yet answers the next
+			// one. (A faster pipeline once finished the fault phase
+			// after fewer than faultWarmUp campaign fetches.)
 			warmUp = 0
 		}
 		if d.kind == nil && inj.seen[group] > warmUp {
