@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,9 +87,13 @@ func BenchmarkSteadyState(b *testing.B) {
 			n, avg, c.parts, time.Since(produced).Round(time.Millisecond))
 		b.StartTimer()
 
+		cpu0 := processCPU()
 		base1 := rawTransactCopy(b, c, c.group+"-raw1", ends)
+		cpu1 := processCPU()
 		pipe := runPipelineUntil(b, c, c.group, ends)
+		cpu2 := processCPU()
 		base2 := rawTransactCopy(b, c, c.group+"-raw2", ends)
+		cpu3 := processCPU()
 
 		b.StopTimer()
 		rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
@@ -101,6 +106,17 @@ func BenchmarkSteadyState(b *testing.B) {
 		baseWarm := (rate(base1.total-base1.first) + rate(base2.total-base2.first)) / 2
 		b.ReportMetric(rate(pipe.total-pipe.first)/baseWarm, "ratio_after_join")
 		b.ReportMetric(peakRSSMiB(), "peak_rss_MiB")
+		// CPU per interaction: steadier than the rates on a shared
+		// machine, since another tenant's load slows a run but does not
+		// add to its CPU time. It is the whole process's (with kfake,
+		// the broker's too; Pebble's compactions of the pipeline's state
+		// may run on into the second baseline's phase).
+		pipeCPU := (cpu2 - cpu1).Seconds() * 1e6 / float64(n)
+		baseCPU := ((cpu1 - cpu0) + (cpu3 - cpu2)).Seconds() * 1e6 / float64(2*n)
+		b.ReportMetric(pipeCPU, "pipeline_cpu_us/rec")
+		b.ReportMetric(baseCPU, "baseline_cpu_us/rec")
+		b.ReportMetric(baseCPU/pipeCPU, "cpu_ratio")
+		b.Logf("steady state, CPU of this process: pipeline %.2f us per interaction, raw copy %.2f us per record; cpu ratio %.2f", pipeCPU, baseCPU, baseCPU/pipeCPU)
 		b.Logf("steady state, %d interactions: pipeline %s (first progress after %s) = %.0f rec/s; raw transactional copy %s / %s (first progress after %s / %s) = %.0f / %.0f rec/s; ratio %.2f; pipeline transactions %d, aborts %d; peak RSS %.0f MiB (broker, pipeline and baseline in one process)",
 			n, pipe.total.Round(time.Millisecond), pipe.first.Round(time.Millisecond), rate(pipe.total),
 			base1.total.Round(time.Millisecond), base2.total.Round(time.Millisecond), base1.first.Round(time.Millisecond), base2.first.Round(time.Millisecond),
@@ -145,6 +161,7 @@ func BenchmarkFanout(b *testing.B) {
 		resetPeakRSS()
 		txns0 := h.r.Stats().Transactions.Load()
 		b.StartTimer()
+		cpu0 := processCPU()
 		start := time.Now()
 		c.produce(b, crec)
 		var firstAt time.Duration
@@ -161,6 +178,7 @@ func BenchmarkFanout(b *testing.B) {
 			time.Sleep(5 * time.Millisecond) // a sampling interval, not an assertion
 		}
 		pipe := time.Since(start)
+		cpu1 := processCPU()
 		b.StopTimer()
 		fanRSS := peakRSSMiB()
 		txns := h.r.Stats().Transactions.Load() - txns0
@@ -169,8 +187,17 @@ func BenchmarkFanout(b *testing.B) {
 		// The inbox value of one delivery, to size the baseline's records.
 		size := inboxSize(b, c, &camp, userID(0))
 		b.StartTimer()
+		cpu2 := processCPU()
 		base := rawTransactProduce(b, c, m, size, *benchParts*5000)
+		cpu3 := processCPU()
 		b.StopTimer()
+		// CPU per delivery and per baseline record (see BenchmarkSteadyState).
+		pipeCPU := (cpu1 - cpu0).Seconds() * 1e6 / float64(m)
+		baseCPU := (cpu3 - cpu2).Seconds() * 1e6 / float64(m)
+		b.ReportMetric(pipeCPU, "pipeline_cpu_us/rec")
+		b.ReportMetric(baseCPU, "baseline_cpu_us/rec")
+		b.ReportMetric(baseCPU/pipeCPU, "cpu_ratio")
+		b.Logf("fan-out, CPU of this process: pipeline %.2f us per delivery, raw produce %.2f us per record; cpu ratio %.2f", pipeCPU, baseCPU, baseCPU/pipeCPU)
 
 		rate, baseRate := float64(m)/pipe.Seconds(), float64(m)/base.Seconds()
 		b.ReportMetric(rate, "deliveries/s")
@@ -557,6 +584,15 @@ func rawReadAll(b *testing.B, c *cluster, topic string, ends map[int32]int64) (i
 
 // resetPeakRSS resets the kernel's peak RSS of the process (VmHWM), so the
 // next peakRSSMiB is the peak since now. Best effort: it needs Linux >= 4.0.
+// processCPU is the CPU time (user and system) the process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func resetPeakRSS() {
 	runtime.GC()
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
