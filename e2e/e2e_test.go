@@ -406,3 +406,44 @@ func TestRetentionForgetsBlock(t *testing.T) {
 		})
 	}
 }
+
+// TestCampaignWakesIdleInstance: a campaign published to an idle, caught-up
+// instance fires when it arrives, not at the instance's next Tick (here ten
+// minutes, longer than the test waits): the campaign reader ends the loop's
+// idle poll.
+func TestCampaignWakesIdleInstance(t *testing.T) {
+	c := newCluster(t, "wake", 2)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	const biz = "biz-wake"
+	var ins []schemas.Interaction
+	var recs []*kgo.Record
+	for i := range 20 {
+		in := schemas.Interaction{EventID: fmt.Sprint(i), UserID: userID(i), BusinessID: biz, Kind: schemas.UserMessage, OccurredAt: now.Add(-time.Hour)}
+		ins = append(ins, in)
+		recs = append(recs, c.interactionRecord(t, &in))
+	}
+	c.produce(t, recs...)
+	h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.Tick = 10 * time.Minute })
+	deadline := time.Now().Add(60 * time.Second)
+	for h.r.Stats().Interactions.Load() < int64(len(ins)) {
+		if err := h.alive(); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d interactions processed after 60s", h.r.Stats().Interactions.Load(), len(ins))
+		}
+		time.Sleep(50 * time.Millisecond) // a polling interval, not an assertion
+	}
+	// Due by the wall clock only: the partitions' stream time is an hour
+	// before it.
+	camp := schemas.Campaign{CampaignID: "camp-wake", BusinessID: biz, Action: schemas.Launch, SendAt: now.Add(-time.Minute),
+		ExpiresAt: now.Add(time.Hour), Message: schemas.Message{Text: "now"}}
+	c.produce(t, c.campaignRecord(t, &camp))
+	sc := scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}
+	want, _ := expectedDeliveries(ins, sc.Campaigns, defaultOracle)
+	c.waitSettled(t, campaignIDs(sc.Campaigns), 60*time.Second, h.alive)
+	rep := c.checkInbox(t, sc, want)
+	if rep.Deliveries != len(ins) {
+		t.Fatalf("deliveries %d, want %d", rep.Deliveries, len(ins))
+	}
+}

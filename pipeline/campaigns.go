@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,6 +42,11 @@ type broadcast struct {
 	parts map[int32][]campaignRecord // by partition, ascending offsets
 	next  map[int32]int64            // next offset not yet read, per partition
 	err   error                      // fatal read error
+
+	// arrived has a value once campaign records came in since the loop
+	// last took it: the loop's idle poll ends on it, so that a campaign
+	// due at once fires now, not at the next Tick.
+	arrived chan struct{}
 }
 
 func newBroadcast(topic string, serde *wire.Serde, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
@@ -54,7 +60,7 @@ func newBroadcast(topic string, serde *wire.Serde, log *slog.Logger, opts []kgo.
 	if err != nil {
 		return nil, fmt.Errorf("campaign reader: %w", err)
 	}
-	b := &broadcast{cl: cl, serde: serde, log: log, parts: map[int32][]campaignRecord{}, next: map[int32]int64{}}
+	b := &broadcast{cl: cl, serde: serde, log: log, parts: map[int32][]campaignRecord{}, next: map[int32]int64{}, arrived: make(chan struct{}, 1)}
 	b.cond = sync.NewCond(&b.mu)
 	return b, nil
 }
@@ -82,6 +88,17 @@ func (b *broadcast) run(ctx context.Context) {
 		}
 		b.cond.Broadcast()
 		b.mu.Unlock()
+		if slices.ContainsFunc(batch, func(cr campaignRecord) bool { return !cr.control }) {
+			b.wake()
+		}
+	}
+}
+
+// wake tells the loop that campaign records came in.
+func (b *broadcast) wake() {
+	select {
+	case b.arrived <- struct{}{}:
+	default: // the loop has not taken the last one yet
 	}
 }
 

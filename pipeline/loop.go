@@ -34,7 +34,23 @@ func (r *Runner) loop(ctx context.Context) error {
 			wait = time.Millisecond // the fan-out goes on at once
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, wait)
+		// A campaign that arrives ends the wait: if it is due, it fires
+		// now rather than at the next Tick.
+		polled := make(chan struct{})
+		go func() {
+			select {
+			case <-r.env.campaign.arrived:
+				select {
+				case <-polled: // too late for this poll: keep it for the next
+					r.env.campaign.wake()
+				default:
+					cancel()
+				}
+			case <-polled:
+			}
+		}()
 		fs := r.sess.PollRecords(pollCtx, r.cfg.MaxPollRecords)
+		close(polled)
 		cancel()
 		if fs.IsClientClosed() {
 			return errors.New("kafka client closed")
