@@ -160,13 +160,27 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 
 func TestSweepDeletesExpiredOnly(t *testing.T) {
 	s := open(t)
-	b := s.NewBatch(0)
-	defer b.Close()
-	for i, u := range []string{"a", "b", "c", "d"} {
+	put := s.NewBatch(0)
+	for i, u := range []string{"a", "b", "c", "d", "e"} {
 		c := policy.Contact{Last: [3]int64{int64(i + 1), 0, 0}}
-		if err := b.PutContact(u, "biz", &c, false); err != nil {
+		if err := put.PutContact(u, "biz", &c, false); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := put.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	b := s.NewBatch(0)
+	defer b.Close()
+	// The sweep reads the committed state and passes over what this batch
+	// changed: "b", expired as committed, was just written again; "e",
+	// not expired, was deleted here.
+	fresh := policy.Contact{Last: [3]int64{2, 9, 0}}
+	if err := b.PutContact("b", "biz", &fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteContact("e", "biz"); err != nil {
+		t.Fatal(err)
 	}
 	var cursor []byte
 	deleted := 0
@@ -180,13 +194,22 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 			break
 		}
 	}
-	if deleted != 2 {
-		t.Fatalf("deleted %d, want 2", deleted)
+	if deleted != 1 {
+		t.Fatalf("deleted %d, want 1 (a)", deleted)
 	}
 	var users []string
 	b.Audience("biz", "", 10, func(u string) error { users = append(users, u); return nil })
-	if !slices.Equal(users, []string{"c", "d"}) {
-		t.Fatalf("left %v, want [c d]", users)
+	if !slices.Equal(users, []string{"b", "c", "d"}) {
+		t.Fatalf("left %v, want [b c d]", users)
+	}
+	// The next batch, with "b" committed as it was written, sweeps it.
+	if err := b.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	b2 := s.NewBatch(0)
+	defer b2.Close()
+	if _, n, err := b2.SweepContacts(nil, 10, func(c *policy.Contact) bool { return c.Last[0] <= 2 }); err != nil || n != 1 {
+		t.Fatalf("second sweep deleted %d (%v), want 1 (b)", n, err)
 	}
 }
 
