@@ -16,8 +16,10 @@ type Change struct {
 }
 
 // Batch stages the changes of one task (partition) for one transaction.
-// Reads through the Batch see its own writes. Nothing reaches Pebble until
-// Commit; Close discards everything (after an aborted transaction).
+// Reads through the Batch see its own writes, except the expiry sweeps,
+// which read the committed state and pass over what the batch changed
+// (sweep). Nothing reaches Pebble until Commit; Close discards everything
+// (after an aborted transaction).
 // A Batch is used by one goroutine.
 type Batch struct {
 	s       *Store
