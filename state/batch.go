@@ -24,7 +24,7 @@ type Change struct {
 type Batch struct {
 	s       *Store
 	p       int32
-	b       *pebble.Batch    // not indexed until an iterator needs it (view)
+	b       *pebble.Batch // not indexed until an iterator needs it (view)
 	indexed bool
 	changes []Change
 	index   map[string]int   // changelog key -> position in changes
