@@ -60,8 +60,16 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # new_cluster_id prints a random Kafka cluster id (16 bytes, base64url, no
 # padding), what `kafka-storage.sh random-uuid` prints, without starting a JVM.
+# Like Kafka's own, it never starts with '-': `kafka-storage format -t -x...`
+# takes such an id for an option and fails ("argument --cluster-id/-t:
+# expected one argument"), which one fresh cluster in 64 hit (a CI run did).
 new_cluster_id() {
-	head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+	local id
+	while :; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+		[[ $id == -* ]] || break
+	done
+	printf '%s' "$id"
 }
 
 # write_node_config DIR NODE_ID BROKER_PORT CONTROLLER_PORT VOTERS [EXTRA...]
