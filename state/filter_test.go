@@ -145,16 +145,7 @@ func TestRestoredStateWithFilter(t *testing.T) {
 	if err := b.Commit(int64(len(changes))); err != nil {
 		t.Fatal(err)
 	}
-	rs := dst.NewRestorer(p)
-	for _, ch := range changes {
-		if err := rs.Add(ch.Key, ch.Value); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := rs.Flush(int64(len(changes))); err != nil {
-		t.Fatal(err)
-	}
-	rs.Close()
+	restoreChanges(t, dst, p, changes)
 
 	f, err := dst.ContactFilter(p)
 	if err != nil {

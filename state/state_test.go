@@ -9,6 +9,22 @@ import (
 	"github.com/sponsored/sponsor/schemas"
 )
 
+// restoreChanges applies changes as partition p's changelog to s, with the
+// checkpoint after them, as a restore does.
+func restoreChanges(t *testing.T, s *Store, p int32, changes []Change) {
+	t.Helper()
+	rs := s.NewRestorer(p)
+	defer rs.Close()
+	for _, ch := range changes {
+		if err := rs.Add(ch.Key, ch.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rs.Flush(int64(len(changes))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func open(t *testing.T) *Store {
 	t.Helper()
 	s, err := Open(t.TempDir(), Options{})
@@ -117,16 +133,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rs := dst.NewRestorer(1)
-	for _, ch := range changes {
-		if err := rs.Add(ch.Key, ch.Value); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := rs.Flush(int64(len(changes))); err != nil {
-		t.Fatal(err)
-	}
-	rs.Close()
+	restoreChanges(t, dst, 1, changes)
 
 	for _, s := range []*Store{src, dst} {
 		rb := s.NewBatch(1)
