@@ -106,17 +106,7 @@ func BenchmarkSteadyState(b *testing.B) {
 		baseWarm := (rate(base1.total-base1.first) + rate(base2.total-base2.first)) / 2
 		b.ReportMetric(rate(pipe.total-pipe.first)/baseWarm, "ratio_after_join")
 		b.ReportMetric(peakRSSMiB(), "peak_rss_MiB")
-		// CPU per interaction: steadier than the rates on a shared
-		// machine, since another tenant's load slows a run but does not
-		// add to its CPU time. It is the whole process's (with kfake,
-		// the broker's too; Pebble's compactions of the pipeline's state
-		// may run on into the second baseline's phase).
-		pipeCPU := (cpu2 - cpu1).Seconds() * 1e6 / float64(n)
-		baseCPU := ((cpu1 - cpu0) + (cpu3 - cpu2)).Seconds() * 1e6 / float64(2*n)
-		b.ReportMetric(pipeCPU, "pipeline_cpu_us/rec")
-		b.ReportMetric(baseCPU, "baseline_cpu_us/rec")
-		b.ReportMetric(baseCPU/pipeCPU, "cpu_ratio")
-		b.Logf("steady state, CPU of this process: pipeline %.2f us per interaction, raw copy %.2f us per record; cpu ratio %.2f", pipeCPU, baseCPU, baseCPU/pipeCPU)
+		reportCPU(b, "steady state (per interaction; baseline: raw copy)", cpu2-cpu1, n, (cpu1-cpu0)+(cpu3-cpu2), 2*n)
 		b.Logf("steady state, %d interactions: pipeline %s (first progress after %s) = %.0f rec/s; raw transactional copy %s / %s (first progress after %s / %s) = %.0f / %.0f rec/s; ratio %.2f; pipeline transactions %d, aborts %d; peak RSS %.0f MiB (broker, pipeline and baseline in one process)",
 			n, pipe.total.Round(time.Millisecond), pipe.first.Round(time.Millisecond), rate(pipe.total),
 			base1.total.Round(time.Millisecond), base2.total.Round(time.Millisecond), base1.first.Round(time.Millisecond), base2.first.Round(time.Millisecond),
@@ -191,13 +181,7 @@ func BenchmarkFanout(b *testing.B) {
 		base := rawTransactProduce(b, c, m, size, *benchParts*5000)
 		cpu3 := processCPU()
 		b.StopTimer()
-		// CPU per delivery and per baseline record (see BenchmarkSteadyState).
-		pipeCPU := (cpu1 - cpu0).Seconds() * 1e6 / float64(m)
-		baseCPU := (cpu3 - cpu2).Seconds() * 1e6 / float64(m)
-		b.ReportMetric(pipeCPU, "pipeline_cpu_us/rec")
-		b.ReportMetric(baseCPU, "baseline_cpu_us/rec")
-		b.ReportMetric(baseCPU/pipeCPU, "cpu_ratio")
-		b.Logf("fan-out, CPU of this process: pipeline %.2f us per delivery, raw produce %.2f us per record; cpu ratio %.2f", pipeCPU, baseCPU, baseCPU/pipeCPU)
+		reportCPU(b, "fan-out (per delivery; baseline: raw produce)", cpu1-cpu0, m, cpu3-cpu2, m)
 
 		rate, baseRate := float64(m)/pipe.Seconds(), float64(m)/base.Seconds()
 		b.ReportMetric(rate, "deliveries/s")
@@ -582,8 +566,6 @@ func rawReadAll(b *testing.B, c *cluster, topic string, ends map[int32]int64) (i
 
 // ---- memory
 
-// resetPeakRSS resets the kernel's peak RSS of the process (VmHWM), so the
-// next peakRSSMiB is the peak since now. Best effort: it needs Linux >= 4.0.
 // processCPU is the CPU time (user and system) the process used so far.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -593,6 +575,25 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// reportCPU reports the process's CPU time per record of the pipeline's
+// phase (pipe over pipeN records) and of its baseline's (base over baseN),
+// and their ratio (baseline over pipeline: higher is better, as for the
+// rates). CPU time is steadier than the rates on a shared machine: another
+// tenant's load slows a run but does not add to its CPU time. It is the
+// whole process's (with kfake, the broker's too; Pebble's compactions of the
+// pipeline's state may run on into a later phase). what names the unit.
+func reportCPU(b *testing.B, what string, pipe time.Duration, pipeN int, base time.Duration, baseN int) {
+	b.Helper()
+	pipeCPU := pipe.Seconds() * 1e6 / float64(pipeN)
+	baseCPU := base.Seconds() * 1e6 / float64(baseN)
+	b.ReportMetric(pipeCPU, "pipeline_cpu_us/rec")
+	b.ReportMetric(baseCPU, "baseline_cpu_us/rec")
+	b.ReportMetric(baseCPU/pipeCPU, "cpu_ratio")
+	b.Logf("%s, CPU of this process: pipeline %.2f us per record, baseline %.2f us per record; cpu ratio %.2f", what, pipeCPU, baseCPU, baseCPU/pipeCPU)
+}
+
+// resetPeakRSS resets the kernel's peak RSS of the process (VmHWM), so the
+// next peakRSSMiB is the peak since now. Best effort: it needs Linux >= 4.0.
 func resetPeakRSS() {
 	runtime.GC()
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)

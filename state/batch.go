@@ -25,7 +25,6 @@ type Batch struct {
 	s       *Store
 	p       int32
 	b       *pebble.Batch // not indexed until an iterator needs it (view)
-	indexed bool
 	changes []Change
 	index   map[string]int   // changelog key -> position in changes
 	kbuf    []byte           // the Pebble key of the last read or write
@@ -51,14 +50,14 @@ func (s *Store) NewBatch(p int32) *Batch {
 // fan-out's index scan and an erasure iterate, and the first of them in a
 // transaction indexes what the batch holds so far (Pebble's Apply).
 func (b *Batch) view() (*pebble.Batch, error) {
-	if !b.indexed {
+	if !b.b.Indexed() {
 		ib := b.s.db.NewIndexedBatch()
 		if err := ib.Apply(b.b, nil); err != nil {
 			ib.Close()
 			return nil, fmt.Errorf("index the state batch of partition %d: %w", b.p, err)
 		}
 		b.b.Close()
-		b.b, b.indexed = ib, true
+		b.b = ib
 	}
 	return b.b, nil
 }
