@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -45,7 +46,36 @@ var (
 	benchContacts     = flagInt("bench.contacts", 100_000, "contacts of the business BenchmarkFanout fans out to, and of BenchmarkRestore's state")
 	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
 	benchMaxPoll      = flagInt("bench.maxpoll", 0, "the pipeline's MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction (0: the pipeline's default; the baseline keeps it)")
+	benchNoDecisions  = flag.Bool("bench.nodecisions", false, "run the pipeline of BenchmarkFanout with the decisions topic off (--decisions=false): two records per delivery instead of three")
+	benchProfile      = flag.String("bench.cpuprofile", "", "a folder to write a CPU profile of each benchmark's measured pipeline phase to (steady.prof, fanout.prof), without the ingest or the baselines that -test.cpuprofile would mix in")
 )
+
+// profilePhase starts a CPU profile of one phase into -bench.cpuprofile's
+// folder and returns the function that ends it; without the flag it does
+// nothing.
+func profilePhase(b *testing.B, name string) (stop func()) {
+	b.Helper()
+	if *benchProfile == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(*benchProfile, 0o755); err != nil {
+		b.Fatalf("profile folder: %v", err)
+	}
+	f, err := os.Create(filepath.Join(*benchProfile, name+".prof"))
+	if err != nil {
+		b.Fatalf("profile: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("start CPU profile (is -test.cpuprofile also set?): %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("profile %s: %v", name, err)
+		}
+	}
+}
 
 // flagInt is an int flag whose default an environment variable may set
 // (BENCH_INTERACTIONS for bench.interactions), for make.
@@ -90,7 +120,9 @@ func BenchmarkSteadyState(b *testing.B) {
 		cpu0 := processCPU()
 		base1 := rawTransactCopy(b, c, c.group+"-raw1", ends)
 		cpu1 := processCPU()
+		stopProfile := profilePhase(b, "steady")
 		pipe := runPipelineUntil(b, c, c.group, ends)
+		stopProfile()
 		cpu2 := processCPU()
 		base2 := rawTransactCopy(b, c, c.group+"-raw2", ends)
 		cpu3 := processCPU()
@@ -139,7 +171,7 @@ func BenchmarkFanout(b *testing.B) {
 		recs = nil
 		ends := c.offsets(b, c.names.Interactions, false)
 		resetPeakRSS()
-		h := startRunner(b, c, b.TempDir(), nil)
+		h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.NoDecisions = *benchNoDecisions })
 		ingest := waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
 		ingestRSS := peakRSSMiB()
 		b.Logf("ingested %d contacts of %s in %s (%.0f rec/s, first progress after %s)", m, biz, ingest.total.Round(time.Millisecond),
@@ -152,6 +184,7 @@ func BenchmarkFanout(b *testing.B) {
 		txns0 := h.r.Stats().Transactions.Load()
 		b.StartTimer()
 		cpu0 := processCPU()
+		stopProfile := profilePhase(b, "fanout")
 		start := time.Now()
 		c.produce(b, crec)
 		var firstAt time.Duration
@@ -168,6 +201,7 @@ func BenchmarkFanout(b *testing.B) {
 			time.Sleep(5 * time.Millisecond) // a sampling interval, not an assertion
 		}
 		pipe := time.Since(start)
+		stopProfile()
 		cpu1 := processCPU()
 		b.StopTimer()
 		fanRSS := peakRSSMiB()

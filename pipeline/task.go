@@ -16,8 +16,10 @@ import (
 )
 
 // task owns the users of one interactions partition: their state, the
-// partition's view of every campaign, and the outputs for those users. All
-// of its methods run on the runner's loop goroutine.
+// partition's view of every campaign, and the outputs for those users. Its
+// methods run on one goroutine at a time: the runner's loop, or a goroutine
+// of the loop's own for the task's part of a transaction (eachTask), while
+// the loop waits.
 type task struct {
 	p      int32
 	env    *env
