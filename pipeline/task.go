@@ -29,6 +29,7 @@ type task struct {
 	firing []*policy.Progress          // Firing, in the order they fire
 	sweep  []byte                      // contact expiry sweep cursor (in memory only)
 	sweepR []byte                      // recipient expiry sweep cursor
+	sweepE []byte                      // erasure-marker expiry sweep cursor
 	// fanning tallies the fan-outs in progress for the metrics, as of the
 	// last committed transaction (in memory only: a fan-out resumed by
 	// another instance or after a restart is tallied from there).
@@ -220,13 +221,9 @@ func (t *task) fanout() (bool, error) {
 		var candidates int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
-		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string) error {
+		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact) error {
 			t.budget--
-			contact, known, err := t.batch.Contact(user, c.Campaign.Business)
-			if err != nil {
-				return err
-			}
-			if t.env.policy.ContactExpired(&contact, c.FireAt) {
+			if t.env.policy.ContactExpired(contact, c.FireAt) {
 				// Forgotten as of the send time, whether or not a sweep
 				// has deleted it yet: not a candidate, as if swept, so
 				// that the decisions (and their NO_CONTACT records) do
@@ -235,13 +232,14 @@ func (t *task) fanout() (bool, error) {
 			}
 			var r *policy.Recipient
 			if cfg.UserCap > 0 {
+				var err error
 				rec, _, err = t.batch.Recipient(user)
 				if err != nil {
 					return err
 				}
 				r = &rec
 			}
-			reason := t.env.policy.Decide(&contact, r, &c.Campaign, c.FireAt)
+			reason := t.env.policy.Decide(contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
 			candidates++
 			if t.env.names.Decisions == "" && reason != policy.Delivered {
@@ -258,7 +256,7 @@ func (t *task) fanout() (bool, error) {
 			if reason != policy.Delivered {
 				return nil
 			}
-			if err := t.batch.PutContact(user, c.Campaign.Business, &contact, known); err != nil {
+			if err := t.batch.PutContact(user, c.Campaign.Business, contact, true); err != nil {
 				return err
 			}
 			if r != nil {
@@ -453,8 +451,8 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 // apply records one interaction in the state.
 func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if in.Kind == schemas.UserErased {
-		_, err := t.batch.EraseUser(in.UserID)
-		return err
+		// As of the task time: no contact of the user has an event after it.
+		return t.batch.EraseUser(in.UserID, max(t.meta.Time, at))
 	}
 	if in.Kind == schemas.BusinessMessage {
 		return nil
@@ -498,6 +496,13 @@ func (t *task) expire(limit int) error {
 		return err
 	}
 	t.sweep = next
+	next, _, err = t.batch.SweepErasures(t.sweepE, limit, func(at policy.Millis) bool {
+		return t.env.policy.ErasureExpired(at, now)
+	})
+	if err != nil {
+		return err
+	}
+	t.sweepE = next
 	if t.env.policy.Config().UserCap > 0 {
 		next, _, err := t.batch.SweepRecipients(t.sweepR, limit, func(r *policy.Recipient) bool {
 			return t.env.policy.RecipientExpired(r, now)

@@ -28,7 +28,8 @@ type Batch struct {
 	changes []Change
 	index   map[string]int   // changelog key -> position in changes
 	kbuf    []byte           // the Pebble key of the last read or write
-	rbuf    []byte           // the changelog key of the last read
+	rbuf    []byte           // the changelog key of the last contact read
+	ebuf    []byte           // the changelog key of the last erasure read
 	it      *pebble.Iterator // the DB's reads (get), from the first one to Close
 	filter  *ContactFilter   // the partition's contact keys, if known (UseFilter)
 }
@@ -95,9 +96,10 @@ func (b *Batch) Close() {
 }
 
 // full returns the Pebble key of changelog key k (in a reused buffer).
-func (b *Batch) full(k []byte) []byte {
-	b.kbuf = append(appendPartition(b.kbuf[:0], b.p), k...)
-	return b.kbuf
+func (b *Batch) full(k []byte) ([]byte, error) {
+	var err error
+	b.kbuf, err = appendPebbleKey(b.kbuf[:0], b.p, k)
+	return b.kbuf, err
 }
 
 func (b *Batch) record(k, v []byte) {
@@ -110,7 +112,11 @@ func (b *Batch) record(k, v []byte) {
 }
 
 func (b *Batch) set(k, v []byte) error {
-	if err := b.b.Set(b.full(k), v, nil); err != nil {
+	pk, err := b.full(k)
+	if err != nil {
+		return err
+	}
+	if err := b.b.Set(pk, v, nil); err != nil {
 		return err
 	}
 	b.record(k, v)
@@ -118,7 +124,11 @@ func (b *Batch) set(k, v []byte) error {
 }
 
 func (b *Batch) del(k []byte) error {
-	if err := b.b.Delete(b.full(k), nil); err != nil {
+	pk, err := b.full(k)
+	if err != nil {
+		return err
+	}
+	if err := b.b.Delete(pk, nil); err != nil {
 		return err
 	}
 	b.record(k, nil)
@@ -157,7 +167,10 @@ func (b *Batch) get(k []byte) ([]byte, error) {
 		}
 		b.it = it
 	}
-	key := b.full(k)
+	key, err := b.full(k)
+	if err != nil {
+		return nil, err
+	}
 	if b.it.SeekPrefixGE(key) && bytes.Equal(b.it.Key(), key) {
 		v, err := b.it.ValueAndErr()
 		if err != nil {
@@ -172,7 +185,7 @@ func (b *Batch) get(k []byte) ([]byte, error) {
 }
 
 // Contact returns the contact between user and business; ok is false if the
-// task knows none.
+// task knows none, or only one from before the user's erasure.
 func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
 	b.rbuf = contactKey(b.rbuf[:0], user, business)
 	if b.filter != nil && !b.filter.MayContain(b.rbuf) {
@@ -186,13 +199,39 @@ func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err e
 	if err != nil {
 		return c, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
 	}
+	if stale, err := b.stale(user, business); err != nil || stale {
+		return policy.Contact{}, false, err
+	}
 	return c, true, nil
 }
 
-// PutContact stores the contact between user and business and indexes the
-// user under the business for fan-out. known says the contact exists
-// already (Contact returned ok), so its index entry does too and is not
-// written again: a fan-out updates every recipient's contact.
+// erasure returns the user's erasure marker, if any.
+func (b *Batch) erasure(user string) (e Erasure, ok bool, err error) {
+	b.ebuf = erasureKey(b.ebuf[:0], user)
+	if b.filter != nil && !b.filter.MayContain(b.ebuf) {
+		return e, false, nil // never erased: the common case, without a read
+	}
+	v, err := b.get(b.ebuf)
+	if err != nil || v == nil {
+		return e, false, err
+	}
+	e, err = DecodeErasure(v)
+	if err != nil {
+		return e, false, fmt.Errorf("erasure of %q: %w", user, err)
+	}
+	return e, true, nil
+}
+
+// stale reports whether a stored contact between user and business is from
+// before the user's erasure.
+func (b *Batch) stale(user, business string) (bool, error) {
+	e, ok, err := b.erasure(user)
+	return ok && !e.has(business), err
+}
+
+// PutContact stores the contact between user and business. known says the
+// contact exists already (Contact returned ok), so the filter and the
+// user's erasure marker, if any, know it already.
 func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool) error {
 	k := contactKey(nil, user, business)
 	if err := b.set(k, AppendContact(nil, c)); err != nil {
@@ -204,15 +243,18 @@ func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool)
 	if b.filter != nil {
 		b.filter.Add(k)
 	}
-	return b.b.Set(indexKey(appendPartition(nil, b.p), business, user), nil, nil)
+	// A contact made after the user's erasure counts again.
+	e, ok, err := b.erasure(user)
+	if err != nil || !ok || e.has(business) {
+		return err
+	}
+	e.Fresh = append(e.Fresh, business)
+	return b.set(erasureKey(nil, user), AppendErasure(nil, &e))
 }
 
 // DeleteContact forgets the contact between user and business.
 func (b *Batch) DeleteContact(user, business string) error {
-	if err := b.del(contactKey(nil, user, business)); err != nil {
-		return err
-	}
-	return b.b.Delete(indexKey(appendPartition(nil, b.p), business, user), nil)
+	return b.del(contactKey(nil, user, business))
 }
 
 // Recipient returns the user's recent deliveries across businesses.
@@ -238,47 +280,37 @@ func (b *Batch) DeleteRecipient(user string) error {
 	return b.del(recipientKey(nil, user))
 }
 
-// EraseUser deletes everything the task knows about user: every contact, its
-// index entries and the recipient record. It returns how many contacts it
-// deleted.
-func (b *Batch) EraseUser(user string) (int, error) {
-	prefix := b.full(userContactsPrefix(nil, user))
-	lower := append([]byte(nil), prefix...)
-	v, err := b.view()
-	if err != nil {
-		return 0, err
+// EraseUser forgets everything the task knows about user as of task time
+// at: from now on the user is a stranger to every business. Contacts are
+// keyed by business, so rather than look for the user's, it marks the user
+// (Erasure): the reads (Contact, Audience) pass over the contacts from
+// before the mark at once, and the expiry sweep deletes them when it comes
+// across them (SweepContacts). The recipient record is deleted at once.
+func (b *Batch) EraseUser(user string, at policy.Millis) error {
+	k := erasureKey(nil, user)
+	if err := b.set(k, AppendErasure(nil, &Erasure{At: at})); err != nil {
+		return err
 	}
-	it, err := v.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
-	if err != nil {
-		return 0, err
-	}
-	var businesses []string
-	for it.First(); it.Valid(); it.Next() {
-		businesses = append(businesses, string(it.Key()[len(lower):]))
-	}
-	if err := it.Close(); err != nil {
-		return 0, err
-	}
-	for _, biz := range businesses {
-		if err := b.DeleteContact(user, biz); err != nil {
-			return 0, err
-		}
+	if b.filter != nil {
+		b.filter.Add(k)
 	}
 	if v, err := b.get(recipientKey(nil, user)); err != nil {
-		return 0, err
+		return err
 	} else if v != nil {
-		if err := b.DeleteRecipient(user); err != nil {
-			return 0, err
-		}
+		return b.DeleteRecipient(user)
 	}
-	return len(businesses), nil
+	return nil
 }
 
-// Audience calls fn for up to limit users indexed under business whose id
-// sorts after the cursor after (all users when after is empty), in ascending
-// order. It returns the last user visited and whether the index is exhausted.
-func (b *Batch) Audience(business, after string, limit int, fn func(user string) error) (last string, done bool, err error) {
-	prefix := businessIndexPrefix(appendPartition(nil, b.p), business)
+// Audience calls fn, in ascending order of user, with each user of the
+// partition who has a contact with business (not one from before the
+// user's erasure) and whose id sorts after the cursor after (all users when
+// after is empty), for up to limit contacts. It returns the last user it
+// went past (the cursor to continue from) and whether the business's
+// contacts are exhausted. The contacts come with their values from one scan
+// of the business's keys.
+func (b *Batch) Audience(business, after string, limit int, fn func(user string, c *policy.Contact) error) (last string, done bool, err error) {
+	prefix := businessContactsPrefix(appendPartition(nil, b.p), business)
 	lower := append(append([]byte(nil), prefix...), after...)
 	if after != "" {
 		lower = append(lower, 0) // the smallest key after the cursor
@@ -291,39 +323,63 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string)
 	if err != nil {
 		return after, false, err
 	}
-	users := make([]string, 0, min(limit, 1024))
-	for it.First(); it.Valid() && len(users) < limit; it.Next() {
-		users = append(users, string(it.Key()[len(prefix):]))
+	type member struct {
+		user string
+		c    policy.Contact
+	}
+	members := make([]member, 0, min(limit, 1024))
+	for it.First(); it.Valid() && len(members) < limit; it.Next() {
+		user := it.Key()[len(prefix):]
+		c, err := DecodeContact(it.Value())
+		if err != nil {
+			it.Close()
+			return after, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
+		}
+		members = append(members, member{string(user), c})
 	}
 	exhausted := !it.Valid()
 	if err := it.Close(); err != nil {
 		return after, false, err
 	}
-	// Iterate outside the iterator: fn writes to the batch.
+	// Call fn outside the iterator: fn writes to the batch.
 	last = after
-	for _, u := range users {
-		if err := fn(u); err != nil {
+	for i := range members {
+		m := &members[i]
+		stale, err := b.stale(m.user, business)
+		if err != nil {
 			return last, false, err
 		}
-		last = u
+		if !stale {
+			if err := fn(m.user, &m.c); err != nil {
+				return last, false, err
+			}
+		}
+		last = m.user
 	}
 	return last, exhausted, nil
 }
 
 // SweepContacts visits up to limit contacts of the partition after the
-// changelog key cursor after (from the start when nil) and deletes those for
-// which expired returns true. It returns the cursor to continue from, nil
-// when the sweep reached the end.
+// cursor after (from the start when nil) and deletes those for which
+// expired returns true, and those from before their user's erasure. It
+// returns the cursor to continue from, nil when the sweep reached the end.
 func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Contact) bool) (next []byte, deleted int, err error) {
-	next, victims, err := b.sweep(kindContact, after, limit, func(v []byte) (bool, error) {
+	next, victims, err := b.sweep(kindBusinessContact, after, limit, func(k, v []byte) (bool, error) {
 		c, err := DecodeContact(v)
-		return err == nil && expired(&c), err
+		if err != nil || expired(&c) {
+			return err == nil, err
+		}
+		business, user, err := splitBusinessContact(k)
+		if err != nil {
+			return false, err
+		}
+		return b.stale(string(user), string(business))
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	for _, k := range victims {
-		user, business, err := splitLenString(k[1:])
+		business, user, err := splitBusinessContact(k)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -336,7 +392,7 @@ func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Co
 
 // SweepRecipients is SweepContacts for the per-user delivery lists.
 func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.Recipient) bool) (next []byte, deleted int, err error) {
-	next, victims, err := b.sweep(kindRecipient, after, limit, func(v []byte) (bool, error) {
+	next, victims, err := b.sweep(kindRecipient, after, limit, func(_, v []byte) (bool, error) {
 		r, err := DecodeRecipient(v)
 		return err == nil && expired(&r), err
 	})
@@ -351,10 +407,30 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 	return next, len(victims), nil
 }
 
-// sweep visits up to limit keys of one kind after the changelog key cursor
-// after and returns the changelog keys for which expired is true, and the
-// cursor to continue from (nil at the end). The caller deletes outside the
-// iterator.
+// SweepErasures is SweepContacts for the erasure markers: it deletes those
+// for which expired, given the time of the erasure, returns true. A marker
+// may go once every contact from before it is past the contact retention
+// (policy.ErasureExpired): the rules no longer count those, marker or not.
+func (b *Batch) SweepErasures(after []byte, limit int, expired func(at policy.Millis) bool) (next []byte, deleted int, err error) {
+	next, victims, err := b.sweep(kindErasure, after, limit, func(_, v []byte) (bool, error) {
+		e, err := DecodeErasure(v)
+		return err == nil && expired(e.At), err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, k := range victims {
+		if err := b.del(k); err != nil {
+			return nil, 0, err
+		}
+	}
+	return next, len(victims), nil
+}
+
+// sweep visits up to limit Pebble keys of one kind after the cursor after
+// (a Pebble key without its partition prefix) and returns those for which
+// expired is true, and the cursor to continue from (nil at the end). The
+// caller deletes outside the iterator.
 //
 // It reads the committed state (the DB), not the batch, so that a sweep,
 // which runs in every transaction, does not make the batch index its
@@ -363,7 +439,7 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 // A sweep only forgets what no rule can use any more (decisions do not
 // depend on when it runs), so passing over a key at most delays that to
 // the next round.
-func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(v []byte) (bool, error)) (next []byte, victims [][]byte, err error) {
+func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(k, v []byte) (bool, error)) (next []byte, victims [][]byte, err error) {
 	prefix := append(appendPartition(nil, b.p), kind)
 	lower := prefix
 	if after != nil {
@@ -376,10 +452,15 @@ func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(v []byte)
 	for n := 0; n < limit && (n == 0 && it.First() || n > 0 && it.Next()); n++ {
 		k := it.Key()[prefixLen:]
 		next = append(next[:0], k...)
-		if _, changed := b.index[string(k)]; changed {
+		changed, err := b.changed(k)
+		if err != nil || changed {
+			if err != nil {
+				it.Close()
+				return nil, nil, err
+			}
 			continue
 		}
-		dead, err := expired(it.Value())
+		dead, err := expired(k, it.Value())
 		if err != nil {
 			it.Close()
 			return nil, nil, fmt.Errorf("sweep %q keys of partition %d: %w", kind, b.p, err)
@@ -397,6 +478,22 @@ func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(v []byte)
 		return nil, nil, err
 	}
 	return next, victims, nil
+}
+
+// changed reports whether the batch wrote the key whose Pebble key
+// (without the partition prefix) is k.
+func (b *Batch) changed(k []byte) (bool, error) {
+	if k[0] != kindBusinessContact {
+		_, ok := b.index[string(k)]
+		return ok, nil
+	}
+	business, user, err := splitBusinessContact(k)
+	if err != nil {
+		return false, err
+	}
+	b.rbuf = contactKey(b.rbuf[:0], string(user), string(business))
+	_, ok := b.index[string(b.rbuf)]
+	return ok, nil
 }
 
 // PutCampaign stores the task's record of a campaign.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/schemas"
@@ -171,6 +172,49 @@ func DecodeRecipient(b []byte) (policy.Recipient, error) {
 		r.Sent = append(r.Sent, d.int())
 	}
 	return r, d.done("recipient")
+}
+
+// Erasure is a user's erasure marker. An erasure does not look for the
+// user's contacts (they are keyed by business): it marks the user, and
+// from then on a contact of the user counts only if its business is in
+// Fresh, the businesses the user contacted after the erasure. The expiry
+// sweep deletes the stale contacts it passes, and the marker itself once
+// every contact from before At is past the contact retention.
+type Erasure struct {
+	// At is the task time when the user was erased: no contact from before
+	// the erasure has an event after it.
+	At    policy.Millis
+	Fresh []string
+}
+
+// has reports whether the user contacted business after the erasure.
+func (e *Erasure) has(business string) bool { return slices.Contains(e.Fresh, business) }
+
+// AppendErasure appends the encoding of e to dst.
+func AppendErasure(dst []byte, e *Erasure) []byte {
+	en := encoder{dst}
+	en.byte(valueVersion)
+	en.int(e.At)
+	en.uint(uint64(len(e.Fresh)))
+	for _, b := range e.Fresh {
+		en.str(b)
+	}
+	return en.b
+}
+
+// DecodeErasure decodes what AppendErasure wrote.
+func DecodeErasure(b []byte) (Erasure, error) {
+	d := decoder{b: b}
+	d.version("erasure")
+	e := Erasure{At: d.int()}
+	n := d.uint()
+	if n > uint64(len(b)) {
+		return Erasure{}, fmt.Errorf("%w: erasure claims %d businesses", ErrCorrupt, n)
+	}
+	for range n {
+		e.Fresh = append(e.Fresh, d.str())
+	}
+	return e, d.done("erasure")
 }
 
 // AppendProgress appends the encoding of p to dst.

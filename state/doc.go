@@ -12,14 +12,25 @@
 // the changelog offset the partition's state now reflects. The changelog is
 // the truth; Pebble is its materialized view, so Pebble runs without a WAL.
 //
-// Key layout, after the 4-byte big-endian partition number:
+// Key layout in Pebble, after the 4-byte big-endian partition number:
 //
-//	'c' uvarint(len(user)) user business   -> Contact      (changelogged)
-//	'i' uvarint(len(business)) business user -> empty        (derived from 'c'; not changelogged)
+//	'b' uvarint(len(business)) business user -> Contact      (changelog key: 'c' uvarint(len(user)) user business)
+//	'x' user                                -> Erasure      (changelogged)
 //	'r' user                                -> Recipient    (changelogged)
 //	'g' campaign                            -> Progress     (changelogged)
 //	'm' name                                -> task metadata (changelogged: input offset, campaign offsets, task time)
 //	'k'                                     -> checkpoint   (Pebble only: the next changelog offset to read)
+//
+// Every key is stored under its changelog key, except a contact: its
+// changelog key puts the user first, its Pebble key the business, so that a
+// fan-out reads a business's contacts, values included, in one sequential
+// scan, and a contact costs one Pebble key (a separate business -> user
+// index, the layout before, cost a second key per contact: a third of the
+// steady state's CPU, docs/performance.md, eighth round). What the user
+// order gave, the contacts of one user, an erasure now gets from a marker
+// ('x', see Erasure) and `sponsor state get` from a scan of the partition.
+// A store written with the layout before is dropped partition by partition
+// when opened, and rebuilt from the changelog, whose format is unchanged.
 //
 // Values start with a version byte (1) so the encoding can evolve.
 package state

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -88,28 +89,56 @@ func (f *ContactFilter) Bytes() uint {
 	return n
 }
 
-// ContactFilter builds the filter of partition p from every contact key the
-// store holds for it, sized for twice as many: call it once the partition's
-// state is restored, before any batch of the partition uses the filter.
+// ContactFilter builds the filter of partition p from every contact key and
+// erasure marker the store holds for it, sized for twice as many: call it
+// once the partition's state is restored, before any batch of the
+// partition uses the filter.
 func (s *Store) ContactFilter(p int32) (*ContactFilter, error) {
-	prefix := append(appendPartition(nil, p), kindContact)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
-	}
-	defer it.Close()
+	contacts := append(appendPartition(nil, p), kindBusinessContact)
+	erasures := append(appendPartition(nil, p), kindErasure)
 	// Two passes, counting and then adding, rather than holding every key
 	// in memory between them.
 	var n uint
-	for it.First(); it.Valid(); it.Next() {
-		n++
+	count := func([]byte) error { n++; return nil }
+	if err := s.eachKey(contacts, count); err != nil {
+		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
+	}
+	if err := s.eachKey(erasures, count); err != nil {
+		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
 	}
 	f := NewContactFilter(2 * n)
-	for it.First(); it.Valid(); it.Next() {
-		f.Add(it.Key()[prefixLen:])
+	var ck []byte
+	err := s.eachKey(contacts, func(k []byte) error {
+		business, user, err := splitBusinessContact(k)
+		if err != nil {
+			return err
+		}
+		// The filter holds changelog keys, which put the user first.
+		ck = append(binary.AppendUvarint(append(ck[:0], kindContact), uint64(len(user))), user...)
+		f.Add(append(ck, business...))
+		return nil
+	})
+	if err == nil {
+		err = s.eachKey(erasures, func(k []byte) error { f.Add(k); return nil })
 	}
-	if err := it.Error(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("contact filter of partition %d: %w", p, err)
 	}
 	return f, nil
+}
+
+// eachKey calls fn with every key (without its partition prefix) that
+// starts with prefix, keys only.
+func (s *Store) eachKey(prefix []byte, fn func(k []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key()[prefixLen:]); err != nil {
+			return err
+		}
+	}
+	return it.Error()
 }

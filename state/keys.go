@@ -7,12 +7,22 @@ import (
 
 // Key kinds: the byte after the partition prefix.
 const (
-	kindContact    = 'c'
-	kindIndex      = 'i'
-	kindRecipient  = 'r'
-	kindCampaign   = 'g'
-	kindMeta       = 'm'
-	kindCheckpoint = 'k'
+	// kindContact is a contact's changelog key (user first). In Pebble the
+	// contact is kept under kindBusinessContact instead (business first),
+	// so that a fan-out reads a business's contacts, values included, in
+	// one sequential scan.
+	kindContact         = 'c'
+	kindBusinessContact = 'b'
+	kindErasure         = 'x'
+	kindRecipient       = 'r'
+	kindCampaign        = 'g'
+	kindMeta            = 'm'
+	kindCheckpoint      = 'k'
+
+	// kindLegacyIndex is the fan-out index ('i' business user) of the
+	// layout before the business-first contacts; a store that still holds
+	// one, or a 'c' key, has the old layout (legacyPartitions).
+	kindLegacyIndex = 'i'
 )
 
 // metaName is the one metadata key a task keeps.
@@ -36,22 +46,52 @@ func contactKey(dst []byte, user, business string) []byte {
 	return append(dst, business...)
 }
 
-// userContactsPrefix is the changelog-key prefix of every contact of user.
-func userContactsPrefix(dst []byte, user string) []byte {
-	dst = append(dst, kindContact)
-	return appendLenString(dst, user)
-}
-
-// indexKey is the key of the fan-out index: 'i' len(business) business user.
-func indexKey(dst []byte, business, user string) []byte {
-	dst = append(dst, kindIndex)
+// businessContactKey is the Pebble key of a contact: 'b' len(business)
+// business user.
+func businessContactKey(dst []byte, business, user string) []byte {
+	dst = append(dst, kindBusinessContact)
 	dst = appendLenString(dst, business)
 	return append(dst, user...)
 }
 
-func businessIndexPrefix(dst []byte, business string) []byte {
-	dst = append(dst, kindIndex)
+// businessContactsPrefix is the Pebble-key prefix of every contact of
+// business.
+func businessContactsPrefix(dst []byte, business string) []byte {
+	dst = append(dst, kindBusinessContact)
 	return appendLenString(dst, business)
+}
+
+// erasureKey is the changelog key of a user's erasure marker.
+func erasureKey(dst []byte, user string) []byte {
+	dst = append(dst, kindErasure)
+	return append(dst, user...)
+}
+
+// appendPebbleKey appends the Pebble key of changelog key k of partition p:
+// the partition prefix, then k, except for a contact, whose Pebble key puts
+// the business first.
+func appendPebbleKey(dst []byte, p int32, k []byte) ([]byte, error) {
+	dst = appendPartition(dst, p)
+	if len(k) == 0 || k[0] != kindContact {
+		return append(dst, k...), nil
+	}
+	user, business, err := splitLenString(k[1:])
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, kindBusinessContact)
+	dst = binary.AppendUvarint(dst, uint64(len(business)))
+	dst = append(dst, business...)
+	return append(dst, user...), nil
+}
+
+// splitBusinessContact returns the business and the user of a Pebble
+// contact key without its partition prefix.
+func splitBusinessContact(k []byte) (business, user []byte, err error) {
+	if len(k) == 0 || k[0] != kindBusinessContact {
+		return nil, nil, fmt.Errorf("%w: %q is not a contact key", ErrCorrupt, k)
+	}
+	return splitLenString(k[1:])
 }
 
 func recipientKey(dst []byte, user string) []byte {

@@ -119,8 +119,47 @@ func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
 	}
-	return &Store{db: db, lock: lock, readOnly: readOnly}, nil
+	s := &Store{db: db, lock: lock, readOnly: readOnly}
+	if err := s.dropLegacy(dir, opts.Logger); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
+
+// dropLegacy drops the partitions whose keys have the layout of versions
+// before the business-first contacts ('c' contact keys and an 'i' index in
+// Pebble): the restore then rebuilds them from the changelog, whose format
+// did not change. A read-only store reports them instead.
+func (s *Store) dropLegacy(dir string, log *slog.Logger) error {
+	ps, err := partitions(s.db)
+	if err != nil {
+		return fmt.Errorf("open state store in %s: %w", dir, err)
+	}
+	for _, p := range ps {
+		legacy := false
+		for _, kind := range []byte{kindContact, kindLegacyIndex} {
+			prefix := append(appendPartition(nil, p), kind)
+			err := s.eachKey(prefix, func([]byte) error { legacy = true; return errStopScan })
+			if err != nil && !errors.Is(err, errStopScan) {
+				return fmt.Errorf("open state store in %s: %w", dir, err)
+			}
+		}
+		if !legacy {
+			continue
+		}
+		if s.readOnly {
+			return fmt.Errorf("state store in %s: partition %d has the key layout of an older version: start the pipeline on it, or run `sponsor state rebuild`, to rebuild it from the changelog", dir, p)
+		}
+		log.Warn("state of the partition has the key layout of an older version: dropped; its restore rebuilds it from the changelog", "partition", p)
+		if err := s.DropPartition(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errStopScan = errors.New("stop the scan")
 
 // Close flushes the memtables (so a clean restart restores little) and
 // closes the store.
@@ -194,8 +233,11 @@ func (r *Restorer) Add(key, value []byte) error {
 	if len(key) == 0 {
 		return fmt.Errorf("%w: empty changelog key", ErrCorrupt)
 	}
-	r.keyBuf = append(appendPartition(r.keyBuf[:0], r.p), key...)
 	var err error
+	r.keyBuf, err = appendPebbleKey(r.keyBuf[:0], r.p, key)
+	if err != nil {
+		return err
+	}
 	if value == nil {
 		err = r.b.Delete(r.keyBuf, nil)
 	} else {
@@ -203,22 +245,6 @@ func (r *Restorer) Add(key, value []byte) error {
 	}
 	if err != nil {
 		return err
-	}
-	// The fan-out index is derived from the contacts.
-	if key[0] == kindContact {
-		user, business, err := splitLenString(key[1:])
-		if err != nil {
-			return err
-		}
-		ik := indexKey(appendPartition(nil, r.p), string(business), string(user))
-		if value == nil {
-			err = r.b.Delete(ik, nil)
-		} else {
-			err = r.b.Set(ik, nil, nil)
-		}
-		if err != nil {
-			return err
-		}
 	}
 	r.n++
 	return nil

@@ -224,9 +224,23 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 	pv = PartitionView{Partition: p, Checkpoint: -1, InputOffset: -1, Contacts: []ContactView{}, Deliveries: []DeliveryView{}}
 	base := appendPartition(nil, p)
 
+	// The user's erasure marker: contacts from before it do not count.
+	var erasure *Erasure
+	if ev, err := get(r, erasureKey(append([]byte(nil), base...), user)); err != nil {
+		return pv, false, err
+	} else if ev != nil {
+		e, err := DecodeErasure(ev)
+		if err != nil {
+			return pv, false, fmt.Errorf("erasure record: %w", err)
+		}
+		erasure = &e
+	}
 	// The user's contacts: every business, then filtered, so that a user
 	// known to the partition but not to business still counts as found.
-	prefix := userContactsPrefix(append([]byte(nil), base...), user)
+	// Contacts are keyed by business first (for the fan-out), so this
+	// scans every contact of the partition: fine for a look-up by hand,
+	// about a second per 10M contacts.
+	prefix := append(append([]byte(nil), base...), kindBusinessContact)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return pv, false, err
@@ -237,9 +251,16 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 	}
 	var contacts []contact
 	for it.First(); it.Valid(); it.Next() {
+		biz, u, err := splitBusinessContact(it.Key()[prefixLen:])
+		if err != nil {
+			it.Close()
+			return pv, false, err
+		}
+		if string(u) != user || erasure != nil && !erasure.has(string(biz)) {
+			continue
+		}
 		found = true
-		biz := string(it.Key()[len(prefix):])
-		if business != "" && biz != business {
+		if business != "" && string(biz) != business {
 			continue
 		}
 		c, err := DecodeContact(it.Value())
@@ -247,7 +268,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			it.Close()
 			return pv, false, fmt.Errorf("contact with %q: %w", biz, err)
 		}
-		contacts = append(contacts, contact{biz, c})
+		contacts = append(contacts, contact{string(biz), c})
 	}
 	if err := it.Close(); err != nil {
 		return pv, false, err

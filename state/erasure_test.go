@@ -1,0 +1,278 @@
+package state
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+)
+
+// audience returns the users Audience yields for business.
+func audience(t *testing.T, b *Batch, business string) []string {
+	t.Helper()
+	var users []string
+	if _, _, err := b.Audience(business, "", 100, func(u string, _ *policy.Contact) error {
+		users = append(users, u)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return users
+}
+
+// TestErasureHidesEarlierContacts: after an erasure the user's earlier
+// contacts count for nothing (Contact, Audience, the view), in the batch
+// that erased and in later ones, with and without the contact filter, and
+// after a restore of the changelog; a contact made after the erasure
+// counts; the sweep deletes the stale contacts and only them.
+func TestErasureHidesEarlierContacts(t *testing.T) {
+	for _, withFilter := range []bool{false, true} {
+		name := "no filter"
+		if withFilter {
+			name = "filter"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			var f *ContactFilter
+			if withFilter {
+				f = NewContactFilter(16)
+			}
+			newBatch := func() *Batch {
+				b := s.NewBatch(0)
+				if f != nil {
+					b.UseFilter(f)
+				}
+				return b
+			}
+			var changes []Change
+			commit := func(b *Batch) {
+				t.Helper()
+				changes = append(changes, b.Changes()...)
+				if err := b.Commit(int64(len(changes))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := policy.Contact{Last: [3]int64{5, 0, 0}}
+			b := newBatch()
+			for _, biz := range []string{"b1", "b2", "b3"} {
+				for _, u := range []string{"u1", "u2"} {
+					if err := b.PutContact(u, biz, &c, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			commit(b)
+
+			b = newBatch()
+			if err := b.PutContact("u1", "b3", &c, true); err != nil { // in this batch, before the erasure
+				t.Fatal(err)
+			}
+			if err := b.EraseUser("u1", 5); err != nil {
+				t.Fatal(err)
+			}
+			for _, biz := range []string{"b1", "b2", "b3"} {
+				if _, ok, err := b.Contact("u1", biz); err != nil || ok {
+					t.Fatalf("contact u1/%s after the erasure: ok %v, %v", biz, ok, err)
+				}
+			}
+			if _, ok, _ := b.Contact("u2", "b1"); !ok {
+				t.Fatal("u2's contact is gone with u1's erasure")
+			}
+			// u1 contacts b2 again: that contact counts, the others still not.
+			later := policy.Contact{Last: [3]int64{7, 0, 0}}
+			if err := b.PutContact("u1", "b2", &later, false); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, _ := b.Contact("u1", "b2"); !ok || got != later {
+				t.Fatalf("contact u1/b2 made after the erasure: %+v, %v", got, ok)
+			}
+			if _, ok, _ := b.Contact("u1", "b1"); ok {
+				t.Fatal("u1/b1 counts again after u1 contacted b2")
+			}
+			if got := audience(t, b, "b1"); !slices.Equal(got, []string{"u2"}) {
+				t.Fatalf("audience of b1 = %v, want [u2]", got)
+			}
+			if got := audience(t, b, "b2"); !slices.Equal(got, []string{"u1", "u2"}) {
+				t.Fatalf("audience of b2 = %v, want [u1 u2]", got)
+			}
+			commit(b)
+
+			check := func(s *Store, f *ContactFilter) {
+				t.Helper()
+				b := s.NewBatch(0)
+				defer b.Close()
+				if f != nil {
+					b.UseFilter(f)
+				}
+				for biz, want := range map[string][]string{"b1": {"u2"}, "b2": {"u1", "u2"}, "b3": {"u2"}} {
+					if got := audience(t, b, biz); !slices.Equal(got, want) {
+						t.Errorf("audience of %s = %v, want %v", biz, got, want)
+					}
+				}
+				v, err := s.User("u1", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var bizs []string
+				for _, pv := range v.Partitions {
+					for _, cv := range pv.Contacts {
+						bizs = append(bizs, cv.Business)
+					}
+				}
+				if !slices.Equal(bizs, []string{"b2"}) {
+					t.Errorf("view of u1: contacts with %v, want [b2]", bizs)
+				}
+			}
+			check(s, f)
+			// A restore of the changelog, and the filter it builds.
+			dst := open(t)
+			restoreChanges(t, dst, 0, changes)
+			df, err := dst.ContactFilter(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(dst, df)
+			check(dst, nil)
+
+			// The sweep deletes u1's stale contacts (b1, b3), nothing else
+			// (no contact is expired here).
+			b = newBatch()
+			var cursor []byte
+			deleted := 0
+			for range 100 {
+				next, n, err := b.SweepContacts(cursor, 2, func(*policy.Contact) bool { return false })
+				if err != nil {
+					t.Fatal(err)
+				}
+				deleted += n
+				if cursor = next; cursor == nil {
+					break
+				}
+			}
+			var gone []string
+			for _, ch := range b.Changes() {
+				if ch.Value == nil {
+					gone = append(gone, string(ch.Key))
+				}
+			}
+			slices.Sort(gone)
+			want := []string{string(contactKey(nil, "u1", "b1")), string(contactKey(nil, "u1", "b3"))}
+			if deleted != 2 || !slices.Equal(gone, want) {
+				t.Fatalf("sweep deleted %d: %q, want %q", deleted, gone, want)
+			}
+			commit(b)
+			check(s, f)
+		})
+	}
+}
+
+// TestErasureMarkerSweep: the marker goes when expired says so, and stays
+// otherwise.
+func TestErasureMarkerSweep(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(0)
+	for u, at := range map[string]policy.Millis{"old": 10, "new": 1000} {
+		if err := b.EraseUser(u, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	b = s.NewBatch(0)
+	defer b.Close()
+	next, n, err := b.SweepErasures(nil, 10, func(at policy.Millis) bool { return at < 100 })
+	if err != nil || n != 1 || next != nil {
+		t.Fatalf("sweep: next %q, deleted %d, %v; want nil, 1", next, n, err)
+	}
+	ch := b.Changes()
+	if len(ch) != 1 || string(ch[0].Key) != string(erasureKey(nil, "old")) || ch[0].Value != nil {
+		t.Fatalf("changes %q, want the deletion of old's marker", ch)
+	}
+	if _, ok, _ := b.erasure("new"); !ok {
+		t.Fatal("the marker that is not expired went")
+	}
+	if _, ok, _ := b.erasure("old"); ok {
+		t.Fatal("the deleted marker is still read")
+	}
+}
+
+// TestErasureExpiry: policy.ErasureExpired lets a marker go only when
+// every contact from before the erasure is expired.
+func TestErasureExpiry(t *testing.T) {
+	pol, err := policy.New(policy.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const day = policy.Day
+	erasedAt := policy.Millis(400 * day)
+	c := policy.Contact{Last: [3]int64{int64(erasedAt), 0, 0}, LastSent: erasedAt} // the latest possible
+	for _, now := range []policy.Millis{erasedAt, erasedAt + 364*day, erasedAt + 365*day, erasedAt + 365*day + 1, erasedAt + 400*day} {
+		if got, want := pol.ErasureExpired(erasedAt, now), pol.ContactExpired(&c, now); got != want {
+			t.Errorf("now = erasure + %d ms: ErasureExpired %v, ContactExpired of its latest contact %v", now-erasedAt, got, want)
+		}
+	}
+	if pol.ErasureExpired(erasedAt, erasedAt+364*day) || !pol.ErasureExpired(erasedAt, erasedAt+366*day) {
+		t.Error("the marker's expiry is not about the contact retention (365 days)")
+	}
+}
+
+// TestLegacyLayoutDropped: a store written with the layout before the
+// business-first contacts has those partitions dropped when opened (the
+// restore rebuilds them from the changelog), keeps the others, and a
+// read-only open refuses it.
+func TestLegacyLayoutDropped(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := policy.Contact{Last: [3]int64{5, 0, 0}}
+	b := s.NewBatch(1)
+	if err := b.PutContact("u1", "b1", &c, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(3); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 2 as the older layout wrote it.
+	legacy := []struct{ k, v []byte }{
+		{append(appendPartition(nil, 2), contactKey(nil, "u9", "b9")...), AppendContact(nil, &c)},
+		{append(appendPartition(nil, 2), 'i', 2, 'b', '9', 'u', '9'), nil},
+		{append(appendPartition(nil, 2), kindCheckpoint), checkpointValue(7)},
+	}
+	for _, kv := range legacy {
+		if err := s.db.Set(kv.k, kv.v, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := OpenReadOnly(dir, Options{}); err == nil || !strings.Contains(err.Error(), "partition 2 has the key layout of an older version") {
+		t.Fatalf("read-only open of a legacy store: %v", err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if cp, _ := s.Checkpoint(2); cp != -1 {
+		t.Fatalf("legacy partition's checkpoint = %d, want -1 (dropped)", cp)
+	}
+	if ps, _ := s.Partitions(); !slices.Equal(ps, []int32{1}) {
+		t.Fatalf("partitions %v, want [1]", ps)
+	}
+	if cp, _ := s.Checkpoint(1); cp != 3 {
+		t.Fatalf("current partition's checkpoint = %d, want 3 (kept)", cp)
+	}
+	rb := s.NewBatch(1)
+	defer rb.Close()
+	if got, ok, _ := rb.Contact("u1", "b1"); !ok || got != c {
+		t.Fatalf("current partition's contact: %+v %v", got, ok)
+	}
+}
