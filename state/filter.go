@@ -28,7 +28,19 @@ import (
 // Pebble's own table filters cannot take this role: they are per table,
 // consulted after the memtables, and the batch's keys are in none of them.
 // The library is bits-and-blooms/bloom, the common Go bloom filter.
+//
+// Erasure markers (Erasure) go to a second stack of their own: they are
+// few, and a check for one (every new contact, every contact the sweep
+// visits) then costs nothing while the partition has none, and a probe of
+// a small filter after.
 type ContactFilter struct {
+	contacts, erasures layers
+}
+
+// layers is a scalable bloom filter: a stack of filters, each twice the
+// size of the one before.
+type layers struct {
+	min    uint // the first layer's capacity
 	layers []*bloom.BloomFilter
 	room   uint // keys the newest layer may still take
 	last   uint // capacity of the newest layer
@@ -39,55 +51,74 @@ type ContactFilter struct {
 // 1.2 bytes per key.
 const filterFP = 0.01
 
-// minFilterCapacity is the smallest layer: 64k keys, 77 KiB.
-const minFilterCapacity = 1 << 16
+// minFilterCapacity is the smallest layer: 64k keys, 77 KiB;
+// minErasureCapacity the smallest of the erasure markers', 4k keys, 5 KiB.
+const (
+	minFilterCapacity  = 1 << 16
+	minErasureCapacity = 1 << 12
+)
 
 // NewContactFilter returns an empty filter whose first layer is sized for
-// about n keys.
+// about n contact keys.
 func NewContactFilter(n uint) *ContactFilter {
-	f := &ContactFilter{}
-	f.grow(max(n, minFilterCapacity))
-	return f
-}
-
-func (f *ContactFilter) grow(capacity uint) {
-	f.layers = append(f.layers, bloom.NewWithEstimates(capacity, filterFP))
-	f.room, f.last = capacity, capacity
-}
-
-// Add records the contact key k (a changelog key).
-func (f *ContactFilter) Add(k []byte) {
-	if f.room == 0 {
-		f.grow(2 * f.last)
+	return &ContactFilter{
+		contacts: layers{min: max(n, minFilterCapacity)},
+		erasures: layers{min: minErasureCapacity},
 	}
-	f.layers[len(f.layers)-1].Add(k)
-	f.room--
-	f.keys++
 }
 
-// MayContain reports whether the partition may hold contact key k; false
-// means it certainly does not.
-func (f *ContactFilter) MayContain(k []byte) bool {
-	for i := len(f.layers) - 1; i >= 0; i-- {
-		if f.layers[i].Test(k) {
+func (l *layers) add(k []byte) {
+	if l.room == 0 {
+		capacity := l.min
+		if len(l.layers) > 0 {
+			capacity = 2 * l.last
+		}
+		l.layers = append(l.layers, bloom.NewWithEstimates(capacity, filterFP))
+		l.room, l.last = capacity, capacity
+	}
+	l.layers[len(l.layers)-1].Add(k)
+	l.room--
+	l.keys++
+}
+
+func (l *layers) mayContain(k []byte) bool {
+	for i := len(l.layers) - 1; i >= 0; i-- {
+		if l.layers[i].Test(k) {
 			return true
 		}
 	}
 	return false
 }
 
-// Keys is how many keys were added (for the logs: after a build, the
-// partition's contacts).
-func (f *ContactFilter) Keys() uint { return f.keys }
-
-// Bytes is the memory of the filter's bit sets.
-func (f *ContactFilter) Bytes() uint {
+func (l *layers) bytes() uint {
 	var n uint
-	for _, l := range f.layers {
-		n += (l.Cap() + 7) / 8
+	for _, b := range l.layers {
+		n += (b.Cap() + 7) / 8
 	}
 	return n
 }
+
+// of returns the stack that holds key k.
+func (f *ContactFilter) of(k []byte) *layers {
+	if len(k) > 0 && k[0] == kindErasure {
+		return &f.erasures
+	}
+	return &f.contacts
+}
+
+// Add records the changelog key k of a contact or an erasure marker.
+func (f *ContactFilter) Add(k []byte) { f.of(k).add(k) }
+
+// MayContain reports whether the partition may hold changelog key k (a
+// contact's or an erasure marker's); false means it certainly does not.
+func (f *ContactFilter) MayContain(k []byte) bool { return f.of(k).mayContain(k) }
+
+// Keys is how many contact keys were added (for the logs: after a build,
+// the partition's contacts).
+func (f *ContactFilter) Keys() uint { return f.contacts.keys }
+
+// Bytes is the memory of the filter's bit sets.
+func (f *ContactFilter) Bytes() uint { return f.contacts.bytes() + f.erasures.bytes() }
 
 // ContactFilter builds the filter of partition p from every contact key and
 // erasure marker the store holds for it, sized for twice as many: call it

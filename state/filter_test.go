@@ -16,8 +16,8 @@ func TestContactFilterGrows(t *testing.T) {
 	for i := range n {
 		f.Add(contactKey(nil, fmt.Sprintf("user-%d", i), "biz"))
 	}
-	if len(f.layers) < 3 {
-		t.Fatalf("%d layers after %d keys, want at least 3", len(f.layers), n)
+	if len(f.contacts.layers) < 3 {
+		t.Fatalf("%d layers after %d keys, want at least 3", len(f.contacts.layers), n)
 	}
 	for i := range n {
 		if !f.MayContain(contactKey(nil, fmt.Sprintf("user-%d", i), "biz")) {
@@ -35,6 +35,15 @@ func TestContactFilterGrows(t *testing.T) {
 	}
 	if f.Keys() != n || f.Bytes() == 0 || f.Bytes() > 2<<20 {
 		t.Fatalf("keys %d, bytes %d", f.Keys(), f.Bytes())
+	}
+	// Erasure markers have a stack of their own, empty until the first.
+	if len(f.erasures.layers) != 0 || f.MayContain(erasureKey(nil, "user-1")) {
+		t.Fatal("the erasure markers' filter is not empty before the first")
+	}
+	f.Add(erasureKey(nil, "user-1"))
+	if !f.MayContain(erasureKey(nil, "user-1")) || len(f.erasures.layers) != 1 || f.Keys() != n {
+		t.Fatalf("after one erasure marker: found %v, %d erasure layers, %d contact keys",
+			f.MayContain(erasureKey(nil, "user-1")), len(f.erasures.layers), f.Keys())
 	}
 }
 
