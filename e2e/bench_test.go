@@ -45,10 +45,19 @@ var (
 	benchInteractions = flagInt("bench.interactions", 200_000, "interactions pre-produced for BenchmarkSteadyState")
 	benchContacts     = flagInt("bench.contacts", 100_000, "contacts of the business BenchmarkFanout fans out to, and of BenchmarkRestore's state")
 	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
-	benchMaxPoll      = flagInt("bench.maxpoll", 0, "the pipeline's MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction (0: the pipeline's default; the baseline keeps it)")
+	benchMaxPoll      = flagInt("bench.maxpoll", 0, "MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction, of the pipeline and of its baseline alike (0: the pipeline's default)")
 	benchNoDecisions  = flag.Bool("bench.nodecisions", false, "run the pipeline of BenchmarkFanout with the decisions topic off (--decisions=false): two records per delivery instead of three")
 	benchProfile      = flag.String("bench.cpuprofile", "", "a folder to write a CPU profile of each benchmark's measured pipeline phase to (steady.prof, fanout.prof), without the ingest or the baselines that -test.cpuprofile would mix in")
 )
+
+// benchPoll is the steady state's records per transaction, the pipeline's
+// and its baseline's: a comparison at equal transaction sizes.
+func benchPoll() int {
+	if *benchMaxPoll > 0 {
+		return *benchMaxPoll
+	}
+	return pipeline.DefaultMaxPollRecords
+}
 
 // profilePhase starts a CPU profile of one phase into -bench.cpuprofile's
 // folder and returns the function that ends it; without the flag it does
@@ -417,7 +426,7 @@ func runPipelineUntil(b *testing.B, c *cluster, group string, ends map[int32]int
 
 // rawTransactCopy is the steady state's baseline: a GroupTransactSession
 // that consumes the interactions (read_committed, as the pipeline) in polls
-// of the pipeline's MaxPollRecords default and produces each record, key and
+// of the pipeline's MaxPollRecords (benchPoll) and produces each record, key and
 // value untouched, to the same partition of its own topic, one transaction
 // per poll with the offsets. No decode, no state.
 func rawTransactCopy(b *testing.B, c *cluster, group string, ends map[int32]int64) progress {
@@ -467,7 +476,7 @@ func rawTransactCopy(b *testing.B, c *cluster, group string, ends map[int32]int6
 			default:
 			}
 			pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
-			fs := sess.PollRecords(pctx, 5000)
+			fs := sess.PollRecords(pctx, benchPoll())
 			pcancel()
 			if fs.Empty() {
 				sess.AllowRebalance()

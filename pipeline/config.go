@@ -13,6 +13,10 @@ import (
 	"github.com/sponsored/sponsor/topics"
 )
 
+// DefaultMaxPollRecords is Config.MaxPollRecords's default: the most
+// interactions one transaction processes.
+const DefaultMaxPollRecords = 5000
+
 // Config configures a Runner. Zero values take the documented defaults
 // (EnsureDefaults); Validate names the first invalid field.
 type Config struct {
@@ -51,7 +55,7 @@ type Config struct {
 	// cursor in the task's state. Default 5000.
 	FanoutChunk int
 	// MaxPollRecords bounds the interactions processed in one transaction.
-	// Default 5000.
+	// Default DefaultMaxPollRecords.
 	MaxPollRecords int
 	// Tick is how often an idle instance wakes up to check the wall clock
 	// for campaigns due on caught-up partitions. Default 250ms.
@@ -114,7 +118,7 @@ func (c *Config) EnsureDefaults() {
 		c.FanoutChunk = 5000
 	}
 	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 5000
+		c.MaxPollRecords = DefaultMaxPollRecords
 	}
 	if c.Tick == 0 {
 		c.Tick = 250 * time.Millisecond
