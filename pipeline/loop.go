@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/state"
 )
 
 // sweepPerTxn is how many contacts a task checks for expiry per transaction.
@@ -94,7 +95,8 @@ func (r *Runner) loop(ctx context.Context) error {
 // cannot be used again (errProducerUnusable: Run may open a new one) or the
 // instance must stop.
 func isFatal(err error) bool {
-	return errors.Is(err, errProducerUnusable) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop)
+	return errors.Is(err, errProducerUnusable) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, errStop) ||
+		errors.Is(err, state.ErrApply)
 }
 
 var (
@@ -285,31 +287,23 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 			r.log.Info("campaign fired", "partition", t.p, "campaign", id)
 		}
 	}
-	// The transaction is durable: the state may move. The tasks' batches
-	// are applied side by side (Pebble takes concurrent batches).
-	applied := make([]bool, len(tasks))
-	err = eachTask(tasks, func(i int, t *task) error {
+	// The transaction is durable: the state may move. Each task's batch is
+	// applied on a goroutine of its own while the next transaction runs;
+	// the task's next batch reads through it until it is in Pebble.
+	for _, t := range tasks {
 		if t.batch == nil {
-			return nil
+			continue
 		}
-		applied[i] = true
-		defer func() { t.batch = nil }()
 		if next, ok := lastChange[t.p]; ok || r.cfg.UnsafeNoTransactions && !t.batch.Empty() {
-			if err := t.batch.Commit(next); err != nil {
+			if err := t.batch.Apply(next); err != nil {
 				return fmt.Errorf("%w: apply committed state of partition %d: %w", errStop, t.p, err)
 			}
-			return nil
+			t.last = t.batch
+		} else {
+			t.batch.Close()
 		}
-		t.batch.Close()
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i, t := range tasks {
-		if applied[i] {
-			t.committed(&r.stats)
-		}
+		t.batch = nil
+		t.committed(&r.stats)
 	}
 	r.syncPauses()
 	return nil

@@ -35,6 +35,10 @@ type task struct {
 	// another instance or after a restart is tallied from there).
 	fanning map[string]*fanoutTally
 
+	// last is the task's last committed batch, which Pebble may still be
+	// applying (state.Batch.Apply): the next batch follows it.
+	last *state.Batch
+
 	// Per transaction.
 	batch       *state.Batch
 	out         []*kgo.Record
@@ -84,10 +88,11 @@ func (t *task) load() error {
 		t.batch.Close()
 		t.batch = nil
 	}
-	meta, cs, err := t.env.store.LoadTask(t.p)
+	meta, cs, err := t.env.store.LoadTask(t.p) // after the last batch's apply
 	if err != nil {
 		return err
 	}
+	t.last = nil
 	t.meta = meta
 	t.camps = make(map[string]*policy.Progress, len(cs))
 	t.queue, t.firing = t.queue[:0], t.firing[:0]
@@ -115,6 +120,9 @@ func (t *task) load() error {
 // begin starts the task's part of a transaction.
 func (t *task) begin() {
 	t.batch = t.env.store.NewBatch(t.p)
+	if t.last != nil {
+		t.batch.Follow(t.last)
+	}
 	if t.contacts != nil {
 		t.batch.UseFilter(t.contacts)
 	}

@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -32,6 +33,10 @@ type Batch struct {
 	ebuf    []byte           // the changelog key of the last erasure read
 	it      *pebble.Iterator // the DB's reads (get), from the first one to Close
 	filter  *ContactFilter   // the partition's contact keys, if known (UseFilter)
+
+	prev     *Batch        // the batch b follows until it is applied (Follow)
+	applied  chan struct{} // closed once Apply's work is done
+	applyErr error         // Apply's failure, set before applied is closed
 }
 
 // UseFilter makes the batch answer a contact read the filter rules out
@@ -51,6 +56,9 @@ func (s *Store) NewBatch(p int32) *Batch {
 // fan-out's index scan and an erasure iterate, and the first of them in a
 // transaction indexes what the batch holds so far (Pebble's Apply).
 func (b *Batch) view() (*pebble.Batch, error) {
+	if err := b.settle(); err != nil {
+		return nil, err
+	}
 	if !b.b.Indexed() {
 		ib := b.s.db.NewIndexedBatch()
 		if err := ib.Apply(b.b, nil); err != nil {
@@ -71,16 +79,90 @@ func (b *Batch) Changes() []Change { return b.changes }
 func (b *Batch) Empty() bool { return len(b.changes) == 0 }
 
 // Commit applies the batch to Pebble with checkpoint as the partition's next
-// changelog offset, and closes the batch.
+// changelog offset, and closes the batch. It first waits for the batch b
+// follows (Follow), if any.
 func (b *Batch) Commit(checkpoint int64) error {
-	if err := b.b.Set(append(appendPartition(nil, b.p), kindCheckpoint), checkpointValue(checkpoint), nil); err != nil {
+	if err := b.settle(); err != nil {
+		b.Close()
 		return err
+	}
+	return b.commit(checkpoint)
+}
+
+func (b *Batch) commit(checkpoint int64) error {
+	defer b.Close()
+	if err := b.b.Set(append(appendPartition(nil, b.p), kindCheckpoint), checkpointValue(checkpoint), nil); err != nil {
+		return fmt.Errorf("apply state of partition %d: %w", b.p, err)
 	}
 	if err := b.b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("apply state of partition %d: %w", b.p, err)
 	}
-	b.Close()
 	return nil
+}
+
+// ErrApply marks the failure of a batch's apply to Pebble after its
+// transaction committed: the store no longer reflects the changelog, and
+// only a restore can make it so again.
+var ErrApply = errors.New("state: a committed batch could not be applied")
+
+// Apply is Commit on a goroutine of its own, so that the task's next
+// transaction can run meanwhile: it waits for the batch b follows, if any,
+// and returns while Pebble applies b. The next batch of the partition
+// follows b (Follow) to read b's changes until they are in Pebble; the
+// store's own reads of the partition (Checkpoint, LoadTask, ContactFilter,
+// NewRestorer, DropPartition) and Close wait for the apply. The error is
+// that of the batch b followed (wrapping ErrApply); b's own is reported by
+// Wait, by the next batch's Apply or Commit, and by the store's reads.
+func (b *Batch) Apply(checkpoint int64) error {
+	if err := b.settle(); err != nil {
+		b.Close()
+		return err
+	}
+	done := make(chan struct{})
+	b.applied = done
+	b.s.startApply(b)
+	go func() {
+		if err := b.commit(checkpoint); err != nil {
+			b.applyErr = fmt.Errorf("%w: %w", ErrApply, err)
+		}
+		close(done)
+		b.s.endApply(b)
+	}()
+	return nil
+}
+
+// Wait waits until the apply Apply started is done, and returns its error.
+// It returns nil at once for a batch that Apply did not start.
+func (b *Batch) Wait() error {
+	if b.applied == nil {
+		return nil
+	}
+	<-b.applied
+	return b.applyErr
+}
+
+// Follow makes b, a new batch of the same partition, read through prev, a
+// batch whose transaction committed and whose apply (Apply) may still be
+// running: until prev is in Pebble, b's point reads see prev's changes
+// over the DB's. What reads the DB directly (the fan-out's and the
+// erasure's iterators, the expiry sweep) and b's own Commit or Apply first
+// wait for prev, so the partition's batches reach Pebble in order.
+func (b *Batch) Follow(prev *Batch) { b.prev = prev }
+
+// settle waits for the batch b follows to be applied; from then on b reads
+// the DB alone.
+func (b *Batch) settle() error {
+	if b.prev == nil {
+		return nil
+	}
+	err := b.prev.Wait()
+	b.prev = nil
+	if b.it != nil {
+		// Opened before prev's apply, it does not see prev's changes.
+		b.it.Close()
+		b.it = nil
+	}
+	return err
 }
 
 // Close discards what was not committed. It is safe to call twice.
@@ -154,11 +236,13 @@ func (b *Batch) del(k []byte) error {
 // read: the task's earlier batches are all committed by then, and nothing
 // else writes its partition.
 func (b *Batch) get(k []byte) ([]byte, error) {
-	if i, ok := b.index[string(k)]; ok {
-		if v := b.changes[i].Value; v != nil {
-			return append([]byte(nil), v...), nil
+	if v, ok := b.change(k); ok {
+		return v, nil
+	}
+	if b.prev != nil {
+		if v, ok := b.prev.change(k); ok {
+			return v, nil
 		}
-		return nil, nil
 	}
 	if b.it == nil {
 		it, err := b.s.db.NewIter(nil)
@@ -182,6 +266,19 @@ func (b *Batch) get(k []byte) ([]byte, error) {
 		return nil, fmt.Errorf("read state of partition %d: %w", b.p, err)
 	}
 	return nil, nil
+}
+
+// change returns a copy of the batch's latest value of changelog key k (nil
+// for a deletion), and whether the batch wrote k.
+func (b *Batch) change(k []byte) ([]byte, bool) {
+	i, ok := b.index[string(k)]
+	if !ok {
+		return nil, false
+	}
+	if v := b.changes[i].Value; v != nil {
+		return append([]byte(nil), v...), true
+	}
+	return nil, true
 }
 
 // Contact returns the contact between user and business; ok is false if the
@@ -440,6 +537,9 @@ func (b *Batch) SweepErasures(after []byte, limit int, expired func(at policy.Mi
 // depend on when it runs), so passing over a key at most delays that to
 // the next round.
 func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(k, v []byte) (bool, error)) (next []byte, victims [][]byte, err error) {
+	if err := b.settle(); err != nil {
+		return nil, nil, err
+	}
 	prefix := append(appendPartition(nil, b.p), kind)
 	lower := prefix
 	if after != nil {

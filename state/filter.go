@@ -125,6 +125,9 @@ func (f *ContactFilter) Bytes() uint { return f.contacts.bytes() + f.erasures.by
 // once the partition's state is restored, before any batch of the
 // partition uses the filter.
 func (s *Store) ContactFilter(p int32) (*ContactFilter, error) {
+	if err := s.waitApplied(p); err != nil {
+		return nil, err
+	}
 	contacts := append(appendPartition(nil, p), kindBusinessContact)
 	erasures := append(appendPartition(nil, p), kindErasure)
 	// Two passes, counting and then adding, rather than holding every key

@@ -279,3 +279,77 @@ func TestBatchReadsTheDB(t *testing.T) {
 		t.Errorf("after the batch's own delete: ok=%v err=%v; want absent", ok, err)
 	}
 }
+
+// TestFollowReadsThroughTheBatchBefore: a batch that follows one not yet in
+// Pebble reads that one's changes first (values and deletions); once it
+// waits for it (an iterator, its own Apply), it reads the DB, through an
+// iterator opened after the apply; and Apply keeps the partition's batches
+// in order.
+func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
+	s := open(t)
+	c0, c1, c3 := policy.Contact{Last: [3]int64{1, 0, 0}}, policy.Contact{Last: [3]int64{2, 0, 0}}, policy.Contact{Last: [3]int64{3, 0, 0}}
+	b0 := s.NewBatch(0)
+	for _, u := range []string{"u1", "u2"} {
+		if err := b0.PutContact(u, "biz", &c0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b0.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	// b1 is committed in Kafka, not yet applied.
+	b1 := s.NewBatch(0)
+	if err := b1.PutContact("u1", "biz", &c1, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.DeleteContact("u2", "biz"); err != nil {
+		t.Fatal(err)
+	}
+	b2 := s.NewBatch(0)
+	b2.Follow(b1)
+	if got, ok, _ := b2.Contact("u1", "biz"); !ok || got != c1 {
+		t.Fatalf("u1 through the batch before: %+v %v, want %+v", got, ok, c1)
+	}
+	if _, ok, _ := b2.Contact("u2", "biz"); ok {
+		t.Fatal("u2, deleted by the batch before, is read from the DB")
+	}
+	if _, ok, _ := b2.Contact("u5", "biz"); ok { // opens b2's DB iterator before b1's apply
+		t.Fatal("u5 exists")
+	}
+	if err := b1.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	if got := audience(t, b2, "biz"); !slices.Equal(got, []string{"u1"}) { // waits for b1: reads the DB alone from here
+		t.Fatalf("audience %v, want [u1]", got)
+	}
+	if got, ok, _ := b2.Contact("u1", "biz"); !ok || got != c1 {
+		t.Fatalf("u1 from the DB after the apply: %+v %v, want %+v (an iterator opened before the apply?)", got, ok, c1)
+	}
+	// Apply in the background, in order: b3 follows b2, which follows
+	// nothing now; the store's reads wait for both.
+	if err := b2.PutContact("u3", "biz", &c0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Apply(3); err != nil {
+		t.Fatal(err)
+	}
+	b3 := s.NewBatch(0)
+	b3.Follow(b2)
+	if err := b3.PutContact("u3", "biz", &c3, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b3.Apply(4); err != nil {
+		t.Fatal(err)
+	}
+	if cp, err := s.Checkpoint(0); err != nil || cp != 4 {
+		t.Fatalf("checkpoint %d, %v; want 4", cp, err)
+	}
+	if err := b3.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rb := s.NewBatch(0)
+	defer rb.Close()
+	if got, ok, _ := rb.Contact("u3", "biz"); !ok || got != c3 {
+		t.Fatalf("u3 = %+v %v, want the later batch's %+v", got, ok, c3)
+	}
+}

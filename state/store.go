@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -54,6 +55,50 @@ type Store struct {
 	db       *pebble.DB
 	lock     *pebble.Lock
 	readOnly bool
+
+	mu       sync.Mutex
+	applying map[int32]*Batch // each partition's apply in flight (Batch.Apply)
+	failed   error            // the first apply that failed
+}
+
+func (s *Store) startApply(b *Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applying == nil {
+		s.applying = map[int32]*Batch{}
+	}
+	s.applying[b.p] = b
+}
+
+func (s *Store) endApply(b *Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applying[b.p] == b {
+		delete(s.applying, b.p)
+	}
+	if b.applyErr != nil && s.failed == nil {
+		s.failed = b.applyErr
+	}
+}
+
+// waitApplied waits until partition p has no apply in flight (all of them
+// when p is negative), and returns the first apply failure of the store,
+// after which its state cannot be trusted.
+func (s *Store) waitApplied(p int32) error {
+	s.mu.Lock()
+	var wait []*Batch
+	for q, b := range s.applying {
+		if p < 0 || q == p {
+			wait = append(wait, b)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range wait {
+		b.Wait()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 // ErrLocked is returned (wrapped) by Open and OpenReadOnly when another
@@ -164,6 +209,7 @@ var errStopScan = errors.New("stop the scan")
 // Close flushes the memtables (so a clean restart restores little) and
 // closes the store.
 func (s *Store) Close() error {
+	aerr := s.waitApplied(-1)
 	var ferr error
 	if !s.readOnly {
 		ferr = s.db.Flush()
@@ -178,12 +224,15 @@ func (s *Store) Close() error {
 	if ferr != nil {
 		return fmt.Errorf("flush state store: %w", ferr)
 	}
-	return nil
+	return aerr
 }
 
 // Checkpoint returns the next changelog offset partition p's state needs
 // (-1 when the store has nothing of p).
 func (s *Store) Checkpoint(p int32) (int64, error) {
+	if err := s.waitApplied(p); err != nil {
+		return 0, err
+	}
 	v, closer, err := s.db.Get(append(appendPartition(nil, p), kindCheckpoint))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return -1, nil
@@ -207,6 +256,7 @@ func checkpointValue(off int64) []byte {
 
 // DropPartition deletes every key of partition p, checkpoint included.
 func (s *Store) DropPartition(p int32) error {
+	_ = s.waitApplied(p) // dropped anyway: a failed apply is what a drop and a restore mend
 	start := appendPartition(nil, p)
 	if err := s.db.DeleteRange(start, appendPartition(nil, p+1), pebble.NoSync); err != nil {
 		return fmt.Errorf("drop state of partition %d: %w", p, err)
@@ -225,6 +275,7 @@ type Restorer struct {
 
 // NewRestorer returns a Restorer for partition p.
 func (s *Store) NewRestorer(p int32) *Restorer {
+	_ = s.waitApplied(p) // in order after it; a failure is Checkpoint's to report
 	return &Restorer{s: s, p: p, b: s.db.NewBatch()}
 }
 
@@ -273,6 +324,9 @@ func (r *Restorer) Close() { r.b.Close() }
 // LoadTask reads partition p's metadata and campaigns.
 func (s *Store) LoadTask(p int32) (Meta, []policy.Progress, error) {
 	m := Meta{Input: -1}
+	if err := s.waitApplied(p); err != nil {
+		return m, nil, err
+	}
 	v, closer, err := s.db.Get(metaKey(appendPartition(nil, p)))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
