@@ -159,7 +159,7 @@ func (r *Runner) adopt() error {
 }
 
 // iteration runs one transaction over every task.
-func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
+func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	byPart := map[int32][]*kgo.Record{}
 	fs.EachRecord(func(rec *kgo.Record) {
 		if rec.Topic == r.names.Interactions {
@@ -186,11 +186,16 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) error {
 	}
 	committed := false
 	defer func() {
-		if !committed {
-			r.reset()
+		if committed {
+			return
+		}
+		if rerr := r.reset(); rerr != nil {
+			// A task that cannot reload its committed state would go on
+			// from the aborted one: stop, and let a restore rebuild it.
+			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
 		}
 	}()
-	err := r.work(ctx, byPart)
+	err = r.work(ctx, byPart)
 	if err != nil {
 		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
 		defer cancel()
@@ -550,12 +555,15 @@ func (r *Runner) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Milli
 }
 
 // reset drops every task's staged work after an aborted transaction and
-// puts each partition's fetch position back to what its state processed.
-func (r *Runner) reset() {
+// puts each partition's fetch position back to what its state processed. It
+// returns the tasks that could not reload their state (the instance must
+// stop then).
+func (r *Runner) reset() error {
 	set := map[int32]kgo.EpochOffset{}
+	var errs []error
 	for _, t := range r.tasks {
 		if err := t.load(); err != nil {
-			r.log.Error("reload task", "partition", t.p, "err", err)
+			errs = append(errs, fmt.Errorf("reload task %d: %w", t.p, err))
 			continue
 		}
 		if t.meta.Input >= 0 {
@@ -566,6 +574,7 @@ func (r *Runner) reset() {
 		r.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{r.names.Interactions: set})
 	}
 	r.syncPauses()
+	return errors.Join(errs...)
 }
 
 // syncPauses pauses fetching for the partitions whose task is in the middle

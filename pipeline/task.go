@@ -94,6 +94,9 @@ func (t *task) load() error {
 	}
 	t.last = nil
 	t.meta = meta
+	// The sweeps start their rounds over: an aborted transaction's sweep
+	// deleted nothing, and a round must visit every key (Erasure).
+	t.sweep, t.sweepR, t.sweepE = nil, nil, nil
 	t.camps = make(map[string]*policy.Progress, len(cs))
 	t.queue, t.firing = t.queue[:0], t.firing[:0]
 	for i := range cs {
@@ -460,7 +463,7 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if in.Kind == schemas.UserErased {
 		// As of the task time: no contact of the user has an event after it.
-		return t.batch.EraseUser(in.UserID, max(t.meta.Time, at))
+		return t.batch.EraseUser(in.UserID, max(t.meta.Time, at), t.meta.Rounds)
 	}
 	if in.Kind == schemas.BusinessMessage {
 		return nil
@@ -504,9 +507,16 @@ func (t *task) expire(limit int) error {
 		return err
 	}
 	t.sweep = next
-	next, _, err = t.batch.SweepErasures(t.sweepE, limit, func(at policy.Millis) bool {
-		return t.env.policy.ErasureExpired(at, now)
-	})
+	if next == nil {
+		// A round over every contact of the partition is complete: the
+		// erasure markers it began after have no stale contact left. The
+		// count is written with the next metadata (not on its own: an
+		// idle task would then write a transaction per tick); a restart
+		// may lose some increments, which only delays a marker's
+		// deletion.
+		t.meta.Rounds++
+	}
+	next, _, err = t.batch.SweepErasures(t.sweepE, limit, t.meta.Rounds)
 	if err != nil {
 		return err
 	}

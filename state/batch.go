@@ -19,9 +19,11 @@ type Change struct {
 // Batch stages the changes of one task (partition) for one transaction.
 // Reads through the Batch see its own writes, except the expiry sweeps,
 // which read the committed state and pass over what the batch changed
-// (sweep). Nothing reaches Pebble until Commit; Close discards everything
-// (after an aborted transaction).
-// A Batch is used by one goroutine.
+// (sweep). Nothing reaches Pebble until Commit or Apply; Close discards
+// everything (after an aborted transaction).
+// A Batch is used by one goroutine at a time, except that the batch that
+// follows it (Follow) reads its recorded changes while Apply's goroutine
+// writes it to Pebble.
 type Batch struct {
 	s       *Store
 	p       int32
@@ -125,8 +127,9 @@ func (b *Batch) Apply(checkpoint int64) error {
 		if err := b.commit(checkpoint); err != nil {
 			b.applyErr = fmt.Errorf("%w: %w", ErrApply, err)
 		}
-		close(done)
+		// The store learns of a failure before any waiter wakes.
 		b.s.endApply(b)
+		close(done)
 	}()
 	return nil
 }
@@ -221,11 +224,11 @@ func (b *Batch) del(k []byte) error {
 //
 // Every write of a changelog key goes through set or del, which record it,
 // so the batch's own latest value of a key is in b.changes: get answers from
-// there, and otherwise from the DB directly. Asking the indexed batch
-// instead costs an internal iterator (an allocation and a merge of the batch
-// with the DB) per read, the largest allocation of the steady state (see
-// docs/performance.md). The batch's index keys ('i'), which are not
-// recorded, are only read through the batch's iterators.
+// there, then from the changes of the batch it follows while that one is
+// not yet in Pebble (Follow), and otherwise from the DB directly. Asking
+// the indexed batch instead costs an internal iterator (an allocation and a
+// merge of the batch with the DB) per read, the largest allocation of the
+// steady state (see docs/performance.md).
 //
 // The DB is read through one iterator per batch, positioned with
 // SeekPrefixGE (the whole key is the prefix, so the bloom filters apply),
@@ -233,8 +236,9 @@ func (b *Batch) del(k []byte) error {
 // stack each time: measured 10% more interactions/s in the steady state and
 // 25% more deliveries/s in a fan-out, whose reads come in key order
 // (docs/performance.md). The iterator sees the DB as of the batch's first
-// read: the task's earlier batches are all committed by then, and nothing
-// else writes its partition.
+// read: the task's earlier batches are applied by then, but for the one it
+// follows, whose changes it reads first (settle drops the iterator once
+// that one is applied), and nothing else writes its partition.
 func (b *Batch) get(k []byte) ([]byte, error) {
 	if v, ok := b.change(k); ok {
 		return v, nil
@@ -378,14 +382,16 @@ func (b *Batch) DeleteRecipient(user string) error {
 }
 
 // EraseUser forgets everything the task knows about user as of task time
-// at: from now on the user is a stranger to every business. Contacts are
-// keyed by business, so rather than look for the user's, it marks the user
-// (Erasure): the reads (Contact, Audience) pass over the contacts from
-// before the mark at once, and the expiry sweep deletes them when it comes
-// across them (SweepContacts). The recipient record is deleted at once.
-func (b *Batch) EraseUser(user string, at policy.Millis) error {
+// at, with rounds the partition's complete sweep rounds so far
+// (Meta.Rounds): from now on the user is a stranger to every business.
+// Contacts are keyed by business, so rather than look for the user's, it
+// marks the user (Erasure): the reads (Contact, Audience) pass over the
+// contacts from before the mark at once, and the expiry sweep deletes them
+// when it comes across them (SweepContacts). The recipient record is
+// deleted at once.
+func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
 	k := erasureKey(nil, user)
-	if err := b.set(k, AppendErasure(nil, &Erasure{At: at})); err != nil {
+	if err := b.set(k, AppendErasure(nil, &Erasure{At: at, Round: rounds})); err != nil {
 		return err
 	}
 	if b.filter != nil {
@@ -505,13 +511,12 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 }
 
 // SweepErasures is SweepContacts for the erasure markers: it deletes those
-// for which expired, given the time of the erasure, returns true. A marker
-// may go once every contact from before it is past the contact retention
-// (policy.ErasureExpired): the rules no longer count those, marker or not.
-func (b *Batch) SweepErasures(after []byte, limit int, expired func(at policy.Millis) bool) (next []byte, deleted int, err error) {
+// that a complete sweep round began after (ErasureSwept), given the
+// partition's complete rounds so far.
+func (b *Batch) SweepErasures(after []byte, limit int, rounds uint64) (next []byte, deleted int, err error) {
 	next, victims, err := b.sweep(kindErasure, after, limit, func(_, v []byte) (bool, error) {
 		e, err := DecodeErasure(v)
-		return err == nil && expired(e.At), err
+		return err == nil && ErasureSwept(e.Round, rounds), err
 	})
 	if err != nil {
 		return nil, 0, err

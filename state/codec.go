@@ -178,14 +178,24 @@ func DecodeRecipient(b []byte) (policy.Recipient, error) {
 // user's contacts (they are keyed by business): it marks the user, and
 // from then on a contact of the user counts only if its business is in
 // Fresh, the businesses the user contacted after the erasure. The expiry
-// sweep deletes the stale contacts it passes, and the marker itself once
-// every contact from before At is past the contact retention.
+// sweep deletes the stale contacts it passes, and the marker itself once a
+// whole round of the sweep over the partition's contacts began after the
+// erasure (ErasureSwept): every stale contact is deleted by then, whatever
+// the contact retention (which a restart may change).
 type Erasure struct {
-	// At is the task time when the user was erased: no contact from before
-	// the erasure has an event after it.
-	At    policy.Millis
+	// At is the task time when the user was erased.
+	At policy.Millis
+	// Round is the partition's count of complete sweep rounds
+	// (Meta.Rounds) when the user was erased.
+	Round uint64
 	Fresh []string
 }
+
+// ErasureSwept reports whether a marker written when the partition had
+// completed round sweep rounds may go now that it has completed rounds:
+// the round in progress at the erasure (round+1) may have passed the
+// user's contacts already, so it takes the one after it.
+func ErasureSwept(round, rounds uint64) bool { return rounds >= round+2 }
 
 // has reports whether the user contacted business after the erasure.
 func (e *Erasure) has(business string) bool { return slices.Contains(e.Fresh, business) }
@@ -195,6 +205,7 @@ func AppendErasure(dst []byte, e *Erasure) []byte {
 	en := encoder{dst}
 	en.byte(valueVersion)
 	en.int(e.At)
+	en.uint(e.Round)
 	en.uint(uint64(len(e.Fresh)))
 	for _, b := range e.Fresh {
 		en.str(b)
@@ -206,7 +217,7 @@ func AppendErasure(dst []byte, e *Erasure) []byte {
 func DecodeErasure(b []byte) (Erasure, error) {
 	d := decoder{b: b}
 	d.version("erasure")
-	e := Erasure{At: d.int()}
+	e := Erasure{At: d.int(), Round: d.uint()}
 	n := d.uint()
 	if n > uint64(len(b)) {
 		return Erasure{}, fmt.Errorf("%w: erasure claims %d businesses", ErrCorrupt, n)
@@ -278,6 +289,10 @@ type Meta struct {
 	// Time is the task's time: the largest event time it has processed or
 	// fired a campaign as of.
 	Time policy.Millis
+	// Rounds counts the expiry sweep's complete rounds over the partition's
+	// contacts. An erasure marker may go once a whole round began after it
+	// (Erasure.Round).
+	Rounds uint64
 }
 
 // AppendMeta appends the encoding of m to dst.
@@ -290,6 +305,7 @@ func AppendMeta(dst []byte, m *Meta) []byte {
 	for _, o := range m.Campaigns {
 		e.int(o)
 	}
+	e.uint(m.Rounds)
 	return e.b
 }
 
@@ -306,6 +322,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 	}
 	for range n {
 		m.Campaigns = append(m.Campaigns, d.int())
+	}
+	if len(d.b) > 0 { // written since the erasure markers
+		m.Rounds = d.uint()
 	}
 	return m, d.done("task metadata")
 }

@@ -30,7 +30,9 @@
 // order gave, the contacts of one user, an erasure now gets from a marker
 // ('x', see Erasure) and `sponsor state get` from a scan of the partition.
 // A store written with the layout before is dropped partition by partition
-// when opened, and rebuilt from the changelog, whose format is unchanged.
+// when opened, and rebuilt from the changelog, whose contact records did
+// not change (it gains the erasure markers; an earlier version ignores
+// them, so versions must not run mixed: docs/runbook.md).
 //
 // Values start with a version byte (1) so the encoding can evolve.
 package state

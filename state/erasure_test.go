@@ -70,7 +70,7 @@ func TestErasureHidesEarlierContacts(t *testing.T) {
 			if err := b.PutContact("u1", "b3", &c, true); err != nil { // in this batch, before the erasure
 				t.Fatal(err)
 			}
-			if err := b.EraseUser("u1", 5); err != nil {
+			if err := b.EraseUser("u1", 5, 0); err != nil {
 				t.Fatal(err)
 			}
 			for _, biz := range []string{"b1", "b2", "b3"} {
@@ -169,13 +169,13 @@ func TestErasureHidesEarlierContacts(t *testing.T) {
 	}
 }
 
-// TestErasureMarkerSweep: the marker goes when expired says so, and stays
-// otherwise.
+// TestErasureMarkerSweep: a marker goes once a whole sweep round began
+// after it (two complete rounds more than when it was written), not before.
 func TestErasureMarkerSweep(t *testing.T) {
 	s := open(t)
 	b := s.NewBatch(0)
-	for u, at := range map[string]policy.Millis{"old": 10, "new": 1000} {
-		if err := b.EraseUser(u, at); err != nil {
+	for u, round := range map[string]uint64{"old": 3, "new": 4} {
+		if err := b.EraseUser(u, 10, round); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -184,7 +184,10 @@ func TestErasureMarkerSweep(t *testing.T) {
 	}
 	b = s.NewBatch(0)
 	defer b.Close()
-	next, n, err := b.SweepErasures(nil, 10, func(at policy.Millis) bool { return at < 100 })
+	if _, n, err := b.SweepErasures(nil, 10, 4); err != nil || n != 0 {
+		t.Fatalf("after one more round: deleted %d, %v; want 0 (the round in progress at the erasure may have passed the contacts)", n, err)
+	}
+	next, n, err := b.SweepErasures(nil, 10, 5)
 	if err != nil || n != 1 || next != nil {
 		t.Fatalf("sweep: next %q, deleted %d, %v; want nil, 1", next, n, err)
 	}
@@ -193,30 +196,53 @@ func TestErasureMarkerSweep(t *testing.T) {
 		t.Fatalf("changes %q, want the deletion of old's marker", ch)
 	}
 	if _, ok, _ := b.erasure("new"); !ok {
-		t.Fatal("the marker that is not expired went")
+		t.Fatal("the marker that a whole round did not follow yet went")
 	}
 	if _, ok, _ := b.erasure("old"); ok {
 		t.Fatal("the deleted marker is still read")
 	}
+	if !ErasureSwept(3, 5) || ErasureSwept(3, 4) || ErasureSwept(4, 5) {
+		t.Fatal("ErasureSwept is not rounds >= round + 2")
+	}
 }
 
-// TestErasureExpiry: policy.ErasureExpired lets a marker go only when
-// every contact from before the erasure is expired.
-func TestErasureExpiry(t *testing.T) {
-	pol, err := policy.New(policy.DefaultConfig())
-	if err != nil {
+// TestEraseTwice: a second erasure makes the contacts made between the two
+// stale too; a contact made after it counts.
+func TestEraseTwice(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(0)
+	c := policy.Contact{Last: [3]int64{5, 0, 0}}
+	if err := b.EraseUser("u1", 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	const day = policy.Day
-	erasedAt := policy.Millis(400 * day)
-	c := policy.Contact{Last: [3]int64{int64(erasedAt), 0, 0}, LastSent: erasedAt} // the latest possible
-	for _, now := range []policy.Millis{erasedAt, erasedAt + 364*day, erasedAt + 365*day, erasedAt + 365*day + 1, erasedAt + 400*day} {
-		if got, want := pol.ErasureExpired(erasedAt, now), pol.ContactExpired(&c, now); got != want {
-			t.Errorf("now = erasure + %d ms: ErasureExpired %v, ContactExpired of its latest contact %v", now-erasedAt, got, want)
-		}
+	if err := b.PutContact("u1", "b1", &c, false); err != nil { // between the two: counts
+		t.Fatal(err)
 	}
-	if pol.ErasureExpired(erasedAt, erasedAt+364*day) || !pol.ErasureExpired(erasedAt, erasedAt+366*day) {
-		t.Error("the marker's expiry is not about the contact retention (365 days)")
+	if _, ok, _ := b.Contact("u1", "b1"); !ok {
+		t.Fatal("the contact made after the first erasure does not count")
+	}
+	if err := b.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	b = s.NewBatch(0)
+	defer b.Close()
+	if err := b.EraseUser("u1", 6, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := b.Contact("u1", "b1"); ok {
+		t.Fatal("the contact made between the two erasures counts after the second")
+	}
+	if got := audience(t, b, "b1"); len(got) != 0 {
+		t.Fatalf("audience of b1 after the second erasure: %v", got)
+	}
+	if err := b.PutContact("u1", "b2", &c, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := b.Contact("u1", "b2"); !ok {
+		t.Fatal("the contact made after the second erasure does not count")
+	}
+	if _, ok, _ := b.Contact("u1", "b1"); ok {
+		t.Fatal("b1 counts again after u1 contacted b2")
 	}
 }
 

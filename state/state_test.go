@@ -122,7 +122,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	if err := b.PutContact("u1", "other", &c, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.EraseUser("u2", 10); err != nil {
+	if err := b.EraseUser("u2", 10, 0); err != nil {
 		t.Fatalf("erase: %v", err)
 	}
 	if err := b.PutMeta(&Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
@@ -351,5 +351,53 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 	defer rb.Close()
 	if got, ok, _ := rb.Contact("u3", "biz"); !ok || got != c3 {
 		t.Fatalf("u3 = %+v %v, want the later batch's %+v", got, ok, c3)
+	}
+}
+
+// TestMetaRounds: the sweep-round count round-trips, and metadata written
+// before it existed decodes with 0.
+func TestMetaRounds(t *testing.T) {
+	m := Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9, Rounds: 300}
+	got, err := DecodeMeta(AppendMeta(nil, &m))
+	if err != nil || got.Rounds != 300 || got.Input != 7 || !slices.Equal(got.Campaigns, m.Campaigns) {
+		t.Fatalf("meta: %+v, %v", got, err)
+	}
+	old := AppendMeta(nil, &Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
+	old = old[:len(old)-1] // the encoding before: no count at the end
+	if got, err := DecodeMeta(old); err != nil || got.Rounds != 0 || got.Time != 9 {
+		t.Fatalf("meta of the encoding before: %+v, %v", got, err)
+	}
+}
+
+// TestApplyKeepsTheOrder: batches applied in the background, each following
+// the one before, reach Pebble in order, however their goroutines run.
+func TestApplyKeepsTheOrder(t *testing.T) {
+	s := open(t)
+	var prev *Batch
+	const n = 200
+	for i := 1; i <= n; i++ {
+		b := s.NewBatch(0)
+		if prev != nil {
+			b.Follow(prev)
+		}
+		c := policy.Contact{Last: [3]int64{int64(i), 0, 0}}
+		if err := b.PutContact("u", "biz", &c, i > 1); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, _ := b.Contact("u", "biz"); !ok || got.Last[0] != int64(i) {
+			t.Fatalf("batch %d reads %+v", i, got)
+		}
+		if err := b.Apply(int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		prev = b
+	}
+	if cp, err := s.Checkpoint(0); err != nil || cp != n {
+		t.Fatalf("checkpoint %d, %v; want %d", cp, err, n)
+	}
+	rb := s.NewBatch(0)
+	defer rb.Close()
+	if got, ok, _ := rb.Contact("u", "biz"); !ok || got.Last[0] != n {
+		t.Fatalf("contact %+v after %d batches, want the last one's", got, n)
 	}
 }

@@ -93,12 +93,18 @@ func (s *Store) waitApplied(p int32) error {
 		}
 	}
 	s.mu.Unlock()
+	var err error
 	for _, b := range wait {
-		b.Wait()
+		if werr := b.Wait(); werr != nil && err == nil {
+			err = werr
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.failed
+	if s.failed != nil {
+		return s.failed
+	}
+	return err
 }
 
 // ErrLocked is returned (wrapped) by Open and OpenReadOnly when another
@@ -174,8 +180,8 @@ func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 
 // dropLegacy drops the partitions whose keys have the layout of versions
 // before the business-first contacts ('c' contact keys and an 'i' index in
-// Pebble): the restore then rebuilds them from the changelog, whose format
-// did not change. A read-only store reports them instead.
+// Pebble): the restore then rebuilds them from the changelog, whose contact
+// records did not change. A read-only store reports them instead.
 func (s *Store) dropLegacy(dir string, log *slog.Logger) error {
 	ps, err := partitions(s.db)
 	if err != nil {

@@ -286,14 +286,6 @@ func (p *Policy) ContactExpired(c *Contact, now Millis) bool {
 	return c.lastEvent() < now-p.retention && c.LastSent <= now-Day
 }
 
-// ErasureExpired reports whether the record of a user's erasure at event
-// time erasedAt can be forgotten as of now: every contact the user had
-// before it (none has an event after erasedAt) is then expired
-// (ContactExpired), so the rules no longer count it, erased or not.
-func (p *Policy) ErasureExpired(erasedAt, now Millis) bool {
-	return erasedAt < now-p.retention && erasedAt <= now-Day
-}
-
 // RecipientExpired reports whether r holds no delivery that a 24-hour window
 // ending at or after now can count.
 func (p *Policy) RecipientExpired(r *Recipient, now Millis) bool {
