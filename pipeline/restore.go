@@ -153,37 +153,55 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 // transaction timeout after a crash.
 func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32) (start, end int64, err error) {
 	var unavailable time.Time // when the offsets were first unavailable
+	// wait returns nil after a pause when err may pass (a broker down or
+	// restarting, a changelog Ensure has just created that is not yet in
+	// every broker's metadata), err once it lasted 30 s.
+	wait := func(err error) error {
+		if unavailable.IsZero() {
+			unavailable = time.Now()
+		}
+		if time.Since(unavailable) > 30*time.Second {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		}
+	}
 	for {
 		starts, err := adm.ListStartOffsets(ctx, changelog)
 		if err != nil {
-			return 0, 0, fmt.Errorf("list changelog start offsets: %w", err)
+			err = fmt.Errorf("list changelog start offsets: %w", err)
 		}
-		stable, err := adm.ListCommittedOffsets(ctx, changelog)
-		if err != nil {
-			return 0, 0, fmt.Errorf("list changelog stable offsets: %w", err)
+		var stable, hwm kadm.ListedOffsets
+		if err == nil {
+			if stable, err = adm.ListCommittedOffsets(ctx, changelog); err != nil {
+				err = fmt.Errorf("list changelog stable offsets: %w", err)
+			}
 		}
-		hwm, err := adm.ListEndOffsets(ctx, changelog)
+		if err == nil {
+			if hwm, err = adm.ListEndOffsets(ctx, changelog); err != nil {
+				err = fmt.Errorf("list changelog end offsets: %w", err)
+			}
+		}
 		if err != nil {
-			return 0, 0, fmt.Errorf("list changelog end offsets: %w", err)
+			// A request to a broker that just died fails as a whole
+			// ("unable to dial"): TestBrokerKill once stopped an instance
+			// whose restore ran into one.
+			if err := wait(err); err != nil {
+				return 0, 0, err
+			}
+			continue
 		}
 		so, ok1 := starts.Lookup(changelog, p)
 		lo, ok2 := stable.Lookup(changelog, p)
 		ho, ok3 := hwm.Lookup(changelog, p)
 		if !ok1 || !ok2 || !ok3 || so.Err != nil || lo.Err != nil || ho.Err != nil {
-			// A changelog Ensure has just created (first start of a
-			// group, a shadow run) may not be in every broker's
-			// metadata yet: retry for a while.
 			err := fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, stable %v, end %v)", changelog, p, so.Err, lo.Err, ho.Err)
-			if unavailable.IsZero() {
-				unavailable = time.Now()
-			}
-			if time.Since(unavailable) > 30*time.Second {
+			if err := wait(err); err != nil {
 				return 0, 0, err
-			}
-			select {
-			case <-ctx.Done():
-				return 0, 0, fmt.Errorf("%w: %w", err, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
