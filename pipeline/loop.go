@@ -483,8 +483,8 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 // the error of the first task (in ts's order) that failed. Tasks share
 // nothing they change: each has its own batch, outputs and counts, and
 // what they share (env: the serde, the campaign reader, the store) is safe
-// for concurrent use. On two cores a transaction's tasks then take about
-// half the time of running them one after the other on the loop goroutine
+// for concurrent use. Run one after the other on the loop goroutine, they
+// used one core of two: measured 160k-169k -> 198k-204k interactions/s
 // (docs/performance.md, eighth round).
 func eachTask(ts []*task, fn func(i int, t *task) error) error {
 	if len(ts) == 1 {

@@ -55,7 +55,7 @@ func (s *Store) NewBatch(p int32) *Batch {
 // writes over the DB's. A batch starts unindexed: indexing costs a skiplist
 // insertion per write (measured: about a third of PutContact), and the
 // point reads (get) answer from the recorded changes without it; only the
-// fan-out's index scan and an erasure iterate, and the first of them in a
+// fan-out's scan of a business's contacts iterates, and the first one in a
 // transaction indexes what the batch holds so far (Pebble's Apply).
 func (b *Batch) view() (*pebble.Batch, error) {
 	if err := b.settle(); err != nil {
@@ -147,9 +147,9 @@ func (b *Batch) Wait() error {
 // Follow makes b, a new batch of the same partition, read through prev, a
 // batch whose transaction committed and whose apply (Apply) may still be
 // running: until prev is in Pebble, b's point reads see prev's changes
-// over the DB's. What reads the DB directly (the fan-out's and the
-// erasure's iterators, the expiry sweep) and b's own Commit or Apply first
-// wait for prev, so the partition's batches reach Pebble in order.
+// over the DB's. What reads the DB directly (the fan-out's iterator, the
+// expiry sweep) and b's own Commit or Apply first wait for prev, so the
+// partition's batches reach Pebble in order.
 func (b *Batch) Follow(prev *Batch) { b.prev = prev }
 
 // settle waits for the batch b follows to be applied; from then on b reads
