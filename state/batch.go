@@ -588,15 +588,10 @@ func (b *Batch) sweep(kind byte, after []byte, limit int, expired func(k, v []by
 // changed reports whether the batch wrote the key whose Pebble key
 // (without the partition prefix) is k.
 func (b *Batch) changed(k []byte) (bool, error) {
-	if k[0] != kindBusinessContact {
-		_, ok := b.index[string(k)]
-		return ok, nil
-	}
-	business, user, err := splitBusinessContact(k)
-	if err != nil {
+	var err error
+	if b.rbuf, err = appendChangelogKey(b.rbuf[:0], k); err != nil {
 		return false, err
 	}
-	b.rbuf = contactKey(b.rbuf[:0], string(user), string(business))
 	_, ok := b.index[string(b.rbuf)]
 	return ok, nil
 }

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -143,14 +142,12 @@ func (s *Store) ContactFilter(p int32) (*ContactFilter, error) {
 	f := NewContactFilter(2 * n)
 	var ck []byte
 	err := s.eachKey(contacts, func(k []byte) error {
-		business, user, err := splitBusinessContact(k)
-		if err != nil {
-			return err
-		}
 		// The filter holds changelog keys, which put the user first.
-		ck = append(binary.AppendUvarint(append(ck[:0], kindContact), uint64(len(user))), user...)
-		f.Add(append(ck, business...))
-		return nil
+		var err error
+		if ck, err = appendChangelogKey(ck[:0], k); err == nil {
+			f.Add(ck)
+		}
+		return err
 	})
 	if err == nil {
 		err = s.eachKey(erasures, func(k []byte) error { f.Add(k); return nil })

@@ -46,14 +46,6 @@ func contactKey(dst []byte, user, business string) []byte {
 	return append(dst, business...)
 }
 
-// businessContactKey is the Pebble key of a contact: 'b' len(business)
-// business user.
-func businessContactKey(dst []byte, business, user string) []byte {
-	dst = append(dst, kindBusinessContact)
-	dst = appendLenString(dst, business)
-	return append(dst, user...)
-}
-
 // businessContactsPrefix is the Pebble-key prefix of every contact of
 // business.
 func businessContactsPrefix(dst []byte, business string) []byte {
@@ -69,7 +61,7 @@ func erasureKey(dst []byte, user string) []byte {
 
 // appendPebbleKey appends the Pebble key of changelog key k of partition p:
 // the partition prefix, then k, except for a contact, whose Pebble key puts
-// the business first.
+// the business first ('b' len(business) business user).
 func appendPebbleKey(dst []byte, p int32, k []byte) ([]byte, error) {
 	dst = appendPartition(dst, p)
 	if len(k) == 0 || k[0] != kindContact {
@@ -83,6 +75,22 @@ func appendPebbleKey(dst []byte, p int32, k []byte) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(business)))
 	dst = append(dst, business...)
 	return append(dst, user...), nil
+}
+
+// appendChangelogKey appends the changelog key of k, a Pebble key without
+// its partition prefix: the inverse of appendPebbleKey.
+func appendChangelogKey(dst, k []byte) ([]byte, error) {
+	if len(k) == 0 || k[0] != kindBusinessContact {
+		return append(dst, k...), nil
+	}
+	business, user, err := splitBusinessContact(k)
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, kindContact)
+	dst = binary.AppendUvarint(dst, uint64(len(user)))
+	dst = append(dst, user...)
+	return append(dst, business...), nil
 }
 
 // splitBusinessContact returns the business and the user of a Pebble

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -399,5 +400,28 @@ func TestApplyKeepsTheOrder(t *testing.T) {
 	defer rb.Close()
 	if got, ok, _ := rb.Contact("u", "biz"); !ok || got.Last[0] != n {
 		t.Fatalf("contact %+v after %d batches, want the last one's", got, n)
+	}
+}
+
+// TestKeyMapping: a contact's Pebble key puts the business first, other
+// keys are stored as they are, and appendChangelogKey inverts
+// appendPebbleKey.
+func TestKeyMapping(t *testing.T) {
+	for _, k := range [][]byte{contactKey(nil, "user-1", "biz-22"), erasureKey(nil, "user-1"), recipientKey(nil, "user-1"), metaKey(nil)} {
+		pk, err := appendPebbleKey(nil, 7, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k[0] == kindContact {
+			if want := append(appendPartition(nil, 7), businessContactsPrefix(nil, "biz-22")...); !bytes.HasPrefix(pk, append(want, "user-1"...)) {
+				t.Fatalf("contact's Pebble key %q, want business first", pk)
+			}
+		} else if !bytes.Equal(pk[prefixLen:], k) {
+			t.Fatalf("Pebble key %q of %q", pk, k)
+		}
+		back, err := appendChangelogKey(nil, pk[prefixLen:])
+		if err != nil || !bytes.Equal(back, k) {
+			t.Fatalf("changelog key of %q = %q, %v; want %q", pk, back, err, k)
+		}
 	}
 }
