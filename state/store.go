@@ -93,18 +93,12 @@ func (s *Store) waitApplied(p int32) error {
 		}
 	}
 	s.mu.Unlock()
-	var err error
 	for _, b := range wait {
-		if werr := b.Wait(); werr != nil && err == nil {
-			err = werr
-		}
+		b.Wait() // a failure is in s.failed before Wait returns (Apply)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failed != nil {
-		return s.failed
-	}
-	return err
+	return s.failed
 }
 
 // ErrLocked is returned (wrapped) by Open and OpenReadOnly when another
