@@ -412,9 +412,7 @@ func runPipelineUntil(b *testing.B, c *cluster, group string, ends map[int32]int
 	start := time.Now()
 	h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) {
 		cfg.Group = group
-		if *benchMaxPoll > 0 {
-			cfg.MaxPollRecords = *benchMaxPoll
-		}
+		cfg.MaxPollRecords = benchPoll()
 	})
 	pr := waitCommitted(b, c, group, ends, start, h.alive)
 	pr.txns, pr.aborts = h.r.Stats().Transactions.Load(), h.r.Stats().Aborts.Load()
