@@ -232,6 +232,10 @@ func (t *task) fanout() (bool, error) {
 		var candidates int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
+		enc, err := t.templates(c)
+		if err != nil {
+			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
+		}
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact) error {
 			t.budget--
 			if t.env.policy.ContactExpired(contact, c.FireAt) {
@@ -259,10 +263,8 @@ func (t *task) fanout() (bool, error) {
 			// One delivery id and one copy of the key for the decision
 			// and the inbox record.
 			id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
-			if t.env.names.Decisions != "" {
-				if err := t.decided(key, id, user, c, reason); err != nil {
-					return err
-				}
+			if enc.decision != nil {
+				t.decided(enc.decision, key, id, user, reason)
 			}
 			if reason != policy.Delivered {
 				return nil
@@ -275,7 +277,8 @@ func (t *task) fanout() (bool, error) {
 					return err
 				}
 			}
-			return t.deliver(key, id, user, c)
+			t.deliver(enc.inbox, key, id, user)
+			return nil
 		})
 		if err != nil {
 			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
@@ -326,43 +329,51 @@ func (t *task) key(user string) []byte {
 	return t.arena[start:len(t.arena):len(t.arena)]
 }
 
-// decided writes the audit record of one decision to the decisions topic.
-func (t *task) decided(key []byte, id, user string, c *policy.Progress, reason policy.Reason) error {
-	d := schemas.Decision{
-		DeliveryID:  id,
-		UserID:      user,
-		BusinessID:  c.Campaign.Business,
-		CampaignID:  c.Campaign.ID,
-		Outcome:     schemas.Outcome(reason), // the same order: TestOutcomesFollowReasons
-		DecidedAsOf: millisTime(c.FireAt),
-	}
-	start := len(t.arena)
-	arena, err := t.env.serde.AppendDecision(t.arena, &d)
-	if err != nil {
-		return fmt.Errorf("encode decision: %w", err)
-	}
-	t.arena = arena
-	t.emit(t.env.names.Decisions, key, arena[start:len(arena):len(arena)])
-	return nil
+// encoders are the templates of a campaign's records, encoded once per chunk
+// of its fan-out rather than once per candidate.
+type encoders struct {
+	inbox    *wire.InboxTemplate
+	decision *wire.DecisionTemplate // nil without a decisions topic
 }
 
-func (t *task) deliver(key []byte, id, user string, c *policy.Progress) error {
-	m := schemas.InboxMessage{
-		DeliveryID: id,
-		UserID:     user,
+// templates returns the encoders of campaign c's records.
+func (t *task) templates(c *policy.Progress) (encoders, error) {
+	var enc encoders
+	var err error
+	enc.inbox, err = t.env.serde.InboxTemplate(&schemas.InboxMessage{
 		BusinessID: c.Campaign.Business,
 		CampaignID: c.Campaign.ID,
 		SentAt:     millisTime(c.FireAt),
 		Message:    c.Message,
-	}
-	start := len(t.arena)
-	arena, err := t.env.serde.AppendInbox(t.arena, &m)
+	})
 	if err != nil {
-		return fmt.Errorf("encode inbox message: %w", err)
+		return enc, fmt.Errorf("encode inbox message: %w", err)
 	}
-	t.arena = arena
-	t.emit(t.env.names.Inbox, key, arena[start:len(arena):len(arena)])
-	return nil
+	if t.env.names.Decisions != "" {
+		enc.decision, err = t.env.serde.DecisionTemplate(&schemas.Decision{
+			BusinessID:  c.Campaign.Business,
+			CampaignID:  c.Campaign.ID,
+			DecidedAsOf: millisTime(c.FireAt),
+		})
+		if err != nil {
+			return enc, fmt.Errorf("encode decision: %w", err)
+		}
+	}
+	return enc, nil
+}
+
+// decided writes the audit record of one decision to the decisions topic.
+func (t *task) decided(tpl *wire.DecisionTemplate, key []byte, id, user string, reason policy.Reason) {
+	start := len(t.arena)
+	t.arena = tpl.Append(t.arena, id, user, schemas.Outcome(reason)) // the same order: TestOutcomesFollowReasons
+	t.emit(t.env.names.Decisions, key, t.arena[start:len(t.arena):len(t.arena)])
+}
+
+// deliver adds the inbox record for user to the transaction.
+func (t *task) deliver(tpl *wire.InboxTemplate, key []byte, id, user string) {
+	start := len(t.arena)
+	t.arena = tpl.Append(t.arena, id, user)
+	t.emit(t.env.names.Inbox, key, t.arena[start:len(t.arena):len(t.arena)])
 }
 
 // emit adds a record of the task's partition of topic to the transaction,

@@ -6,9 +6,9 @@ import (
 	"github.com/sponsored/sponsor/schemas"
 )
 
-// BenchmarkInbox encodes an inbox message as a fan-out does for every
-// delivery (into a fresh slice, as pipeline.task.deliver does today, and into
-// a reused one), and decodes it as a downstream reader would.
+// BenchmarkInbox encodes an inbox message with the library (into a fresh
+// slice and into a reused one) and with a campaign's template, as a fan-out
+// does for every delivery, and decodes it as a downstream reader would.
 func BenchmarkInbox(b *testing.B) {
 	_, rc := newRegistry(b)
 	s := newSerde(b, rc)
@@ -38,6 +38,17 @@ func BenchmarkInbox(b *testing.B) {
 			if _, err := s.AppendInbox(dst[:0], &m); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("template", func(b *testing.B) {
+		b.ReportAllocs()
+		tpl, err := s.InboxTemplate(&m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst := make([]byte, 0, 256)
+		for b.Loop() {
+			dst = tpl.Append(dst[:0], m.DeliveryID, m.UserID)
 		}
 	})
 	b.Run("decode", func(b *testing.B) {

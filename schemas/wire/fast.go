@@ -1,0 +1,193 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// The fast paths of the two records the pipeline handles once per event: the
+// interactions it reads (the steady state) and the inbox records and decisions
+// a fan-out writes (one per candidate). twmb/avro decodes and encodes through
+// reflection, at about 350 ns per interaction read and 170-400 ns per inbox
+// record written (BenchmarkInteraction, BenchmarkInbox); these paths do the
+// same work in a fraction of it. They are written by hand because the library
+// has no generated or schema-specialized codec, and they are kept honest by
+// the library itself:
+//   - the interaction decoder only takes records written with our own schema
+//     and gives up (ok false) on anything it does not read exactly as Avro
+//     does, leaving the record, and the error it may deserve, to the library;
+//     FuzzFastInteraction checks that whatever it accepts, the library reads
+//     the same;
+//   - the templates encode the parts of a record that are the same for every
+//     candidate of a campaign with the library, once, and check their first
+//     output against the library's encoding of the same record.
+
+// decodeOwnInteraction decodes the Avro body of an interaction written with
+// our own schema. ok is false when the body is not exactly one well-formed
+// record with an in-range kind; the caller then decodes it with the library.
+// The three strings share one allocation, as the library's do.
+func decodeOwnInteraction(body []byte) (v schemas.Interaction, ok bool) {
+	all := string(body) // the strings below are slices of this one copy
+	off := 0
+	str := func() string {
+		n, w := uvarlong(body[off:])
+		if w == 0 || n&1 != 0 || n>>1 > uint64(len(body)-off-w) {
+			ok = false
+			return ""
+		}
+		s := all[off+w : off+w+int(n>>1)]
+		off += w + int(n>>1)
+		return s
+	}
+	ok = true
+	v.EventID, v.UserID, v.BusinessID = str(), str(), str()
+	if !ok {
+		return schemas.Interaction{}, false
+	}
+	// The kind is an Avro int, of which the library reads at most 5 bytes;
+	// each kind's index takes one.
+	if off == len(body) || body[off]&1 != 0 || body[off]>>1 >= byte(len(schemas.InteractionKinds)) {
+		return schemas.Interaction{}, false
+	}
+	v.Kind = schemas.InteractionKind(body[off] >> 1)
+	off++
+	at, w := uvarlong(body[off:])
+	if w == 0 || off+w != len(body) {
+		return schemas.Interaction{}, false
+	}
+	v.OccurredAt = time.UnixMilli(int64(at>>1) ^ -int64(at&1)).UTC()
+	return v, true
+}
+
+// uvarlong reads the unsigned varint of an Avro long (before its zigzag
+// decoding) from the start of b and returns it with its length in bytes, or
+// width 0 if b does not start with one of at most 9 bytes (63 bits, which
+// every value of our records fits; longer ones go to the library).
+func uvarlong(b []byte) (u uint64, width int) {
+	for i := 0; i < len(b) && i < 9; i++ {
+		u |= uint64(b[i]&0x7f) << (7 * i)
+		if b[i] < 0x80 {
+			return u, i + 1
+		}
+	}
+	return 0, 0
+}
+
+// appendString appends s in Avro's binary encoding: its length as a zigzag
+// varint, then its bytes.
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s))<<1)
+	return append(dst, s...)
+}
+
+// InboxTemplate encodes the inbox records of one campaign: they differ only in
+// their first two fields, delivery_id and user_id, so the rest (business,
+// campaign, sent_at, message) is encoded once. Make one with
+// [Serde.InboxTemplate]; it is safe for concurrent use.
+type InboxTemplate struct {
+	header [headerLen]byte
+	tail   []byte // the Avro encoding of the fields after user_id
+}
+
+// InboxTemplate returns the template of the inbox records that are m but for
+// their DeliveryID and UserID (m's are ignored).
+func (s *Serde) InboxTemplate(m *schemas.InboxMessage) (*InboxTemplate, error) {
+	probe := *m
+	probe.DeliveryID, probe.UserID = "", ""
+	whole, err := s.AppendInbox(nil, &probe)
+	if err != nil {
+		return nil, err
+	}
+	t := &InboxTemplate{}
+	tail, err := templateTail(t.header[:], whole, 2)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: inbox template: %w", err)
+	}
+	t.tail = tail
+	probe.DeliveryID, probe.UserID = "d", "u"
+	if err := checkTemplate(&probe, s.AppendInbox, t.Append(nil, "d", "u")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Append appends the wire-format inbox record of the template's campaign for
+// deliveryID and userID to dst and returns the extended slice.
+func (t *InboxTemplate) Append(dst []byte, deliveryID, userID string) []byte {
+	dst = append(dst, t.header[:]...)
+	dst = appendString(dst, deliveryID)
+	dst = appendString(dst, userID)
+	return append(dst, t.tail...)
+}
+
+// DecisionTemplate encodes the decisions of one campaign, as [InboxTemplate]
+// does its inbox records: the fields after delivery_id and user_id are encoded
+// once per outcome.
+type DecisionTemplate struct {
+	header [headerLen]byte
+	tails  [len(schemas.Outcomes)][]byte
+}
+
+// DecisionTemplate returns the template of the decisions that are d but for
+// their DeliveryID, UserID and Outcome (d's are ignored).
+func (s *Serde) DecisionTemplate(d *schemas.Decision) (*DecisionTemplate, error) {
+	t := &DecisionTemplate{}
+	probe := *d
+	probe.DeliveryID, probe.UserID = "", ""
+	for o := range t.tails {
+		probe.Outcome = schemas.Outcome(o)
+		whole, err := s.AppendDecision(nil, &probe)
+		if err != nil {
+			return nil, err
+		}
+		if t.tails[o], err = templateTail(t.header[:], whole, 2); err != nil {
+			return nil, fmt.Errorf("schemas: decision template: %w", err)
+		}
+	}
+	for o := range t.tails {
+		probe.DeliveryID, probe.UserID, probe.Outcome = "d", "u", schemas.Outcome(o)
+		if err := checkTemplate(&probe, s.AppendDecision, t.Append(nil, "d", "u", probe.Outcome)); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Append appends the wire-format decision of the template's campaign for
+// deliveryID, userID and outcome o (one of schemas.Outcomes) to dst and
+// returns the extended slice.
+func (t *DecisionTemplate) Append(dst []byte, deliveryID, userID string, o schemas.Outcome) []byte {
+	dst = append(dst, t.header[:]...)
+	dst = appendString(dst, deliveryID)
+	dst = appendString(dst, userID)
+	return append(dst, t.tails[o]...)
+}
+
+// templateTail copies whole's wire-format header into header and returns the
+// Avro body after its first n fields, which must be empty strings (one zero
+// byte each).
+func templateTail(header, whole []byte, n int) ([]byte, error) {
+	if len(whole) < headerLen+n || !bytes.Equal(whole[headerLen:headerLen+n], make([]byte, n)) {
+		return nil, fmt.Errorf("the record does not start with %d empty strings", n)
+	}
+	copy(header, whole[:headerLen])
+	return bytes.Clone(whole[headerLen+n:]), nil
+}
+
+// checkTemplate compares a template's encoding of v with the library's: they
+// differ only if the schema's first fields are no longer the two strings the
+// templates fill in.
+func checkTemplate[T any](v *T, encode func([]byte, *T) ([]byte, error), got []byte) error {
+	want, err := encode(nil, v)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("schemas: template encodes % x, the library % x", got, want)
+	}
+	return nil
+}
