@@ -209,12 +209,13 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	// Produce everything, remembering each task's last changelog offset.
 	out := &txnOutputs{changelog: r.names.Changelog, lastChange: map[int32]int64{}}
 	any := false
+	promise := out.promise // one closure for all records, not one per record
 	tasks := r.sortedTasks()
 	for _, t := range tasks {
 		for _, rec := range t.out {
 			any = true
 			out.wg.Add(1)
-			r.sess.Produce(ctx, rec, out.promise)
+			r.sess.Produce(ctx, rec, promise)
 		}
 	}
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)

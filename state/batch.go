@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -30,7 +31,10 @@ type Batch struct {
 	b       *pebble.Batch // not indexed until an iterator needs it (view)
 	changes []Change
 	index   map[string]int   // changelog key -> position in changes
+	slab    []byte           // holds the keys and values of changes (keep)
 	kbuf    []byte           // the Pebble key of the last read or write
+	wbuf    []byte           // the changelog key of the last contact written
+	vbuf    []byte           // the value of the last contact written
 	rbuf    []byte           // the changelog key of the last contact read
 	ebuf    []byte           // the changelog key of the last erasure read
 	it      *pebble.Iterator // the DB's reads (get), from the first one to Close
@@ -187,13 +191,40 @@ func (b *Batch) full(k []byte) ([]byte, error) {
 	return b.kbuf, err
 }
 
+// record records the change of changelog key k to v (nil: deleted), with
+// copies of both in the batch's slab, so that callers may pass buffers they
+// reuse.
 func (b *Batch) record(k, v []byte) {
 	if i, ok := b.index[string(k)]; ok {
-		b.changes[i].Value = v
+		b.changes[i].Value = b.keep(v)
 		return
 	}
-	b.index[string(k)] = len(b.changes)
-	b.changes = append(b.changes, Change{Key: k, Value: v})
+	k = b.keep(k)
+	// The index's key is the slab's copy: slab bytes never change (keep).
+	b.index[unsafe.String(unsafe.SliceData(k), len(k))] = len(b.changes)
+	b.changes = append(b.changes, Change{Key: k, Value: b.keep(v)})
+}
+
+// slabSize is the size of one slab of a batch's changes: one allocation for
+// some hundreds of them instead of three per change (a key, a value and the
+// index's copy of the key), which a fan-out makes per delivery.
+const slabSize = 64 << 10
+
+// keep returns a copy of p carved from the batch's slab; nil stays nil (a
+// deletion) and an empty p gives an empty, non-nil slice. A slab is never
+// written again where it was handed out, and never reused: the changes
+// point into it until their records are produced and the batch is applied
+// and dropped, and a full slab is left to the garbage collector with them.
+func (b *Batch) keep(p []byte) []byte {
+	if p == nil {
+		return nil
+	}
+	if b.slab == nil || cap(b.slab)-len(b.slab) < len(p) {
+		b.slab = make([]byte, 0, max(slabSize, len(p)))
+	}
+	n := len(b.slab)
+	b.slab = append(b.slab, p...)
+	return b.slab[n:len(b.slab):len(b.slab)]
 }
 
 func (b *Batch) set(k, v []byte) error {
@@ -334,8 +365,10 @@ func (b *Batch) stale(user, business string) (bool, error) {
 // contact exists already (Contact returned ok), so the filter and the
 // user's erasure marker, if any, know it already.
 func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool) error {
-	k := contactKey(nil, user, business)
-	if err := b.set(k, AppendContact(nil, c)); err != nil {
+	k := contactKey(b.wbuf[:0], user, business)
+	b.wbuf = k
+	b.vbuf = AppendContact(b.vbuf[:0], c)
+	if err := b.set(k, b.vbuf); err != nil {
 		return err
 	}
 	if known {
@@ -427,10 +460,11 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		return after, false, err
 	}
 	type member struct {
-		user string
-		c    policy.Contact
+		end int // of the user in users
+		c   policy.Contact
 	}
 	members := make([]member, 0, min(limit, 1024))
+	buf := make([]byte, 0, 16*cap(members)) // the members' users, end to end: one string for all
 	for it.First(); it.Valid() && len(members) < limit; it.Next() {
 		user := it.Key()[len(prefix):]
 		c, err := DecodeContact(it.Value())
@@ -438,26 +472,31 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 			it.Close()
 			return after, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
 		}
-		members = append(members, member{string(user), c})
+		buf = append(buf, user...)
+		members = append(members, member{len(buf), c})
 	}
 	exhausted := !it.Valid()
 	if err := it.Close(); err != nil {
 		return after, false, err
 	}
+	users := string(buf)
 	// Call fn outside the iterator: fn writes to the batch.
 	last = after
+	start := 0
 	for i := range members {
 		m := &members[i]
-		stale, err := b.stale(m.user, business)
+		user := users[start:m.end]
+		start = m.end
+		stale, err := b.stale(user, business)
 		if err != nil {
 			return last, false, err
 		}
 		if !stale {
-			if err := fn(m.user, &m.c); err != nil {
+			if err := fn(user, &m.c); err != nil {
 				return last, false, err
 			}
 		}
-		last = m.user
+		last = user
 	}
 	return last, exhausted, nil
 }

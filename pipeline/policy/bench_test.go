@@ -76,3 +76,11 @@ func TestDecideAllocs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDeliveryID measures the id a fan-out computes for every candidate.
+func BenchmarkDeliveryID(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		policy.DeliveryID("camp-000123", "user-0123456")
+	}
+}
