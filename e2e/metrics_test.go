@@ -201,6 +201,14 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("sponsor_campaigns_fired_total = %v, want %d", got, c.parts)
 	}
 
+	// The state store's Pebble metrics, while the runner is up.
+	if got, ok := m.value("sponsor_state_block_cache_capacity_bytes"); !ok || got != 128<<20 {
+		t.Errorf("sponsor_state_block_cache_capacity_bytes = %v (exported: %v), want the default 128 MiB", got, ok)
+	}
+	if got, ok := m.value("sponsor_state_memtables"); !ok || got < 1 {
+		t.Errorf("sponsor_state_memtables = %v (exported: %v), want at least the one being written", got, ok)
+	}
+
 	// The Kafka clients' metrics (kprom), by client.
 	if got, _ := m.value("sponsor_kafka_produce_records_total", "client", pipeline.ClientSession, "topic", c.names.Inbox); got < float64(rep.Records) {
 		t.Errorf("sponsor_kafka_produce_records_total{client=session, topic=inbox} = %v, want at least the %d inbox records", got, rep.Records)

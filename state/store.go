@@ -53,6 +53,7 @@ func (o *Options) ensureDefaults() {
 // by the one goroutine that owns the task.
 type Store struct {
 	db       *pebble.DB
+	cacheCap int64 // the block cache's size (Options.CacheSize)
 	lock     *pebble.Lock
 	readOnly bool
 
@@ -164,7 +165,7 @@ func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
 	}
-	s := &Store{db: db, lock: lock, readOnly: readOnly}
+	s := &Store{db: db, cacheCap: opts.CacheSize, lock: lock, readOnly: readOnly}
 	if err := s.dropLegacy(dir, opts.Logger); err != nil {
 		s.Close()
 		return nil, err
@@ -225,6 +226,13 @@ func (s *Store) Close() error {
 		return fmt.Errorf("flush state store: %w", ferr)
 	}
 	return aerr
+}
+
+// Metrics returns Pebble's metrics of the store (its block cache,
+// memtables, levels, flushes and compactions) and the block cache's
+// configured size in bytes.
+func (s *Store) Metrics() (m *pebble.Metrics, cacheCapacity int64) {
+	return s.db.Metrics(), s.cacheCap
 }
 
 // Checkpoint returns the next changelog offset partition p's state needs
