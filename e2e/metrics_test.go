@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -199,6 +200,15 @@ func TestMetrics(t *testing.T) {
 	}
 	if got, _ := m.value("sponsor_campaigns_fired_total"); got != float64(c.parts) {
 		t.Errorf("sponsor_campaigns_fired_total = %v, want %d", got, c.parts)
+	}
+
+	// Each committed transaction is timed by phase (a transaction may commit
+	// between the two series' reads: a sweep's, say).
+	txns, _ := m.value("sponsor_transactions_total")
+	for _, phase := range []string{"process", "produce", "flush", "end"} {
+		if n, secs, _ := m.histogram("sponsor_transaction_phase_seconds", 0, "phase", phase); n == 0 || math.Abs(float64(n)-txns) > 1 || secs < 0 {
+			t.Errorf("sponsor_transaction_phase_seconds{phase=%q}: %d observations summing to %vs, want one per committed transaction (%v)", phase, n, secs, txns)
+		}
 	}
 
 	// The state store's Pebble metrics, while the runner is up.

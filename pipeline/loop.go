@@ -195,6 +195,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
 		}
 	}()
+	workStart := time.Now()
 	err = r.work(ctx, byPart)
 	if err != nil {
 		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout)
@@ -206,6 +207,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		return err
 	}
 
+	produceStart := time.Now()
 	// Produce everything, remembering each task's last changelog offset.
 	out := &txnOutputs{changelog: r.names.Changelog, lastChange: map[int32]int64{}}
 	any := false
@@ -256,6 +258,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		r.stats.Aborts.Add(1)
 		return errors.Join(err, r.abortInFlight(ctx))
 	}
+	flushed := time.Now()
 	if perr := out.failed(); perr != nil {
 		r.stats.Aborts.Add(1)
 		if aerr := r.abortInFlight(ctx); aerr != nil {
@@ -278,8 +281,10 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	lastChange := out.lastChange
 	committed = true
 	if any {
+		ended := time.Now()
 		r.stats.Transactions.Add(1)
-		r.stats.observeCommit(time.Since(endStart))
+		r.stats.observeCommit(ended.Sub(endStart))
+		r.stats.observePhases(produceStart.Sub(workStart), endStart.Sub(produceStart), flushed.Sub(endStart), ended.Sub(flushed))
 	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		var outs int
