@@ -232,10 +232,7 @@ func (t *task) fanout() (bool, error) {
 		var candidates int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
-		enc, err := t.templates(c)
-		if err != nil {
-			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
-		}
+		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact) error {
 			t.budget--
 			if t.env.policy.ContactExpired(contact, c.FireAt) {
@@ -259,6 +256,12 @@ func (t *task) fanout() (bool, error) {
 			candidates++
 			if t.env.names.Decisions == "" && reason != policy.Delivered {
 				return nil
+			}
+			if enc == nil {
+				var err error
+				if enc, err = t.templates(c); err != nil {
+					return err
+				}
 			}
 			// One delivery id and one copy of the key for the decision
 			// and the inbox record.
@@ -337,8 +340,8 @@ type encoders struct {
 }
 
 // templates returns the encoders of campaign c's records.
-func (t *task) templates(c *policy.Progress) (encoders, error) {
-	var enc encoders
+func (t *task) templates(c *policy.Progress) (*encoders, error) {
+	enc := &encoders{}
 	var err error
 	enc.inbox, err = t.env.serde.InboxTemplate(&schemas.InboxMessage{
 		BusinessID: c.Campaign.Business,
@@ -347,7 +350,7 @@ func (t *task) templates(c *policy.Progress) (encoders, error) {
 		Message:    c.Message,
 	})
 	if err != nil {
-		return enc, fmt.Errorf("encode inbox message: %w", err)
+		return nil, fmt.Errorf("encode inbox message: %w", err)
 	}
 	if t.env.names.Decisions != "" {
 		enc.decision, err = t.env.serde.DecisionTemplate(&schemas.Decision{
@@ -356,7 +359,7 @@ func (t *task) templates(c *policy.Progress) (encoders, error) {
 			DecidedAsOf: millisTime(c.FireAt),
 		})
 		if err != nil {
-			return enc, fmt.Errorf("encode decision: %w", err)
+			return nil, fmt.Errorf("encode decision: %w", err)
 		}
 	}
 	return enc, nil

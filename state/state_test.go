@@ -425,3 +425,49 @@ func TestKeyMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestChangesKeepTheirValues: the batch's changes are copies, so a change
+// stays what it was written as when the caller's buffers, and the batch's
+// own, are reused for the next writes: rewriting a key, then writing
+// another, in one batch (a fan-out rewrites the contacts it delivers to).
+func TestChangesKeepTheirValues(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(0)
+	defer b.Close()
+	a1 := policy.Contact{Last: [3]int64{1, 0, 0}}
+	a2 := policy.Contact{Last: [3]int64{2, 0, 0}, LastSent: 2}
+	other := policy.Contact{Last: [3]int64{0, 3, 0}, LastSent: 3}
+	steps := []struct {
+		user  string
+		c     *policy.Contact
+		known bool
+	}{{"a", &a1, false}, {"a", &a2, true}, {"b", &other, false}, {"c", &a1, false}}
+	for _, st := range steps {
+		if err := b.PutContact(st.user, "biz", st.c, st.known); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]policy.Contact{"a": a2, "b": other, "c": a1}
+	if len(b.Changes()) != len(want) {
+		t.Fatalf("%d changes, want %d (one per key)", len(b.Changes()), len(want))
+	}
+	for _, ch := range b.Changes() {
+		user := string(ch.Key[2 : 2+ch.Key[1]])
+		got, err := DecodeContact(ch.Value)
+		if err != nil {
+			t.Fatalf("change of %q: %v", user, err)
+		}
+		if got != want[user] {
+			t.Errorf("change of %q: %+v, want %+v", user, got, want[user])
+		}
+	}
+	// Deleting keeps a nil value: a tombstone, not an empty value.
+	if err := b.DeleteContact("b", "biz"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range b.Changes() {
+		if string(ch.Key[2:2+ch.Key[1]]) == "b" && ch.Value != nil {
+			t.Errorf("deleted contact's change: %x, want nil", ch.Value)
+		}
+	}
+}

@@ -64,6 +64,7 @@ func TestFastInteraction(t *testing.T) {
 	// the library's to judge.
 	for name, body := range map[string][]byte{
 		"kind out of range": {0, 0, 0, byte(len(schemas.InteractionKinds)) << 1, 0},
+		"negative kind":     {0, 0, 0, 1, 0},
 		"negative length":   {1, 0, 0, 0, 0},
 		"10-byte long":      {0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01},
 	} {
@@ -79,6 +80,7 @@ func FuzzFastInteraction(f *testing.F) {
 	f.Add(encodeInteraction(f, schemas.Interaction{EventID: "e", UserID: "u", BusinessID: "b", Kind: schemas.BotCTAClick, OccurredAt: time.UnixMilli(1_700_000_000_123).UTC()}))
 	f.Add([]byte{0, 0, 0, 0x10, 0x80, 0x01})
 	f.Add([]byte{0, 0, 0, 0x12, 0})
+	f.Add([]byte{0, 0, 0, 0x01, 0})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, ok := decodeOwnInteraction(body)
 		if !ok {
@@ -112,4 +114,28 @@ func BenchmarkFastInteraction(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestOwn checks which values the fast paths take: wire format with our own
+// schema id only.
+func TestOwn(t *testing.T) {
+	r := &recordSerde{id: 7}
+	body := []byte{0, 0, 0, 0, 0}
+	for name, tc := range map[string]struct {
+		b    []byte
+		want bool
+	}{
+		"our id":         {append([]byte{0, 0, 0, 0, 7}, body...), true},
+		"our id, empty":  {[]byte{0, 0, 0, 0, 7}, true},
+		"another id":     {append([]byte{0, 0, 0, 0, 8}, body...), false},
+		"id 7 << 8":      {append([]byte{0, 0, 0, 7, 0}, body...), false},
+		"magic byte 1":   {append([]byte{1, 0, 0, 0, 7}, body...), false},
+		"short header":   {[]byte{0, 0, 0, 7}, false},
+		"nothing at all": {nil, false},
+	} {
+		got, ok := r.own(tc.b)
+		if ok != tc.want || ok && len(got) != len(tc.b)-headerLen {
+			t.Errorf("%s: own(% x) = % x, %v; want %v", name, tc.b, got, ok, tc.want)
+		}
+	}
 }
