@@ -76,4 +76,27 @@ func TestStateUserOwned(t *testing.T) {
 	check("partition 1 owned, 3 moved away", map[int32]bool{1: true, 3: false})
 	r.owned.Store(&[]int32{3})
 	check("partition 3 owned", map[int32]bool{1: false, 3: true})
+
+	// One scan of whole partitions at a time: while one runs, another is
+	// refused, and a view of one business, a point read, is not.
+	status := func(query string) int {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/state/user?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	r.scan.Lock() // a scan in progress
+	if got := status("user=u1"); got != http.StatusTooManyRequests {
+		t.Errorf("a second scan: %d, want 429", got)
+	}
+	if got := status("user=u1&business=biz-a"); got != http.StatusOK {
+		t.Errorf("a view of one business during a scan: %d, want 200", got)
+	}
+	r.scan.Unlock()
+	if got := status("user=u1"); got != http.StatusOK {
+		t.Errorf("a scan after the other ended: %d, want 200", got)
+	}
 }

@@ -65,6 +65,7 @@ type Runner struct {
 	lso           map[int32]int64 // interactions LSO per partition at the last check
 
 	view  storeRef                // the store, for the HTTP handlers
+	scan  sync.Mutex              // held by the one /state/user scan of whole partitions allowed at a time
 	owned atomic.Pointer[[]int32] // the partitions of the tasks owned, sorted, for the HTTP handlers
 
 	metrics prometheus.Registerer // set by Register: where the Kafka clients' metrics go

@@ -125,18 +125,37 @@ func userFromHTTP(ctx context.Context, base, user, business string) (state.UserV
 	u := strings.TrimSuffix(base, "/") + "/state/user?" + q.Encode()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return state.UserView{}, fmt.Errorf("--from %s: %w", base, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return state.UserView{}, fmt.Errorf("ask the instance at %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return state.UserView{}, fmt.Errorf("read the answer of %s: %w", u, err)
+	var (
+		resp *http.Response
+		body []byte
+	)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return state.UserView{}, fmt.Errorf("--from %s: %w", base, err)
+		}
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			return state.UserView{}, fmt.Errorf("ask the instance at %s: %w", base, err)
+		}
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			return state.UserView{}, fmt.Errorf("read the answer of %s: %w", u, err)
+		}
+		if resp.StatusCode != http.StatusTooManyRequests {
+			break
+		}
+		// Another scan of the whole state is running there: wait for it
+		// (the instance says how long), within the request's deadline.
+		wait, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if err != nil || wait < 1 {
+			wait = 1
+		}
+		select {
+		case <-ctx.Done():
+			return state.UserView{}, fmt.Errorf("%s: %s, and still busy after 30s", u, resp.Status)
+		case <-time.After(time.Duration(wait) * time.Second):
+		}
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e pipeline.StateError

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -51,5 +57,29 @@ func TestParsePartitions(t *testing.T) {
 		if _, err := parsePartitions(bad); err == nil {
 			t.Errorf("parsePartitions(%q): no error", bad)
 		}
+	}
+}
+
+// TestUserFromHTTPWaitsForAScan: an instance answers 429 while another
+// whole-state scan runs; `state get --from` waits the Retry-After and asks
+// again instead of failing.
+func TestUserFromHTTPWaitsForAScan(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			json.NewEncoder(w).Encode(pipeline.StateError{Error: "busy"})
+			return
+		}
+		json.NewEncoder(w).Encode(state.UserView{User: r.URL.Query().Get("user")})
+	}))
+	defer srv.Close()
+	v, err := userFromHTTP(context.Background(), srv.URL, "u1", "")
+	if err != nil || v.User != "u1" {
+		t.Fatalf("userFromHTTP = %+v, %v; want the view of u1 after one retry", v, err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("%d requests, want 2", got)
 	}
 }
