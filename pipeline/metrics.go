@@ -90,6 +90,15 @@ func (l lenientRegisterer) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
+// StoreCollector returns the collector of store's Pebble metrics
+// (sponsor_state_*), the one Register adds for the runner's own store, for
+// tools that hold a store of their own.
+func StoreCollector(store *state.Store) prometheus.Collector {
+	ref := &storeRef{}
+	ref.set(store)
+	return stateCollector{ref}
+}
+
 // stateCollector exports the Pebble metrics of the runner's state store,
 // read at each scrape while Run has the store open (nothing otherwise):
 // what an operator needs to tell the store's memory (block cache,

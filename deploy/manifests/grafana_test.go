@@ -3,6 +3,7 @@ package manifests
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/state"
 )
 
 // exportedMetrics returns the metric families the pipeline's /metrics
@@ -35,6 +37,16 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	if err := r.Register(reg); err != nil {
 		t.Fatal(err)
 	}
+	// The runner's store metrics appear once Run opens its store: gather
+	// them from a store opened here, on a registry of their own (the names
+	// are the same).
+	store, err := state.Open(filepath.Join(t.TempDir(), "pebble"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	storeReg := prometheus.NewRegistry()
+	storeReg.MustRegister(pipeline.StoreCollector(store))
 
 	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "metrics"))
 	if err != nil {
@@ -65,8 +77,12 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 		if err != nil {
 			t.Fatal(err)
 		}
+		smfs, err := storeReg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
 		out := map[string]dto.MetricType{}
-		for _, mf := range mfs {
+		for _, mf := range append(mfs, smfs...) {
 			out[mf.GetName()] = mf.GetType()
 		}
 		_, produced := out["sponsor_kafka_produce_records_total"]
