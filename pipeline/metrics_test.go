@@ -51,8 +51,11 @@ func TestStateMetrics(t *testing.T) {
 		t.Errorf("before the store is open: %d sponsor_state_* series, want none", n)
 	}
 	r.view.set(store)
-	if _, err := store.Checkpoint(0); err != nil { // a read: the cache gets a block
+	if _, err := store.Checkpoint(0); err != nil { // a read of the flushed table: through the cache
 		t.Fatal(err)
+	}
+	if got := valueOf(t, reg, "sponsor_state_block_cache_misses_total", "") + valueOf(t, reg, "sponsor_state_block_cache_hits_total", ""); got < 1 {
+		t.Errorf("block cache hits + misses = %v after a read of a flushed table, want > 0", got)
 	}
 	if got := valueOf(t, reg, "sponsor_state_block_cache_capacity_bytes", ""); got != 64<<20 {
 		t.Errorf("sponsor_state_block_cache_capacity_bytes = %v, want %d", got, 64<<20)

@@ -169,16 +169,22 @@ func New(ctx context.Context, rc *sr.Client, topics Topics) (*Serde, error) {
 // cannot be accepted gives a [*DecodeError]; any other error means the
 // registry could not be asked and the record should be retried.
 func (s *Serde) DecodeInteraction(b []byte) (schemas.Interaction, error) {
+	v, _, err := s.decodeInteraction(b)
+	return v, err
+}
+
+// decodeInteraction is DecodeInteraction; fast says whether the fast decoder
+// read the record (fast.go).
+func (s *Serde) decodeInteraction(b []byte) (v schemas.Interaction, fast bool, err error) {
 	if body, ok := s.interaction.own(b); ok {
 		if v, ok := decodeOwnInteraction(body); ok {
-			return v, nil
+			return v, true, nil
 		}
 	}
-	var v schemas.Interaction
 	if err := s.interaction.decode(b, (*wireInteraction)(&v)); err != nil {
-		return schemas.Interaction{}, err
+		return schemas.Interaction{}, false, err
 	}
-	return v, nil
+	return v, false, nil
 }
 
 // DecodeCampaign decodes a value of the campaigns topic; errors as for
