@@ -17,6 +17,10 @@ import (
 // interactions one transaction processes.
 const DefaultMaxPollRecords = 5000
 
+// DefaultMaxClockSkew is Config.MaxClockSkew's default: a phone's clock
+// that is a few minutes off is common; hours off is a wrong clock.
+const DefaultMaxClockSkew = 5 * time.Minute
+
 // Config configures a Runner. Zero values take the documented defaults
 // (EnsureDefaults); Validate names the first invalid field.
 type Config struct {
@@ -68,6 +72,16 @@ type Config struct {
 	// TransactionTimeout is the broker-side timeout of an open transaction.
 	// Default 20s.
 	TransactionTimeout time.Duration
+	// MaxClockSkew is how far ahead of its record's timestamp (CreateTime,
+	// set by the producing client, or LogAppendTime) and of the wall clock
+	// an interaction's occurred_at may be. One further ahead, from a client
+	// with a wrong clock, would move the partition's stream time and fire
+	// the campaigns due up to it too early: it goes to the dead-letter
+	// topic instead (ReasonClockSkew), and a redrive once its time has come
+	// applies it. So the stream time never passes the wall clock plus
+	// MaxClockSkew. Default DefaultMaxClockSkew; negative turns the check
+	// off.
+	MaxClockSkew time.Duration
 	// Logger receives the runtime's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the wall clock, used only to fire due campaigns on quiet,
@@ -132,6 +146,9 @@ func (c *Config) EnsureDefaults() {
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = 20 * time.Second
 	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -166,6 +183,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Tick <= 0 || c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 || c.TransactionTimeout <= 0 {
 		errs = append(errs, errors.New("Tick, SessionTimeout, RebalanceTimeout, TransactionTimeout: must be positive"))
+	}
+	if c.MaxClockSkew > 0 && c.MaxClockSkew < time.Millisecond {
+		errs = append(errs, fmt.Errorf("MaxClockSkew: must be at least 1ms (or negative: off), got %s (--max-clock-skew)", c.MaxClockSkew))
 	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, err)

@@ -31,6 +31,12 @@ const (
 	// ReasonCampaignExpiresBeforeSend: a LAUNCH whose expiry is before its
 	// send time.
 	ReasonCampaignExpiresBeforeSend = "campaign-expires-before-send"
+	// ReasonClockSkew: an interaction whose occurred_at is further ahead
+	// of its record's timestamp or of the wall clock than
+	// Config.MaxClockSkew allows (a producer with a wrong clock): it would
+	// move the partition's stream time, and fire campaigns, too early. A
+	// redrive once its time has come applies it.
+	ReasonClockSkew = "clock-skew"
 )
 
 // DeadLetterReasons returns every reason a dead letter can carry in its
@@ -41,7 +47,7 @@ func DeadLetterReasons() []string {
 		wire.ReasonNotWireFormat, wire.ReasonUnknownSchema, wire.ReasonIncompatibleSchema,
 		wire.ReasonMalformed, wire.ReasonInvalidValue,
 		ReasonEmptyUserID, ReasonEmptyBusinessID, ReasonEmptyCampaignID,
-		ReasonMisroutedKey, ReasonCampaignExpiresBeforeSend,
+		ReasonMisroutedKey, ReasonCampaignExpiresBeforeSend, ReasonClockSkew,
 	}
 }
 

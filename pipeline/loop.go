@@ -453,6 +453,7 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 	done := make([]int, len(tasks))
 	err = eachTask(tasks, func(i int, t *task) error {
 		t.begin()
+		t.wall = wall
 		if err := t.syncCampaigns(endOffsets, r.ncamp); err != nil {
 			return err
 		}
@@ -473,7 +474,7 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 			r.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{
 				r.names.Interactions: {t.p: {Epoch: -1, Offset: recs[done[i]].Offset}},
 			})
-		} else if len(t.firing) == 0 && len(t.queue) > 0 && t.queue[0].Campaign.SendAt < wall {
+		} else if len(t.firing) == 0 && len(t.queue) > 0 && t.queue[0].Campaign.SendAt < wall-r.env.policy.Grace() {
 			needLag = append(needLag, t)
 		}
 	}

@@ -232,7 +232,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	bcDone.Go(func() { bc.run(bcCtx) })
 	defer func() { stopBC(); bc.close(); bcDone.Wait() }()
 
-	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions}
+	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions, skew: cfg.MaxClockSkew.Milliseconds()}
 
 	sessOpts := append(slices.Concat(base, r.kafkaMetrics(ClientSession)),
 		kgo.ConsumerGroup(cfg.Group),

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
 )
 
 // Stats counts what the runtime did since it started. The counters only
@@ -21,6 +22,16 @@ type Stats struct {
 	CampaignsFired atomic.Int64
 	Decisions      [8]atomic.Int64 // by policy.Reason; index 0 = delivered
 	DeadLetters    atomic.Int64    // in total; by reason: DeadLettersByReason
+	// Late counts, by schemas.InteractionKind, the interactions that
+	// arrived behind the watermark (more than the grace behind the stream
+	// time): applied for later campaigns, too late for those already fired.
+	Late [numKinds]atomic.Int64
+	// LateSuppressions counts, by kind (BLOCK, SPONSORED_OPT_OUT), the
+	// late ones that arrived after a delivery they would have stopped.
+	LateSuppressions [numKinds]atomic.Int64
+	// Erased counts the interactions not stored because they are from
+	// before their user's erasure.
+	Erased atomic.Int64
 	Transactions   atomic.Int64
 	Aborts         atomic.Int64
 	// ProducerResets counts the new producer epochs taken after the
@@ -150,8 +161,13 @@ func (s *Stats) DeadLettersByReason() map[string]int64 {
 }
 
 // counts is a task's tally for one transaction, added to Stats on commit.
+// numKinds is the number of interaction kinds.
+const numKinds = len(schemas.InteractionKinds)
+
 type counts struct {
 	interactions, campaignsSeen, campaignsFired, deadLetters int64
+	late, lateSuppressions                                   [numKinds]int64
+	erased                                                   int64
 	decisions                                                [8]int64
 	deadLetterReasons                                        map[string]int64
 	// candidates counts, per campaign, the users the transaction's part
@@ -176,6 +192,15 @@ func (s *Stats) add(c *counts) {
 	for i, n := range c.decisions {
 		s.Decisions[i].Add(n)
 	}
+	for k := range numKinds {
+		if n := c.late[k]; n > 0 {
+			s.Late[k].Add(n)
+		}
+		if n := c.lateSuppressions[k]; n > 0 {
+			s.LateSuppressions[k].Add(n)
+		}
+	}
+	s.Erased.Add(c.erased)
 	if len(c.deadLetterReasons) > 0 {
 		s.mu.Lock()
 		if s.deadLetters == nil {
@@ -270,6 +295,21 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		Name: "sponsor_lag_records",
 		Help: "Interactions not yet processed on the partitions this instance owns (last stable offset minus each task's next offset), checked every 2 s.",
 	}, func() float64 { return float64(s.Lag()) }))
+	cs = append(cs, counter("sponsor_interactions_erased_total", "Interactions not stored because they are from before their user's erasure (at or before its occurred_at), whenever they arrived: counted, never dead-lettered.", &s.Erased))
+	for k := range numKinds {
+		kind := schemas.InteractionKind(k)
+		labels := prometheus.Labels{"kind": kind.String()}
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sponsor_interactions_late_total", ConstLabels: labels,
+			Help: "Interactions that arrived more than the grace behind the partition's stream time, by kind: applied for later campaigns, too late to count for those already fired.",
+		}, func() float64 { return float64(s.Late[k].Load()) }))
+		if kind == schemas.Block || kind == schemas.SponsoredOptOut {
+			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sponsor_late_suppressions_total", ConstLabels: labels,
+				Help: "Late BLOCK and SPONSORED_OPT_OUT interactions that arrived after a delivery they would have stopped (a larger --grace would have stopped it).",
+			}, func() float64 { return float64(s.LateSuppressions[k].Load()) }))
+		}
+	}
 	for _, r := range policy.Reasons() {
 		name, help := "sponsor_suppressions_total", "Candidates suppressed, by the first failing rule."
 		labels := prometheus.Labels{"reason": r.String()}

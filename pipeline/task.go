@@ -47,6 +47,7 @@ type task struct {
 	fired       []string // campaigns whose fan-out finished, for the log and the metrics
 	budget      int      // decisions left in this transaction
 	decodeBuf   []byte
+	wall        policy.Millis // the wall clock as the transaction began
 
 	// The records of a transaction and the bytes of the keys and values
 	// the task encodes for them, reused from one transaction to the next:
@@ -78,7 +79,8 @@ type env struct {
 	store    *state.Store
 	chunk    int
 	campaign *broadcast
-	unsafe   bool // Config.UnsafeNoTransactions
+	unsafe   bool          // Config.UnsafeNoTransactions
+	skew     policy.Millis // Config.MaxClockSkew
 }
 
 // load (re)reads the task's in-memory view from the store, dropping anything
@@ -186,7 +188,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 	}
 	t.counts.campaignsSeen++
 	known := t.camps[c.CampaignID]
-	next, verdict := policy.Admit(known, c, t.meta.Time)
+	next, verdict := policy.Admit(known, c, t.watermark())
 	switch verdict {
 	case policy.Invalid:
 		t.deadLetterCampaign(cr.rec, ReasonCampaignExpiresBeforeSend,
@@ -233,9 +235,9 @@ func (t *task) fanout() (bool, error) {
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
 		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
-		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact) error {
+		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact, known bool) error {
 			t.budget--
-			if t.env.policy.ContactExpired(contact, c.FireAt) {
+			if asOf := contact.AsOf(c.FireAt); t.env.policy.ContactExpired(&asOf, c.FireAt) {
 				// Forgotten as of the send time, whether or not a sweep
 				// has deleted it yet: not a candidate, as if swept, so
 				// that the decisions (and their NO_CONTACT records) do
@@ -272,7 +274,7 @@ func (t *task) fanout() (bool, error) {
 			if reason != policy.Delivered {
 				return nil
 			}
-			if err := t.batch.PutContact(user, c.Campaign.Business, contact, true); err != nil {
+			if err := t.batch.PutContact(user, c.Campaign.Business, contact, known); err != nil {
 				return err
 			}
 			if r != nil {
@@ -300,8 +302,11 @@ func (t *task) fanout() (bool, error) {
 		if err := t.batch.PutCampaign(c); err != nil {
 			return false, err
 		}
-		if c.FireAt > t.meta.Time {
-			t.meta.Time = c.FireAt
+		// The watermark is at least the fire time from now on, so that
+		// a late campaign of the business fires as of no earlier time
+		// (rule 4 sees its deliveries in order).
+		if at := c.FireAt + t.env.policy.Grace(); at > t.meta.Time {
+			t.meta.Time = at
 			t.metaChanged = true
 		}
 	}
@@ -429,7 +434,8 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 			continue
 		}
 		at := policy.ToMillis(in.OccurredAt)
-		t.startDue(func(c *policy.Progress) bool { return policy.DueByStreamTime(c, at) })
+		w := t.env.policy.Watermark(at)
+		t.startDue(func(c *policy.Progress) bool { return policy.DueByStreamTime(c, w) })
 		if ok, err := t.fanout(); err != nil || !ok {
 			return i, err
 		}
@@ -470,16 +476,42 @@ func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
 	case in.Kind != schemas.UserErased && in.BusinessID == "":
 		return reject(ReasonEmptyBusinessID, fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
 	}
+	if t.env.skew > 0 {
+		// A wrong clock must not move the partition's time: that would
+		// fire every campaign due up to it before the interactions that
+		// precede it in event time are read.
+		at, stamp := policy.ToMillis(in.OccurredAt), r.Timestamp.UnixMilli()
+		if at > stamp+t.env.skew || at > t.wall+t.env.skew {
+			return reject(ReasonClockSkew, fmt.Errorf("occurred_at %s is more than %s ahead of the record's timestamp %s or of the wall clock %s: the producing clock is wrong, or the event is from the future",
+				fmtMillis(at), time.Duration(t.env.skew)*time.Millisecond, fmtMillis(stamp), fmtMillis(t.wall)))
+		}
+	}
 	return in, "", nil
 }
 
-// apply records one interaction in the state.
+// watermark is the task time every rule is judged as of: the stream time
+// minus the grace (policy.Policy.Watermark).
+func (t *task) watermark() policy.Millis { return t.env.policy.Watermark(t.meta.Time) }
+
+// apply records one interaction in the state. The campaigns due before it
+// have fired.
 func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
+	late := at < t.watermark()
+	if late {
+		t.counts.late[in.Kind]++
+	}
 	if in.Kind == schemas.UserErased {
-		// As of the task time: no contact of the user has an event after it.
-		return t.batch.EraseUser(in.UserID, max(t.meta.Time, at), t.meta.Rounds)
+		// The marker covers every interaction of the user up to the
+		// erasure's own time, whenever it arrives (ErasedAt).
+		return t.batch.EraseUser(in.UserID, at, t.meta.Rounds)
 	}
 	if in.Kind == schemas.BusinessMessage {
+		return nil
+	}
+	if erased, ok, err := t.batch.ErasedAt(in.UserID); err != nil {
+		return err
+	} else if ok && at <= erased {
+		t.counts.erased++ // not dead-lettered: that would keep what the user asked to erase
 		return nil
 	}
 	c, known, err := t.batch.Contact(in.UserID, in.BusinessID)
@@ -488,10 +520,14 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	}
 	// A contact past retention is forgotten whether or not the expiry sweep
 	// has reached it yet, so a replay decides the same.
-	if t.env.policy.ContactExpired(&c, max(t.meta.Time, at)) {
+	w := t.env.policy.Watermark(max(t.meta.Time, at))
+	if t.env.policy.ContactExpired(&c, w) {
 		c = policy.Contact{}
 	}
-	if !c.Apply(in.Kind, at) {
+	if late && c.LateSuppression(in.Kind, at) {
+		t.counts.lateSuppressions[in.Kind]++
+	}
+	if !c.Observe(in.Kind, at, w) {
 		return nil
 	}
 	return t.batch.PutContact(in.UserID, in.BusinessID, &c, known)
@@ -500,7 +536,8 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 // fireByWallClock starts the pending campaigns whose send time the wall
 // clock has passed; the runner calls it only when the task is caught up.
 func (t *task) fireByWallClock(wall policy.Millis) error {
-	t.startDue(func(c *policy.Progress) bool { return policy.DueByWallClock(c, wall) })
+	w := wall - t.env.policy.Grace()
+	t.startDue(func(c *policy.Progress) bool { return policy.DueByWallClock(c, w) })
 	_, err := t.fanout()
 	return err
 }
@@ -510,10 +547,10 @@ func (t *task) fireByWallClock(wall policy.Millis) error {
 // delivery lists with nothing in the last 24 hours, finished campaigns past
 // their expiry.
 func (t *task) expire(limit int) error {
-	now := t.meta.Time
-	if now == 0 {
+	if t.meta.Time == 0 {
 		return nil
 	}
+	now := t.watermark()
 	next, _, err := t.batch.SweepContacts(t.sweep, limit, func(c *policy.Contact) bool {
 		return t.env.policy.ContactExpired(c, now)
 	})
@@ -530,7 +567,9 @@ func (t *task) expire(limit int) error {
 		// deletion.
 		t.meta.Rounds++
 	}
-	next, _, err = t.batch.SweepErasures(t.sweepE, limit, t.meta.Rounds)
+	next, _, err = t.batch.SweepErasures(t.sweepE, limit, t.meta.Rounds, func(at policy.Millis) bool {
+		return t.env.policy.Forgotten(at, now)
+	})
 	if err != nil {
 		return err
 	}

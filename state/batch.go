@@ -331,10 +331,26 @@ func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err e
 	if err != nil {
 		return c, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
 	}
-	if stale, err := b.stale(user, business); err != nil || stale {
+	e, stale, err := b.stale(user, business)
+	if err != nil {
 		return policy.Contact{}, false, err
 	}
+	if stale {
+		// What the contact holds of after the erasure (recent interactions
+		// that arrived before it) counts, as a new contact: ok is false, so
+		// that PutContact marks the business fresh.
+		c, _ = c.Since(e.At)
+		return c, false, nil
+	}
 	return c, true, nil
+}
+
+// ErasedAt returns the event time of the user's latest erasure, and
+// whether the task still keeps its marker (see SweepErasures): an
+// interaction of the user at or before it must not be stored.
+func (b *Batch) ErasedAt(user string) (policy.Millis, bool, error) {
+	e, ok, err := b.erasure(user)
+	return e.At, ok, err
 }
 
 // erasure returns the user's erasure marker, if any.
@@ -355,10 +371,10 @@ func (b *Batch) erasure(user string) (e Erasure, ok bool, err error) {
 }
 
 // stale reports whether a stored contact between user and business is from
-// before the user's erasure.
-func (b *Batch) stale(user, business string) (bool, error) {
+// before the user's erasure e.
+func (b *Batch) stale(user, business string) (e Erasure, stale bool, err error) {
 	e, ok, err := b.erasure(user)
-	return ok && !e.has(business), err
+	return e, ok && !e.has(business), err
 }
 
 // PutContact stores the contact between user and business. known says the
@@ -424,6 +440,11 @@ func (b *Batch) DeleteRecipient(user string) error {
 // deleted at once.
 func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
 	k := erasureKey(nil, user)
+	if prev, ok, err := b.erasure(user); err != nil {
+		return err
+	} else if ok {
+		at = max(at, prev.At) // a late second erasure covers no less
+	}
 	if err := b.set(k, AppendErasure(nil, &Erasure{At: at, Round: rounds})); err != nil {
 		return err
 	}
@@ -445,7 +466,11 @@ func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
 // went past (the cursor to continue from) and whether the business's
 // contacts are exhausted. The contacts come with their values from one scan
 // of the business's keys.
-func (b *Batch) Audience(business, after string, limit int, fn func(user string, c *policy.Contact) error) (last string, done bool, err error) {
+//
+// known is false for a contact from before the user's erasure that holds
+// recent interactions after it (policy.Contact.Since): fn sees only those,
+// and must store it as a new contact (PutContact with known false).
+func (b *Batch) Audience(business, after string, limit int, fn func(user string, c *policy.Contact, known bool) error) (last string, done bool, err error) {
 	prefix := businessContactsPrefix(appendPartition(nil, b.p), business)
 	lower := append(append([]byte(nil), prefix...), after...)
 	if after != "" {
@@ -487,12 +512,16 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		m := &members[i]
 		user := users[start:m.end]
 		start = m.end
-		stale, err := b.stale(user, business)
+		e, stale, err := b.stale(user, business)
 		if err != nil {
 			return last, false, err
 		}
 		if !stale {
-			if err := fn(user, &m.c); err != nil {
+			if err := fn(user, &m.c, true); err != nil {
+				return last, false, err
+			}
+		} else if since, ok := m.c.Since(e.At); ok {
+			if err := fn(user, &since, false); err != nil {
 				return last, false, err
 			}
 		}
@@ -505,7 +534,12 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 // cursor after (from the start when nil) and deletes those for which
 // expired returns true, and those from before their user's erasure. It
 // returns the cursor to continue from, nil when the sweep reached the end.
+//
+// A contact from before its user's erasure that holds recent interactions
+// after it (policy.Contact.Since) is not deleted but rewritten with only
+// those, as a contact made after the erasure.
 func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Contact) bool) (next []byte, deleted int, err error) {
+	kept := map[string]policy.Contact{} // by Pebble key: the part after the erasure of a stale contact
 	next, victims, err := b.sweep(kindBusinessContact, after, limit, func(k, v []byte) (bool, error) {
 		c, err := DecodeContact(v)
 		if err != nil || expired(&c) {
@@ -515,7 +549,13 @@ func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Co
 		if err != nil {
 			return false, err
 		}
-		return b.stale(string(user), string(business))
+		e, stale, err := b.stale(string(user), string(business))
+		if stale {
+			if since, ok := c.Since(e.At); ok {
+				kept[string(k)] = since
+			}
+		}
+		return stale, err
 	})
 	if err != nil {
 		return nil, 0, err
@@ -525,11 +565,17 @@ func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Co
 		if err != nil {
 			return nil, 0, err
 		}
+		if since, ok := kept[string(k)]; ok {
+			if err := b.PutContact(string(user), string(business), &since, false); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
 		if err := b.DeleteContact(string(user), string(business)); err != nil {
 			return nil, 0, err
 		}
 	}
-	return next, len(victims), nil
+	return next, len(victims) - len(kept), nil
 }
 
 // SweepRecipients is SweepContacts for the per-user delivery lists.
@@ -551,11 +597,14 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 
 // SweepErasures is SweepContacts for the erasure markers: it deletes those
 // that a complete sweep round began after (ErasureSwept), given the
-// partition's complete rounds so far.
-func (b *Batch) SweepErasures(after []byte, limit int, rounds uint64) (next []byte, deleted int, err error) {
+// partition's complete rounds so far, and for which forgotten reports that
+// an interaction at the erasure's time would be forgotten on arrival
+// anyway (past the contact retention): until then the marker keeps every
+// late interaction from before the erasure out of the state.
+func (b *Batch) SweepErasures(after []byte, limit int, rounds uint64, forgotten func(at policy.Millis) bool) (next []byte, deleted int, err error) {
 	next, victims, err := b.sweep(kindErasure, after, limit, func(_, v []byte) (bool, error) {
 		e, err := DecodeErasure(v)
-		return err == nil && ErasureSwept(e.Round, rounds), err
+		return err == nil && ErasureSwept(e.Round, rounds) && forgotten(e.At), err
 	})
 	if err != nil {
 		return nil, 0, err

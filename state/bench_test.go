@@ -181,7 +181,7 @@ func scanAudience(b *testing.B, s *Store, business string) int {
 	n, after, done := 0, "", false
 	for !done {
 		var err error
-		after, done, err = bt.Audience(business, after, 5000, func(string, *policy.Contact) error {
+		after, done, err = bt.Audience(business, after, 5000, func(string, *policy.Contact, bool) error {
 			n++
 			return nil
 		})

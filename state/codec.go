@@ -129,6 +129,16 @@ func AppendContact(dst []byte, c *policy.Contact) []byte {
 	e.int(c.BlockAt)
 	e.int(c.OptAt)
 	e.int(c.LastSent)
+	// The recent interactions (policy.Contact.Recent) follow only when
+	// there are any: a contact without them, the only kind with no grace,
+	// is encoded as before they existed.
+	if len(c.Recent) > 0 {
+		e.uint(uint64(len(c.Recent)))
+		for _, r := range c.Recent {
+			e.byte(byte(r.Kind))
+			e.int(r.At)
+		}
+	}
 	return e.b
 }
 
@@ -145,6 +155,20 @@ func DecodeContact(b []byte) (policy.Contact, error) {
 	c.BlockAt = d.int()
 	c.OptAt = d.int()
 	c.LastSent = d.int()
+	if len(d.b) > 0 && d.err == nil {
+		n := d.uint()
+		if n == 0 || n > uint64(len(d.b)) {
+			return policy.Contact{}, fmt.Errorf("%w: contact claims %d recent interactions", ErrCorrupt, n)
+		}
+		c.Recent = make([]policy.Event, 0, n)
+		for range n {
+			k := schemas.InteractionKind(d.byte())
+			if d.err == nil && (k < 0 || int(k) >= len(schemas.InteractionKinds)) {
+				return policy.Contact{}, fmt.Errorf("%w: contact has a recent interaction of kind %d", ErrCorrupt, k)
+			}
+			c.Recent = append(c.Recent, policy.Event{Kind: k, At: d.int()})
+		}
+	}
 	return c, d.done("contact")
 }
 

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func audience(t *testing.T, b *Batch, business string) []string {
 	t.Helper()
 	var users []string
-	if _, _, err := b.Audience(business, "", 100, func(u string, _ *policy.Contact) error {
+	if _, _, err := b.Audience(business, "", 100, func(u string, _ *policy.Contact, _ bool) error {
 		users = append(users, u)
 		return nil
 	}); err != nil {
@@ -86,7 +87,7 @@ func TestErasureHidesEarlierContacts(t *testing.T) {
 			if err := b.PutContact("u1", "b2", &later, false); err != nil {
 				t.Fatal(err)
 			}
-			if got, ok, _ := b.Contact("u1", "b2"); !ok || got != later {
+			if got, ok, _ := b.Contact("u1", "b2"); !ok || !reflect.DeepEqual(got, later) {
 				t.Fatalf("contact u1/b2 made after the erasure: %+v, %v", got, ok)
 			}
 			if _, ok, _ := b.Contact("u1", "b1"); ok {
@@ -184,10 +185,10 @@ func TestErasureMarkerSweep(t *testing.T) {
 	}
 	b = s.NewBatch(0)
 	defer b.Close()
-	if _, n, err := b.SweepErasures(nil, 10, 4); err != nil || n != 0 {
+	if _, n, err := b.SweepErasures(nil, 10, 4, func(policy.Millis) bool { return true }); err != nil || n != 0 {
 		t.Fatalf("after one more round: deleted %d, %v; want 0 (the round in progress at the erasure may have passed the contacts)", n, err)
 	}
-	next, n, err := b.SweepErasures(nil, 10, 5)
+	next, n, err := b.SweepErasures(nil, 10, 5, func(policy.Millis) bool { return true })
 	if err != nil || n != 1 || next != nil {
 		t.Fatalf("sweep: next %q, deleted %d, %v; want nil, 1", next, n, err)
 	}
@@ -298,7 +299,7 @@ func TestLegacyLayoutDropped(t *testing.T) {
 	}
 	rb := s.NewBatch(1)
 	defer rb.Close()
-	if got, ok, _ := rb.Contact("u1", "b1"); !ok || got != c {
+	if got, ok, _ := rb.Contact("u1", "b1"); !ok || !reflect.DeepEqual(got, c) {
 		t.Fatalf("current partition's contact: %+v %v", got, ok)
 	}
 }

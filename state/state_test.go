@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -39,7 +40,7 @@ func open(t *testing.T) *Store {
 func TestCodecsRoundTrip(t *testing.T) {
 	c := policy.Contact{Last: [3]int64{1, 0, 3}, Blocked: true, BlockAt: 9, OptedOut: false, OptAt: -5, LastSent: 1 << 40}
 	got, err := DecodeContact(AppendContact(nil, &c))
-	if err != nil || got != c {
+	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("contact: got %+v, %v; want %+v", got, err, c)
 	}
 	r := policy.Recipient{Sent: []int64{5, 6, 7}}
@@ -93,7 +94,7 @@ func TestBatchIsInvisibleUntilCommit(t *testing.T) {
 	if err := b.PutContact("u1", "b1", &c, false); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok, err := b.Contact("u1", "b1"); err != nil || !ok || got != c {
+	if got, ok, err := b.Contact("u1", "b1"); err != nil || !ok || !reflect.DeepEqual(got, c) {
 		t.Fatalf("read through batch: got %+v %v %v", got, ok, err)
 	}
 	b.Close()
@@ -139,7 +140,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	for _, s := range []*Store{src, dst} {
 		rb := s.NewBatch(1)
 		var users []string
-		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil }); err != nil || !done {
+		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil }); err != nil || !done {
 			t.Fatalf("audience: %v %v", done, err)
 		}
 		if !slices.Equal(users, []string{"u1", "u3"}) {
@@ -147,7 +148,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 		}
 		// Resume after a cursor.
 		users = nil
-		rb.Audience("biz", "u1", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
+		rb.Audience("biz", "u1", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
 		if !slices.Equal(users, []string{"u3"}) {
 			t.Errorf("audience after u1 = %v, want [u3]", users)
 		}
@@ -206,7 +207,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 		t.Fatalf("deleted %d, want 1 (a)", deleted)
 	}
 	var users []string
-	b.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
+	b.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
 	if !slices.Equal(users, []string{"b", "c", "d"}) {
 		t.Fatalf("left %v, want [b c d]", users)
 	}
@@ -308,7 +309,7 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 	}
 	b2 := s.NewBatch(0)
 	b2.Follow(b1)
-	if got, ok, _ := b2.Contact("u1", "biz"); !ok || got != c1 {
+	if got, ok, _ := b2.Contact("u1", "biz"); !ok || !reflect.DeepEqual(got, c1) {
 		t.Fatalf("u1 through the batch before: %+v %v, want %+v", got, ok, c1)
 	}
 	if _, ok, _ := b2.Contact("u2", "biz"); ok {
@@ -323,7 +324,7 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 	if got := audience(t, b2, "biz"); !slices.Equal(got, []string{"u1"}) { // waits for b1: reads the DB alone from here
 		t.Fatalf("audience %v, want [u1]", got)
 	}
-	if got, ok, _ := b2.Contact("u1", "biz"); !ok || got != c1 {
+	if got, ok, _ := b2.Contact("u1", "biz"); !ok || !reflect.DeepEqual(got, c1) {
 		t.Fatalf("u1 from the DB after the apply: %+v %v, want %+v (an iterator opened before the apply?)", got, ok, c1)
 	}
 	// Apply in the background, in order: b3 follows b2, which follows
@@ -350,7 +351,7 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 	}
 	rb := s.NewBatch(0)
 	defer rb.Close()
-	if got, ok, _ := rb.Contact("u3", "biz"); !ok || got != c3 {
+	if got, ok, _ := rb.Contact("u3", "biz"); !ok || !reflect.DeepEqual(got, c3) {
 		t.Fatalf("u3 = %+v %v, want the later batch's %+v", got, ok, c3)
 	}
 }
@@ -457,7 +458,7 @@ func TestChangesKeepTheirValues(t *testing.T) {
 		if err != nil {
 			t.Fatalf("change of %q: %v", user, err)
 		}
-		if got != want[user] {
+		if !reflect.DeepEqual(got, want[user]) {
 			t.Errorf("change of %q: %+v, want %+v", user, got, want[user])
 		}
 	}

@@ -162,6 +162,7 @@ type pipelineFlags struct {
 	logLevel       string
 	userCap        int
 	gap, retention time.Duration
+	grace          time.Duration
 	decisions      bool
 }
 
@@ -177,6 +178,8 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.IntVar(&f.userCap, "user-cap", 0, "at most this many sponsored messages per user across businesses in any 24 hours (0: off)")
 	fs.DurationVar(&f.gap, "conversation-gap", 0, "no sponsored message within this long after the user's last message to the business, e.g. 24h (0: off)")
 	fs.DurationVar(&f.retention, "contact-retention", 365*24*time.Hour, "forget a contact after this long without interaction")
+	fs.DurationVar(&f.grace, "grace", 0, "allowed lateness of interactions: fire a campaign only once the partition's stream time has passed send_at plus this, so interactions up to this late count exactly as of their event time (delays every delivery by as much; 0: fire at send_at)")
+	fs.DurationVar(&f.cfg.MaxClockSkew, "max-clock-skew", pipeline.DefaultMaxClockSkew, "dead-letter an interaction whose occurred_at is further ahead than this of its record's timestamp or of the wall clock (a wrong client clock); negative: off")
 	fs.BoolVar(&f.decisions, "decisions", true, "write every (campaign, user) decision, delivered or suppressed and why, to the decisions topic (the audit trail of 'sponsor report' and 'sponsor explain')")
 	fs.IntVar(&f.cfg.FanoutChunk, "fanout-chunk", 5000, "most (campaign, user) decisions per task per transaction")
 	fs.IntVar(&f.cfg.MaxPollRecords, "max-poll-records", 5000, "most interactions per transaction")
@@ -204,7 +207,7 @@ func (f *pipelineFlags) finish() (*slog.Logger, error) {
 	}
 	log := slog.New(h)
 	f.cfg.Logger = log
-	f.cfg.Policy = policy.Config{ContactRetention: f.retention, UserCap: f.userCap, ConversationGap: f.gap}
+	f.cfg.Policy = policy.Config{ContactRetention: f.retention, UserCap: f.userCap, ConversationGap: f.gap, Grace: f.grace}
 	f.cfg.NoDecisions = !f.decisions
 	if f.brokers != "" {
 		f.cfg.Brokers = strings.Split(f.brokers, ",")

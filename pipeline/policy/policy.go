@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sponsored/sponsor/schemas"
@@ -31,6 +32,14 @@ type Config struct {
 	// this long after the user's last user-initiated interaction with the
 	// business (rule 6). 0, the default, turns it off.
 	ConversationGap time.Duration
+	// Grace is the allowed lateness of interactions: a task fires a
+	// campaign only once its stream time (the largest occurred_at it has
+	// processed) has passed send_at + Grace, so that every interaction at
+	// most Grace behind the stream time is counted as of its event time,
+	// whatever the order it arrived in. The task's watermark, stream time
+	// minus Grace, is the time every rule is judged as of (Watermark). 0,
+	// the default, fires as soon as the stream time passes send_at.
+	Grace time.Duration
 }
 
 // DefaultConfig returns the rules as the design fixes them by default.
@@ -54,6 +63,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("policy: ConversationGap must be 0 (off) or positive, got %s", c.ConversationGap)
 	case c.ConversationGap%time.Millisecond != 0:
 		return fmt.Errorf("policy: ConversationGap must be a whole number of milliseconds, got %s", c.ConversationGap)
+	case c.Grace < 0:
+		return fmt.Errorf("policy: Grace must be 0 (off) or positive, got %s", c.Grace)
+	case c.Grace%time.Millisecond != 0:
+		return fmt.Errorf("policy: Grace must be a whole number of milliseconds, got %s", c.Grace)
 	}
 	return nil
 }
@@ -113,11 +126,30 @@ type Contact struct {
 	// LastSent is the send time of the latest sponsored message this
 	// business delivered to the user; 0 = none.
 	LastSent Millis
+	// Recent holds the interactions that were ahead of the task's
+	// watermark when they were applied, ascending by event time (ties in
+	// the order applied). The fields above fold in only what is at or
+	// behind it, so that a campaign firing later as of a send time before
+	// one of these does not count it (AsOf). Always empty with no grace.
+	Recent []Event
 }
 
-// LastContact returns the latest user-initiated interaction, 0 if none.
+// Event is one interaction of a contact: its kind and event time.
+type Event struct {
+	Kind schemas.InteractionKind
+	At   Millis
+}
+
+// LastContact returns the latest user-initiated interaction, 0 if none,
+// counting the recent ones.
 func (c *Contact) LastContact() Millis {
-	return max(c.Last[0], c.Last[1], c.Last[2])
+	last := max(c.Last[0], c.Last[1], c.Last[2])
+	for _, e := range c.Recent {
+		if e.Kind.UserInitiated() {
+			last = max(last, e.At)
+		}
+	}
+	return last
 }
 
 // HasContact reports whether the user ever initiated contact (as far as the
@@ -126,7 +158,111 @@ func (c *Contact) HasContact() bool { return c.LastContact() > 0 }
 
 // lastEvent returns the latest event of any kind the contact remembers.
 func (c *Contact) lastEvent() Millis {
-	return max(c.LastContact(), c.BlockAt, c.OptAt, c.LastSent)
+	last := max(c.LastContact(), c.BlockAt, c.OptAt, c.LastSent)
+	if n := len(c.Recent); n > 0 {
+		last = max(last, c.Recent[n-1].At)
+	}
+	return last
+}
+
+// Observe records an interaction of kind at event time at, given the
+// task's watermark (Policy.Watermark): an interaction at or behind it is
+// folded into the contact at once (Apply), one ahead of it is kept in
+// Recent until the watermark passes it, and the recent interactions the
+// watermark has passed are folded first. It reports whether the contact
+// changed. With no grace the watermark is the stream time, which no
+// interaction is ahead of once it is applied, so Recent stays empty.
+func (c *Contact) Observe(kind schemas.InteractionKind, at, watermark Millis) bool {
+	changed := c.fold(watermark)
+	if at <= watermark || !changesContact(kind) {
+		return c.Apply(kind, at) || changed
+	}
+	if kind.UserInitiated() && c.Last[kind] >= at {
+		return changed // nothing as of any time the watermark allows
+	}
+	i := len(c.Recent)
+	for i > 0 && c.Recent[i-1].At > at {
+		i--
+	}
+	if i > 0 && c.Recent[i-1] == (Event{kind, at}) {
+		return changed // a duplicate
+	}
+	c.Recent = slices.Insert(c.Recent, i, Event{kind, at})
+	return true
+}
+
+// fold applies the recent interactions at or behind watermark to the
+// contact's fields and drops them from Recent.
+func (c *Contact) fold(watermark Millis) bool {
+	n := 0
+	for n < len(c.Recent) && c.Recent[n].At <= watermark {
+		c.Apply(c.Recent[n].Kind, c.Recent[n].At)
+		n++
+	}
+	if n == 0 {
+		return false
+	}
+	c.Recent = slices.Delete(c.Recent, 0, n)
+	if len(c.Recent) == 0 {
+		c.Recent = nil
+	}
+	return true
+}
+
+// AsOf returns the contact as it stood at event time at: the fields with
+// the recent interactions up to at folded in, and no Recent. It does not
+// allocate.
+func (c *Contact) AsOf(at Millis) Contact {
+	v := *c
+	v.Recent = nil
+	for _, e := range c.Recent {
+		if e.At > at {
+			break
+		}
+		v.Apply(e.Kind, e.At)
+	}
+	return v
+}
+
+// Since returns what the contact holds of events after event time at (an
+// erasure's): the recent interactions after it, and ok false when none is.
+// Everything the contact folded in is at or behind the watermark it was
+// applied at, so for an erasure at or ahead of that watermark it is all
+// from before the erasure.
+func (c *Contact) Since(at Millis) (Contact, bool) {
+	var v Contact
+	for _, e := range c.Recent {
+		if e.At > at {
+			v.Recent = append(v.Recent, e)
+		}
+	}
+	return v, len(v.Recent) > 0
+}
+
+// LateSuppression reports whether an interaction of kind at event time at,
+// arriving behind the watermark, is a BLOCK or SPONSORED_OPT_OUT that a
+// delivery already made would not have been made with: the business
+// delivered as of a time at or after it, and no later toggle of the same
+// kind is known.
+func (c *Contact) LateSuppression(kind schemas.InteractionKind, at Millis) bool {
+	switch kind {
+	case schemas.Block:
+		return c.LastSent >= at && c.BlockAt < at
+	case schemas.SponsoredOptOut:
+		return c.LastSent >= at && c.OptAt < at
+	}
+	return false
+}
+
+// changesContact reports whether an interaction of kind is one Apply can
+// record: not BUSINESS_MESSAGE, not USER_ERASED.
+func changesContact(kind schemas.InteractionKind) bool {
+	switch kind {
+	case schemas.UserMessage, schemas.BotStarted, schemas.BotCTAClick,
+		schemas.Block, schemas.Unblock, schemas.SponsoredOptOut, schemas.SponsoredOptIn:
+		return true
+	}
+	return false
 }
 
 // Apply records an interaction of kind at event time at and reports whether
@@ -201,6 +337,7 @@ type Policy struct {
 	cfg       Config
 	retention Millis
 	gap       Millis
+	grace     Millis
 }
 
 // New returns a Policy for cfg, or the error of cfg.Validate.
@@ -208,8 +345,17 @@ func New(cfg Config) (*Policy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Policy{cfg: cfg, retention: cfg.ContactRetention.Milliseconds(), gap: cfg.ConversationGap.Milliseconds()}, nil
+	return &Policy{cfg: cfg, retention: cfg.ContactRetention.Milliseconds(), gap: cfg.ConversationGap.Milliseconds(), grace: cfg.Grace.Milliseconds()}, nil
 }
+
+// Watermark returns the task time every rule is judged as of, given the
+// task's stream time: the stream time minus the grace. A campaign fires
+// once the watermark is past its send time; an interaction behind it is
+// late (it can no longer count for a campaign that fired).
+func (p *Policy) Watermark(streamTime Millis) Millis { return streamTime - p.grace }
+
+// Grace returns the configured grace in Millis.
+func (p *Policy) Grace() Millis { return p.grace }
 
 // Config returns the configuration p applies.
 func (p *Policy) Config() Config { return p.cfg }
@@ -218,21 +364,26 @@ func (p *Policy) Config() Config { return p.cfg }
 // the user of contact c (nil: the user has no state with the business) whose
 // cross-business deliveries are r (nil when the per-user cap is off). On
 // Delivered it records the delivery in c and r, so that the windows of later
-// campaigns see it; a suppression changes nothing.
+// campaigns see it; a suppression changes nothing. Only the interactions of
+// c at or before at count (Contact.AsOf).
 func (p *Policy) Decide(c *Contact, r *Recipient, camp *Campaign, at Millis) Reason {
-	if c == nil || !c.HasContact() || c.LastContact() < at-p.retention {
+	if c == nil {
 		return NoContact
 	}
-	if c.Blocked {
+	v := c.AsOf(at)
+	if !v.HasContact() || v.LastContact() < at-p.retention {
+		return NoContact
+	}
+	if v.Blocked {
 		return Blocked
 	}
-	if c.OptedOut {
+	if v.OptedOut {
 		return OptedOut
 	}
-	if !inAudience(c, camp.Audience, at) {
+	if !inAudience(&v, camp.Audience, at) {
 		return NotInAudience
 	}
-	if p.gap > 0 && c.LastContact() > at-p.gap {
+	if p.gap > 0 && v.LastContact() > at-p.gap {
 		return ConversationGap
 	}
 	if c.LastSent > at-Day && c.LastSent <= at && c.LastSent != 0 {
@@ -285,6 +436,10 @@ func inAudience(c *Contact, audience []schemas.AudienceRule, at Millis) bool {
 func (p *Policy) ContactExpired(c *Contact, now Millis) bool {
 	return c.lastEvent() < now-p.retention && c.LastSent <= now-Day
 }
+
+// Forgotten reports whether an interaction at event time at is past the
+// contact retention as of now: a contact it made would be forgotten at once.
+func (p *Policy) Forgotten(at, now Millis) bool { return at < now-p.retention }
 
 // RecipientExpired reports whether r holds no delivery that a 24-hour window
 // ending at or after now can count.

@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"encoding/hex"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestContactApply(t *testing.T) {
 			if got := c.Apply(tc.kind, tc.at); got != tc.changed {
 				t.Errorf("Apply(%s, %d) changed = %t, want %t", tc.kind, tc.at, got, tc.changed)
 			}
-			if c != tc.want {
+			if !reflect.DeepEqual(c, tc.want) {
 				t.Errorf("Apply(%s, %d) on %+v = %+v, want %+v", tc.kind, tc.at, tc.start, c, tc.want)
 			}
 		})
@@ -194,7 +195,7 @@ func TestSuppressionChangesNothing(t *testing.T) {
 			if got := p.Decide(&c, &r, camp, at); got != tc.want {
 				t.Fatalf("Decide = %s, want %s", got, tc.want)
 			}
-			if c != tc.c || !slices.Equal(r.Sent, tc.r.Sent) {
+			if !reflect.DeepEqual(c, tc.c) || !slices.Equal(r.Sent, tc.r.Sent) {
 				t.Errorf("suppression %s changed state: contact %+v -> %+v, sent %v -> %v", tc.want, tc.c, c, tc.r.Sent, r.Sent)
 			}
 		})
