@@ -31,9 +31,9 @@ type Stats struct {
 	LateSuppressions [numKinds]atomic.Int64
 	// Erased counts the interactions not stored because they are from
 	// before their user's erasure.
-	Erased atomic.Int64
-	Transactions   atomic.Int64
-	Aborts         atomic.Int64
+	Erased       atomic.Int64
+	Transactions atomic.Int64
+	Aborts       atomic.Int64
 	// ProducerResets counts the new producer epochs taken after the
 	// transactional producer was found fenced or otherwise unusable.
 	ProducerResets  atomic.Int64
