@@ -23,13 +23,15 @@ import (
 // Commands (times are UTC, 2006-01-02T15:04[:05[.000]]; durations are Go
 // durations or a number of days with the suffix d):
 //
-//	config [cap=N] [gap=D] [retention=D]
+//	config [cap=N] [gap=D] [retention=D] [grace=D]
 //	    starts a new task with DefaultConfig changed as given.
 //	watch users=u1,u2
 //	    adds users to every fan-out even without a contact (to show NO_CONTACT).
 //	interaction user=U [biz=B] kind=KIND at=T
 //	    the task reads an interaction: it fires the campaigns that are due
-//	    by stream time (send_at < T) first, then applies it.
+//	    by stream time (send_at < T - grace) first, then applies it. It is
+//	    "late" when T is behind the watermark (stream time - grace), and not
+//	    stored when it is at or before the user's erasure.
 //	campaign id=C biz=B send=T [expires=T] [audience=KIND:DAYS,...] [action=CANCEL]
 //	    the task reads a campaign record (Admit); a late LAUNCH fires at once.
 //	    expires defaults to send + 30d.
@@ -66,6 +68,9 @@ func TestPolicy(t *testing.T) {
 				}
 				if a, ok := td.Arg("retention"); ok {
 					cfg.ContactRetention = parseDuration(t, td, a.SingleVal(t))
+				}
+				if a, ok := td.Arg("grace"); ok {
+					cfg.Grace = parseDuration(t, td, a.SingleVal(t))
 				}
 				p, err := policy.New(cfg)
 				if err != nil {
@@ -146,6 +151,7 @@ type sim struct {
 	contacts   map[string]map[string]*policy.Contact
 	recipients map[string]*policy.Recipient
 	campaigns  map[string]*policy.Progress
+	erased     map[string]policy.Millis // user -> event time of the latest erasure
 	watched    []string
 }
 
@@ -155,6 +161,7 @@ func newSim(p *policy.Policy) *sim {
 		contacts:   map[string]map[string]*policy.Contact{},
 		recipients: map[string]*policy.Recipient{},
 		campaigns:  map[string]*policy.Progress{},
+		erased:     map[string]policy.Millis{},
 	}
 }
 
@@ -194,6 +201,13 @@ func (s *sim) fanOut(b *strings.Builder, p *policy.Progress) {
 	fmt.Fprintf(b, "fire %s %s as of %s\n", camp.ID, camp.Business, fmtTime(p.FireAt))
 	for _, u := range users {
 		c := s.contacts[u][camp.Business]
+		if c != nil && !slices.Contains(s.watched, u) {
+			// The runtime passes over a contact forgotten as of the fire
+			// time, or made only by interactions after it.
+			if v := c.AsOf(p.FireAt); s.pol.ContactExpired(&v, p.FireAt) {
+				continue
+			}
+		}
 		var r *policy.Recipient
 		if s.pol.Config().UserCap > 0 {
 			r = s.recipients[u]
@@ -209,22 +223,43 @@ func (s *sim) fanOut(b *strings.Builder, p *policy.Progress) {
 		p.Cursor = u
 	}
 	p.Status = policy.Fired
-	s.now = max(s.now, p.FireAt)
+	s.now = max(s.now, p.FireAt+s.pol.Grace())
 }
 
 func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at policy.Millis) string {
 	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, at) })
+	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, s.pol.Watermark(at)) })
+	late := ""
+	if at < s.pol.Watermark(s.now) {
+		late = " (late)"
+	}
 	s.now = max(s.now, at)
+	w := s.pol.Watermark(s.now)
 	if kind == schemas.UserErased {
-		n := len(s.contacts[user])
-		delete(s.contacts, user)
+		// The runtime marks the user: what a contact holds of after the
+		// erasure (recent interactions that arrived before it) stays.
+		n := 0
+		for biz, c := range s.contacts[user] {
+			if since, ok := c.Since(at); ok {
+				s.contacts[user][biz] = &since
+			} else {
+				delete(s.contacts[user], biz)
+				n++
+			}
+		}
 		delete(s.recipients, user)
-		fmt.Fprintf(&b, "%s erased: %d contacts deleted", user, n)
+		if e, ok := s.erased[user]; !ok || at > e {
+			s.erased[user] = at
+		}
+		fmt.Fprintf(&b, "%s erased%s: %d contacts deleted", user, late, n)
+		return b.String()
+	}
+	if e, ok := s.erased[user]; ok && at <= e {
+		fmt.Fprintf(&b, "%s/%s %s%s: not stored, before the erasure at %s", user, biz, kind, late, fmtTime(e))
 		return b.String()
 	}
 	c := s.contacts[user][biz]
-	if c != nil && s.pol.ContactExpired(c, s.now) {
+	if c != nil && s.pol.ContactExpired(c, w) {
 		// The runtime tests expiry on load, as of the task time, so that
 		// the outcome does not depend on when its sweeps ran.
 		delete(s.contacts[user], biz)
@@ -234,15 +269,19 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 	var next policy.Contact
 	if c != nil {
 		next = *c
+		next.Recent = slices.Clone(c.Recent)
 	}
-	if next.Apply(kind, at) {
+	if late != "" && next.LateSuppression(kind, at) {
+		late = " (late, after a delivery it would have stopped)"
+	}
+	if next.Observe(kind, at, w) {
 		if s.contacts[user] == nil {
 			s.contacts[user] = map[string]*policy.Contact{}
 		}
 		s.contacts[user][biz] = &next
-		fmt.Fprintf(&b, "%s/%s %s: changed", user, biz, kind)
+		fmt.Fprintf(&b, "%s/%s %s%s: changed", user, biz, kind, late)
 	} else {
-		fmt.Fprintf(&b, "%s/%s %s: unchanged", user, biz, kind)
+		fmt.Fprintf(&b, "%s/%s %s%s: unchanged", user, biz, kind, late)
 	}
 	return b.String()
 }
@@ -250,7 +289,7 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 func (s *sim) campaign(c *schemas.Campaign) string {
 	var b strings.Builder
 	known := s.campaigns[c.CampaignID]
-	next, v := policy.Admit(known, c, s.now)
+	next, v := policy.Admit(known, c, s.pol.Watermark(s.now))
 	if v != policy.Invalid {
 		if next == nil {
 			delete(s.campaigns, c.CampaignID)
@@ -273,7 +312,7 @@ func (s *sim) campaign(c *schemas.Campaign) string {
 
 func (s *sim) advance(to policy.Millis) string {
 	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, to) })
+	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, s.pol.Watermark(to)) })
 	s.now = max(s.now, to)
 	fmt.Fprintf(&b, "task time %s", fmtTime(s.now))
 	return b.String()
@@ -281,7 +320,7 @@ func (s *sim) advance(to policy.Millis) string {
 
 func (s *sim) wall(wall policy.Millis) string {
 	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByWallClock(p, wall) })
+	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByWallClock(p, wall-s.pol.Grace()) })
 	fmt.Fprintf(&b, "task time %s", fmtTime(s.now))
 	return b.String()
 }
@@ -319,6 +358,9 @@ func (s *sim) contactString(user, biz string) string {
 	}
 	if c.LastSent != 0 {
 		fmt.Fprintf(&b, "lastsent=%s ", fmtTime(c.LastSent))
+	}
+	for _, e := range c.Recent {
+		fmt.Fprintf(&b, "recent=%s@%s ", e.Kind, fmtTime(e.At))
 	}
 	return strings.TrimSpace(b.String())
 }
