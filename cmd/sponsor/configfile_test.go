@@ -181,3 +181,40 @@ func TestExampleConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// TestGraceAndClockSkewSettings: --grace and --max-clock-skew reach the
+// pipeline's configuration from the file, SPONSOR_* variables and flags,
+// and their defaults are no grace and a 5-minute skew.
+func TestGraceAndClockSkewSettings(t *testing.T) {
+	_, f, err := runFlags("sponsor run", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.Policy.Grace != 0 || f.cfg.MaxClockSkew != 5*time.Minute {
+		t.Errorf("defaults: grace %s, max-clock-skew %s; want 0s and 5m0s", f.cfg.Policy.Grace, f.cfg.MaxClockSkew)
+	}
+	file := writeFile(t, "sponsor.yaml", "grace: 2m\nmax-clock-skew: 1m\n")
+	t.Setenv("SPONSOR_GRACE", "3m")
+	_, f, err = runFlags("sponsor run", []string{"--config", file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.Policy.Grace != 3*time.Minute || f.cfg.MaxClockSkew != time.Minute {
+		t.Errorf("grace %s (want 3m0s from SPONSOR_GRACE over the file), max-clock-skew %s (want 1m0s from the file)", f.cfg.Policy.Grace, f.cfg.MaxClockSkew)
+	}
+	_, f, err = runFlags("sponsor run", []string{"--grace", "-1s"})
+	if err == nil {
+		_, err = f.finish()
+	}
+	if err == nil {
+		if err = f.cfg.Policy.Validate(); err == nil || !strings.Contains(err.Error(), "Grace") {
+			t.Errorf("--grace -1s: want an error naming Grace, got %v", err)
+		}
+	}
+}
