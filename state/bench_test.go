@@ -133,43 +133,69 @@ func BenchmarkPutContact(b *testing.B) {
 }
 
 // BenchmarkInteractionStep is a task's state work for one user-initiated
-// interaction of a known contact: read the contact, apply the event, write
-// it back (the policy's own step is inside).
+// interaction of a known contact, as pipeline's task.apply does it: look
+// for the user's erasure marker, read the contact, record the event as of
+// the watermark, write it back (the policy's own step is inside).
+// Sub-benchmarks: "before-grace" is the step as it was before erasures
+// covered the past and the grace existed (no marker lookup, Apply), the
+// baseline of the others in the same process; "no-grace" is today's step
+// with the default grace of 0 (the watermark is the stream time);
+// "grace" keeps each interaction apart until a 1-minute watermark passes it
+// (one recent interaction per contact, folded at its next write).
 func BenchmarkInteractionStep(b *testing.B) {
-	b.ReportAllocs()
-	const n = 10_000
-	s := benchStore(b)
-	fill(b, s, 0, "biz-1", n)
-	users := make([]string, n)
-	for i := range users {
-		users[i] = benchUser(i)
-	}
-	bt := s.NewBatch(0)
-	var off int64
-	i := 0
-	at := policy.Millis(1_767_225_600_000)
-	for b.Loop() {
-		u := users[i%n]
-		c, _, err := bt.Contact(u, "biz-1")
-		if err != nil {
-			b.Fatal(err)
-		}
-		at++
-		if c.Apply(schemas.UserMessage, at) {
-			if err := bt.PutContact(u, "biz-1", &c, false); err != nil {
-				b.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		grace policy.Millis
+		old   bool
+	}{{"before-grace", 0, true}, {"no-grace", 0, false}, {"grace", 60_000, false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			const n = 10_000
+			s := benchStore(b)
+			fill(b, s, 0, "biz-1", n)
+			users := make([]string, n)
+			for i := range users {
+				users[i] = benchUser(i)
 			}
-		}
-		i++
-		if i%benchTxn == 0 {
-			off += int64(len(bt.Changes()))
-			if err := bt.Commit(off); err != nil {
-				b.Fatal(err)
+			bt := s.NewBatch(0)
+			var off int64
+			i := 0
+			at := policy.Millis(1_767_225_600_000)
+			for b.Loop() {
+				u := users[i%n]
+				at++
+				if !tc.old {
+					if _, erased, err := bt.ErasedAt(u); err != nil || erased {
+						b.Fatal(err, erased)
+					}
+				}
+				c, _, err := bt.Contact(u, "biz-1")
+				if err != nil {
+					b.Fatal(err)
+				}
+				var changed bool
+				if tc.old {
+					changed = c.Apply(schemas.UserMessage, at)
+				} else {
+					changed = c.Observe(schemas.UserMessage, at, at-tc.grace)
+				}
+				if changed {
+					if err := bt.PutContact(u, "biz-1", &c, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				i++
+				if i%benchTxn == 0 {
+					off += int64(len(bt.Changes()))
+					if err := bt.Commit(off); err != nil {
+						b.Fatal(err)
+					}
+					bt = s.NewBatch(0)
+				}
 			}
-			bt = s.NewBatch(0)
-		}
+			bt.Close()
+		})
 	}
-	bt.Close()
 }
 
 // scanAudience reads every contact of business in partition 0, in chunks of
