@@ -12,6 +12,7 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/pipeline/redrive"
 	"github.com/sponsored/sponsor/schemas"
 )
 
@@ -221,6 +222,38 @@ func TestWrongClocks(t *testing.T) {
 	}
 	t.Logf("records %d, wrong clocks %d, dead-lettered %d; inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d",
 		len(arrivals), len(wrong), len(dead), rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing), len(rep.Extra))
+
+	// Their time has come (it is in the past now): a redrive stamps them
+	// anew and the pipeline applies them, late, for later campaigns only.
+	before := h.r.Stats().Interactions.Load()
+	ctx := testContext(t, 2*time.Minute)
+	rcfg := redrive.Config{Brokers: c.brokers, Names: c.names, Group: c.group, Reason: pipeline.ReasonClockSkew}
+	plan, err := redrive.MakePlan(ctx, rcfg)
+	if err != nil {
+		t.Fatalf("redrive plan: %v", err)
+	}
+	if plan.Total() != int64(len(wrong)) {
+		t.Fatalf("redrive plan has %d dead letters, want %d", plan.Total(), len(wrong))
+	}
+	if _, err := redrive.Run(ctx, rcfg, plan); err != nil {
+		t.Fatalf("redrive: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for h.r.Stats().Interactions.Load() < before+int64(len(wrong)) {
+		if err := h.alive(); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the redrive %d interactions processed, want %d more than %d", h.r.Stats().Interactions.Load()-before, len(wrong), before)
+		}
+		time.Sleep(50 * time.Millisecond) // a polling interval, not an assertion
+	}
+	if got := h.r.Stats().DeadLetters.Load(); got != int64(len(wrong)) {
+		t.Errorf("dead letters after the redrive: %d, want still %d (none again)", got, len(wrong))
+	}
+	if rep := compareInbox(c.serde, c.readAll(t, c.names.Inbox), want, sc.Campaigns, c.parts); !rep.ok() {
+		t.Errorf("inbox after the redrive: %s", rep)
+	}
 }
 
 // TestErasureCoversThePast: an interaction from before a user's erasure
