@@ -521,7 +521,7 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	// A contact past retention is forgotten whether or not the expiry sweep
 	// has reached it yet, so a replay decides the same.
 	w := t.env.policy.Watermark(max(t.meta.Time, at))
-	if t.env.policy.ContactExpired(&c, w) {
+	if t.env.policy.ExpiredBefore(&c, at, w) {
 		c = policy.Contact{}
 	}
 	if late && c.LateSuppression(in.Kind, at) {

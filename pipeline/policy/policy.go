@@ -268,8 +268,9 @@ func changesContact(kind schemas.InteractionKind) bool {
 // Apply records an interaction of kind at event time at and reports whether
 // the contact changed. BUSINESS_MESSAGE changes nothing; USER_ERASED is not
 // a per-contact event (the runtime deletes the user's whole state) and
-// changes nothing here. Of two toggles with the same event time, the one
-// applied later wins, so the partition's order breaks ties.
+// changes nothing here. Of two toggles with the same event time, the
+// suppression (BLOCK, SPONSORED_OPT_OUT) wins, in whatever order they are
+// applied: the arrival order within the grace must not decide.
 func (c *Contact) Apply(kind schemas.InteractionKind, at Millis) bool {
 	switch kind {
 	case schemas.UserMessage, schemas.BotStarted, schemas.BotCTAClick:
@@ -278,13 +279,13 @@ func (c *Contact) Apply(kind schemas.InteractionKind, at Millis) bool {
 			return true
 		}
 	case schemas.Block, schemas.Unblock:
-		if at >= c.BlockAt {
+		if at > c.BlockAt || at == c.BlockAt && (kind == schemas.Block || !c.Blocked) {
 			changed := c.BlockAt != at || c.Blocked != (kind == schemas.Block)
 			c.BlockAt, c.Blocked = at, kind == schemas.Block
 			return changed
 		}
 	case schemas.SponsoredOptOut, schemas.SponsoredOptIn:
-		if at >= c.OptAt {
+		if at > c.OptAt || at == c.OptAt && (kind == schemas.SponsoredOptOut || !c.OptedOut) {
 			changed := c.OptAt != at || c.OptedOut != (kind == schemas.SponsoredOptOut)
 			c.OptAt, c.OptedOut = at, kind == schemas.SponsoredOptOut
 			return changed
@@ -435,6 +436,16 @@ func inAudience(c *Contact, audience []schemas.AudienceRule, at Millis) bool {
 // when sweeps happened to run.
 func (p *Policy) ContactExpired(c *Contact, now Millis) bool {
 	return c.lastEvent() < now-p.retention && c.LastSent <= now-Day
+}
+
+// ExpiredBefore reports whether contact c was forgotten before an
+// interaction at event time at was applied, given the task's watermark: as
+// of at, or of the watermark when at is ahead of it (an interaction that
+// would have renewed the contact in between may not have arrived yet).
+// Taking the earlier of the two makes the outcome the same for any arrival
+// order within the grace.
+func (p *Policy) ExpiredBefore(c *Contact, at, watermark Millis) bool {
+	return p.ContactExpired(c, min(at, watermark))
 }
 
 // Forgotten reports whether an interaction at event time at is past the

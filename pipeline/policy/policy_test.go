@@ -259,7 +259,7 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 		return b.String()
 	}
 	c := s.contacts[user][biz]
-	if c != nil && s.pol.ContactExpired(c, w) {
+	if c != nil && s.pol.ExpiredBefore(c, at, w) {
 		// The runtime tests expiry on load, as of the task time, so that
 		// the outcome does not depend on when its sweeps ran.
 		delete(s.contacts[user], biz)
