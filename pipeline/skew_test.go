@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
+)
+
+// TestDecodeClockSkew: an interaction more than MaxClockSkew ahead of its
+// record's timestamp or of the wall clock is dead-lettered with the reason
+// clock-skew and a message naming both times; one just inside the skew is
+// processed; a negative skew turns the check off.
+func TestDecodeClockSkew(t *testing.T) {
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	rc, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := topics.NewNames("", "sponsor")
+	serde, err := wire.New(context.Background(), rc, wire.Topics{Interactions: names.Interactions, Campaigns: names.Campaigns, Inbox: names.Inbox})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const skew = 5 * time.Minute
+	for _, tc := range []struct {
+		name       string
+		skew       time.Duration
+		occurredAt time.Time
+		wall       time.Time
+		rejected   bool
+	}{
+		{"at the record's timestamp", skew, stamp, stamp, false},
+		{"just inside the skew", skew, stamp.Add(skew), stamp.Add(time.Hour), false},
+		{"just beyond the skew of the timestamp", skew, stamp.Add(skew + time.Millisecond), stamp.Add(time.Hour), true},
+		{"hours ahead", skew, stamp.Add(30 * time.Hour), stamp.Add(time.Hour), true},
+		{"beyond the skew of the wall clock", skew, stamp.Add(skew + time.Millisecond), stamp, true},
+		{"just inside the skew of the wall clock", skew, stamp.Add(skew), stamp, false},
+		{"long ago", skew, stamp.Add(-400 * 24 * time.Hour), stamp, false},
+		{"check off", -1, stamp.Add(30 * time.Hour), stamp, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tk := &task{env: &env{names: names, serde: serde, skew: tc.skew.Milliseconds()}, wall: policy.ToMillis(tc.wall)}
+			v, err := serde.AppendInteraction(nil, &schemas.Interaction{EventID: "e", UserID: "u1", BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: tc.occurredAt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &kgo.Record{Topic: names.Interactions, Key: []byte("u1"), Value: v, Timestamp: stamp, Offset: 7}
+			_, reason, err := tk.decode(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.rejected {
+				if reason != "" || len(tk.out) != 0 {
+					t.Fatalf("reason %q, %d dead letters; want it processed", reason, len(tk.out))
+				}
+				return
+			}
+			if reason != ReasonClockSkew || len(tk.out) != 1 || tk.counts.deadLetterReasons[ReasonClockSkew] != 1 {
+				t.Fatalf("reason %q, %d dead letters, counted %v; want one %s", reason, len(tk.out), tk.counts.deadLetterReasons, ReasonClockSkew)
+			}
+			dl := tk.out[0]
+			var msg string
+			for _, h := range dl.Headers {
+				if h.Key == HeaderReason && string(h.Value) != ReasonClockSkew {
+					t.Errorf("reason header %q", h.Value)
+				}
+				if strings.HasSuffix(h.Key, "exception.message") {
+					msg = string(h.Value)
+				}
+			}
+			for _, want := range []string{fmtMillis(policy.ToMillis(tc.occurredAt)), fmtMillis(policy.ToMillis(stamp)), fmtMillis(policy.ToMillis(tc.wall))} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message %q does not name %s", msg, want)
+				}
+			}
+			if string(dl.Value) != string(v) || dl.Topic != names.DeadLetter {
+				t.Errorf("dead letter to %s with other bytes than the record's", dl.Topic)
+			}
+		})
+	}
+}
