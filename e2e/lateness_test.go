@@ -148,6 +148,13 @@ func TestOutOfOrderWithinGrace(t *testing.T) {
 				if late == 0 {
 					t.Errorf("negative control: no interaction counted late with no grace")
 				}
+				// The blocks a minute before each send_at arrive after
+				// the delivery they would have stopped.
+				if n := st.LateSuppressions[schemas.Block].Load(); n == 0 {
+					t.Errorf("negative control: no late BLOCK counted after a delivery it would have stopped")
+				} else {
+					t.Logf("late blocks after a delivery they would have stopped: %d", n)
+				}
 				return
 			}
 			if !rep.ok() {
