@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/schemas"
 )
 
 // audience returns the users Audience yields for business.
@@ -301,5 +302,73 @@ func TestLegacyLayoutDropped(t *testing.T) {
 	defer rb.Close()
 	if got, ok, _ := rb.Contact("u1", "b1"); !ok || !reflect.DeepEqual(got, c) {
 		t.Fatalf("current partition's contact: %+v %v", got, ok)
+	}
+}
+
+// TestErasureKeepsWhatCameAfter: a contact from before an erasure keeps,
+// of the recent interactions a grace holds apart, those after the erasure
+// (they arrived first only by the grace's reordering): Contact returns
+// them as a new contact (ok false), Audience yields them with known false,
+// and the sweep rewrites the contact with only them instead of deleting
+// it. A late second erasure keeps the first's larger time (ErasedAt).
+func TestErasureKeepsWhatCameAfter(t *testing.T) {
+	s := open(t)
+	b := s.NewBatch(0)
+	c := policy.Contact{Last: [3]int64{5, 0, 0}, Recent: []policy.Event{{Kind: schemas.UserMessage, At: 8}, {Kind: schemas.BotStarted, At: 12}}}
+	if err := b.PutContact("u1", "b1", &c, false); err != nil {
+		t.Fatal(err)
+	}
+	old := policy.Contact{Last: [3]int64{5, 0, 0}}
+	if err := b.PutContact("u1", "b2", &old, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(2); err != nil {
+		t.Fatal(err)
+	}
+	b = s.NewBatch(0)
+	defer b.Close()
+	if err := b.EraseUser("u1", 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EraseUser("u1", 9, 0); err != nil { // a late second erasure
+		t.Fatal(err)
+	}
+	if at, ok, err := b.ErasedAt("u1"); err != nil || !ok || at != 10 {
+		t.Fatalf("ErasedAt = %d, %v, %v; want 10, true", at, ok, err)
+	}
+	want := policy.Contact{Recent: []policy.Event{{Kind: schemas.BotStarted, At: 12}}}
+	if got, ok, err := b.Contact("u1", "b1"); err != nil || ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Contact u1/b1 = %+v, %v, %v; want %+v, not known", got, ok, err, want)
+	}
+	if got, ok, _ := b.Contact("u1", "b2"); ok || !reflect.DeepEqual(got, policy.Contact{}) {
+		t.Fatalf("Contact u1/b2 = %+v, %v; want nothing", got, ok)
+	}
+	var yielded []policy.Contact
+	if _, _, err := b.Audience("b1", "", 10, func(u string, c *policy.Contact, known bool) error {
+		if known {
+			t.Errorf("Audience yields %s's contact from before the erasure as known", u)
+		}
+		yielded = append(yielded, *c)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(yielded) != 1 || !reflect.DeepEqual(yielded[0], want) {
+		t.Fatalf("Audience of b1 = %+v, want [%+v]", yielded, want)
+	}
+	if err := b.Commit(3); err != nil {
+		t.Fatal(err)
+	}
+	b = s.NewBatch(0)
+	if _, n, err := b.SweepContacts(nil, 10, func(*policy.Contact) bool { return false }); err != nil || n != 1 {
+		t.Fatalf("sweep deleted %d, %v; want 1 (u1/b2)", n, err)
+	}
+	if err := b.Commit(4); err != nil {
+		t.Fatal(err)
+	}
+	b = s.NewBatch(0)
+	defer b.Close()
+	if got, ok, err := b.Contact("u1", "b1"); err != nil || !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the sweep, Contact u1/b1 = %+v, %v, %v; want %+v, known", got, ok, err, want)
 	}
 }

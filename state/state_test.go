@@ -43,6 +43,17 @@ func TestCodecsRoundTrip(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("contact: got %+v, %v; want %+v", got, err, c)
 	}
+	// With the interactions a grace keeps apart; without them the
+	// encoding is the one from before they existed.
+	plain := AppendContact(nil, &c)
+	c.Recent = []policy.Event{{Kind: schemas.Block, At: 10}, {Kind: schemas.BotStarted, At: 1 << 41}}
+	withRecent := AppendContact(nil, &c)
+	if got, err := DecodeContact(withRecent); err != nil || !reflect.DeepEqual(got, c) {
+		t.Fatalf("contact with recent interactions: got %+v, %v; want %+v", got, err, c)
+	}
+	if !bytes.HasPrefix(withRecent, plain) {
+		t.Errorf("recent interactions change the encoding's common part: %x, %x", plain, withRecent)
+	}
 	r := policy.Recipient{Sent: []int64{5, 6, 7}}
 	gr, err := DecodeRecipient(AppendRecipient(nil, &r))
 	if err != nil || !slices.Equal(gr.Sent, r.Sent) {
@@ -71,10 +82,13 @@ func TestCodecsRejectCorrupt(t *testing.T) {
 	c := policy.Contact{Last: [3]int64{1, 2, 3}}
 	good := AppendContact(nil, &c)
 	for name, b := range map[string][]byte{
-		"empty":     nil,
-		"version":   append([]byte{9}, good[1:]...),
-		"truncated": good[:len(good)-1],
-		"trailing":  append(append([]byte(nil), good...), 0),
+		"empty":                     nil,
+		"version":                   append([]byte{9}, good[1:]...),
+		"truncated":                 good[:len(good)-1],
+		"trailing":                  append(append([]byte(nil), good...), 0),
+		"recent count past the end": append(append([]byte(nil), good...), 5, byte(schemas.Block), 2),
+		"recent of no kind":         append(append([]byte(nil), good...), 1, 99, 2),
+		"recent truncated":          append(append([]byte(nil), good...), 2, byte(schemas.Block), 2, byte(schemas.Block)),
 	} {
 		if _, err := DecodeContact(b); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: got %v, want ErrCorrupt", name, err)
