@@ -232,7 +232,8 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	bcDone.Go(func() { bc.run(bcCtx) })
 	defer func() { stopBC(); bc.close(); bcDone.Wait() }()
 
-	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions}
+	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions,
+		partitions: r.nparts, partitioner: topics.Partitioner(cfg.Partitioner)}
 
 	sessOpts := append(slices.Concat(base, r.kafkaMetrics(ClientSession)),
 		kgo.ConsumerGroup(cfg.Group),
@@ -276,7 +277,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if err := r.openSession(ctx, sessOpts, txnID); err != nil {
 		return err
 	}
-	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
+	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts, "partitioner", cfg.Partitioner,
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", txnID,
 		"security", cfg.Security)
 
