@@ -38,6 +38,14 @@ const (
 // Partitioners returns the known partitioners, the default first.
 func Partitioners() []Partitioner { return []Partitioner{Murmur2, CRC32} }
 
+// String returns p's name; the zero value is the default's.
+func (p Partitioner) String() string {
+	if p == "" {
+		return string(DefaultPartitioner)
+	}
+	return string(p)
+}
+
 // Validate reports an unknown partitioner name. The empty name is the
 // default and valid.
 func (p Partitioner) Validate() error {
