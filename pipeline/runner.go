@@ -426,8 +426,13 @@ func (r *Runner) closeSession() {
 // closeWait bounds how long a stopping instance waits to leave its group.
 const closeWait = 10 * time.Second
 
-// outputPartitioner sends inbox and changelog records to the partition the
-// task set (the task's own: co-partitioning), and dead letters by key hash.
+// outputPartitioner sends inbox, decisions and changelog records to the
+// partition the task set (the task's own: co-partitioning), and dead letters
+// by key hash. The outputs need no partitioner of their own: a task only
+// holds users whose key maps to its partition under Config.Partitioner
+// (task.decode dead-letters the others), so a user's output records are on
+// the partition of the user's interactions whichever partitioner the
+// platform uses. Where a dead letter goes is no part of the contract.
 type outputPartitioner struct{ deadletter string }
 
 func (o outputPartitioner) ForTopic(t string) kgo.TopicPartitioner {
