@@ -51,6 +51,13 @@ type Config struct {
 	// Partitions is the partition count of the topics CreateTopics creates.
 	// Default 6.
 	Partitions int32
+	// Partitioner is the platform's partitioner, which every producer of
+	// interactions must use (topics.Partitioner): "murmur2" (Kafka's Java
+	// client, franz-go, librdkafka's murmur2_random) or "crc32"
+	// (librdkafka's consistent and consistent_random). An interaction on
+	// any other partition than its key maps to is dead-lettered
+	// (ReasonWrongPartition), not processed. Default "murmur2".
+	Partitioner string
 	// Policy is the configurable part of the rules. Default
 	// policy.DefaultConfig().
 	Policy policy.Config
@@ -125,6 +132,9 @@ func (c *Config) EnsureDefaults() {
 	if c.Partitions == 0 {
 		c.Partitions = 6
 	}
+	if c.Partitioner == "" {
+		c.Partitioner = string(topics.DefaultPartitioner)
+	}
 	if c.Policy == (policy.Config{}) {
 		c.Policy = policy.DefaultConfig()
 	}
@@ -174,6 +184,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("Partitions: must be positive, got %d", c.Partitions))
+	}
+	if err := topics.Partitioner(c.Partitioner).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Partitioner: %w (--partitioner)", err))
 	}
 	if c.FanoutChunk < 1 {
 		errs = append(errs, fmt.Errorf("FanoutChunk: must be positive, got %d", c.FanoutChunk))

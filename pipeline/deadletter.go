@@ -17,6 +17,10 @@ const (
 	HeaderClass     = "__connect.errors.exception.class.name"
 	HeaderMessage   = "__connect.errors.exception.message"
 	HeaderReason    = "sponsor.errors.reason"
+	// HeaderExpectedPartition is on wrong-partition dead letters only: the
+	// partition of the source topic the record's key maps to, where it
+	// belongs (HeaderPartition is the one it was found on).
+	HeaderExpectedPartition = "sponsor.errors.expected.partition"
 )
 
 // Dead-letter reasons of the pipeline's own checks; the decoder's are the
@@ -37,6 +41,13 @@ const (
 	// move the partition's stream time, and fire campaigns, too early. A
 	// redrive once its time has come applies it.
 	ReasonClockSkew = "clock-skew"
+	// ReasonWrongPartition: an interaction whose key maps to another
+	// partition under the configured partitioner (Config.Partitioner): its
+	// producer uses another partitioner, or wrote to a partition by hand.
+	// Processing it would give its user state in a task that does not own
+	// them (a second contact, a missed opt-out). The dead letter carries
+	// HeaderExpectedPartition; a redrive sends it there.
+	ReasonWrongPartition = "wrong-partition"
 )
 
 // DeadLetterReasons returns every reason a dead letter can carry in its
@@ -47,7 +58,7 @@ func DeadLetterReasons() []string {
 		wire.ReasonNotWireFormat, wire.ReasonUnknownSchema, wire.ReasonIncompatibleSchema,
 		wire.ReasonMalformed, wire.ReasonInvalidValue,
 		ReasonEmptyUserID, ReasonEmptyBusinessID, ReasonEmptyCampaignID,
-		ReasonMisroutedKey, ReasonCampaignExpiresBeforeSend, ReasonClockSkew,
+		ReasonMisroutedKey, ReasonCampaignExpiresBeforeSend, ReasonWrongPartition, ReasonClockSkew,
 	}
 }
 

@@ -232,7 +232,8 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	bcDone.Go(func() { bc.run(bcCtx) })
 	defer func() { stopBC(); bc.close(); bcDone.Wait() }()
 
-	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions, skew: cfg.MaxClockSkew.Milliseconds()}
+	r.env = &env{names: r.names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions,
+		partitions: r.nparts, partitioner: topics.Partitioner(cfg.Partitioner), skew: cfg.MaxClockSkew.Milliseconds()}
 
 	sessOpts := append(slices.Concat(base, r.kafkaMetrics(ClientSession)),
 		kgo.ConsumerGroup(cfg.Group),
@@ -276,7 +277,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if err := r.openSession(ctx, sessOpts, txnID); err != nil {
 		return err
 	}
-	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts,
+	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts, "partitioner", cfg.Partitioner,
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", txnID,
 		"security", cfg.Security)
 
@@ -425,8 +426,13 @@ func (r *Runner) closeSession() {
 // closeWait bounds how long a stopping instance waits to leave its group.
 const closeWait = 10 * time.Second
 
-// outputPartitioner sends inbox and changelog records to the partition the
-// task set (the task's own: co-partitioning), and dead letters by key hash.
+// outputPartitioner sends inbox, decisions and changelog records to the
+// partition the task set (the task's own: co-partitioning), and dead letters
+// by key hash. The outputs need no partitioner of their own: a task only
+// holds users whose key maps to its partition under Config.Partitioner
+// (task.decode dead-letters the others), so a user's output records are on
+// the partition of the user's interactions whichever partitioner the
+// platform uses. Where a dead letter goes is no part of the contract.
 type outputPartitioner struct{ deadletter string }
 
 func (o outputPartitioner) ForTopic(t string) kgo.TopicPartitioner {

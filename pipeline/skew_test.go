@@ -51,7 +51,7 @@ func TestDecodeClockSkew(t *testing.T) {
 		{"check off", -1, stamp.Add(30 * time.Hour), stamp, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tk := &task{env: &env{names: names, serde: serde, skew: tc.skew.Milliseconds()}, wall: policy.ToMillis(tc.wall)}
+			tk := &task{env: &env{names: names, serde: serde, skew: tc.skew.Milliseconds(), partitions: 1, partitioner: topics.Murmur2}, wall: policy.ToMillis(tc.wall)}
 			v, err := serde.AppendInteraction(nil, &schemas.Interaction{EventID: "e", UserID: "u1", BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: tc.occurredAt})
 			if err != nil {
 				t.Fatal(err)

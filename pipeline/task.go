@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -81,6 +82,10 @@ type env struct {
 	campaign *broadcast
 	unsafe   bool          // Config.UnsafeNoTransactions
 	skew     policy.Millis // Config.MaxClockSkew
+	// partitions and partitioner say where each interaction belongs: the
+	// interactions topic's partition count and Config.Partitioner.
+	partitions  int32
+	partitioner topics.Partitioner
 }
 
 // load (re)reads the task's in-memory view from the store, dropping anything
@@ -453,8 +458,35 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 
 // decode returns the interaction of r, or the dead-letter reason when r is
 // bad (the dead letter is already queued), or an error when the failure is
-// not the record's (the registry).
+// not the record's (the registry). A good interaction on a partition other
+// than the one its key maps to is bad too: task p owns the users of
+// partition p, and another task's state for one of them would count a
+// contact twice or miss an opt-out.
 func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
+	in, reason, err := t.decodeValue(r)
+	if err != nil || reason != "" {
+		return in, reason, err
+	}
+	if want := t.env.partitioner.Partition(r.Key, t.env.partitions); want != r.Partition {
+		t.wrongPartition(r, want)
+		return in, ReasonWrongPartition, nil
+	}
+	return in, "", nil
+}
+
+// wrongPartition dead-letters r, which belongs on partition want.
+func (t *task) wrongPartition(r *kgo.Record, want int32) {
+	dl := deadLetter(t.env.names.DeadLetter, r, ReasonWrongPartition, fmt.Errorf(
+		"record key %q maps to partition %d of %s under the %s partitioner, but the record is on partition %d: its producer must use the %s partitioner",
+		r.Key, want, r.Topic, t.env.partitioner, r.Partition, t.env.partitioner))
+	dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderExpectedPartition, Value: strconv.AppendInt(nil, int64(want), 10)})
+	t.out = append(t.out, dl)
+	t.counts.deadLetter(ReasonWrongPartition)
+}
+
+// decodeValue is decode without the partition check: the value's own
+// checks, and the key against the user.
+func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
 	in, err := t.env.serde.DecodeInteraction(r.Value)
 	reject := func(reason string, err error) (schemas.Interaction, string, error) {
 		t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))

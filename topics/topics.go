@@ -1,10 +1,13 @@
 // Package topics is the catalog of the Kafka topics the pipeline reads, writes
-// and owns: their names, partition counts and configs, and the start-up check
-// that creates what is missing and refuses a cluster whose topics would break
-// the pipeline's guarantees (co-partitioning, a compacted changelog).
+// and owns: their names, partition counts and configs, the partitioner that
+// maps a user's key to its partition (Partitioner, part of the contract with
+// the producers), and the start-up check that creates what is missing and
+// refuses a cluster whose topics would break the pipeline's guarantees
+// (co-partitioning, a compacted changelog).
 //
 // It talks to Kafka only through a *kadm.Client given by the caller; it does
-// not produce or consume. What each topic is for is in DESIGN.md; the choices
+// not produce or consume (Partitioner.ProducerPartitioner is for the
+// caller's producers). What each topic is for is in DESIGN.md; the choices
 // made here (partition counts, retention) are documented on Catalog.Specs.
 package topics
 

@@ -137,8 +137,10 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 		c              clientFlags
 		campaign, user string
 		asJSON         bool
+		part           string
 	)
 	c.register(fs)
+	registerPartitioner(fs, &part)
 	fs.StringVar(&campaign, "campaign", "", "the campaign id (required)")
 	fs.StringVar(&user, "user", "", "the user id (required)")
 	fs.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
@@ -154,6 +156,9 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 	}
 	cfg, err := c.auditConfig()
 	if err != nil {
+		return err
+	}
+	if cfg.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
 	ex, err := audit.Explain(ctx, cfg, campaign, user)

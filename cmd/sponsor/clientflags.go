@@ -37,6 +37,26 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	registerSecurity(fs, &c.sec)
 }
 
+// partitioners names the values of --partitioner, for its help.
+const partitioners = "murmur2 (the Java client's and franz-go's default, librdkafka's partitioner=murmur2_random) or crc32 (librdkafka's consistent and consistent_random, its default)"
+
+// registerPartitioner registers --partitioner in fs, for the tools that
+// write interactions or find a user's partition (produce, gen, explain,
+// deadletter redrive).
+func registerPartitioner(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "partitioner", string(topics.DefaultPartitioner), "the partitioner of interactions, as the pipeline's --partitioner: "+partitioners)
+}
+
+// partitioner returns the partitioner of --partitioner, or an error naming
+// the flag.
+func partitioner(name string) (topics.Partitioner, error) {
+	p := topics.Partitioner(name)
+	if err := p.Validate(); err != nil {
+		return "", fmt.Errorf("--partitioner: %w", err)
+	}
+	return p, nil
+}
+
 // brokerList returns the seed brokers of --brokers, which is required.
 func (c *clientFlags) brokerList() ([]string, error) {
 	if c.brokers == "" {

@@ -18,13 +18,16 @@ import (
 )
 
 const redriveUsage = `Usage: sponsor deadletter redrive --brokers HOST:PORT[,...] [--registry URL] [--topic-prefix P] [--group NAME]
-                   [--source interactions|campaigns] [--reason SUBSTRING] [--since TIME|DURATION] [--yes]
+                   [--source interactions|campaigns] [--reason SUBSTRING] [--since TIME|DURATION]
+                   [--partitioner murmur2|crc32] [--yes]
 
 Sends dead letters back to the input topic they came from (their
-__connect.errors.topic and .partition headers), once the producer or the
-pipeline that rejected them is fixed: the original key and value bytes,
-untouched. A record rejected again simply comes back to the dead-letter
-topic.
+__connect.errors.topic header), once the producer or the pipeline that
+rejected them is fixed: the original key and value bytes, untouched. An
+interaction goes to the partition its key maps to under --partitioner (give
+the pipeline's), so a wrong-partition dead letter lands where it belongs; a
+campaign goes back to its partition (.partition header). A record rejected
+again simply comes back to the dead-letter topic.
 
 Without --yes it only shows the plan: per source topic and reason, how many
 dead letters it would send, how many were redriven before, a few examples;
@@ -53,8 +56,10 @@ func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
 		since        string
 		yes, verbose bool
 		cfg          redrive.Config
+		part         string
 	)
 	c.register(fs)
+	registerPartitioner(fs, &part)
 	fs.StringVar(&group, "group", "sponsor", "consumer group of the pipeline; positions are kept in the groups <group>-redrive.<topic>.<reason>")
 	fs.StringVar(&source, "source", "", "redrive only dead letters of this topic: interactions or campaigns (default: both)")
 	fs.StringVar(&cfg.Reason, "reason", "", "redrive only dead letters whose reason (sponsor.errors.reason) contains this, e.g. misrouted-key")
@@ -78,6 +83,9 @@ func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	if cfg.ClientOpts, err = c.kafkaOpts(); err != nil {
+		return err
+	}
+	if cfg.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
 	cfg.Names = topics.NewNames(c.prefix, group)
@@ -185,8 +193,8 @@ func printPlan(w io.Writer, p *redrive.Plan, cfg *redrive.Config) {
 	var ex []string
 	for _, c := range p.Classes {
 		for _, e := range c.Examples {
-			ex = append(ex, fmt.Sprintf("  %s/%d@%d -> %s/%d (was @%d) key %s at %s: %s",
-				p.Topic, e.Partition, e.Offset, c.Topic, e.SourcePartition, e.SourceOffset,
+			ex = append(ex, fmt.Sprintf("  %s/%d@%d -> %s/%d (was %d@%d) key %s at %s: %s",
+				p.Topic, e.Partition, e.Offset, c.Topic, e.To, e.SourcePartition, e.SourceOffset,
 				strconv.Quote(string(e.Key)), e.Timestamp.UTC().Format(time.RFC3339), e.Message))
 		}
 	}

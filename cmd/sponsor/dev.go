@@ -20,6 +20,7 @@ import (
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/pipeline/workload"
 	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/topics"
 )
 
 func cmdDev(ctx context.Context, args []string) error {
@@ -113,7 +114,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	})
 	if demo {
 		wg.Go(func() {
-			if err := runDemo(ctx, r, stack, names.Interactions, names.Campaigns, names.Inbox, rate, campaignEvery, log); err != nil {
+			if err := runDemo(ctx, r, stack, names.Interactions, names.Campaigns, names.Inbox, topics.Partitioner(f.cfg.Partitioner), rate, campaignEvery, log); err != nil {
 				log.Error("demo stopped", "err", err)
 			}
 		})
@@ -127,7 +128,7 @@ func cmdDev(ctx context.Context, args []string) error {
 
 // runDemo waits for the pipeline, feeds the workload, and prints a line of
 // counters each second and the first few delivered messages.
-func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, interactions, campaigns, inbox string, rate float64, every time.Duration, log *slog.Logger) error {
+func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, interactions, campaigns, inbox string, part topics.Partitioner, rate float64, every time.Duration, log *slog.Logger) error {
 	rc, err := sr.NewClient(sr.URLs(stack.RegistryURL))
 	if err != nil {
 		return err
@@ -148,7 +149,9 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...))
+	// The demo is a producer like any other: it places its records with
+	// the pipeline's partitioner.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...), kgo.RecordPartitioner(part.ProducerPartitioner()))
 	if err != nil {
 		return err
 	}

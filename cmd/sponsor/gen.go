@@ -31,11 +31,13 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	fs := flag.NewFlagSet("sponsor gen", flag.ContinueOnError)
 	fs.SetOutput(std.err)
 	var (
-		c   clientFlags
-		cfg feed.GenConfig
-		wl  workload.Config
+		c    clientFlags
+		cfg  feed.GenConfig
+		wl   workload.Config
+		part string
 	)
 	c.register(fs)
+	registerPartitioner(fs, &part)
 	fs.Int64Var(&cfg.Count, "count", 0, "interactions to write (0: no limit)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "interactions per second (0: as fast as the brokers take)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: no limit)")
@@ -57,6 +59,9 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	}
 	t, err := c.target()
 	if err != nil {
+		return err
+	}
+	if t.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
 	if cfg.Count == 0 && cfg.Rate == 0 {

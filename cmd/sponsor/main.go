@@ -40,6 +40,7 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/topics"
 )
 
 const usage = `sponsor: the sponsored-messages stream processor.
@@ -171,6 +172,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "stable instance identity (default: kept in the state folder)")
 	fs.BoolVar(&f.cfg.StaticMembership, "static", false, "join as a static group member with the instance id (a quick restart does not rebalance)")
 	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
+	fs.StringVar(&f.cfg.Partitioner, "partitioner", string(topics.DefaultPartitioner), "the platform's partitioner of interactions, which every producer must use: "+partitioners+"; an interaction on another partition than its key maps to is dead-lettered (wrong-partition)")
 	fs.StringVar(&f.cfg.Shadow, "shadow", "", "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
 	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the /metrics, /healthz and /readyz endpoints (empty: off; 127.0.0.1:0 picks a free port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")

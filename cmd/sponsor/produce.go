@@ -47,8 +47,9 @@ const produceUsage = `Usage: sponsor produce interactions|campaigns --brokers HO
 
 Reads records as JSON lines from FILE (or stdin: - or no FILE) and writes
 them to the interactions or campaigns topic, in the schema-registry wire
-format, keyed as the contract says (interactions by user_id, campaigns by
-campaign_id), all in one Kafka transaction. Every line is checked first: if
+format, keyed as the contract says (interactions by user_id, placed by
+--partitioner as the pipeline's; campaigns by campaign_id), all in one
+Kafka transaction. Every line is checked first: if
 any is bad, each problem is printed as FILE:LINE: field X: reason and
 nothing is written.
 
@@ -67,7 +68,9 @@ func cmdProduce(ctx context.Context, args []string, std stdio) error {
 	fs := flag.NewFlagSet("sponsor produce", flag.ContinueOnError)
 	fs.SetOutput(std.err)
 	var c clientFlags
+	var part string
 	c.register(fs)
+	registerPartitioner(fs, &part)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), produceUsage)
 		fs.PrintDefaults()
@@ -82,6 +85,9 @@ func cmdProduce(ctx context.Context, args []string, std stdio) error {
 	}
 	t, err := c.target()
 	if err != nil {
+		return err
+	}
+	if t.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
 	name, in := "stdin", std.in

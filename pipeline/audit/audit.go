@@ -38,6 +38,10 @@ type Config struct {
 	// RegistryOpts are extra options of the schema registry client (basic
 	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
 	RegistryOpts []sr.ClientOpt
+	// Partitioner is the pipeline's partitioner (its Config.Partitioner):
+	// Explain looks for a user's records on the partition it gives. Default
+	// topics.DefaultPartitioner.
+	Partitioner topics.Partitioner
 }
 
 // Counts are decisions per outcome, indexed by schemas.Outcome.
@@ -209,10 +213,9 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 		}
 	}
 	n := len(tds[cfg.Names.Inbox].Partitions)
-	// The producers' default partitioner (murmur2 of the key, as Kafka's
-	// Java client): where the user's interactions, hence their state,
-	// decisions and inbox records, are.
-	p := int32(kgo.StickyKeyPartitioner(nil).ForTopic(cfg.Names.Interactions).Partition(&kgo.Record{Key: []byte(user)}, n))
+	// The platform's partitioner: where the user's interactions, hence
+	// their state, decisions and inbox records, are.
+	p := cfg.Partitioner.Partition([]byte(user), int32(n))
 	ex := &Explanation{Campaign: campaign, User: user, Partition: p, Consistent: true}
 
 	err = r.scan(ctx, cfg.Names.Campaigns, nil, func(rec *kgo.Record) error {

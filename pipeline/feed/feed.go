@@ -44,6 +44,10 @@ type Target struct {
 	// RegistryOpts are extra options of the schema registry client (basic
 	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
 	RegistryOpts []sr.ClientOpt
+	// Partitioner places the interactions written: it must be the
+	// pipeline's (its Config.Partitioner), which dead-letters a record on
+	// any other partition. Default topics.DefaultPartitioner.
+	Partitioner topics.Partitioner
 }
 
 func (t Target) validate() error {
@@ -54,6 +58,9 @@ func (t Target) validate() error {
 		return errors.New("feed: no schema registry URL")
 	case t.Topics.Interactions == "" || t.Topics.Campaigns == "" || t.Topics.Inbox == "":
 		return errors.New("feed: topic names missing")
+	}
+	if err := t.Partitioner.Validate(); err != nil {
+		return fmt.Errorf("feed: %w", err)
 	}
 	return nil
 }
@@ -128,6 +135,7 @@ func Produce(ctx context.Context, t Target, ins []schemas.Interaction, camps []s
 	}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, t.ClientOpts...),
 		kgo.SeedBrokers(t.Brokers...),
+		kgo.RecordPartitioner(t.Partitioner.ProducerPartitioner()),
 		kgo.TransactionalID("sponsor-produce-"+randomID()),
 		kgo.TransactionTimeout(time.Minute),
 	)...)

@@ -265,3 +265,39 @@ func TestGenRate(t *testing.T) {
 		t.Errorf("topic holds %d interactions, Gen reported %d", n, p.Interactions)
 	}
 }
+
+// TestFeedPartitioner: Produce and Gen put every interaction on the
+// partition Target.Partitioner gives its key, the one the pipeline checks,
+// under both partitioners.
+func TestFeedPartitioner(t *testing.T) {
+	for _, part := range topics.Partitioners() {
+		t.Run(string(part), func(t *testing.T) {
+			tg, _ := startStack(t)
+			tg.Partitioner = part
+			var ins []schemas.Interaction
+			for i := range 200 {
+				ins = append(ins, schemas.Interaction{EventID: fmt.Sprint(i), UserID: fmt.Sprintf("user-%d", i), BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: t0})
+			}
+			if _, err := Produce(context.Background(), tg, ins, nil); err != nil {
+				t.Fatalf("Produce: %v", err)
+			}
+			if _, err := Gen(context.Background(), tg, GenConfig{Workload: workload.Config{Seed: 3, Users: 300, Businesses: 5}, Count: 500}); err != nil {
+				t.Fatalf("Gen: %v", err)
+			}
+			recs := readCommitted(t, tg, tg.Topics.Interactions)
+			if len(recs) != 700 {
+				t.Fatalf("interactions topic holds %d records, want 700", len(recs))
+			}
+			for _, r := range recs {
+				if want := part.Partition(r.Key, 3); r.Partition != want {
+					t.Fatalf("interaction keyed %q is on partition %d, the %s partitioner says %d", r.Key, r.Partition, part, want)
+				}
+			}
+		})
+	}
+	tg, _ := startStack(t)
+	tg.Partitioner = "consistent"
+	if _, err := Produce(context.Background(), tg, []schemas.Interaction{{EventID: "e", UserID: "u", BusinessID: "b", Kind: schemas.UserMessage, OccurredAt: t0}}, nil); err == nil || !strings.Contains(err.Error(), `"consistent"`) {
+		t.Errorf("Produce with an unknown partitioner: %v, want an error naming it", err)
+	}
+}

@@ -90,6 +90,7 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 	}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, t.ClientOpts...),
 		kgo.SeedBrokers(t.Brokers...),
+		kgo.RecordPartitioner(t.Partitioner.ProducerPartitioner()),
 		kgo.ProducerLinger(5*time.Millisecond),
 	)...)
 	if err != nil {

@@ -34,8 +34,14 @@
 //
 // What is sent is the dead letter's key, its value bytes untouched and its
 // headers other than the dead-letter ones (__connect.errors.*,
-// sponsor.errors.*), to the partition of the source topic it came from.
-// Only the pipeline's input topics are written to. A record that is
+// sponsor.errors.*). An interaction goes to the partition its key maps to
+// under Config.Partitioner, the pipeline's: that is the only partition where
+// the pipeline accepts it, whatever the reason it was rejected for (a
+// wrong-partition dead letter comes from another partition by definition;
+// a record rejected for its bytes may have been on the wrong partition as
+// well). A campaign goes back to the partition it came from (every task
+// reads every campaigns partition). Only the pipeline's input topics are
+// written to. A record that is
 // rejected again simply becomes a new dead letter (a new offset, after the
 // class's position), which a later redrive may send again.
 package redrive
@@ -89,6 +95,13 @@ type Config struct {
 	Progress func(Progress)
 	// Logger receives what happens (default: discard).
 	Logger *slog.Logger
+	// Partitioner is the pipeline's partitioner (its Config.Partitioner):
+	// interactions are sent to the partition it maps their key to. A
+	// wrong-partition dead letter whose expected partition
+	// (pipeline.HeaderExpectedPartition) is not that one stops the redrive
+	// with an error: the redrive and the pipeline disagree on the
+	// partitioner. Default topics.DefaultPartitioner.
+	Partitioner topics.Partitioner
 }
 
 func (c *Config) validate() error {
@@ -99,6 +112,9 @@ func (c *Config) validate() error {
 		return errors.New("redrive: no group")
 	case c.Names.DeadLetter == "" || c.Names.Interactions == "" || c.Names.Campaigns == "":
 		return errors.New("redrive: topic names missing")
+	}
+	if err := c.Partitioner.Validate(); err != nil {
+		return fmt.Errorf("redrive: %w", err)
 	}
 	for _, s := range c.Sources {
 		if s != c.Names.Interactions && s != c.Names.Campaigns {
@@ -138,7 +154,11 @@ type Example struct {
 	Key             []byte
 	SourcePartition int32
 	SourceOffset    int64
-	Message         string // header __connect.errors.exception.message
+	// To is the partition of the source topic it is sent to (see the
+	// package doc).
+	To int32
+
+	Message string // header __connect.errors.exception.message
 }
 
 // ClassPlan counts the dead letters of one class.
@@ -221,11 +241,12 @@ func (r Result) Total() int64 {
 type letter struct {
 	class     Class
 	partition int32 // in the source topic; -1 when missing or bad
+	expected  int32 // HeaderExpectedPartition; -1 when missing or bad
 	message   string
 }
 
 func parse(r *kgo.Record) letter {
-	l := letter{partition: -1}
+	l := letter{partition: -1, expected: -1}
 	for _, h := range r.Headers {
 		switch h.Key {
 		case pipeline.HeaderTopic:
@@ -237,6 +258,10 @@ func parse(r *kgo.Record) letter {
 		case pipeline.HeaderPartition:
 			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
 				l.partition = int32(p)
+			}
+		case pipeline.HeaderExpectedPartition:
+			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
+				l.expected = int32(p)
 			}
 		}
 	}
@@ -267,6 +292,25 @@ func (c *Config) why(l letter, parts map[string]int32) string {
 		return "source partition does not exist"
 	}
 	return ""
+}
+
+// ErrPartitionerMismatch: a wrong-partition dead letter was expected by the
+// pipeline on another partition than the one Config.Partitioner maps its key
+// to. Sending it would only make it a dead letter again.
+var ErrPartitionerMismatch = errors.New("the pipeline expected the record on another partition than --partitioner gives")
+
+// destination returns the partition of the source topic that dead letter r
+// (with headers l) is sent to; see the package doc.
+func (c *Config) destination(r *kgo.Record, l letter, parts map[string]int32) (int32, error) {
+	if l.class.Topic != c.Names.Interactions {
+		return l.partition, nil
+	}
+	to := c.Partitioner.Partition(r.Key, parts[l.class.Topic])
+	if l.class.Reason == pipeline.ReasonWrongPartition && l.expected >= 0 && l.expected != to {
+		return -1, fmt.Errorf("dead letter %s/%d@%d (key %q): %w (the pipeline expected partition %d, the %s partitioner gives %d): give the redrive the pipeline's --partitioner, or SPONSOR_PARTITIONER",
+			r.Topic, r.Partition, r.Offset, r.Key, ErrPartitionerMismatch, l.expected, c.Partitioner, to)
+	}
+	return to, nil
 }
 
 func (c *Config) selects(cl Class) bool {
@@ -355,6 +399,7 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 	}
 
 	byClass := map[Class]*ClassPlan{}
+	var mismatch error // the first wrong-partition dead letter the partitioner disagrees with
 	if len(consume) > 0 {
 		rd, err := cfg.client(
 			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{dl: consume}),
@@ -394,9 +439,14 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 				if r.Attrs.IsControl() {
 					return
 				}
-				p.count(&cfg, r, parts, byClass)
+				if err := p.count(&cfg, r, parts, byClass); err != nil && mismatch == nil {
+					mismatch = err
+				}
 			})
 		}
+	}
+	if mismatch != nil {
+		return nil, mismatch
 	}
 	p.Classes = make([]ClassPlan, 0, len(byClass))
 	for _, c := range byClass {
@@ -417,12 +467,13 @@ func (p *Plan) position(g string, part int32) int64 {
 	return 0
 }
 
-// count adds dead letter r to the plan.
-func (p *Plan) count(cfg *Config, r *kgo.Record, parts map[string]int32, byClass map[Class]*ClassPlan) {
+// count adds dead letter r to the plan. It fails when a pending dead letter
+// has no destination (ErrPartitionerMismatch).
+func (p *Plan) count(cfg *Config, r *kgo.Record, parts map[string]int32, byClass map[Class]*ClassPlan) error {
 	l := parse(r)
 	if why := cfg.why(l, parts); why != "" {
 		p.Skipped[why]++
-		return
+		return nil
 	}
 	c := byClass[l.class]
 	if c == nil {
@@ -437,14 +488,19 @@ func (p *Plan) count(cfg *Config, r *kgo.Record, parts map[string]int32, byClass
 	case !cfg.Since.IsZero() && r.Timestamp.Before(cfg.Since):
 		c.Older++
 	default:
+		to, err := cfg.destination(r, l, parts)
+		if err != nil {
+			return err
+		}
 		c.Pending++
 		if len(c.Examples) < cfg.Examples {
 			c.Examples = append(c.Examples, Example{
 				Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp, Key: r.Key,
-				SourcePartition: l.partition, SourceOffset: parseInt(header(r, pipeline.HeaderOffset)), Message: l.message,
+				SourcePartition: l.partition, SourceOffset: parseInt(header(r, pipeline.HeaderOffset)), Message: l.message, To: to,
 			})
 		}
 	}
+	return nil
 }
 
 func parseInt(s string) int64 {
@@ -638,7 +694,12 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 			if l.class != c.Class || cfg.why(l, plan.parts) != "" || !cfg.Since.IsZero() && r.Timestamp.Before(cfg.Since) {
 				return
 			}
-			out := &kgo.Record{Topic: l.class.Topic, Partition: l.partition, Key: r.Key, Value: r.Value}
+			to, err := cfg.destination(r, l, plan.parts)
+			if err != nil {
+				perr = err
+				return
+			}
+			out := &kgo.Record{Topic: l.class.Topic, Partition: to, Key: r.Key, Value: r.Value}
 			for _, h := range r.Headers {
 				if !deadLetterHeader(h.Key) {
 					out.Headers = append(out.Headers, h)
@@ -668,6 +729,9 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 			return errors.Join(fmt.Errorf("flush: %w", err), aerr)
 		}
 		pending.Wait()
+		if failed == nil && perr != nil {
+			failed = perr
+		}
 		if failed != nil {
 			if _, aerr := s.End(ctx, kgo.TryAbort); aerr != nil {
 				return errors.Join(failed, aerr)
