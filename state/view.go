@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,11 +257,12 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			it.Close()
 			return pv, false, err
 		}
-		if string(u) != user || erasure != nil && !erasure.has(string(biz)) {
+		if string(u) != user {
 			continue
 		}
-		found = true
+		stale := erasure != nil && !erasure.has(string(biz))
 		if business != "" && string(biz) != business {
+			found = found || !stale
 			continue
 		}
 		c, err := DecodeContact(it.Value())
@@ -268,7 +270,17 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			it.Close()
 			return pv, false, fmt.Errorf("contact with %q: %w", biz, err)
 		}
-		contacts = append(contacts, contact{string(biz), c})
+		if stale {
+			// From before the erasure: only what it holds of after it counts.
+			var ok bool
+			if c, ok = c.Since(erasure.At); !ok {
+				continue
+			}
+		}
+		found = true
+		// As the user stands now: the recent interactions a grace holds
+		// apart count too.
+		contacts = append(contacts, contact{string(biz), c.AsOf(math.MaxInt64)})
 	}
 	if err := it.Close(); err != nil {
 		return pv, false, err
@@ -321,7 +333,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			Blocked:         c.c.Blocked,
 			OptedOut:        c.c.OptedOut,
 			LastSent:        utcPtr(c.c.LastSent),
-			Expired:         pol.ContactExpired(&c.c, meta.Time),
+			Expired:         pol.ContactExpired(&c.c, pol.Watermark(meta.Time)),
 		}
 		for k, t := range c.c.Last {
 			if t != 0 {
