@@ -499,7 +499,7 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			var n int64
 			var err error
 			if !r.cfg.UnsafeNoTransactions {
-				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress)
+				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress, r.log)
 			}
 			if err != nil {
 				results <- result{p: p, err: err}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -255,6 +256,7 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	r := &rebuild{
 		store: store, adm: adm, opts: opts, changelog: changelog,
 		pos: make(map[int32]pipeline.RestoreProgress), progress: newProgress(std.err, isTerminal(std.err)),
+		log: slog.New(slog.NewTextHandler(std.err, nil)),
 	}
 	if err := r.estimate(ctx, wanted); err != nil {
 		return err
@@ -313,6 +315,7 @@ type rebuild struct {
 
 	mu  sync.Mutex
 	pos map[int32]pipeline.RestoreProgress // latest report per partition
+	log *slog.Logger                       // why a restore waits, when it waits long
 }
 
 // estimate guesses how many changelog offsets each partition has to read,
@@ -381,7 +384,7 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 				r.mu.Lock()
 				r.pos[p] = st
 				r.mu.Unlock()
-			})
+			}, r.log)
 			if err != nil {
 				errs[i] = fmt.Errorf("restore partition %d of %s: %w", p, r.changelog, err)
 				return
