@@ -149,9 +149,23 @@ func main() {
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "sponsor %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+		code := 1
+		if ee, ok := errors.AsType[*exitError](err); ok {
+			code = ee.code
+		}
+		os.Exit(code)
 	}
 }
+
+// exitError is an error with an exit status other than 1, for a command
+// whose status tells a script more than success or failure (explain).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // pipelineFlags are the flags shared by run and dev.
 type pipelineFlags struct {
