@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +67,7 @@ func cmdDev(ctx context.Context, args []string) error {
 
 	f.cfg.Brokers = stack.Brokers
 	f.cfg.Registry = stack.RegistryURL
-	f.cfg.StateDir = filepath.Join(dataDir, "state")
+	f.cfg.StateDir = devStateDir(dataDir)
 	f.cfg.CreateTopics = true
 	f.cfg.Partitions = int32(parts)
 	r, err := pipeline.New(f.cfg)
