@@ -155,6 +155,11 @@ func TestProduceCampaignsAndErrors(t *testing.T) {
 	if err != nil || out != string(want)+"\n" {
 		t.Errorf("tail campaigns --values = %q, %v; want %s", out, err, want)
 	}
+	// A CANCEL as the README writes it: the campaign and its business.
+	cancel := `{"campaign_id":"c1","business_id":"b1","action":"CANCEL"}`
+	if out, stderr, err := runCmd(t, cmdProduce, cancel+"\n", append([]string{"campaigns"}, conn...)...); err != nil || out != "wrote 1 record to campaigns in one transaction\n" {
+		t.Errorf("produce a CANCEL with only campaign_id and business_id: %q, %q, %v", out, stderr, err)
+	}
 	for _, args := range [][]string{{"inbox"}, {}, {"interactions", "a", "b"}} {
 		if _, _, err := runCmd(t, cmdProduce, "", append(args, conn...)...); err == nil {
 			t.Errorf("produce %v: no error", args)

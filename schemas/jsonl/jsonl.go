@@ -21,7 +21,12 @@
 // before send_at, a non-user-initiated audience kind) are errors that name
 // the field. Only "audience" (empty: every contact) and the message's
 // "cta_label" and "cta_url" (null) may be left out; "business_id" may be
-// left out (empty) for USER_ERASED.
+// left out (empty) for USER_ERASED. A CANCEL needs only "campaign_id",
+// "business_id" and "action": the pipeline reads nothing else of it, and
+// what the schema requires is filled (send_at and expires_at at the Unix
+// epoch, an empty message):
+//
+//	{"campaign_id":"camp-1","business_id":"biz-1","action":"CANCEL"}
 //
 // It does no I/O beyond the reader it is given and knows nothing of Kafka.
 package jsonl
@@ -187,6 +192,23 @@ func UnmarshalCampaign(b []byte) (schemas.Campaign, error) {
 	v.BusinessID = o.str("business_id", true)
 	action, _ := o.enum("action", actions)
 	v.Action = schemas.CampaignAction(action)
+	if v.Action == schemas.Cancel {
+		// A CANCEL names a campaign and its business; the pipeline reads
+		// nothing else of it. What the schema still requires is filled:
+		// times at the Unix epoch, an empty message.
+		v.SendAt, v.ExpiresAt = time.UnixMilli(0).UTC(), time.UnixMilli(0).UTC()
+		if o.present("send_at") {
+			v.SendAt = o.timestamp("send_at")
+		}
+		if o.present("expires_at") {
+			v.ExpiresAt = o.timestamp("expires_at")
+		}
+		if o.present("message") {
+			v.Message = o.message("message")
+		}
+		o.array("audience")
+		return v, o.finish()
+	}
 	v.SendAt = o.timestamp("send_at")
 	v.ExpiresAt = o.timestamp("expires_at")
 	if !v.SendAt.IsZero() && !v.ExpiresAt.IsZero() && v.ExpiresAt.Before(v.SendAt) {
@@ -349,6 +371,16 @@ func (o *object) str(name string, nonEmpty bool) string {
 		o.fail(name, "empty (the pipeline rejects the record)")
 	}
 	return s
+}
+
+// present reports whether the object has field name; a missing one counts
+// as read.
+func (o *object) present(name string) bool {
+	_, ok := o.fields[name]
+	if !ok {
+		o.used[name] = true
+	}
+	return ok
 }
 
 // optStr returns a string field that may be missing (empty).
