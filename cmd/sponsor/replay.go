@@ -24,7 +24,10 @@ Moves a consumer group's offsets on interactions back: to the start, to the
 first record written at or after TIME (RFC 3339), or back by DURATION (e.g.
 6h). It prints the plan (per partition: committed offset, target, end,
 records to read again) and changes nothing unless --yes is given. It refuses
-while instances of the group run: stop them first (SIGTERM).
+--yes while instances of the group run: stop them first (SIGTERM).
+
+Exit status: 0 the plan was printed (whether instances run or not) or
+applied; 1 an error, or --yes refused.
 
 On the pipeline's own group a replay re-reads and never re-decides: each
 transaction commits the offsets with the state, so on restart a task skips
@@ -128,7 +131,12 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 	}
 	if plan.Running() {
 		fmt.Fprintf(std.out, "Group %s has %d member(s) running: %s\n", plan.Group, len(plan.Members), strings.Join(plan.Members, ", "))
-		return fmt.Errorf("%w: stop every instance (SIGTERM) first", replay.ErrRunning)
+		if !yes {
+			// The plan is what was asked for: not an error.
+			fmt.Fprintln(std.out, "Nothing changed: --yes is refused until every instance of the group is stopped (SIGTERM).")
+			return nil
+		}
+		return fmt.Errorf("%w: stop every instance (SIGTERM) first; nothing changed", replay.ErrRunning)
 	}
 	if !yes {
 		fmt.Fprintln(std.out, "Nothing changed: run again with --yes to apply.")
