@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,6 +35,24 @@ func TestDevAfterShadowReplay(t *testing.T) {
 
 	dev := startProc(t, "dev", devArgs, logDir, 1)
 	waitReadyz(t, dev, devHTTP, 60*time.Second)
+	// The banner lists every topic and every endpoint of --http.
+	banner, err := os.ReadFile(dev.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"topics    interactions campaigns inbox deadletter decisions sponsor-state-changelog",
+		"http      /metrics, /healthz, /readyz and /state/user",
+		"serving /metrics, /healthz, /readyz and /state/user",
+		"state: " + filepath.Join(data, "state"),
+	} {
+		if !strings.Contains(string(banner), want) {
+			t.Errorf("sponsor dev's output has no %q:\n%s", want, banner)
+		}
+	}
+	if out, _ := exec.Command(sponsorBinary(t), "run", "--help").CombinedOutput(); !strings.Contains(string(out), "/readyz and /state/user endpoints") {
+		t.Errorf("sponsor run --help does not name /state/user under --http:\n%s", out)
+	}
 
 	if out, _, err := stateCLI(t, "replay", "--shadow", "x", "--to-start", "--yes", "--brokers", brokers, "--registry", registry); err != nil {
 		t.Fatalf("replay --shadow x --to-start --yes: %v\n%s", err, out)

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,13 +81,16 @@ func cmdDev(ctx context.Context, args []string) error {
   sponsor dev: embedded Kafka and schema registry
     kafka     %s
     registry  %s
-    data      %s
-    topics    %s %s %s %s %s
+    data      %s (state: %s)
+    topics    %s
+    http      %s on %s
 
   Watch the inbox:  kcat -b %s -C -t %s -X isolation.level=read_committed -f '%%k %%h\n'
+                    (keys and headers only: Debian's kcat has no Avro; decoded: sponsor tail inbox --follow)
 
-`, strings.Join(stack.Brokers, ","), stack.RegistryURL, dataDir,
-		names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Changelog,
+`, strings.Join(stack.Brokers, ","), stack.RegistryURL, dataDir, f.cfg.StateDir,
+		strings.Join(slices.DeleteFunc([]string{names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Decisions, names.Changelog}, func(n string) bool { return n == "" }), " "),
+		httpEndpoints, cmp.Or(f.httpAddr, "(off)"),
 		stack.Brokers[0], names.Inbox)
 
 	ctx, cancel := context.WithCancel(ctx)

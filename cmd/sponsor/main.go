@@ -185,7 +185,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.BoolVar(&f.cfg.StaticMembership, "static", false, "join as a static group member with the instance id (a quick restart does not rebalance)")
 	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
 	fs.StringVar(&f.cfg.Shadow, "shadow", "", "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
-	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the /metrics, /healthz and /readyz endpoints (empty: off; 127.0.0.1:0 picks a free port)")
+	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the "+httpEndpoints+" endpoints (empty: off; 127.0.0.1:0 picks a free port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.IntVar(&f.userCap, "user-cap", 0, "at most this many sponsored messages per user across businesses in any 24 hours (0: off)")
@@ -286,6 +286,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	return runWithHTTP(ctx, r, f.httpAddr, log)
 }
 
+// httpEndpoints are what --http serves (pipeline.Runner.Handler).
+const httpEndpoints = "/metrics, /healthz, /readyz and /state/user"
+
 // runWithHTTP runs r and serves its endpoints on addr.
 func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog.Logger) error {
 	if addr != "" {
@@ -301,7 +304,7 @@ func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog
 		srv := &http.Server{Handler: r.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
-		log.Info("serving /metrics, /healthz, /readyz", "addr", "http://"+ln.Addr().String())
+		log.Info("serving "+httpEndpoints, "addr", "http://"+ln.Addr().String())
 	}
 	return r.Run(ctx)
 }
