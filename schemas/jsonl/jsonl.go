@@ -220,10 +220,7 @@ func UnmarshalCampaign(b []byte) (schemas.Campaign, error) {
 			continue
 		}
 		kind, _ := r.enum("kind", schemas.InteractionKinds[:schemas.BotCTAClick+1])
-		days := r.int32("within_days")
-		if days < 0 {
-			r.fail("within_days", "negative: %d (0 means ever)", days)
-		}
+		days := r.days("within_days")
 		r.finish()
 		v.Audience = append(v.Audience, schemas.AudienceRule{Kind: schemas.InteractionKind(kind), WithinDays: days})
 	}
@@ -426,16 +423,19 @@ func (o *object) enum(name string, symbols []string) (int, bool) {
 	return i, true
 }
 
-// int32 returns an int field.
-func (o *object) int32(name string) int32 {
+// days returns a within_days field: an int from 0 (ever) up.
+func (o *object) days(name string) int32 {
 	raw, ok := o.get(name)
 	if !ok {
 		return 0
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 32)
 	if err != nil {
-		o.fail(name, "want an integer from %d to %d, got %s", math.MinInt32, math.MaxInt32, describe(raw))
+		o.fail(name, "want an integer from 0 (ever) to %d, got %s", math.MaxInt32, describe(raw))
 		return 0
+	}
+	if n < 0 {
+		o.fail(name, "negative: %d (0 means ever)", n)
 	}
 	return int32(n)
 }
@@ -462,6 +462,10 @@ func (o *object) timestamp(name string) time.Time {
 			o.fail(name, "%q is finer than a millisecond (timestamp-millis)", s)
 			return time.Time{}
 		}
+		if t.Before(time.Unix(0, 0)) {
+			o.fail(name, "%q is before the Unix epoch (1970-01-01T00:00:00Z)", s)
+			return time.Time{}
+		}
 		if ms := t.UnixMilli(); time.UnixMilli(ms).Equal(t) {
 			return time.UnixMilli(ms).UTC()
 		}
@@ -471,6 +475,10 @@ func (o *object) timestamp(name string) time.Time {
 	ms, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
 		o.fail(name, "want an RFC 3339 time or integer epoch milliseconds, got %s", describe(raw))
+		return time.Time{}
+	}
+	if ms < 0 {
+		o.fail(name, "%d is before the Unix epoch (1970-01-01T00:00:00Z)", ms)
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()

@@ -176,6 +176,8 @@ func TestUnmarshalRejects(t *testing.T) {
 			"field business_id: must be empty for USER_ERASED, got \"b\"",
 			"field occurred_at: \"2025-06-01T12:00:00.000001Z\" is finer than a millisecond (timestamp-millis)",
 		}},
+		{false, `{"event_id":"e","user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":-5}`, []string{"field occurred_at: -5 is before the Unix epoch (1970-01-01T00:00:00Z)"}},
+		{false, `{"event_id":"e","user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":"1969-12-31T23:59:59Z"}`, []string{"field occurred_at: \"1969-12-31T23:59:59Z\" is before the Unix epoch (1970-01-01T00:00:00Z)"}},
 		{false, `{"event_id":null,"user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":"2025-06-01T12:00:00Z"}`, []string{"field event_id: null, want a value"}},
 		{true, `{` + goodCamp + `}`, []string{"field message: missing"}},
 		{true, `{"campaign_id":"c","action":"CANCEL","extra":1}`, []string{"field business_id: missing", "field extra: unknown field"}},
@@ -197,7 +199,7 @@ func TestUnmarshalRejects(t *testing.T) {
 			"field message.color: unknown field",
 		}},
 		{true, `{` + goodCamp + `,"audience":[{"kind":"USER_MESSAGE","within_days":3000000000}],"message":"hi"}`, []string{
-			"field audience[0].within_days: want an integer from -2147483648 to 2147483647, got 3000000000",
+			"field audience[0].within_days: want an integer from 0 (ever) to 2147483647, got 3000000000",
 			"field message: want a JSON object, got a string",
 		}},
 	} {
