@@ -74,7 +74,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	f.cfg.Partitions = int32(parts)
 	r, err := pipeline.New(f.cfg)
 	if err != nil {
-		return err
+		return flagNames(fs, &f.cfg, err)
 	}
 	names := r.Names()
 	fmt.Printf(`

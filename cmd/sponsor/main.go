@@ -271,7 +271,7 @@ func runFlags(name string, args []string) (*flag.FlagSet, *pipelineFlags, error)
 }
 
 func cmdRun(ctx context.Context, args []string) error {
-	_, f, err := runFlags("sponsor run", args)
+	fs, f, err := runFlags("sponsor run", args)
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	r, err := pipeline.New(f.cfg)
 	if err != nil {
-		return err
+		return flagNames(fs, &f.cfg, err)
 	}
 	return runWithHTTP(ctx, r, f.httpAddr, log)
 }
