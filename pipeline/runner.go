@@ -49,6 +49,9 @@ type Runner struct {
 	env    *env
 
 	tasks map[int32]*task // owned by the loop goroutine
+	// firing holds the campaigns whose fan-out finished on some partitions
+	// of the instance and not yet on all; owned by the loop goroutine.
+	firing map[string]*campaignFiring
 
 	// Handed over by the group's callbacks, taken by the loop.
 	handMu   sync.Mutex

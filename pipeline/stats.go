@@ -16,13 +16,18 @@ import (
 // move after the transaction that did the work committed. Safe for
 // concurrent use.
 type Stats struct {
-	Interactions   atomic.Int64
-	CampaignsSeen  atomic.Int64
+	Interactions  atomic.Int64
+	CampaignsSeen atomic.Int64
+	// CampaignsFired counts fan-outs finished, one per campaign and
+	// partition (a campaign on 6 partitions counts 6).
 	CampaignsFired atomic.Int64
-	Decisions      [8]atomic.Int64 // by policy.Reason; index 0 = delivered
-	DeadLetters    atomic.Int64    // in total; by reason: DeadLettersByReason
-	Transactions   atomic.Int64
-	Aborts         atomic.Int64
+	// Campaigns counts the campaigns whose fan-out finished on every
+	// partition of the instance: each campaign once.
+	Campaigns    atomic.Int64
+	Decisions    [8]atomic.Int64 // by policy.Reason; index 0 = delivered
+	DeadLetters  atomic.Int64    // in total; by reason: DeadLettersByReason
+	Transactions atomic.Int64
+	Aborts       atomic.Int64
 	// ProducerResets counts the new producer epochs taken after the
 	// transactional producer was found fenced or otherwise unusable.
 	ProducerResets  atomic.Int64
@@ -155,8 +160,8 @@ type counts struct {
 	decisions                                                [8]int64
 	deadLetterReasons                                        map[string]int64
 	// candidates counts, per campaign, the users the transaction's part
-	// of its fan-out decided about.
-	candidates map[string]int64
+	// of its fan-out decided about; delivered, those delivered.
+	candidates, delivered map[string]int64
 }
 
 // deadLetter counts one dead letter of reason.
@@ -220,6 +225,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_interactions_total", "Interactions processed (committed).", &s.Interactions),
 		counter("sponsor_campaign_records_total", "Campaign records read by tasks (committed), summed over tasks.", &s.CampaignsSeen),
 		counter("sponsor_campaigns_fired_total", "Campaign fan-outs finished, summed over tasks.", &s.CampaignsFired),
+		counter("sponsor_campaigns_completed_total", "Campaigns whose fan-out finished on every partition the instance owns, each campaign once.", &s.Campaigns),
 		deadLetterCollector{s, prometheus.NewDesc("sponsor_deadletters_total",
 			"Records sent to the dead-letter topic (committed), by the reason in their sponsor.errors.reason header.", []string{"reason"}, nil)},
 		counter("sponsor_transactions_total", "Transactions committed.", &s.Transactions),

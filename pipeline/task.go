@@ -66,8 +66,17 @@ type task struct {
 // fanoutTally is a fan-out in progress: when the task started it and how
 // many candidates its committed chunks decided about.
 type fanoutTally struct {
-	start      time.Time
-	candidates int64
+	start                 time.Time
+	candidates, delivered int64
+}
+
+// finishedFanout is a campaign's fan-out that a task finished in a
+// committed transaction: its partition's totals.
+type finishedFanout struct {
+	campaign              string
+	partition             int32
+	candidates, delivered int64
+	start                 time.Time
 }
 
 // env is what tasks share: read-only after start.
@@ -254,6 +263,12 @@ func (t *task) fanout() (bool, error) {
 			reason := t.env.policy.Decide(contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
 			candidates++
+			if reason == policy.Delivered {
+				if t.counts.delivered == nil {
+					t.counts.delivered = map[string]int64{}
+				}
+				t.counts.delivered[c.Campaign.ID]++
+			}
 			if t.env.names.Decisions == "" && reason != policy.Delivered {
 				return nil
 			}
@@ -309,20 +324,27 @@ func (t *task) fanout() (bool, error) {
 }
 
 // committed adds the counts of the task's part of a transaction to s once
-// the transaction committed, and records the fan-outs it finished.
-func (t *task) committed(s *Stats) {
+// the transaction committed, records the fan-outs it finished and returns
+// them.
+func (t *task) committed(s *Stats) []finishedFanout {
 	for id, n := range t.counts.candidates {
 		if f := t.fanning[id]; f != nil {
 			f.candidates += n
+			f.delivered += t.counts.delivered[id]
 		}
 	}
+	var done []finishedFanout
 	for _, id := range t.fired {
+		ff := finishedFanout{campaign: id, partition: t.p, start: time.Now()}
 		if f := t.fanning[id]; f != nil {
 			s.observeFanout(f.candidates, time.Since(f.start))
+			ff.candidates, ff.delivered, ff.start = f.candidates, f.delivered, f.start
 			delete(t.fanning, id)
 		}
+		done = append(done, ff)
 	}
 	s.add(&t.counts)
+	return done
 }
 
 // key returns a copy of user in the task's arena, for record keys.

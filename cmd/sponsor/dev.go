@@ -212,6 +212,6 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 			}
 		}
 		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d\n",
-			st.Interactions.Load(), st.CampaignsFired.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load())
+			st.Interactions.Load(), st.Campaigns.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load())
 	}
 }
