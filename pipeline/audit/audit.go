@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
@@ -756,4 +757,46 @@ func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string)
 	slices.SortFunc(rep.OnlyShadow, order)
 	slices.SortFunc(rep.ChangedExamples, order)
 	return rep, nil
+}
+
+// GroupLag returns, per partition of cfg.Names.Interactions, how many
+// interactions group has not processed yet: the partition's last stable
+// offset minus the group's committed offset (minus its start offset when the
+// group committed none there). A run whose lag is not zero everywhere has
+// not decided everything its inputs hold: a Diff taken then is partial.
+func GroupLag(ctx context.Context, cfg Config, group string) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := cfg.Names.Interactions
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("start offsets of %s: %w", topic, err)
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, fmt.Errorf("offsets of group %s: %w", group, err)
+	}
+	lag := map[int32]int64{}
+	ends.Each(func(e kadm.ListedOffset) {
+		from := int64(0)
+		if s, ok := starts.Lookup(topic, e.Partition); ok {
+			from = s.Offset
+		}
+		if o, ok := committed.Lookup(topic, e.Partition); ok && o.Err == nil && o.At >= 0 {
+			from = max(from, o.At)
+		}
+		lag[e.Partition] = max(0, e.Offset-from)
+	})
+	return lag, nil
 }
