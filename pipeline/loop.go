@@ -312,6 +312,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		r.campaignsFired(t.committed(&r.stats))
 	}
 	r.campaignsDone()
+	r.fanoutProgress()
 	r.syncPauses()
 	return nil
 }
@@ -660,5 +661,33 @@ func (r *Runner) campaignsDone() {
 			"delivered", c.delivered, "took", time.Since(c.start).Round(time.Millisecond))
 		r.stats.Campaigns.Add(1)
 		delete(r.firing, id)
+	}
+}
+
+// fanoutProgress publishes the fan-outs in progress on the instance's tasks
+// (Stats.Fanouts), summed by campaign.
+func (r *Runner) fanoutProgress() {
+	var fs []FanoutProgress
+	at := map[string]int{}
+	for _, t := range r.tasks {
+		for id, f := range t.fanning {
+			i, ok := at[id]
+			if !ok {
+				i = len(fs)
+				at[id] = i
+				fs = append(fs, FanoutProgress{Campaign: id, Business: f.business, Started: f.start})
+			}
+			p := &fs[i]
+			p.Partitions++
+			p.Contacts += f.contacts
+			p.Visited += f.visited
+			p.Decided += f.candidates
+			if f.start.Before(p.Started) {
+				p.Started = f.start
+			}
+		}
+	}
+	if len(fs) > 0 || len(r.stats.Fanouts()) > 0 {
+		r.stats.setFanouts(fs)
 	}
 }

@@ -68,6 +68,11 @@ type task struct {
 type fanoutTally struct {
 	start                 time.Time
 	candidates, delivered int64
+	// contacts is the business's contacts on the partition when the
+	// fan-out started (from its cursor, when resumed); visited, those the
+	// committed chunks went over (candidates or not).
+	contacts, visited int64
+	business          string
 }
 
 // finishedFanout is a campaign's fan-out that a task finished in a
@@ -236,7 +241,14 @@ func (t *task) fanout() (bool, error) {
 			if t.fanning == nil {
 				t.fanning = map[string]*fanoutTally{}
 			}
-			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now()}
+			// The business's contacts here: how far the fan-out has to go,
+			// for its progress (sponsor_fanout_contacts). A fan-out
+			// resumed after a restart counts the rest from its cursor on.
+			total, err := t.batch.CountContacts(c.Campaign.Business, c.Cursor)
+			if err != nil {
+				return false, fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
+			}
+			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: total, business: c.Campaign.Business}
 		}
 		var candidates int64
 		var rec policy.Recipient
@@ -244,6 +256,10 @@ func (t *task) fanout() (bool, error) {
 		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact) error {
 			t.budget--
+			if t.counts.visited == nil {
+				t.counts.visited = map[string]int64{}
+			}
+			t.counts.visited[c.Campaign.ID]++
 			if t.env.policy.ContactExpired(contact, c.FireAt) {
 				// Forgotten as of the send time, whether or not a sweep
 				// has deleted it yet: not a candidate, as if swept, so
@@ -331,6 +347,11 @@ func (t *task) committed(s *Stats) []finishedFanout {
 		if f := t.fanning[id]; f != nil {
 			f.candidates += n
 			f.delivered += t.counts.delivered[id]
+		}
+	}
+	for id, n := range t.counts.visited {
+		if f := t.fanning[id]; f != nil {
+			f.visited += n
 		}
 	}
 	var done []finishedFanout

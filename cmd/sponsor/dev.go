@@ -211,7 +211,11 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 				sup = append(sup, fmt.Sprintf("%s=%d", reason, n))
 			}
 		}
-		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d\n",
-			st.Interactions.Load(), st.Campaigns.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load())
+		var fanning string
+		for _, f := range st.Fanouts() {
+			fanning += fmt.Sprintf("  fanning out %s %d/%d", f.Campaign, f.Visited, f.Contacts)
+		}
+		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d%s\n",
+			st.Interactions.Load(), st.Campaigns.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load(), fanning)
 	}
 }
