@@ -136,3 +136,53 @@ func registrySubjects(t *testing.T, registry string) []string {
 	return subjects
 }
 
+
+// TestDevWithoutPipeline: `sponsor dev --no-pipeline` runs the embedded
+// Kafka and registry with the topics and schemas and no pipeline, so that
+// an SRE rehearses on a laptop what production needs: start `sponsor run`
+// against it, stop it, and replay with --yes (refused while the group has
+// members, hence impossible against plain `sponsor dev`).
+func TestDevWithoutPipeline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the binary; skipped in -short mode")
+	}
+	data, logDir := t.TempDir(), t.TempDir()
+	kafkaPort, registryPort, runHTTP := freePort(t), freePort(t), freePort(t)
+	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
+	registry := fmt.Sprintf("http://127.0.0.1:%d", registryPort)
+	dev := startProc(t, "dev", []string{"dev", "--no-pipeline", "--data", data, "--kafka-port", fmt.Sprint(kafkaPort),
+		"--registry-port", fmt.Sprint(registryPort), "--partitions", "2"}, logDir, 1)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(dev.log)
+		if strings.Contains(string(b), "sponsor run --brokers "+brokers) {
+			break
+		}
+		if err := dev.exited(); err != nil || time.Now().After(deadline) {
+			dumpTail(t, dev.log, 30)
+			t.Fatalf("sponsor dev --no-pipeline did not print how to run the pipeline: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if subjects := registrySubjects(t, registry); !slices.Contains(subjects, "interactions-value") || !slices.Contains(subjects, "inbox-value") {
+		t.Errorf("subjects %v: want the schemas registered", subjects)
+	}
+
+	run := startProc(t, "run", []string{"run", "--brokers", brokers, "--registry", registry, "--state-dir", filepath.Join(data, "state"),
+		"--http", fmt.Sprintf("127.0.0.1:%d", runHTTP)}, logDir, 2)
+	waitReadyz(t, run, runHTTP, 60*time.Second)
+	run.term(t)
+	// The group keeps a static member for the session timeout (none here:
+	// not --static), so --yes may take a moment to be accepted.
+	for {
+		out, _, err := stateCLI(t, "replay", "--to-start", "--yes", "--brokers", brokers, "--registry", registry)
+		if err == nil && strings.Contains(out, "Applied") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replay --yes after the pipeline stopped: %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	dev.term(t)
+}
