@@ -1,7 +1,7 @@
 // Command sponsor runs the sponsored-messages pipeline.
 //
 //	sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [--group NAME] [--http ADDR]
-//	sponsor dev [--demo] [--data DIR]
+//	sponsor dev [--demo | --no-pipeline] [--data DIR]
 //	sponsor produce interactions|campaigns --brokers ... --registry URL [FILE|-]
 //	sponsor gen --brokers ... --registry URL --count N | --rate R [--duration D]
 //	sponsor schemas check FILE.avsc [--against interactions|campaigns]
@@ -53,10 +53,11 @@ blocked or opted out).
 Usage:
   sponsor run  --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]
                run the pipeline against an existing Kafka cluster
-  sponsor dev  [--demo] [--data DIR] [flags]
+  sponsor dev  [--demo | --no-pipeline] [--data DIR] [flags]
                start an in-process Kafka and schema registry, the topics and
                the pipeline; --demo also feeds a synthetic workload and prints
-               live counters and a few delivered messages
+               live counters and a few delivered messages; --no-pipeline
+               starts no pipeline (run 'sponsor run' against it yourself)
 
 Tools (every tool takes --brokers, --registry and the security flags of run:
 --tls*, --sasl-*, --registry-user, --registry-token..., as flags or SPONSOR_*):
