@@ -180,7 +180,7 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 		if status != "" {
 			out["campaign_status"] = status
 		}
-		if ex.State == nil {
+		if ex.StateNote != "" {
 			out["state_note"] = ex.StateNote
 		}
 		if ex.Decision != nil {

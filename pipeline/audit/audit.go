@@ -303,8 +303,12 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 	if err != nil {
 		return nil, err
 	}
-	if err := readPartitionState(ctx, r, ex); err != nil {
-		return nil, err
+	// The state explains a missing decision and a NO_CONTACT one; reading
+	// it costs a scan of the partition's changelog, so only then.
+	if ex.Decision == nil && ex.Launch != nil || ex.Decision != nil && ex.Decision.Outcome == schemas.NoContact {
+		if err := readPartitionState(ctx, r, ex); err != nil {
+			return nil, err
+		}
 	}
 	ex.Verdict, ex.Consistent = verdict(ex)
 	return ex, nil
@@ -413,7 +417,7 @@ func verdict(ex *Explanation) (string, bool) {
 	}
 	st := ex.State
 	if st == nil {
-		// The changelog could not be read: what the topics say.
+		// The changelog was not found: what the topics say.
 		if ex.OthersDecided > 0 {
 			return fmt.Sprintf("no decision about this user: the campaign fired on partition %d (%d decisions about other users), but the user was not among the business's contacts there (%s)", ex.Partition, ex.OthersDecided, ex.StateNote), true
 		}
