@@ -13,14 +13,14 @@ run: build
 build:
 	$(GO) build -o $(BIN) ./cmd/sponsor
 
-## test: every test, on the in-process Kafka (no Java needed)
+## test: every test, on the in-process Kafka (no Java needed); lists the tests it skipped and how to run them
 test:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 15m -json ./... | $(GO) run ./tools/testsummary
 
 ## test-short: the quick tests only
 test-short:
-	$(GO) test -short -count=1 ./...
+	$(GO) test -short -count=1 -json ./... | $(GO) run ./tools/testsummary
 
 ## test-kafka: the end-to-end suite against a real Apache Kafka started by deploy/kafka
 test-kafka: kafka-up

@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sponsored/sponsor/schemas"
 )
 
 // TestReportAndExplain runs the pipeline on a scenario, then the `sponsor
@@ -117,9 +120,19 @@ func TestReportAndExplain(t *testing.T) {
 			picked[outcomes[k]] = k
 		}
 	}
+	explain := func(campaign, user string) ([]byte, int, error) {
+		out, err := run("explain", "--campaign", campaign, "--user", user, "--group", c.group, "--json")
+		if ee, ok := errors.AsType[*cmdError](err); ok {
+			if xe, ok := errors.AsType[*exec.ExitError](ee.err); ok {
+				return out, xe.ExitCode(), err
+			}
+		}
+		return out, 0, err
+	}
 	for why, k := range picked {
-		out, err := run("explain", "--campaign", k.Campaign, "--user", k.User, "--json")
-		if err != nil {
+		out, code, err := explain(k.Campaign, k.User)
+		noDecision := why == outStranger || why == outRetention
+		if err != nil && !(noDecision && code == 4) {
 			t.Errorf("explain %v (%s): %v", k, why, err)
 			continue
 		}
@@ -139,11 +152,18 @@ func TestReportAndExplain(t *testing.T) {
 			t.Errorf("explain %v: inconsistent: %s", k, ex.Verdict)
 		case delivered != (ex.Inbox != nil):
 			t.Errorf("explain %v (%s): inbox %s, want a delivery %v", k, why, ex.Inbox, delivered)
-		case why == outStranger || why == outRetention:
-			// No user-initiated interaction: no decision at all, or a
-			// NO_CONTACT one for a user in the index (a BLOCK alone).
+		case noDecision:
+			// No user-initiated interaction: no decision at all (exit 4),
+			// or a NO_CONTACT one for a user in the index (a BLOCK
+			// alone), each with the one cause the state shows.
 			if ex.Outcome != "" && ex.Outcome != "NO_CONTACT" || !strings.Contains(ex.Verdict, "NO_CONTACT") && !strings.Contains(ex.Verdict, "no decision") {
 				t.Errorf("explain %v (%s): %q %q, want no decision or NO_CONTACT", k, why, ex.Outcome, ex.Verdict)
+			}
+			if (ex.Outcome == "") != (code == 4) {
+				t.Errorf("explain %v (%s): outcome %q, exit %d; want exit 4 exactly when there is no decision", k, why, ex.Outcome, code)
+			}
+			if strings.Contains(ex.Verdict, ", or ") {
+				t.Errorf("explain %v (%s): %q lists several causes; the state shows one", k, why, ex.Verdict)
 			}
 		case ex.Outcome != wantOutcome:
 			t.Errorf("explain %v: outcome %q (%s), the oracle says %s", k, ex.Outcome, ex.Verdict, wantOutcome)
@@ -152,6 +172,35 @@ func TestReportAndExplain(t *testing.T) {
 	}
 	if len(picked) < 4 {
 		t.Errorf("the scenario gave only %d kinds of outcome to explain: %v", len(picked), picked)
+	}
+
+	// A campaign that does not exist, one that has not fired yet and one
+	// cancelled before it fired: explain says which, from the state of
+	// the user's partition, and exits 3 for the first, 4 for the others.
+	if out, code, err := explain("no-such-campaign", userID(1)); code != 3 || !strings.Contains(string(out), "no such campaign") {
+		t.Errorf("explain of an unknown campaign: exit %d (%v)\n%s\nwant exit 3, 'no such campaign'", code, err, out)
+	}
+	later := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	pending := schemas.Campaign{CampaignID: "later", BusinessID: businessID(0), Action: schemas.Launch, SendAt: later, ExpiresAt: later.Add(time.Hour), Message: schemas.Message{Text: "later"}}
+	cancelled := pending
+	cancelled.CampaignID = "cancelled"
+	cancel := cancelled
+	cancel.Action = schemas.Cancel
+	c.produce(t, c.campaignRecord(t, &pending), c.campaignRecord(t, &cancelled), c.campaignRecord(t, &cancel))
+	for id, says := range map[string]string{"later": "PENDING on partition", "cancelled": "CANCELLED on partition"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, code, err := explain(id, userID(1))
+			if code == 4 && strings.Contains(string(out), says) {
+				t.Logf("explain %s %s: %s", id, userID(1), out)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("explain %s: exit %d (%v)\n%s\nwant exit 4 and %q", id, code, err, out, says)
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -111,9 +113,61 @@ func TestFanoutPace(t *testing.T) {
 	sc := scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}
 	want, _ := expectedDeliveries(ins, sc.Campaigns, defaultOracle)
 	start := time.Now()
-	h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.FanoutChunk = 10 })
+	reg := prometheus.NewRegistry()
+	h := startRunnerMetrics(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.FanoutChunk = 10 }, reg)
+	// The fan-out's progress, sampled while it runs: Stats.Fanouts and the
+	// sponsor_fanout_* gauges say how far it is, of how many contacts.
+	var (
+		mid     pipeline.FanoutProgress // a sample taken mid-way
+		midSeen = make(chan struct{})
+		gauges  string
+	)
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			for _, f := range h.r.Stats().Fanouts() {
+				if f.Campaign == camp.CampaignID && f.Visited > 0 && f.Visited < f.Contacts && mid.Campaign == "" {
+					mid = f
+					if mfs, err := reg.Gather(); err == nil {
+						for _, mf := range mfs {
+							if strings.HasPrefix(mf.GetName(), "sponsor_fanout_") {
+								for _, m := range mf.GetMetric() {
+									gauges += fmt.Sprintf("%s %v\n", mf.GetName(), m.GetGauge().GetValue())
+								}
+							}
+						}
+					}
+					close(midSeen)
+				}
+			}
+		}
+	}()
 	c.waitSettled(t, campaignIDs(sc.Campaigns), 60*time.Second, h.alive)
+	close(stopSampling)
+	<-sampled
 	took := time.Since(start)
+	select {
+	case <-midSeen:
+		if mid.Contacts != 300 || mid.Partitions != 1 || mid.Decided > mid.Visited || mid.Business != camp.BusinessID {
+			t.Errorf("fan-out progress mid-way: %+v, want 300 contacts of %s on 1 partition, decided <= visited", mid, camp.BusinessID)
+		}
+		if !strings.Contains(gauges, "sponsor_fanout_contacts 300\n") || !strings.Contains(gauges, fmt.Sprintf("sponsor_fanout_contacts_visited %d\n", mid.Visited)) {
+			t.Errorf("the sponsor_fanout_* gauges mid-way:\n%s\nwant 300 contacts and %d visited", gauges, mid.Visited)
+		}
+		t.Logf("mid-way: %d of %d contacts visited, %d decided", mid.Visited, mid.Contacts, mid.Decided)
+	default:
+		t.Errorf("no sample of the fan-out in progress (Stats.Fanouts) while it ran")
+	}
+	if fs := h.r.Stats().Fanouts(); len(fs) != 0 {
+		t.Errorf("after the fan-out, Stats.Fanouts() = %+v, want none", fs)
+	}
 	rep := c.checkInbox(t, sc, want)
 	txns := h.r.Stats().Transactions.Load()
 	t.Logf("deliveries %d in %d transactions, %s (%s per transaction)", rep.Deliveries, txns, took.Round(time.Millisecond), (took / time.Duration(max(txns, 1))).Round(time.Millisecond))

@@ -293,11 +293,6 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		}
 		r.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", r.fanningOut())
 	}
-	for _, t := range tasks {
-		for _, id := range t.fired {
-			r.log.Info("campaign fired", "partition", t.p, "campaign", id)
-		}
-	}
 	// The transaction is durable: the state may move. Each task's batch is
 	// applied on a goroutine of its own while the next transaction runs;
 	// the task's next batch reads through it until it is in Pebble.
@@ -314,8 +309,10 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 			t.batch.Close()
 		}
 		t.batch = nil
-		t.committed(&r.stats)
+		r.campaignsFired(t.committed(&r.stats))
 	}
+	r.campaignsDone()
+	r.fanoutProgress()
 	r.syncPauses()
 	return nil
 }
@@ -612,4 +609,86 @@ func (r *Runner) fanningOut() bool {
 		}
 	}
 	return false
+}
+
+// campaignFiring is a campaign whose fan-out finished on some of the
+// instance's partitions: their partitions and totals so far.
+type campaignFiring struct {
+	partitions            []int32
+	candidates, delivered int64
+	start                 time.Time
+}
+
+// campaignsFired adds the fan-outs tasks finished in a committed
+// transaction to the campaigns firing on the instance.
+func (r *Runner) campaignsFired(done []finishedFanout) {
+	for _, f := range done {
+		if r.firing == nil {
+			r.firing = map[string]*campaignFiring{}
+		}
+		c := r.firing[f.campaign]
+		if c == nil {
+			c = &campaignFiring{start: f.start}
+			r.firing[f.campaign] = c
+		}
+		c.partitions = append(c.partitions, f.partition)
+		c.candidates += f.candidates
+		c.delivered += f.delivered
+		if f.start.Before(c.start) {
+			c.start = f.start
+		}
+	}
+}
+
+// campaignsDone logs once, and counts once, each campaign whose fan-out has
+// finished on every partition the instance owns (or that it no longer
+// fires anywhere here, its other partitions gone in a rebalance), with its
+// partitions and totals: one line per campaign and instance, not one per
+// partition.
+func (r *Runner) campaignsDone() {
+	for id, c := range r.firing {
+		busy := false
+		for _, t := range r.tasks {
+			if p := t.camps[id]; p != nil && !p.Status.Done() {
+				busy = true
+				break
+			}
+		}
+		if busy {
+			continue
+		}
+		slices.Sort(c.partitions)
+		r.log.Info("campaign fired", "campaign", id, "partitions", c.partitions, "decided", c.candidates,
+			"delivered", c.delivered, "took", time.Since(c.start).Round(time.Millisecond))
+		r.stats.Campaigns.Add(1)
+		delete(r.firing, id)
+	}
+}
+
+// fanoutProgress publishes the fan-outs in progress on the instance's tasks
+// (Stats.Fanouts), summed by campaign.
+func (r *Runner) fanoutProgress() {
+	var fs []FanoutProgress
+	at := map[string]int{}
+	for _, t := range r.tasks {
+		for id, f := range t.fanning {
+			i, ok := at[id]
+			if !ok {
+				i = len(fs)
+				at[id] = i
+				fs = append(fs, FanoutProgress{Campaign: id, Business: f.business, Started: f.start})
+			}
+			p := &fs[i]
+			p.Partitions++
+			p.Contacts += f.contacts
+			p.Visited += f.visited
+			p.Decided += f.candidates
+			if f.start.Before(p.Started) {
+				p.Started = f.start
+			}
+		}
+	}
+	if len(fs) > 0 || len(r.stats.Fanouts()) > 0 {
+		r.stats.setFanouts(fs)
+	}
 }

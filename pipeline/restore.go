@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -14,6 +15,11 @@ import (
 // restoreFlushEvery is how many changelog records go into one Pebble batch
 // while restoring.
 const restoreFlushEvery = 20000
+
+// slowRestoreWait is how long a restore waits (for a transaction to end,
+// for offsets, for its state to catch up with the group) before it logs
+// what it is waiting for.
+const slowRestoreWait = 3 * time.Second
 
 // RestoreProgress is where the restore of one changelog partition stands.
 type RestoreProgress struct {
@@ -34,9 +40,14 @@ type RestoreProgress struct {
 // last stable offset equals its high watermark), then reads to that end.
 // opts are the Kafka client options (seed brokers, security). progress, if
 // not nil, is called once the range to read is known and after each fetch.
-// It returns the number of changelog records applied.
-func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt, progress func(RestoreProgress)) (int64, error) {
-	start, end, err := settledEnd(ctx, adm, changelog, p)
+// It returns the number of changelog records applied. A wait longer than
+// slowRestoreWait (an open transaction, offsets unavailable) is logged on
+// log, with its reason; log may be nil.
+func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, opts []kgo.Opt, progress func(RestoreProgress), log *slog.Logger) (int64, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start, end, err := settledEnd(ctx, adm, changelog, p, log)
 	if err != nil {
 		return 0, err
 	}
@@ -116,11 +127,25 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 // offsets and the changelog records together, but its markers may reach the
 // changelog a moment after the group's offsets are readable. progress, if
 // not nil, is Restore's, for each pass.
-func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt, progress func(RestoreProgress)) (int64, state.Meta, error) {
+//
+// It does not wait when the changelog partition holds no record: no task
+// of the group committed the offset then (a replay or an offset reset did,
+// e.g. `sponsor replay --shadow NAME` before a shadow run's first start), and
+// no record will come to bring the state up to it; the task starts empty at
+// the committed offset.
+func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt, progress func(RestoreProgress), log *slog.Logger) (int64, state.Meta, error) {
 	var total int64
-	deadline := time.Now().Add(30 * time.Second)
+	began := time.Now()
+	deadline := began.Add(30 * time.Second)
+	logged := false
 	for {
-		n, err := Restore(ctx, adm, store, changelog, p, opts, progress)
+		var last RestoreProgress
+		n, err := Restore(ctx, adm, store, changelog, p, opts, func(rp RestoreProgress) {
+			last = rp
+			if progress != nil {
+				progress(rp)
+			}
+		}, log)
 		total += n
 		if err != nil {
 			return total, state.Meta{}, err
@@ -129,8 +154,28 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 		if err != nil {
 			return total, meta, err
 		}
-		if committed < 0 || meta.Input >= committed || time.Now().After(deadline) {
+		if committed < 0 || meta.Input >= committed {
 			return total, meta, nil
+		}
+		if meta.Input < 0 && last.From >= last.End {
+			msg, lvl := "changelog partition has no record: the task starts with an empty state at the group's committed offset (committed by a replay or an offset reset, not by a task)", slog.LevelInfo
+			if last.End > 0 {
+				// Records were there and are gone (deleted, or the
+				// retention of a non-compacted changelog).
+				msg, lvl = "changelog partition is empty but its offsets advanced (records deleted): the task starts with an empty state at the group's committed offset", slog.LevelWarn
+			}
+			log.Log(ctx, lvl, msg, "partition", p, "changelog", changelog, "changelog_start", last.From, "changelog_end", last.End, "committed", committed)
+			return total, meta, nil
+		}
+		if time.Now().After(deadline) {
+			log.Warn("restored state is behind the group's committed offset; starting at the state's offset", "partition", p,
+				"state_input_offset", meta.Input, "committed", committed, "waited", time.Since(began).Round(time.Millisecond))
+			return total, meta, nil
+		}
+		if !logged && time.Since(began) > slowRestoreWait {
+			logged = true
+			log.Info("restore waits for the changelog to reach the group's committed offset (the previous owner's last transaction)", "partition", p,
+				"state_input_offset", meta.Input, "committed", committed, "changelog_end", last.End, "gives_up_in", time.Until(deadline).Round(time.Second))
 		}
 		select {
 		case <-ctx.Done():
@@ -151,8 +196,16 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 // it would be missed. Waiting here costs nothing after a clean handover
 // (rebalances wait for the transaction in flight) and at most the
 // transaction timeout after a crash.
-func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32) (start, end int64, err error) {
+func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32, log *slog.Logger) (start, end int64, err error) {
 	var unavailable time.Time // when the offsets were first unavailable
+	began := time.Now()
+	logged := false
+	slow := func(msg string, args ...any) {
+		if !logged && time.Since(began) > slowRestoreWait {
+			logged = true
+			log.Info(msg, append([]any{"partition", p, "changelog", changelog, "waiting", time.Since(began).Round(time.Millisecond)}, args...)...)
+		}
+	}
 	// wait returns nil after a pause when err may pass (a broker down or
 	// restarting, a changelog Ensure has just created that is not yet in
 	// every broker's metadata), err once it lasted 30 s.
@@ -200,6 +253,7 @@ func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32
 		ho, ok3 := hwm.Lookup(changelog, p)
 		if !ok1 || !ok2 || !ok3 || so.Err != nil || lo.Err != nil || ho.Err != nil {
 			err := fmt.Errorf("changelog %s partition %d: offsets unavailable (start %v, stable %v, end %v)", changelog, p, so.Err, lo.Err, ho.Err)
+			slow("restore waits for the changelog's offsets", "err", err)
 			if err := wait(err); err != nil {
 				return 0, 0, err
 			}
@@ -208,6 +262,8 @@ func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32
 		if lo.Offset >= ho.Offset {
 			return so.Offset, lo.Offset, nil
 		}
+		slow("restore waits for a transaction open on the changelog to end (a crashed owner's ends when its transactional id is reused or its timeout passes)",
+			"stable_offset", lo.Offset, "end", ho.Offset)
 		select {
 		case <-ctx.Done():
 			return 0, 0, fmt.Errorf("changelog %s partition %d: a transaction is still open at offset %d (end %d): %w", changelog, p, lo.Offset, ho.Offset, ctx.Err())

@@ -49,6 +49,9 @@ type Runner struct {
 	env    *env
 
 	tasks map[int32]*task // owned by the loop goroutine
+	// firing holds the campaigns whose fan-out finished on some partitions
+	// of the instance and not yet on all; owned by the loop goroutine.
+	firing map[string]*campaignFiring
 
 	// Handed over by the group's callbacks, taken by the loop.
 	handMu   sync.Mutex
@@ -505,7 +508,7 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			var n int64
 			var err error
 			if !r.cfg.UnsafeNoTransactions {
-				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress)
+				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress, r.log)
 			}
 			if err != nil {
 				results <- result{p: p, err: err}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,11 +18,16 @@ import (
 // move after the transaction that did the work committed. Safe for
 // concurrent use.
 type Stats struct {
-	Interactions   atomic.Int64
-	CampaignsSeen  atomic.Int64
+	Interactions  atomic.Int64
+	CampaignsSeen atomic.Int64
+	// CampaignsFired counts fan-outs finished, one per campaign and
+	// partition (a campaign on 6 partitions counts 6).
 	CampaignsFired atomic.Int64
-	Decisions      [8]atomic.Int64 // by policy.Reason; index 0 = delivered
-	DeadLetters    atomic.Int64    // in total; by reason: DeadLettersByReason
+	// Campaigns counts the campaigns whose fan-out finished on every
+	// partition of the instance: each campaign once.
+	Campaigns   atomic.Int64
+	Decisions   [8]atomic.Int64 // by policy.Reason; index 0 = delivered
+	DeadLetters atomic.Int64    // in total; by reason: DeadLettersByReason
 	// Late counts, by schemas.InteractionKind, the interactions that
 	// arrived behind the watermark (more than the grace behind the stream
 	// time): applied for later campaigns, too late for those already fired.
@@ -52,6 +58,7 @@ type Stats struct {
 	restoreSeconds prometheus.Histogram
 
 	mu          sync.Mutex
+	fanouts     []FanoutProgress // in progress on the instance, by campaign
 	lag         map[int32]int64  // interactions not yet processed, per owned partition
 	deadLetters map[string]int64 // by reason
 	remaining   map[int32]int64  // changelog records left to read, per partition restoring
@@ -171,8 +178,9 @@ type counts struct {
 	decisions                                                [8]int64
 	deadLetterReasons                                        map[string]int64
 	// candidates counts, per campaign, the users the transaction's part
-	// of its fan-out decided about.
-	candidates map[string]int64
+	// of its fan-out decided about; delivered, those delivered; visited,
+	// the contacts it went over.
+	candidates, delivered, visited map[string]int64
 }
 
 // deadLetter counts one dead letter of reason.
@@ -245,6 +253,8 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_interactions_total", "Interactions processed (committed).", &s.Interactions),
 		counter("sponsor_campaign_records_total", "Campaign records read by tasks (committed), summed over tasks.", &s.CampaignsSeen),
 		counter("sponsor_campaigns_fired_total", "Campaign fan-outs finished, summed over tasks.", &s.CampaignsFired),
+		fanoutCollector{s},
+		counter("sponsor_campaigns_completed_total", "Campaigns whose fan-out finished on every partition the instance owns, each campaign once.", &s.Campaigns),
 		deadLetterCollector{s, prometheus.NewDesc("sponsor_deadletters_total",
 			"Records sent to the dead-letter topic (committed), by the reason in their sponsor.errors.reason header.", []string{"reason"}, nil)},
 		counter("sponsor_transactions_total", "Transactions committed.", &s.Transactions),
@@ -325,4 +335,58 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// FanoutProgress is a campaign's fan-out in progress on the instance,
+// summed over its partitions that are still fanning it out, as of the last
+// committed transaction.
+type FanoutProgress struct {
+	Campaign, Business string
+	// Partitions is how many of the instance's partitions are fanning it
+	// out.
+	Partitions int
+	// Contacts is the business's contacts on those partitions when their
+	// fan-out started; Visited, how many of them the committed chunks went
+	// over; Decided, the candidates they decided about (expired contacts
+	// are visited, not decided).
+	Contacts, Visited, Decided int64
+	Started                    time.Time
+}
+
+// Fanouts returns the fan-outs in progress on the instance, by campaign id.
+func (s *Stats) Fanouts() []FanoutProgress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.fanouts)
+}
+
+func (s *Stats) setFanouts(fs []FanoutProgress) {
+	slices.SortFunc(fs, func(a, b FanoutProgress) int { return strings.Compare(a.Campaign, b.Campaign) })
+	s.mu.Lock()
+	s.fanouts = fs
+	s.mu.Unlock()
+}
+
+// fanoutCollector exports Fanouts as gauges labelled by campaign; a
+// campaign's series go away when its fan-out ends.
+type fanoutCollector struct{ s *Stats }
+
+var (
+	fanoutContactsDesc = prometheus.NewDesc("sponsor_fanout_contacts", "Contacts of the campaign's business on the instance's partitions still fanning it out, when their fan-out started.", []string{"campaign"}, nil)
+	fanoutVisitedDesc  = prometheus.NewDesc("sponsor_fanout_contacts_visited", "Contacts the fan-out in progress has gone over so far (committed), of sponsor_fanout_contacts.", []string{"campaign"}, nil)
+	fanoutDecidedDesc  = prometheus.NewDesc("sponsor_fanout_decided", "Candidates the fan-out in progress has decided about so far (committed).", []string{"campaign"}, nil)
+)
+
+func (c fanoutCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fanoutContactsDesc
+	ch <- fanoutVisitedDesc
+	ch <- fanoutDecidedDesc
+}
+
+func (c fanoutCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, f := range c.s.Fanouts() {
+		ch <- prometheus.MustNewConstMetric(fanoutContactsDesc, prometheus.GaugeValue, float64(f.Contacts), f.Campaign)
+		ch <- prometheus.MustNewConstMetric(fanoutVisitedDesc, prometheus.GaugeValue, float64(f.Visited), f.Campaign)
+		ch <- prometheus.MustNewConstMetric(fanoutDecidedDesc, prometheus.GaugeValue, float64(f.Decided), f.Campaign)
+	}
 }

@@ -68,8 +68,22 @@ type task struct {
 // fanoutTally is a fan-out in progress: when the task started it and how
 // many candidates its committed chunks decided about.
 type fanoutTally struct {
-	start      time.Time
-	candidates int64
+	start                 time.Time
+	candidates, delivered int64
+	// contacts is the business's contacts on the partition when the
+	// fan-out started (from its cursor, when resumed); visited, those the
+	// committed chunks went over (candidates or not).
+	contacts, visited int64
+	business          string
+}
+
+// finishedFanout is a campaign's fan-out that a task finished in a
+// committed transaction: its partition's totals.
+type finishedFanout struct {
+	campaign              string
+	partition             int32
+	candidates, delivered int64
+	start                 time.Time
 }
 
 // env is what tasks share: read-only after start.
@@ -234,14 +248,22 @@ func (t *task) fanout() (bool, error) {
 			if t.fanning == nil {
 				t.fanning = map[string]*fanoutTally{}
 			}
-			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now()}
+			// The business's contacts here: how far the fan-out has to go,
+			// for its progress (sponsor_fanout_contacts). A fan-out
+			// resumed after a restart counts the rest from its cursor on.
+			total, err := t.batch.CountContacts(c.Campaign.Business, c.Cursor)
+			if err != nil {
+				return false, fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
+			}
+			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: total, business: c.Campaign.Business}
 		}
-		var candidates int64
+		var candidates, visited int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
 		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact, known bool) error {
 			t.budget--
+			visited++
 			if asOf := contact.AsOf(c.FireAt); t.env.policy.ContactExpired(&asOf, c.FireAt) {
 				// Forgotten as of the send time, whether or not a sweep
 				// has deleted it yet: not a candidate, as if swept, so
@@ -261,6 +283,12 @@ func (t *task) fanout() (bool, error) {
 			reason := t.env.policy.Decide(contact, r, &c.Campaign, c.FireAt)
 			t.counts.decisions[reason]++
 			candidates++
+			if reason == policy.Delivered {
+				if t.counts.delivered == nil {
+					t.counts.delivered = map[string]int64{}
+				}
+				t.counts.delivered[c.Campaign.ID]++
+			}
 			if t.env.names.Decisions == "" && reason != policy.Delivered {
 				return nil
 			}
@@ -298,6 +326,10 @@ func (t *task) fanout() (bool, error) {
 			t.counts.candidates = map[string]int64{}
 		}
 		t.counts.candidates[c.Campaign.ID] += candidates
+		if t.counts.visited == nil {
+			t.counts.visited = map[string]int64{}
+		}
+		t.counts.visited[c.Campaign.ID] += visited
 		if done {
 			c.Status, c.Cursor = policy.Fired, ""
 			t.firing = t.firing[1:]
@@ -319,20 +351,32 @@ func (t *task) fanout() (bool, error) {
 }
 
 // committed adds the counts of the task's part of a transaction to s once
-// the transaction committed, and records the fan-outs it finished.
-func (t *task) committed(s *Stats) {
+// the transaction committed, records the fan-outs it finished and returns
+// them.
+func (t *task) committed(s *Stats) []finishedFanout {
 	for id, n := range t.counts.candidates {
 		if f := t.fanning[id]; f != nil {
 			f.candidates += n
+			f.delivered += t.counts.delivered[id]
 		}
 	}
+	for id, n := range t.counts.visited {
+		if f := t.fanning[id]; f != nil {
+			f.visited += n
+		}
+	}
+	var done []finishedFanout
 	for _, id := range t.fired {
+		ff := finishedFanout{campaign: id, partition: t.p, start: time.Now()}
 		if f := t.fanning[id]; f != nil {
 			s.observeFanout(f.candidates, time.Since(f.start))
+			ff.candidates, ff.delivered, ff.start = f.candidates, f.delivered, f.start
 			delete(t.fanning, id)
 		}
+		done = append(done, ff)
 	}
 	s.add(&t.counts)
+	return done
 }
 
 // key returns a copy of user in the task's arena, for record keys.

@@ -459,6 +459,31 @@ func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
 	return nil
 }
 
+// CountContacts returns how many contacts business has on the batch's
+// partition after user after ("": all), as the batch sees them: what a
+// fan-out of its campaigns from that cursor goes over, for its progress.
+// It reads every key of the business after the cursor.
+func (b *Batch) CountContacts(business, after string) (int64, error) {
+	prefix := businessContactsPrefix(appendPartition(nil, b.p), business)
+	lower := append(append([]byte(nil), prefix...), after...)
+	if after != "" {
+		lower = append(lower, 0)
+	}
+	v, err := b.view()
+	if err != nil {
+		return 0, err
+	}
+	it, err := v.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n, it.Close()
+}
+
 // Audience calls fn, in ascending order of user, with each user of the
 // partition who has a contact with business (not one from before the
 // user's erasure) and whose id sorts after the cursor after (all users when

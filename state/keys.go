@@ -137,3 +137,21 @@ func prefixEnd(p []byte) []byte {
 	}
 	return nil // p is all 0xff: no upper bound
 }
+
+// The changelog keys a tool that reads the changelog topic without a store
+// looks for (sponsor explain). A changelog record's value under one of them
+// is what the matching Decode function reads; a nil value deletes the key.
+
+// CampaignChangelogKey is the key of a task's record of campaign
+// (DecodeProgress).
+func CampaignChangelogKey(campaign string) []byte { return campaignKey(nil, campaign) }
+
+// ContactChangelogKey is the key of the contact between user and business
+// (DecodeContact).
+func ContactChangelogKey(user, business string) []byte { return contactKey(nil, user, business) }
+
+// ErasureChangelogKey is the key of user's erasure marker (DecodeErasure).
+func ErasureChangelogKey(user string) []byte { return erasureKey(nil, user) }
+
+// MetaChangelogKey is the key of the task's metadata (DecodeMeta).
+func MetaChangelogKey() []byte { return metaKey(nil) }

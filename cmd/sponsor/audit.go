@@ -12,6 +12,7 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline/audit"
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/topics"
 )
 
 const reportUsage = `Usage: sponsor report --campaign C --brokers HOST:PORT[,...] --registry URL [--topic-prefix P] [--inbox] [--json]
@@ -118,14 +119,19 @@ func cmdReport(ctx context.Context, args []string, std stdio) error {
 	return nil
 }
 
-const explainUsage = `Usage: sponsor explain --campaign C --user U --brokers HOST:PORT[,...] --registry URL [--topic-prefix P] [--json]
+const explainUsage = `Usage: sponsor explain --campaign C --user U --brokers HOST:PORT[,...] --registry URL [--group G] [--topic-prefix P] [--json]
 
 Says whether user U got campaign C and which rule decided: it finds the
 decision about the pair on U's partition of the decisions topic, the
-delivery in the inbox, and the campaign on the campaigns topic. A user who
-never wrote to the business has no decision (they are never a candidate):
-explain says so. If the decision and the inbox disagree, it says
-INCONSISTENT and exits with an error.
+delivery in the inbox, and the campaign on the campaigns topic. Without a
+decision it says why from the state of U's partition, read from the
+changelog of the group: the campaign pending there, its fan-out not yet at
+U, cancelled or expired there, or U not a contact of the business (and the
+one cause the state shows).
+
+Exit status: 0 a decision about the pair was found; 3 no such campaign (no
+LAUNCH on the campaigns topic); 4 no decision about U (explained); 1 an
+error, or INCONSISTENT (the decision and the inbox disagree).
 
 Flags (also SPONSOR_<NAME> in the environment):
 `
@@ -134,15 +140,16 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 	fs := flag.NewFlagSet("sponsor explain", flag.ContinueOnError)
 	fs.SetOutput(std.err)
 	var (
-		c              clientFlags
-		campaign, user string
-		asJSON         bool
-		part           string
+		c                     clientFlags
+		campaign, user, group string
+		asJSON                bool
+		part                  string
 	)
 	c.register(fs)
 	registerPartitioner(fs, &part)
 	fs.StringVar(&campaign, "campaign", "", "the campaign id (required)")
 	fs.StringVar(&user, "user", "", "the user id (required)")
+	fs.StringVar(&group, "group", "sponsor", "the pipeline's consumer group, whose changelog has the state of the user's partition")
 	fs.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), explainUsage)
@@ -161,14 +168,25 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 	if cfg.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
+	cfg.Names.Changelog = topics.NewNames(c.prefix, group).Changelog
 	ex, err := audit.Explain(ctx, cfg, campaign, user)
 	if err != nil {
 		return securityHint(err)
+	}
+	var status string // of the campaign on the user's partition
+	if ex.State != nil && ex.State.Campaign != nil {
+		status = ex.State.Campaign.Status.String()
 	}
 	if asJSON {
 		out := map[string]any{
 			"campaign_id": ex.Campaign, "user_id": ex.User, "partition": ex.Partition,
 			"verdict": ex.Verdict, "consistent": ex.Consistent, "cancelled": ex.Cancelled,
+		}
+		if status != "" {
+			out["campaign_status"] = status
+		}
+		if ex.StateNote != "" {
+			out["state_note"] = ex.StateNote
 		}
 		if ex.Decision != nil {
 			out["outcome"] = ex.Decision.Outcome.String()
@@ -197,8 +215,13 @@ func cmdExplain(ctx context.Context, args []string, std stdio) error {
 			fmt.Fprintf(std.out, "inbox: partition %d offset %d, sent_at %s\n", in.Partition, in.Offset, in.SentAt.UTC().Format(time.RFC3339))
 		}
 	}
-	if !ex.Consistent {
+	switch {
+	case !ex.Consistent:
 		return errors.New("the decision and the inbox disagree")
+	case ex.Launch == nil:
+		return &exitError{code: 3, err: fmt.Errorf("no such campaign %q on %s", campaign, cfg.Names.Campaigns)}
+	case ex.Decision == nil:
+		return &exitError{code: 4, err: fmt.Errorf("no decision about user %q for campaign %q", user, campaign)}
 	}
 	return nil
 }

@@ -36,8 +36,30 @@ func TestConfigPrintRedactsAndNamesSources(t *testing.T) {
 func TestConfigPrintReportsInvalidConfig(t *testing.T) {
 	var out strings.Builder
 	err := cmdConfig([]string{"print", "--registry", "http://r", "--state-dir", t.TempDir()}, &out)
-	if err == nil || !strings.Contains(err.Error(), "Brokers") {
-		t.Fatalf("config print without brokers: got %v, want an error naming Brokers", err)
+	if err == nil || !strings.Contains(err.Error(), "--brokers: at least one broker is required") {
+		t.Fatalf("config print without brokers: got %v, want an error naming --brokers", err)
+	}
+	// The errors name the flags (or file keys) a user sets, not the Go
+	// fields of pipeline.Config.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sasl-user", "u"}, "--sasl-user, --sasl-password, --sasl-password-file: set without --sasl-mechanism"},
+		{[]string{"--sasl-mechanism", "PLAIN"}, "--sasl-user: required with SASL mechanism PLAIN"},
+		{[]string{"--registry-token", "t", "--registry-user", "u", "--registry-password", "p"}, "--registry-token: a bearer token and basic auth (--registry-user) are exclusive"},
+		{[]string{"--max-poll-records", "-1"}, "--max-poll-records: must be positive, got -1"},
+		{[]string{"--user-cap", "-1"}, "--user-cap must be 0 (off) or positive"},
+		{[]string{"--tls-cert-file", "c.pem"}, "--tls-cert-file, --tls-key-file: a client certificate needs both"},
+	} {
+		args := append([]string{"print", "--brokers", "b:9092", "--registry", "http://r", "--state-dir", t.TempDir()}, tc.args...)
+		err := cmdConfig(args, &strings.Builder{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config print %v: %v, want %q", tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "Security.") {
+			t.Errorf("config print %v: %v names a Go field", tc.args, err)
+		}
 	}
 	if !strings.Contains(out.String(), "registry") {
 		t.Errorf("config print printed nothing before the error:\n%s", out.String())

@@ -111,7 +111,11 @@ func loadConfigFile(fs *flag.FlagSet, path string) (map[string]string, error) {
 			errs = append(errs, fmt.Errorf("%s: key %q: a configuration file cannot name another one", path, key))
 			continue
 		case fl == nil:
-			errs = append(errs, fmt.Errorf("%s: unknown key %q (keys are the flags of %s, see --help)", path, key, fs.Name()))
+			if near := nearestFlag(fs, key); near != "" {
+				errs = append(errs, fmt.Errorf("%s: unknown key %q: did you mean %q? (keys are the flags of %s, see --help)", path, key, near, fs.Name()))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: unknown key %q (keys are the flags of %s, see --help)", path, key, fs.Name()))
+			}
 			continue
 		}
 		s, err := configValue(fl, values[key])
@@ -225,4 +229,39 @@ func describe(v any) string {
 		return "a mapping"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// nearestFlag returns the flag of fs whose name is closest to key (a
+// misspelt key of the --config file), or "" when none is close: at most
+// two edits, or a third of the name's length for long names.
+func nearestFlag(fs *flag.FlagSet, key string) string {
+	best, bestD := "", 0
+	fs.VisitAll(func(fl *flag.Flag) {
+		d := editDistance(strings.ReplaceAll(key, "_", "-"), fl.Name)
+		if d <= max(2, len(fl.Name)/3) && (best == "" || d < bestD) {
+			best, bestD = fl.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

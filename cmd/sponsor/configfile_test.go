@@ -91,7 +91,9 @@ func TestConfigFileStrict(t *testing.T) {
 		name, yaml string
 		want       []string
 	}{
-		{"unknown key", "state-dir: /x\nstat-dir: /y\n", []string{`unknown key "stat-dir"`}},
+		{"unknown key", "state-dir: /x\nstat-dir: /y\n", []string{`unknown key "stat-dir": did you mean "state-dir"?`}},
+		{"misspelt key", "sasl_mechanizm: PLAIN\n", []string{`unknown key "sasl_mechanizm": did you mean "sasl-mechanism"?`}},
+		{"far from every key", "colour: blue\n", []string{`unknown key "colour" (keys are the flags`}},
 		{"dev flag in run", "kafka-port: 29092\n", []string{`unknown key "kafka-port"`}},
 		{"nested config", "config: other.yaml\n", []string{`key "config"`}},
 		{"string for an int", "fanout-chunk: lots\n", []string{`key "fanout-chunk": want an integer, got the string "lots"`}},

@@ -1,17 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
@@ -32,6 +34,7 @@ func cmdDev(ctx context.Context, args []string) error {
 		registryPort  int
 		parts         int
 		demo          bool
+		noPipeline    bool
 		rate          float64
 		campaignEvery time.Duration
 	)
@@ -40,11 +43,12 @@ func cmdDev(ctx context.Context, args []string) error {
 	fs.IntVar(&registryPort, "registry-port", 28081, "port of the embedded schema registry on 127.0.0.1")
 	fs.IntVar(&parts, "partitions", 6, "partitions of the topics")
 	fs.BoolVar(&demo, "demo", false, "feed a synthetic workload and print live counters and delivered messages")
+	fs.BoolVar(&noPipeline, "no-pipeline", false, "run only the embedded Kafka and schema registry, with the topics and schemas, and no pipeline: run 'sponsor run' against them yourself, to rehearse a replay, a redrive or a rebuild as in production")
 	fs.Float64Var(&rate, "rate", 200, "demo interactions per second")
 	fs.DurationVar(&campaignEvery, "campaign-every", 5*time.Second, "demo: launch a campaign this often")
 	f.register(fs, "127.0.0.1:8080")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sponsor dev [--demo] [--data DIR] [flags]\n\nStarts an in-process Kafka and schema registry on fixed local ports, creates the\ntopics and runs the pipeline against them.\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
+		fmt.Fprintf(fs.Output(), "Usage: sponsor dev [--demo | --no-pipeline] [--data DIR] [flags]\n\nStarts an in-process Kafka and schema registry on fixed local ports, creates the\ntopics and runs the pipeline against them (with --no-pipeline, not: the\npipeline is then yours to start with 'sponsor run' and stop).\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -53,6 +57,9 @@ func cmdDev(ctx context.Context, args []string) error {
 	log, err := f.finish()
 	if err != nil {
 		return err
+	}
+	if demo && noPipeline {
+		return errors.New("--demo needs the pipeline: give one of --demo and --no-pipeline")
 	}
 	if dataDir == "" {
 		dataDir, err = os.MkdirTemp("", "sponsor-dev-")
@@ -69,25 +76,31 @@ func cmdDev(ctx context.Context, args []string) error {
 
 	f.cfg.Brokers = stack.Brokers
 	f.cfg.Registry = stack.RegistryURL
-	f.cfg.StateDir = filepath.Join(dataDir, "state")
+	f.cfg.StateDir = devStateDir(dataDir)
 	f.cfg.CreateTopics = true
 	f.cfg.Partitions = int32(parts)
+	if noPipeline {
+		return devWithoutPipeline(ctx, stack, &f, dataDir)
+	}
 	r, err := pipeline.New(f.cfg)
 	if err != nil {
-		return err
+		return flagNames(fs, &f.cfg, err)
 	}
 	names := r.Names()
 	fmt.Printf(`
   sponsor dev: embedded Kafka and schema registry
     kafka     %s
     registry  %s
-    data      %s
-    topics    %s %s %s %s %s
+    data      %s (state: %s)
+    topics    %s
+    http      %s on %s
 
   Watch the inbox:  kcat -b %s -C -t %s -X isolation.level=read_committed -f '%%k %%h\n'
+                    (keys and headers only: Debian's kcat has no Avro; decoded: sponsor tail inbox --follow)
 
-`, strings.Join(stack.Brokers, ","), stack.RegistryURL, dataDir,
-		names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Changelog,
+`, strings.Join(stack.Brokers, ","), stack.RegistryURL, dataDir, f.cfg.StateDir,
+		strings.Join(slices.DeleteFunc([]string{names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Decisions, names.Changelog}, func(n string) bool { return n == "" }), " "),
+		httpEndpoints, cmp.Or(f.httpAddr, "(off)"),
 		stack.Brokers[0], names.Inbox)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -124,6 +137,53 @@ func cmdDev(ctx context.Context, args []string) error {
 		runErr = nil
 	}
 	return runErr
+}
+
+// devWithoutPipeline creates the topics and registers the schemas on the
+// embedded stack, prints how to run the pipeline against it, and waits for
+// the end: the stack of `sponsor dev --no-pipeline`.
+func devWithoutPipeline(ctx context.Context, stack *embedded.Stack, f *pipelineFlags, dataDir string) error {
+	cfg := f.cfg
+	cfg.EnsureDefaults()
+	names := topics.NewNames(cfg.TopicPrefix, cfg.Group)
+	if cfg.NoDecisions {
+		names.Decisions = ""
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1}
+	if _, err := cat.Ensure(ctx, kadm.NewClient(cl), true); err != nil {
+		return fmt.Errorf("create the topics: %w", err)
+	}
+	rc, err := sr.NewClient(sr.URLs(stack.RegistryURL))
+	if err != nil {
+		return err
+	}
+	if _, err := wire.New(ctx, rc, wire.Topics{Interactions: names.Interactions, Campaigns: names.Campaigns, Inbox: names.Inbox, Decisions: names.Decisions}); err != nil {
+		return fmt.Errorf("register the schemas: %w", err)
+	}
+	if err := stack.SaveSchemas(ctx); err != nil {
+		return err
+	}
+	brokers := strings.Join(stack.Brokers, ",")
+	fmt.Printf(`
+  sponsor dev --no-pipeline: embedded Kafka and schema registry, no pipeline
+    kafka     %s
+    registry  %s
+    data      %s
+    topics    %s
+
+  Run the pipeline (stop it with Ctrl-C or SIGTERM, start it again, replay in between):
+    sponsor run --brokers %s --registry %s --state-dir %s --group %s
+
+`, brokers, stack.RegistryURL, dataDir,
+		strings.Join(slices.DeleteFunc([]string{names.Interactions, names.Campaigns, names.Inbox, names.DeadLetter, names.Decisions, names.Changelog}, func(n string) bool { return n == "" }), " "),
+		brokers, stack.RegistryURL, cfg.StateDir, cfg.Group)
+	<-ctx.Done()
+	return nil
 }
 
 // runDemo waits for the pipeline, feeds the workload, and prints a line of
@@ -210,7 +270,11 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 				sup = append(sup, fmt.Sprintf("%s=%d", reason, n))
 			}
 		}
-		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d\n",
-			st.Interactions.Load(), st.CampaignsFired.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load())
+		var fanning string
+		for _, f := range st.Fanouts() {
+			fanning += fmt.Sprintf("  fanning out %s %d/%d", f.Campaign, f.Visited, f.Contacts)
+		}
+		fmt.Printf("  interactions %d  campaigns fired %d  delivered %d  suppressed {%s}  dead letters %d%s\n",
+			st.Interactions.Load(), st.Campaigns.Load(), st.Delivered(), strings.Join(sup, " "), st.DeadLetters.Load(), fanning)
 	}
 }

@@ -1,7 +1,7 @@
 // Command sponsor runs the sponsored-messages pipeline.
 //
 //	sponsor run --brokers HOST:PORT[,...] --registry URL --state-dir DIR [--group NAME] [--http ADDR]
-//	sponsor dev [--demo] [--data DIR]
+//	sponsor dev [--demo | --no-pipeline] [--data DIR]
 //	sponsor produce interactions|campaigns --brokers ... --registry URL [FILE|-]
 //	sponsor gen --brokers ... --registry URL --count N | --rate R [--duration D]
 //	sponsor schemas check FILE.avsc [--against interactions|campaigns]
@@ -54,10 +54,11 @@ blocked or opted out).
 Usage:
   sponsor run  --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]
                run the pipeline against an existing Kafka cluster
-  sponsor dev  [--demo] [--data DIR] [flags]
+  sponsor dev  [--demo | --no-pipeline] [--data DIR] [flags]
                start an in-process Kafka and schema registry, the topics and
                the pipeline; --demo also feeds a synthetic workload and prints
-               live counters and a few delivered messages
+               live counters and a few delivered messages; --no-pipeline
+               starts no pipeline (run 'sponsor run' against it yourself)
 
 Tools (every tool takes --brokers, --registry and the security flags of run:
 --tls*, --sasl-*, --registry-user, --registry-token..., as flags or SPONSOR_*):
@@ -150,9 +151,23 @@ func main() {
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "sponsor %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+		code := 1
+		if ee, ok := errors.AsType[*exitError](err); ok {
+			code = ee.code
+		}
+		os.Exit(code)
 	}
 }
+
+// exitError is an error with an exit status other than 1, for a command
+// whose status tells a script more than success or failure (explain).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // pipelineFlags are the flags shared by run and dev.
 type pipelineFlags struct {
@@ -174,7 +189,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
 	fs.StringVar(&f.cfg.Partitioner, "partitioner", string(topics.DefaultPartitioner), "the platform's partitioner of interactions, which every producer must use: "+partitioners+"; an interaction on another partition than its key maps to is dead-lettered (wrong-partition)")
 	fs.StringVar(&f.cfg.Shadow, "shadow", "", "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
-	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the /metrics, /healthz and /readyz endpoints (empty: off; 127.0.0.1:0 picks a free port)")
+	fs.StringVar(&f.httpAddr, "http", defaultHTTP, "address of the "+httpEndpoints+" endpoints (empty: off; 127.0.0.1:0 picks a free port)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.IntVar(&f.userCap, "user-cap", 0, "at most this many sponsored messages per user across businesses in any 24 hours (0: off)")
@@ -262,7 +277,7 @@ func runFlags(name string, args []string) (*flag.FlagSet, *pipelineFlags, error)
 }
 
 func cmdRun(ctx context.Context, args []string) error {
-	_, f, err := runFlags("sponsor run", args)
+	fs, f, err := runFlags("sponsor run", args)
 	if err != nil {
 		return err
 	}
@@ -272,10 +287,13 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	r, err := pipeline.New(f.cfg)
 	if err != nil {
-		return err
+		return flagNames(fs, &f.cfg, err)
 	}
 	return runWithHTTP(ctx, r, f.httpAddr, log)
 }
+
+// httpEndpoints are what --http serves (pipeline.Runner.Handler).
+const httpEndpoints = "/metrics, /healthz, /readyz and /state/user"
 
 // runWithHTTP runs r and serves its endpoints on addr.
 func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog.Logger) error {
@@ -292,7 +310,7 @@ func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog
 		srv := &http.Server{Handler: r.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
-		log.Info("serving /metrics, /healthz, /readyz", "addr", "http://"+ln.Addr().String())
+		log.Info("serving "+httpEndpoints, "addr", "http://"+ln.Addr().String())
 	}
 	return r.Run(ctx)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,7 +26,10 @@ Moves a consumer group's offsets on interactions back: to the start, to the
 first record written at or after TIME (RFC 3339), or back by DURATION (e.g.
 6h). It prints the plan (per partition: committed offset, target, end,
 records to read again) and changes nothing unless --yes is given. It refuses
-while instances of the group run: stop them first (SIGTERM).
+--yes while instances of the group run: stop them first (SIGTERM).
+
+Exit status: 0 the plan was printed (whether instances run or not) or
+applied; 1 an error, or --yes refused.
 
 On the pipeline's own group a replay re-reads and never re-decides: each
 transaction commits the offsets with the state, so on restart a task skips
@@ -128,7 +133,12 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 	}
 	if plan.Running() {
 		fmt.Fprintf(std.out, "Group %s has %d member(s) running: %s\n", plan.Group, len(plan.Members), strings.Join(plan.Members, ", "))
-		return fmt.Errorf("%w: stop every instance (SIGTERM) first", replay.ErrRunning)
+		if !yes {
+			// The plan is what was asked for: not an error.
+			fmt.Fprintln(std.out, "Nothing changed: --yes is refused until every instance of the group is stopped (SIGTERM).")
+			return nil
+		}
+		return fmt.Errorf("%w: stop every instance (SIGTERM) first; nothing changed", replay.ErrRunning)
 	}
 	if !yes {
 		fmt.Fprintln(std.out, "Nothing changed: run again with --yes to apply.")
@@ -146,8 +156,11 @@ const diffUsage = `Usage: sponsor diff --shadow NAME --brokers HOST:PORT[,...] -
 Compares the real inbox with the inbox of the shadow run NAME ('sponsor run
 --shadow NAME'): deliveries in both, only in the real one, only in the
 shadow; and, when both runs wrote decisions, the (campaign, user) pairs
-whose outcome changed, counted by change (e.g. BLOCKED->DELIVERED). Exit 0
-when the runs agree, 1 when they differ. Both are read whole, read_committed.
+whose outcome changed, counted by change (e.g. BLOCKED->DELIVERED). Both
+are read whole, read_committed. It first shows the lag on interactions of
+each run's group: a run that has not processed every interaction yet makes
+the comparison partial. Exit 0 when the runs agree, 1 when they differ, 3
+when the comparison is partial (a run has lag; run it again later).
 
 Flags (also SPONSOR_<NAME> in the environment):
 `
@@ -179,9 +192,33 @@ func cmdDiff(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
+	// Both runs must have processed every interaction, or the comparison
+	// shows a catch-up, not the change under test.
+	behind := map[string]int64{}
+	for _, g := range []string{group, topics.ShadowGroup(group, shadow)} {
+		lag, err := audit.GroupLag(ctx, cfg, g)
+		if err != nil {
+			return securityHint(err)
+		}
+		var total int64
+		var parts []string
+		for _, p := range slices.Sorted(maps.Keys(lag)) {
+			if lag[p] > 0 {
+				total += lag[p]
+				parts = append(parts, fmt.Sprintf("%d:%d", p, lag[p]))
+			}
+		}
+		if total > 0 {
+			behind[g] = total
+			fmt.Fprintf(std.out, "group %s has not caught up: %d offsets of interactions not processed yet (partition:lag %s)\n", g, total, strings.Join(parts, " "))
+		}
+	}
 	rep, err := audit.Diff(ctx, cfg, topics.ShadowNames(c.prefix, group, shadow), campaign)
 	if err != nil {
 		return securityHint(err)
+	}
+	if len(behind) > 0 {
+		fmt.Fprintln(std.out, "PARTIAL: a run is still catching up; the differences below may only be what it has not decided yet")
 	}
 	fmt.Fprintf(std.out, "real inbox %d records, shadow %s inbox %d records: %d deliveries in both, %d only in the real inbox, %d only in the shadow\n",
 		rep.RealInbox, shadow, rep.ShadowInbox, rep.Both, len(rep.OnlyReal), len(rep.OnlyShadow))
@@ -206,6 +243,9 @@ func cmdDiff(ctx context.Context, args []string, std stdio) error {
 		}
 	} else {
 		fmt.Fprintln(std.out, "decisions not compared: a run wrote none (--decisions=false?)")
+	}
+	if len(behind) > 0 {
+		return &exitError{code: 3, err: errors.New("partial comparison: wait until both runs have no lag (sponsor_lag_records 0) and run diff again")}
 	}
 	if !rep.Same() {
 		return errors.New("the runs differ")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -66,16 +65,18 @@ func cmdSchemas(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	text := string(b)
+	name, err := compat.Parse(text)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
 	if against == "" {
-		var rec struct{ Name string }
-		_ = json.Unmarshal(b, &rec)
-		switch rec.Name {
+		switch name {
 		case "Interaction", "sponsor.v1.Interaction":
 			against = "interactions"
 		case "Campaign", "sponsor.v1.Campaign":
 			against = "campaigns"
 		default:
-			return fmt.Errorf("%s: record %q is neither Interaction nor Campaign: give --against interactions|campaigns", file, rec.Name)
+			return fmt.Errorf("%s: record %q is neither Interaction nor Campaign: give --against interactions|campaigns", file, name)
 		}
 	}
 	var current, topic string

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -62,6 +64,26 @@ func cmdState(ctx context.Context, args []string, std stdio) error {
 // pebbleDir is where `sponsor run --state-dir DIR` keeps its Pebble store.
 func pebbleDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
 
+// devStateDir is the state folder of `sponsor dev --data DIR` (and of
+// `make run`, whose DIR is ./data).
+func devStateDir(dataDir string) string { return filepath.Join(dataDir, "state") }
+
+// resolveStateDir returns the state folder that dir names: dir itself when
+// it is a --state-dir (or holds no store yet), the state folder inside it
+// when it is the --data folder of `sponsor dev`, the folder `make run`
+// names.
+func resolveStateDir(dir string) string {
+	if exists(pebbleDir(dir)) || !exists(pebbleDir(devStateDir(dir))) {
+		return dir
+	}
+	return devStateDir(dir)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 func cmdStateGet(ctx context.Context, args []string, std stdio) error {
 	fs := flag.NewFlagSet("sponsor state get", flag.ContinueOnError)
 	fs.SetOutput(std.err)
@@ -100,8 +122,14 @@ func cmdStateGet(ctx context.Context, args []string, std stdio) error {
 	return enc.Encode(v)
 }
 
-// userFromFolder reads the user's view from a state folder, opened read-only.
+// userFromFolder reads the user's view from a state folder, opened
+// read-only: a --state-dir, or the --data folder of `sponsor dev`.
 func userFromFolder(dir, user, business string) (state.UserView, error) {
+	given := dir
+	dir = resolveStateDir(dir)
+	if !exists(pebbleDir(dir)) {
+		return state.UserView{}, fmt.Errorf("no state store in %s: give the --state-dir of `sponsor run` (it holds pebble/) or the --data folder of `sponsor dev` (its state is in state/; `make run` uses ./data)", given)
+	}
 	s, err := state.OpenReadOnly(pebbleDir(dir), state.Options{CacheSize: 8 << 20})
 	if errors.Is(err, state.ErrLocked) {
 		return state.UserView{}, fmt.Errorf("the folder %s is in use by a running instance: use --from http://<its --http address>", dir)
@@ -216,6 +244,7 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 
+	dir = resolveStateDir(dir)
 	store, err := state.Open(pebbleDir(dir), state.Options{})
 	if errors.Is(err, state.ErrLocked) {
 		return fmt.Errorf("the folder %s is in use by a running instance: stop it first (an instance restores its own partitions when they are assigned)", dir)
@@ -255,6 +284,7 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	r := &rebuild{
 		store: store, adm: adm, opts: opts, changelog: changelog,
 		pos: make(map[int32]pipeline.RestoreProgress), progress: newProgress(std.err, isTerminal(std.err)),
+		log: slog.New(slog.NewTextHandler(std.err, nil)),
 	}
 	if err := r.estimate(ctx, wanted); err != nil {
 		return err
@@ -313,6 +343,7 @@ type rebuild struct {
 
 	mu  sync.Mutex
 	pos map[int32]pipeline.RestoreProgress // latest report per partition
+	log *slog.Logger                       // why a restore waits, when it waits long
 }
 
 // estimate guesses how many changelog offsets each partition has to read,
@@ -381,7 +412,7 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 				r.mu.Lock()
 				r.pos[p] = st
 				r.mu.Unlock()
-			})
+			}, r.log)
 			if err != nil {
 				errs[i] = fmt.Errorf("restore partition %d of %s: %w", p, r.changelog, err)
 				return

@@ -25,6 +25,12 @@ func TestStateArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	devData := t.TempDir()
+	ds, err := state.Open(pebbleDir(devStateDir(devData)), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -34,7 +40,10 @@ func TestStateArgs(t *testing.T) {
 		{[]string{"get", "--state-dir", dir}, "--user is required"},
 		{[]string{"get", "--user", "u"}, "give exactly one of --state-dir DIR and --from"},
 		{[]string{"get", "--user", "u", "--state-dir", dir, "--from", "http://x"}, "give exactly one of"},
-		{[]string{"get", "--user", "u", "--state-dir", filepath.Join(dir, "none")}, "no such file or directory"},
+		{[]string{"get", "--user", "u", "--state-dir", filepath.Join(dir, "none")}, "no state store in " + filepath.Join(dir, "none") + ": give the --state-dir of `sponsor run`"},
+		// The --data folder of `sponsor dev` (make run's ./data) is
+		// accepted: its state folder, in use here, is the one opened.
+		{[]string{"get", "--user", "u", "--state-dir", devData}, "the folder " + devStateDir(devData) + " is in use by a running instance"},
 		{[]string{"get", "--user", "u", "--state-dir", dir}, "the folder " + dir + " is in use by a running instance: use --from http://<its --http address>"},
 		{[]string{"rebuild", "--state-dir", dir}, "--brokers is required"},
 		{[]string{"rebuild", "--brokers", "127.0.0.1:1"}, "--state-dir is required"},
@@ -81,5 +90,24 @@ func TestUserFromHTTPWaitsForAScan(t *testing.T) {
 	}
 	if got := calls.Load(); got != 2 {
 		t.Errorf("%d requests, want 2", got)
+	}
+}
+
+// TestStateGetDevDataFolder: `sponsor state get --state-dir data` reads
+// the state of `make run` (sponsor dev --data data), which is in
+// data/state: the folder the user was shown.
+func TestStateGetDevDataFolder(t *testing.T) {
+	data := t.TempDir()
+	s, err := state.Open(pebbleDir(devStateDir(data)), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The store opens; it is empty, so the user is not there.
+	_, _, err = runCmd(t, cmdState, "", "get", "--user", "u", "--state-dir", data)
+	if err == nil || !strings.Contains(err.Error(), "user u is not in this state") {
+		t.Fatalf("state get --state-dir %s (a sponsor dev --data folder): %v, want the empty store's 'user u is not in this state'", data, err)
 	}
 }

@@ -155,6 +155,11 @@ func TestProduceCampaignsAndErrors(t *testing.T) {
 	if err != nil || out != string(want)+"\n" {
 		t.Errorf("tail campaigns --values = %q, %v; want %s", out, err, want)
 	}
+	// A CANCEL as the README writes it: the campaign and its business.
+	cancel := `{"campaign_id":"c1","business_id":"b1","action":"CANCEL"}`
+	if out, stderr, err := runCmd(t, cmdProduce, cancel+"\n", append([]string{"campaigns"}, conn...)...); err != nil || out != "wrote 1 record to campaigns in one transaction\n" {
+		t.Errorf("produce a CANCEL with only campaign_id and business_id: %q, %q, %v", out, stderr, err)
+	}
 	for _, args := range [][]string{{"inbox"}, {}, {"interactions", "a", "b"}} {
 		if _, _, err := runCmd(t, cmdProduce, "", append(args, conn...)...); err == nil {
 			t.Errorf("produce %v: no error", args)
@@ -250,5 +255,17 @@ func TestSchemasCheck(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, cmdSchemas, "", "check", writeFile(t, "x.avsc", `{"type":"record","name":"Other","fields":[]}`)); err == nil || !strings.Contains(err.Error(), "--against") {
 		t.Errorf("schemas check of another record: %v, want a request for --against", err)
+	}
+	// A file that is no Avro schema says so, and where.
+	for text, want := range map[string]string{
+		"garbage\n": "not a valid Avro schema: not JSON at line 1, column 1",
+		"{\"type\": \"record\",\n \"name\": \"Interaction\",\n \"fields\": [}":          "not a valid Avro schema: not JSON at line 3, column 13",
+		`{"type":"record","name":"Interaction","fields":[{"name":"a","type":"strin"}]}`: `not a valid Avro schema: unknown type "strin"`,
+		`{"type":"enum","name":"Interaction","symbols":["A"]}`:                          "the schema's top level is enum, not a record",
+	} {
+		file := writeFile(t, "bad.avsc", text)
+		if _, _, err := runCmd(t, cmdSchemas, "", "check", file, "--against", "interactions"); err == nil || err.Error() != file+": "+want && !strings.HasPrefix(err.Error(), file+": "+want) {
+			t.Errorf("schemas check of %q: %v, want %q", text, err, file+": "+want)
+		}
 	}
 }

@@ -6,6 +6,7 @@
 package embedded
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,9 +108,62 @@ func (s *Stack) loadSchemas() error {
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return fmt.Errorf("embedded: %s: %w", s.schemasAt, err)
 	}
-	for _, sc := range saved {
-		s.Registry.SeedSchema(sc.Subject, sc.Version, sc.ID, sc.Schema)
+	if err := restoreSchemas(s.Registry, saved); err != nil {
+		return fmt.Errorf("embedded: %s: %w", s.schemasAt, err)
 	}
+	return nil
+}
+
+// restoreSchemas puts every saved subject version back into reg under the id
+// it had. One id may stand under several subjects (a shadow run's subjects
+// carry the same schemas as the real ones, and a registry gives equal
+// schemas one id): the first version with an id is seeded at its id, and
+// the others are registered again, which gives them that same id; versions
+// are restored in order so each gets its own number back.
+func restoreSchemas(reg *srfake.Registry, saved []savedSchema) error {
+	saved = slices.Clone(saved)
+	slices.SortStableFunc(saved, func(a, b savedSchema) int {
+		return cmp.Or(strings.Compare(a.Subject, b.Subject), cmp.Compare(a.Version, b.Version))
+	})
+	byID := map[int]sr.Schema{}
+	for i, sc := range saved {
+		if i > 0 && saved[i-1].Subject == sc.Subject && saved[i-1].Version == sc.Version {
+			return fmt.Errorf("subject %q version %d is saved twice", sc.Subject, sc.Version)
+		}
+		if prev, ok := byID[sc.ID]; ok && prev.Schema != sc.Schema.Schema {
+			return fmt.Errorf("schema id %d is saved with two different schemas (subject %q version %d)", sc.ID, sc.Subject, sc.Version)
+		}
+		byID[sc.ID] = sc.Schema
+	}
+	seeded := map[int]bool{}
+	for _, sc := range saved {
+		if !seeded[sc.ID] {
+			if err := seed(reg, sc); err != nil {
+				return err
+			}
+			seeded[sc.ID] = true
+			continue
+		}
+		id, version, err := reg.RegisterSchema(sc.Subject, sc.Schema)
+		if err != nil {
+			return fmt.Errorf("restore subject %q version %d (id %d): %w", sc.Subject, sc.Version, sc.ID, err)
+		}
+		if id != sc.ID || version != sc.Version {
+			return fmt.Errorf("restore subject %q version %d (id %d): the registry gave it version %d, id %d", sc.Subject, sc.Version, sc.ID, version, id)
+		}
+	}
+	return nil
+}
+
+// seed is SeedSchema, which panics on what it refuses (an invalid schema, a
+// taken id or version), returning that refusal as an error instead.
+func seed(reg *srfake.Registry, sc savedSchema) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("restore subject %q version %d (id %d): %v", sc.Subject, sc.Version, sc.ID, p)
+		}
+	}()
+	reg.SeedSchema(sc.Subject, sc.Version, sc.ID, sc.Schema)
 	return nil
 }
 

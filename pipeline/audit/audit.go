@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
+	"github.com/sponsored/sponsor/state"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -166,12 +168,42 @@ type Explanation struct {
 	// OthersDecided counts the decisions about the campaign for other users
 	// of the same partition: zero means the campaign has not fired there.
 	OthersDecided int64
+	// OthersAsOf is the time the campaign was decided as of on the
+	// partition, from those decisions; zero if none.
+	OthersAsOf time.Time
+	// State is what the user's partition of the changelog says about the
+	// campaign and the pair; nil when it could not be read (StateNote says
+	// why).
+	State     *PartitionState
+	StateNote string
 	// Verdict is one sentence for a person: delivered, or why not.
 	Verdict string
 	// Consistent is false when the decision and the inbox disagree (a
 	// DELIVERED decision without its inbox record, or the reverse), which
 	// the pipeline's transactions are there to make impossible.
 	Consistent bool
+}
+
+// PartitionState is what the changelog of one partition says, read to its
+// end: the task's record of a campaign, its time, and a user's contact with
+// the campaign's business.
+type PartitionState struct {
+	// Campaign is the task's record of the campaign; nil if it has none
+	// (it has not read the campaign, or forgot it long after it ended).
+	Campaign *policy.Progress
+	// TaskTime is the task's time: the largest event time it processed or
+	// fired a campaign as of. Zero if the task never committed.
+	TaskTime time.Time
+	// Contact is the user's contact with the campaign's business; nil if
+	// there is none (never, expired, or erased).
+	Contact *policy.Contact
+	// ErasedAt is the task time of the user's erasure while its marker is
+	// kept; zero if none.
+	ErasedAt time.Time
+	// DeletedContact is the contact's last value before the state deleted
+	// it (expiry or erasure), when Contact is nil and the changelog, not
+	// compacted yet, still has that value.
+	DeletedContact *policy.Contact
 }
 
 // InboxRef locates an inbox record.
@@ -250,6 +282,7 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 			ex.Decision = &d
 		} else {
 			ex.OthersDecided++
+			ex.OthersAsOf = d.DecidedAsOf
 		}
 		return nil
 	})
@@ -273,8 +306,100 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 	if err != nil {
 		return nil, err
 	}
+	// The state explains a missing decision and a NO_CONTACT one; reading
+	// it costs a scan of the partition's changelog, so only then.
+	if ex.Decision == nil && ex.Launch != nil || ex.Decision != nil && ex.Decision.Outcome == schemas.NoContact {
+		if err := readPartitionState(ctx, r, ex); err != nil {
+			return nil, err
+		}
+	}
 	ex.Verdict, ex.Consistent = verdict(ex)
 	return ex, nil
+}
+
+// readPartitionState reads the changelog partition of the user's task for
+// the campaign's record, the task's time and the user's contact. A missing
+// changelog (another --group) is noted, not an error: the topics still
+// explain a decision.
+func readPartitionState(ctx context.Context, r *reader, ex *Explanation) error {
+	changelog := r.cfg.Names.Changelog
+	if changelog == "" {
+		ex.StateNote = "no changelog topic named"
+		return nil
+	}
+	tds, err := r.adm.ListTopics(ctx, changelog)
+	if err != nil {
+		return fmt.Errorf("describe topic %s: %w", changelog, err)
+	}
+	if td := tds[changelog]; td.Err != nil || int32(len(td.Partitions)) <= ex.Partition {
+		ex.StateNote = fmt.Sprintf("the changelog %s was not found (check --group): the task's state is unknown", changelog)
+		return nil
+	}
+	campKey := string(state.CampaignChangelogKey(ex.Campaign))
+	metaKey := string(state.MetaChangelogKey())
+	erasureKey := string(state.ErasureChangelogKey(ex.User))
+	contactKey := ""
+	if ex.Launch != nil {
+		contactKey = string(state.ContactChangelogKey(ex.User, ex.Launch.BusinessID))
+	}
+	// The latest value of each key (nil: deleted), and the contact's last
+	// value before a deletion.
+	latest := map[string][]byte{}
+	var lastContact []byte
+	err = r.scan(ctx, changelog, []int32{ex.Partition}, func(rec *kgo.Record) error {
+		switch k := string(rec.Key); k {
+		case contactKey:
+			if rec.Value != nil {
+				lastContact = rec.Value
+			}
+			fallthrough
+		case campKey, metaKey, erasureKey:
+			latest[k] = rec.Value
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st := &PartitionState{}
+	if v := latest[campKey]; v != nil {
+		pr, err := state.DecodeProgress(v)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: campaign %s: %w", changelog, ex.Partition, ex.Campaign, err)
+		}
+		st.Campaign = &pr
+	}
+	if v := latest[metaKey]; v != nil {
+		m, err := state.DecodeMeta(v)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: task metadata: %w", changelog, ex.Partition, err)
+		}
+		if m.Time > 0 {
+			st.TaskTime = time.UnixMilli(m.Time).UTC()
+		}
+	}
+	if v := latest[erasureKey]; v != nil {
+		e, err := state.DecodeErasure(v)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: erasure of %s: %w", changelog, ex.Partition, ex.User, err)
+		}
+		st.ErasedAt = time.UnixMilli(e.At).UTC()
+	}
+	if v := latest[contactKey]; contactKey != "" && v != nil {
+		c, err := state.DecodeContact(v)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: contact %s/%s: %w", changelog, ex.Partition, ex.User, ex.Launch.BusinessID, err)
+		}
+		st.Contact = &c
+	} else if lastContact != nil {
+		c, err := state.DecodeContact(lastContact)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: contact %s/%s: %w", changelog, ex.Partition, ex.User, ex.Launch.BusinessID, err)
+		}
+		st.DeletedContact = &c
+	}
+	ex.State = st
+	return nil
 }
 
 func verdict(ex *Explanation) (string, bool) {
@@ -284,18 +409,105 @@ func verdict(ex *Explanation) (string, bool) {
 		return "INCONSISTENT: the decision is DELIVERED but the inbox has no record with its delivery id (was the inbox's retention shorter than the decision's age?)", false
 	case !delivered && ex.Inbox != nil:
 		return fmt.Sprintf("INCONSISTENT: the inbox has the delivery (partition %d offset %d) but the decision says %s", ex.Inbox.Partition, ex.Inbox.Offset, outcomeName(ex.Decision)), false
+	case ex.Decision != nil && ex.Decision.Outcome == schemas.NoContact:
+		return "not delivered (NO_CONTACT): " + noContactCause(ex, ex.Decision.DecidedAsOf), true
 	case ex.Decision != nil:
 		return Why[ex.Decision.Outcome], true
 	case ex.Launch == nil && ex.Cancelled:
-		return "no decision: the campaigns topic has only a CANCEL for this campaign", true
+		return "no such campaign: the campaigns topic has only a CANCEL for it, no LAUNCH", true
 	case ex.Launch == nil:
-		return "no decision: the campaigns topic has no LAUNCH for this campaign (check the id and --topic-prefix)", true
-	case ex.OthersDecided > 0:
-		return fmt.Sprintf("no decision about this user (NO_CONTACT): the campaign fired on partition %d (%d decisions about other users), but the user was not among the business's contacts there: never a user-initiated interaction with it (or forgotten, or erased)", ex.Partition, ex.OthersDecided), true
-	case ex.Cancelled:
-		return fmt.Sprintf("no decision: the campaign has no decision on partition %d; it was cancelled (a CANCEL before it fired stops it)", ex.Partition), true
+		return "no such campaign: the campaigns topic has no LAUNCH for it (check the id and --topic-prefix)", true
 	}
-	return fmt.Sprintf("no decision: the campaign has not fired on partition %d (yet), or fired past its expiry, or the business has no contact there; its send time is %s", ex.Partition, ex.Launch.SendAt.UTC().Format(time.RFC3339)), true
+	st := ex.State
+	if st == nil {
+		// The changelog was not found: what the topics say.
+		if ex.OthersDecided > 0 {
+			return fmt.Sprintf("no decision about this user: the campaign fired on partition %d (%d decisions about other users), but the user was not among the business's contacts there (%s)", ex.Partition, ex.OthersDecided, ex.StateNote), true
+		}
+		return fmt.Sprintf("no decision on partition %d: the campaign has not fired there, or it was cancelled or expired, or the business has no contact there (%s)", ex.Partition, ex.StateNote), true
+	}
+	sendAt := ex.Launch.SendAt.UTC().Format(time.RFC3339)
+	taskTime := "it has processed nothing yet"
+	if !st.TaskTime.IsZero() {
+		taskTime = "its time is " + st.TaskTime.Format(time.RFC3339)
+	}
+	pr := st.Campaign
+	switch {
+	case pr == nil && ex.OthersDecided > 0:
+		// A task forgets a finished campaign once its time passes the
+		// expiry; the decisions about others say it fired.
+		return fmt.Sprintf("no decision about this user: the campaign FIRED on partition %d as of %s (%d decisions about other users) and the user was not a contact of business %s then: %s",
+			ex.Partition, ex.OthersAsOf.UTC().Format(time.RFC3339), ex.OthersDecided, ex.Launch.BusinessID, noContactCause(ex, ex.OthersAsOf.UTC())), true
+	case pr == nil && !st.TaskTime.IsZero() && st.TaskTime.After(ex.Launch.ExpiresAt) && ex.Cancelled:
+		return fmt.Sprintf("no decision: the campaign was cancelled, and it decided nothing on partition %d (whose task has forgotten it since its expiry)", ex.Partition), true
+	case pr == nil && !st.TaskTime.IsZero() && st.TaskTime.After(ex.Launch.ExpiresAt):
+		return fmt.Sprintf("no decision: the campaign decided nothing on partition %d, whose task has forgotten it since its expiry %s: the business had no contact there when it fired, or it expired before it could fire", ex.Partition, ex.Launch.ExpiresAt.UTC().Format(time.RFC3339)), true
+	case pr == nil:
+		return fmt.Sprintf("no decision: the task of partition %d has no record of the campaign: it has not read it yet (the pipeline is stopped or behind on the campaigns topic); %s", ex.Partition, taskTime), true
+	}
+	switch pr.Status {
+	case policy.Pending:
+		return fmt.Sprintf("no decision yet: the campaign is PENDING on partition %d: it fires once the partition's time passes its send time %s (plus --grace), or the wall clock does while the partition has no lag; %s", ex.Partition, sendAt, taskTime), true
+	case policy.Firing:
+		if pr.Cursor == "" || ex.User > pr.Cursor {
+			return fmt.Sprintf("no decision yet: the campaign is FIRING on partition %d, its fan-out has decided up to user %q and this user comes later", ex.Partition, pr.Cursor), true
+		}
+	case policy.Cancelled:
+		return fmt.Sprintf("no decision: the campaign was CANCELLED on partition %d before it fired there", ex.Partition), true
+	case policy.Expired:
+		return fmt.Sprintf("no decision: the campaign EXPIRED on partition %d: its expiry %s passed before the partition's time reached its send time %s", ex.Partition, ex.Launch.ExpiresAt.UTC().Format(time.RFC3339), sendAt), true
+	}
+	// Fired (or firing past this user): the fan-out went over the business's
+	// contacts on the partition and the user was not among them.
+	asOf := time.UnixMilli(pr.FireAt).UTC()
+	return fmt.Sprintf("no decision about this user: the campaign %s on partition %d as of %s and the user was not a contact of business %s then: %s",
+		pr.Status, ex.Partition, asOf.Format(time.RFC3339), ex.Launch.BusinessID, noContactCause(ex, asOf)), true
+}
+
+// noContactCause says, from the user's contact with the business as the
+// changelog has it now, why the user was no contact as of the campaign's
+// firing: the one cause the state shows.
+func noContactCause(ex *Explanation, asOf time.Time) string {
+	st := ex.State
+	if st == nil {
+		return "no user-initiated interaction with the business (message, bot start, call-button click) by the send time, or the last one older than the contact retention, or the user was erased since (" + ex.StateNote + ")"
+	}
+	if !st.ErasedAt.IsZero() && st.Contact == nil {
+		return "the user was erased (USER_ERASED, task time " + st.ErasedAt.Format(time.RFC3339) + "): the state knows nothing of them"
+	}
+	c := st.Contact
+	if c == nil && st.DeletedContact != nil {
+		last := st.DeletedContact.LastContact()
+		if last == 0 {
+			return "the user never had a user-initiated interaction with the business (message, bot start, call-button click); the state has deleted their other events since"
+		}
+		at := time.UnixMilli(last).UTC()
+		return fmt.Sprintf("the contact expired: its last user-initiated interaction, at %s, was %d days before the send time, older than the contact retention", at.Format(time.RFC3339), int(asOf.Sub(at).Hours()/24))
+	}
+	if c == nil {
+		return "the user never had a user-initiated interaction with the business (message, bot start, call-button click): the changelog has no contact between them"
+	}
+	if !c.HasContact() {
+		return "the user never had a user-initiated interaction with the business (message, bot start, call-button click), only other events (business messages, blocks, opt-outs)"
+	}
+	// c.Last has the latest of each kind: a kind whose latest is before the
+	// send time had none after it, so the latest before it is known.
+	var before time.Time
+	for _, at := range c.Last {
+		if t := time.UnixMilli(at).UTC(); at > 0 && !t.After(asOf) && t.After(before) {
+			before = t
+		}
+	}
+	if before.IsZero() {
+		return fmt.Sprintf("the user's user-initiated interactions with the business all came after the send time (the latest at %s)", time.UnixMilli(c.LastContact()).UTC().Format(time.RFC3339))
+	}
+	days := int(asOf.Sub(before).Hours() / 24)
+	if days >= 365 {
+		return fmt.Sprintf("the user's last user-initiated interaction with the business before the send time, at %s, was %d days before it: older than the contact retention (365 days by default)",
+			before.Format(time.RFC3339), days)
+	}
+	return fmt.Sprintf("the user's last user-initiated interaction with the business before the send time, at %s (%d days before it), reached the pipeline after the campaign fired (a late event, past --grace), or the pipeline's contact retention is shorter than %d days",
+		before.Format(time.RFC3339), days, days)
 }
 
 func outcomeName(d *schemas.Decision) string {
@@ -552,4 +764,46 @@ func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string)
 	slices.SortFunc(rep.OnlyShadow, order)
 	slices.SortFunc(rep.ChangedExamples, order)
 	return rep, nil
+}
+
+// GroupLag returns, per partition of cfg.Names.Interactions, how many
+// interactions group has not processed yet: the partition's last stable
+// offset minus the group's committed offset (minus its start offset when the
+// group committed none there). A run whose lag is not zero everywhere has
+// not decided everything its inputs hold: a Diff taken then is partial.
+func GroupLag(ctx context.Context, cfg Config, group string) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := cfg.Names.Interactions
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("start offsets of %s: %w", topic, err)
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, fmt.Errorf("offsets of group %s: %w", group, err)
+	}
+	lag := map[int32]int64{}
+	ends.Each(func(e kadm.ListedOffset) {
+		from := int64(0)
+		if s, ok := starts.Lookup(topic, e.Partition); ok {
+			from = s.Offset
+		}
+		if o, ok := committed.Lookup(topic, e.Partition); ok && o.Err == nil && o.At >= 0 {
+			from = max(from, o.At)
+		}
+		lag[e.Partition] = max(0, e.Offset-from)
+	})
+	return lag, nil
 }

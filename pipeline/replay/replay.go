@@ -89,7 +89,7 @@ func (p *Plan) Running() bool { return len(p.Members) > 0 }
 // target, and says what a replay would do. It changes nothing.
 func MakePlan(ctx context.Context, adm *kadm.Client, group, topic string, target Target) (*Plan, error) {
 	if !target.Start && target.Time.IsZero() {
-		return nil, errors.New("replay: no target (the start, or a time)")
+		return nil, errors.New("no target (the start, or a time)")
 	}
 	plan := &Plan{Group: group, Topic: topic, Target: target}
 	gs, err := adm.DescribeGroups(ctx, group)
@@ -152,7 +152,7 @@ func MakePlan(ctx context.Context, adm *kadm.Client, group, topic string, target
 }
 
 // ErrRunning is returned by [Apply] when instances are in the group.
-var ErrRunning = errors.New("replay: instances of the group are running")
+var ErrRunning = errors.New("instances of the group are running")
 
 // Apply commits the plan's target offsets for its group, after checking
 // again that the group has no member: offsets committed under running

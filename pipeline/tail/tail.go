@@ -17,6 +17,7 @@
 package tail
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -439,7 +440,122 @@ func (g *generic) decode(b []byte) (json.RawMessage, error) {
 	if len(rest) > 0 {
 		return nil, fmt.Errorf("decode with schema %d: %d trailing bytes", id, len(rest))
 	}
-	return json.Marshal(v)
+	root := s.Root()
+	var out bytes.Buffer
+	if err := writeOrdered(&out, root, v, map[string]*avro.SchemaNode{}); err != nil {
+		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	return out.Bytes(), nil
+}
+
+// writeOrdered writes v, decoded with schema node n, as JSON in the shape
+// of package jsonl: a record's fields in the schema's order (not sorted by
+// name) and timestamps as RFC 3339 in UTC with milliseconds, so that every
+// topic prints alike. named collects the named types seen so far, which
+// later nodes may name by reference.
+func writeOrdered(w *bytes.Buffer, n *avro.SchemaNode, v any, named map[string]*avro.SchemaNode) error {
+	switch n.Type {
+	case "record", "error", "enum", "fixed":
+		named[fullName(n)] = n
+		if n.Namespace != "" {
+			named[n.Name] = n
+		}
+	case "null", "boolean", "int", "long", "float", "double", "bytes", "string", "array", "map", "union":
+	default:
+		def, ok := named[n.Type]
+		if !ok {
+			return fmt.Errorf("unknown named type %q", n.Type)
+		}
+		n = def
+	}
+	if t, ok := v.(time.Time); ok {
+		return writeJSON(w, t.UTC().Format(jsonl.Time))
+	}
+	switch n.Type {
+	case "record", "error":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return writeJSON(w, v)
+		}
+		w.WriteByte('{')
+		for i := range n.Fields {
+			f := &n.Fields[i]
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := writeJSON(w, f.Name); err != nil {
+				return err
+			}
+			w.WriteByte(':')
+			if err := writeOrdered(w, &f.Type, m[f.Name], named); err != nil {
+				return err
+			}
+		}
+		w.WriteByte('}')
+		return nil
+	case "array":
+		items, ok := v.([]any)
+		if !ok || n.Items == nil {
+			return writeJSON(w, v)
+		}
+		w.WriteByte('[')
+		for i, it := range items {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := writeOrdered(w, n.Items, it, named); err != nil {
+				return err
+			}
+		}
+		w.WriteByte(']')
+		return nil
+	case "union":
+		// Decoded untagged: the value of the branch that matched. nil is
+		// the null branch; otherwise the first branch of the value's shape.
+		if v == nil {
+			w.WriteString("null")
+			return nil
+		}
+		for i := range n.Branches {
+			if b := &n.Branches[i]; b.Type != "null" && fits(b, v, named) {
+				return writeOrdered(w, b, v, named)
+			}
+		}
+	}
+	return writeJSON(w, v)
+}
+
+// fits reports whether a value decoded untagged may come from branch b.
+func fits(b *avro.SchemaNode, v any, named map[string]*avro.SchemaNode) bool {
+	if def, ok := named[b.Type]; ok {
+		b = def
+	}
+	switch v.(type) {
+	case map[string]any:
+		return b.Type == "record" || b.Type == "error" || b.Type == "map"
+	case []any:
+		return b.Type == "array"
+	case time.Time:
+		return b.LogicalType != ""
+	}
+	return true
+}
+
+func writeJSON(w *bytes.Buffer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Write(b)
+	return nil
+}
+
+// fullName returns the Avro full name of a named schema node.
+func fullName(n *avro.SchemaNode) string {
+	if strings.Contains(n.Name, ".") || n.Namespace == "" {
+		return n.Name
+	}
+	return n.Namespace + "." + n.Name
 }
 
 func (g *generic) schema(id int) (*avro.Schema, error) {

@@ -313,16 +313,20 @@ func TestTailDecisionsAndFollow(t *testing.T) {
 	ss, err := e.rc.CreateSchema(ctx, "decisions-value", sr.Schema{Type: sr.TypeAvro, Schema: `{"type":"record","name":"Decision","fields":[
 		{"name":"campaign_id","type":"string"},{"name":"user_id","type":"string"},
 		{"name":"outcome","type":{"type":"enum","name":"Outcome","symbols":["DELIVERED","NO_CONTACT"]}},
+		{"name":"decided_as_of","type":{"type":"long","logicalType":"timestamp-millis"}},
 		{"name":"reason","type":["null","string"],"default":null}]}`})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// campaign_id "c1", user_id "u1", outcome 1 (NO_CONTACT), reason null.
+	// campaign_id "c1", user_id "u1", outcome 1 (NO_CONTACT), decided as
+	// of 2025-06-01T12:00:00.250Z, reason null.
 	decision := func(user string) *kgo.Record {
 		v := binary.BigEndian.AppendUint32([]byte{0}, uint32(ss.ID))
 		v = append(v, 4, 'c', '1', byte(2*len(user)))
 		v = append(v, user...)
-		v = append(v, 2, 0)
+		v = append(v, 2)
+		v = binary.AppendVarint(v, 1748779200250)
+		v = append(v, 0)
 		return &kgo.Record{Topic: "decisions", Key: []byte(user), Value: v}
 	}
 	e.produce(t, decision("u1"))
@@ -360,7 +364,9 @@ func TestTailDecisionsAndFollow(t *testing.T) {
 	}
 	slices.Sort(values)
 	for i, v := range values {
-		want := `{"campaign_id":"c1","outcome":"NO_CONTACT","reason":null,"user_id":"u` + string(rune('1'+i)) + `"}`
+		// The schema's field order and jsonl's times, as for the other
+		// topics (not sorted names and a time without milliseconds).
+		want := `{"campaign_id":"c1","user_id":"u` + string(rune('1'+i)) + `","outcome":"NO_CONTACT","decided_as_of":"2025-06-01T12:00:00.250Z","reason":null}`
 		if v != want {
 			t.Errorf("decision %d: %s, want %s", i, v, want)
 		}

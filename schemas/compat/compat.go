@@ -206,3 +206,36 @@ func fullName(n *avro.SchemaNode) string {
 	}
 	return n.Namespace + "." + n.Name
 }
+
+// Parse checks that text is an Avro schema whose top level is a record, and
+// returns the record's full name. Its error says what is wrong and where:
+// the line and column of a JSON syntax error, Avro's reason for a schema
+// that is JSON but not Avro (an unknown type, a record without a name).
+func Parse(text string) (string, error) {
+	var v any
+	if err := json.Unmarshal([]byte(text), &v); err != nil {
+		if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+			line, col := position(text, se.Offset)
+			return "", fmt.Errorf("not a valid Avro schema: not JSON at line %d, column %d: %v", line, col, err)
+		}
+		return "", fmt.Errorf("not a valid Avro schema: not JSON: %v", err)
+	}
+	s, err := avro.Parse(text)
+	if err != nil {
+		return "", fmt.Errorf("not a valid Avro schema: %w", err)
+	}
+	root := s.Root()
+	if root.Type != "record" {
+		return "", fmt.Errorf("the schema's top level is %s, not a record (want an Interaction or a Campaign record)", root.Type)
+	}
+	return fullName(root), nil
+}
+
+// position returns the 1-based line and column of byte offset off of text,
+// as encoding/json counts it (the offset after the byte read last).
+func position(text string, off int64) (line, col int) {
+	off = min(max(off, 1), int64(len(text)))
+	before := text[:off-1]
+	line = strings.Count(before, "\n") + 1
+	return line, int(off) - strings.LastIndex(before, "\n") - 1
+}

@@ -21,7 +21,12 @@
 // before send_at, a non-user-initiated audience kind) are errors that name
 // the field. Only "audience" (empty: every contact) and the message's
 // "cta_label" and "cta_url" (null) may be left out; "business_id" may be
-// left out (empty) for USER_ERASED.
+// left out (empty) for USER_ERASED. A CANCEL needs only "campaign_id",
+// "business_id" and "action": the pipeline reads nothing else of it, and
+// what the schema requires is filled (send_at and expires_at at the Unix
+// epoch, an empty message):
+//
+//	{"campaign_id":"camp-1","business_id":"biz-1","action":"CANCEL"}
 //
 // It does no I/O beyond the reader it is given and knows nothing of Kafka.
 package jsonl
@@ -187,6 +192,23 @@ func UnmarshalCampaign(b []byte) (schemas.Campaign, error) {
 	v.BusinessID = o.str("business_id", true)
 	action, _ := o.enum("action", actions)
 	v.Action = schemas.CampaignAction(action)
+	if v.Action == schemas.Cancel {
+		// A CANCEL names a campaign and its business; the pipeline reads
+		// nothing else of it. What the schema still requires is filled:
+		// times at the Unix epoch, an empty message.
+		v.SendAt, v.ExpiresAt = time.UnixMilli(0).UTC(), time.UnixMilli(0).UTC()
+		if o.present("send_at") {
+			v.SendAt = o.timestamp("send_at")
+		}
+		if o.present("expires_at") {
+			v.ExpiresAt = o.timestamp("expires_at")
+		}
+		if o.present("message") {
+			v.Message = o.message("message")
+		}
+		o.array("audience")
+		return v, o.finish()
+	}
 	v.SendAt = o.timestamp("send_at")
 	v.ExpiresAt = o.timestamp("expires_at")
 	if !v.SendAt.IsZero() && !v.ExpiresAt.IsZero() && v.ExpiresAt.Before(v.SendAt) {
@@ -198,10 +220,7 @@ func UnmarshalCampaign(b []byte) (schemas.Campaign, error) {
 			continue
 		}
 		kind, _ := r.enum("kind", schemas.InteractionKinds[:schemas.BotCTAClick+1])
-		days := r.int32("within_days")
-		if days < 0 {
-			r.fail("within_days", "negative: %d (0 means ever)", days)
-		}
+		days := r.days("within_days")
 		r.finish()
 		v.Audience = append(v.Audience, schemas.AudienceRule{Kind: schemas.InteractionKind(kind), WithinDays: days})
 	}
@@ -351,6 +370,16 @@ func (o *object) str(name string, nonEmpty bool) string {
 	return s
 }
 
+// present reports whether the object has field name; a missing one counts
+// as read.
+func (o *object) present(name string) bool {
+	_, ok := o.fields[name]
+	if !ok {
+		o.used[name] = true
+	}
+	return ok
+}
+
 // optStr returns a string field that may be missing (empty).
 func (o *object) optStr(name string) string {
 	if _, ok := o.fields[name]; !ok {
@@ -394,16 +423,19 @@ func (o *object) enum(name string, symbols []string) (int, bool) {
 	return i, true
 }
 
-// int32 returns an int field.
-func (o *object) int32(name string) int32 {
+// days returns a within_days field: an int from 0 (ever) up.
+func (o *object) days(name string) int32 {
 	raw, ok := o.get(name)
 	if !ok {
 		return 0
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 32)
 	if err != nil {
-		o.fail(name, "want an integer from %d to %d, got %s", math.MinInt32, math.MaxInt32, describe(raw))
+		o.fail(name, "want an integer from 0 (ever) to %d, got %s", math.MaxInt32, describe(raw))
 		return 0
+	}
+	if n < 0 {
+		o.fail(name, "negative: %d (0 means ever)", n)
 	}
 	return int32(n)
 }
@@ -430,6 +462,10 @@ func (o *object) timestamp(name string) time.Time {
 			o.fail(name, "%q is finer than a millisecond (timestamp-millis)", s)
 			return time.Time{}
 		}
+		if t.Before(time.Unix(0, 0)) {
+			o.fail(name, "%q is before the Unix epoch (1970-01-01T00:00:00Z)", s)
+			return time.Time{}
+		}
 		if ms := t.UnixMilli(); time.UnixMilli(ms).Equal(t) {
 			return time.UnixMilli(ms).UTC()
 		}
@@ -439,6 +475,10 @@ func (o *object) timestamp(name string) time.Time {
 	ms, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
 		o.fail(name, "want an RFC 3339 time or integer epoch milliseconds, got %s", describe(raw))
+		return time.Time{}
+	}
+	if ms < 0 {
+		o.fail(name, "%d is before the Unix epoch (1970-01-01T00:00:00Z)", ms)
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()

@@ -115,6 +115,15 @@ func TestUnmarshalAccepts(t *testing.T) {
 			`{"campaign_id":"c","business_id":"b","action":"LAUNCH","send_at":1748779200250,"expires_at":"2025-06-02T12:00:00.250Z","message":{"text":"hi"}}`,
 			schemas.Campaign{CampaignID: "c", BusinessID: "b", Action: schemas.Launch, SendAt: t0, ExpiresAt: t0.Add(24 * time.Hour), Message: schemas.Message{Text: "hi"}},
 		},
+		// A CANCEL needs only the campaign and its business.
+		{
+			`{"campaign_id":"c","business_id":"b","action":"CANCEL"}`,
+			schemas.Campaign{CampaignID: "c", BusinessID: "b", Action: schemas.Cancel, SendAt: time.UnixMilli(0).UTC(), ExpiresAt: time.UnixMilli(0).UTC()},
+		},
+		{
+			`{"campaign_id":"c","business_id":"b","action":"CANCEL","send_at":1748779200250,"message":{"text":"hi"}}`,
+			schemas.Campaign{CampaignID: "c", BusinessID: "b", Action: schemas.Cancel, SendAt: t0, ExpiresAt: time.UnixMilli(0).UTC(), Message: schemas.Message{Text: "hi"}},
+		},
 	} {
 		var (
 			got any
@@ -167,8 +176,11 @@ func TestUnmarshalRejects(t *testing.T) {
 			"field business_id: must be empty for USER_ERASED, got \"b\"",
 			"field occurred_at: \"2025-06-01T12:00:00.000001Z\" is finer than a millisecond (timestamp-millis)",
 		}},
+		{false, `{"event_id":"e","user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":-5}`, []string{"field occurred_at: -5 is before the Unix epoch (1970-01-01T00:00:00Z)"}},
+		{false, `{"event_id":"e","user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":"1969-12-31T23:59:59Z"}`, []string{"field occurred_at: \"1969-12-31T23:59:59Z\" is before the Unix epoch (1970-01-01T00:00:00Z)"}},
 		{false, `{"event_id":null,"user_id":"u","business_id":"b","kind":"USER_MESSAGE","occurred_at":"2025-06-01T12:00:00Z"}`, []string{"field event_id: null, want a value"}},
 		{true, `{` + goodCamp + `}`, []string{"field message: missing"}},
+		{true, `{"campaign_id":"c","action":"CANCEL","extra":1}`, []string{"field business_id: missing", "field extra: unknown field"}},
 		{true, `{"campaign_id":"c","business_id":"b","action":"START","send_at":"2025-06-01T12:00:00Z","expires_at":"2025-06-01T11:00:00Z","message":{"text":"t"}}`, []string{
 			"field action: unknown symbol \"START\", want one of LAUNCH, CANCEL",
 			"field expires_at: 2025-06-01T11:00:00.000Z is before send_at 2025-06-01T12:00:00.000Z (the pipeline rejects the campaign)",
@@ -187,7 +199,7 @@ func TestUnmarshalRejects(t *testing.T) {
 			"field message.color: unknown field",
 		}},
 		{true, `{` + goodCamp + `,"audience":[{"kind":"USER_MESSAGE","within_days":3000000000}],"message":"hi"}`, []string{
-			"field audience[0].within_days: want an integer from -2147483648 to 2147483647, got 3000000000",
+			"field audience[0].within_days: want an integer from 0 (ever) to 2147483647, got 3000000000",
 			"field message: want a JSON object, got a string",
 		}},
 	} {
