@@ -31,8 +31,8 @@ func TestPartitionerFlag(t *testing.T) {
 
 	var out strings.Builder
 	err = cmdConfig([]string{"print", "--brokers", "k:9092", "--registry", "http://r", "--state-dir", t.TempDir(), "--partitioner", "consistent_random"}, &out)
-	if err == nil || !strings.Contains(err.Error(), "Partitioner") || !strings.Contains(err.Error(), "--partitioner") || !strings.Contains(err.Error(), "consistent_random") {
-		t.Errorf("config print with an unknown partitioner: %v, want an error naming Partitioner, --partitioner and the value", err)
+	if err == nil || !strings.Contains(err.Error(), "--partitioner") || !strings.Contains(err.Error(), "consistent_random") {
+		t.Errorf("config print with an unknown partitioner: %v, want an error naming --partitioner and the value", err)
 	}
 	if !strings.Contains(out.String(), `partitioner              "consistent_random"              # flag`) {
 		t.Errorf("config print does not show the partitioner from the flag:\n%s", out.String())
