@@ -680,7 +680,7 @@ func (r *Runner) fanoutProgress() {
 			}
 			p := &fs[i]
 			p.Partitions++
-			p.Contacts += f.contacts
+			p.Contacts += max(f.contacts, 0)
 			p.Visited += f.visited
 			p.Decided += f.candidates
 			if f.start.Before(p.Started) {

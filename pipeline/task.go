@@ -71,8 +71,9 @@ type fanoutTally struct {
 	start                 time.Time
 	candidates, delivered int64
 	// contacts is the business's contacts on the partition when the
-	// fan-out started (from its cursor, when resumed); visited, those the
-	// committed chunks went over (candidates or not).
+	// fan-out started (from its cursor, when resumed), -1 until its first
+	// chunk; visited, those the committed chunks went over (candidates or
+	// not).
 	contacts, visited int64
 	business          string
 }
@@ -248,14 +249,7 @@ func (t *task) fanout() (bool, error) {
 			if t.fanning == nil {
 				t.fanning = map[string]*fanoutTally{}
 			}
-			// The business's contacts here: how far the fan-out has to go,
-			// for its progress (sponsor_fanout_contacts). A fan-out
-			// resumed after a restart counts the rest from its cursor on.
-			total, err := t.batch.CountContacts(c.Campaign.Business, c.Cursor)
-			if err != nil {
-				return false, fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
-			}
-			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: total, business: c.Campaign.Business}
+			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: -1, business: c.Campaign.Business}
 		}
 		var candidates, visited int64
 		var rec policy.Recipient
@@ -330,6 +324,23 @@ func (t *task) fanout() (bool, error) {
 			t.counts.visited = map[string]int64{}
 		}
 		t.counts.visited[c.Campaign.ID] += visited
+		if f := t.fanning[c.Campaign.ID]; f.contacts < 0 {
+			// How far the fan-out has to go, for its progress
+			// (sponsor_fanout_contacts): known after its first chunk. Only
+			// a fan-out longer than a chunk counts the rest, one scan of
+			// the keys after the cursor; most campaigns, a few hundred
+			// contacts, pay nothing. (Counting every fan-out up front cost
+			// 3-8% of the CPU per delivery of a 300k fan-out.) A fan-out
+			// resumed after a restart counts from its cursor on.
+			f.contacts = visited
+			if !done {
+				rest, err := t.batch.CountContacts(c.Campaign.Business, last)
+				if err != nil {
+					return false, fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
+				}
+				f.contacts += rest
+			}
+		}
 		if done {
 			c.Status, c.Cursor = policy.Fired, ""
 			t.firing = t.firing[1:]
