@@ -26,7 +26,7 @@ func main() {
 // how says how to run the tests that a skip message mentions.
 var how = []struct{ mentions, run string }{
 	{"-short", "drop -short (make test, not make test-short)"},
-	{"KAFKA_CLUSTER_BROKERS", "make kafka-cluster-up, then KAFKA_CLUSTER_BROKERS=127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094 go test -run TestBrokerKill ./e2e/"},
+	{"KAFKA_CLUSTER_BROKERS", "make kafka-cluster-up, then KAFKA_CLUSTER_BROKERS=127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096 go test -run TestBrokerKill ./e2e/"},
 	{"KAFKA_BROKERS", "make test-kafka (a single-node Apache Kafka; Java 17 and Maven)"},
 	{"kcat", "make external-clients, then SPONSOR_PYTHON=... (it prints it) go test -run TestExternalClients ./e2e/"},
 	{"python", "make external-clients, then SPONSOR_PYTHON=... (it prints it) go test -run TestExternalClients ./e2e/"},
