@@ -38,10 +38,26 @@ type Config struct {
 	// Group+"-"+InstanceID, so a restart fences its previous incarnation at
 	// once. Default: read from (or created in) StateDir/instance-id.
 	InstanceID string
-	// StaticMembership makes the instance a static group member (KIP-345)
-	// with InstanceID: a restart within SessionTimeout does not rebalance.
-	// Default off.
-	StaticMembership bool
+	// DynamicMembership makes the instance a dynamic group member (no
+	// group.instance.id), as before static membership was the default: a
+	// stop always leaves the group, so its partitions move at once, and a
+	// restart joins as a new member, which rebalances the group twice (the
+	// leave, the join). Default off: the instance is a static member
+	// (KIP-345) whose group.instance.id is InstanceID, so a restart within
+	// SessionTimeout takes the place of its previous incarnation at once,
+	// with its partitions and without a rebalance, and a stop leaves the
+	// group only as LeaveGroupOnShutdown says.
+	DynamicMembership bool
+	// LeaveGroupOnShutdown makes a static member leave the group, with its
+	// instance id, when Run ends, as Kafka Streams' close with leaveGroup
+	// does: its partitions go to the other instances at once instead of
+	// after SessionTimeout. Set it when scaling in; Runner.LeaveGroupOnShutdown
+	// sets it while running (sponsor run does on SIGUSR1). Default off: a
+	// stopped static member keeps its partitions for SessionTimeout, so
+	// that a rolling restart does not rebalance. A Run that ends with an
+	// error always leaves (a failed instance should not hold partitions),
+	// and a dynamic member always leaves.
+	LeaveGroupOnShutdown bool
 	// TopicPrefix is prepended to every topic name. Default "".
 	TopicPrefix string
 	// CreateTopics also creates the input topics when missing, with
@@ -72,7 +88,8 @@ type Config struct {
 	// for campaigns due on caught-up partitions. Default 250ms.
 	Tick time.Duration
 	// SessionTimeout is the group session timeout: how fast a crashed
-	// instance's partitions move. Default 10s.
+	// instance's partitions move, and how long a stopped static member may
+	// take to come back without a rebalance. Default 10s.
 	SessionTimeout time.Duration
 	// RebalanceTimeout bounds a rebalance, restores included. Default 60s.
 	RebalanceTimeout time.Duration
