@@ -197,3 +197,26 @@ func logHas(t *testing.T, path, s string) bool {
 	}
 	return bytes.Contains(b, []byte(s))
 }
+
+// TestSessionTimeoutUnderBrokersMinimum: `sponsor run` with a session
+// timeout the brokers refuse exits at once with an error that gives the
+// minimum as the brokers' config has it, instead of retrying refused joins
+// (INVALID_SESSION_TIMEOUT) for ever.
+func TestSessionTimeoutUnderBrokersMinimum(t *testing.T) {
+	c := newCluster(t, "tooshort", 2)
+	p := startProc(t, "short", []string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
+		"--state-dir", t.TempDir(), "--group", c.group, "--http", "", "--session-timeout", "3s"}, t.TempDir(), 1)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second): // liveness only
+		t.Fatalf("sponsor run with --session-timeout 3s still running after 60s, want an exit")
+	}
+	if p.err == nil {
+		t.Fatalf("sponsor run with --session-timeout 3s exited 0, want an error")
+	}
+	const want = "3s is under the minimum 6s, from the brokers' group.min.session.timeout.ms"
+	if !logHas(t, p.log, want) || !logHas(t, p.log, "raise --session-timeout to at least 6s") {
+		dumpTail(t, p.log, 10)
+		t.Fatalf("its output does not say %q", want)
+	}
+}

@@ -186,6 +186,13 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	defer r.admCl.Close()
 	r.adm = kadm.NewClient(r.admCl)
 
+	// A session timeout the coordinators refuse fails every join with
+	// INVALID_SESSION_TIMEOUT, which the client retries for ever: say so
+	// now, once, with the bound.
+	bounds := brokerSessionBounds(ctx, r.adm)
+	if err := bounds.check(cfg.SessionTimeout); err != nil {
+		return err
+	}
 	cat := topics.Catalog{Names: r.names, Partitions: cfg.Partitions, ReplicationFactor: -1}
 	r.nparts, err = cat.Ensure(ctx, r.adm, cfg.CreateTopics)
 	if err != nil {
@@ -255,6 +262,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		kgo.RequireStableFetchOffsets(),
 		kgo.KeepControlRecords(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(cfg.HeartbeatInterval),
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.BlockRebalanceOnPoll(),
 		// Cooperative rebalancing (franz-go's default, pinned here): a
