@@ -57,38 +57,9 @@ func TestStaticMembership(t *testing.T) {
 			dumpTail(t, b.log, 30)
 		}
 	})
-	// members maps each member's instance id ("" for a dynamic member) to
-	// its assigned interactions partitions, sorted.
 	members := func() map[string][]int32 {
 		t.Helper()
-		gs, err := c.adm.DescribeGroups(testContext(t, 10*time.Second), c.group)
-		if err == nil {
-			err = gs.Error()
-		}
-		if errors.Is(err, kerr.GroupIDNotFound) {
-			return map[string][]int32{} // not created yet: no member
-		}
-		if err != nil {
-			t.Fatalf("describe group %s: %v", c.group, err)
-		}
-		out := map[string][]int32{}
-		for _, m := range gs[c.group].Members {
-			id := ""
-			if m.InstanceID != nil {
-				id = *m.InstanceID
-			}
-			var ps []int32
-			if ca, ok := m.Assigned.AsConsumer(); ok {
-				for _, tp := range ca.Topics {
-					if tp.Topic == c.names.Interactions {
-						ps = append(ps, tp.Partitions...)
-					}
-				}
-			}
-			slices.Sort(ps)
-			out[id] = ps
-		}
-		return out
+		return c.groupMembers(t)
 	}
 	// waitGroup waits (a liveness deadline, far under the session timeout
 	// where it matters) until the group is as cond wants it.
@@ -158,7 +129,13 @@ func TestStaticMembership(t *testing.T) {
 	// --dynamic: no instance id in the group; SIGTERM leaves.
 	b = launch("b", "--dynamic")
 	dyn := waitGroup("dynamic b joins", func(m map[string][]int32) bool {
-		return len(m) == 2 && len(m[""]) > 0 && len(m["a"])+len(m[""]) == parts
+		n := 0
+		for id, ps := range m {
+			if strings.HasPrefix(id, "dynamic/") {
+				n += len(ps)
+			}
+		}
+		return len(m) == 2 && n > 0 && len(m["a"])+n == parts
 	}, a, b)
 	t.Logf("with a dynamic b: %v", dyn)
 	b.term(t)
@@ -219,4 +196,47 @@ func TestSessionTimeoutUnderBrokersMinimum(t *testing.T) {
 		dumpTail(t, p.log, 10)
 		t.Fatalf("its output does not say %q", want)
 	}
+}
+
+// groupMembers maps each member of c's group to its assigned interactions
+// partitions, sorted, by instance id ("dynamic/" and the member id for a
+// dynamic member).
+func (c *cluster) groupMembers(t testing.TB) map[string][]int32 {
+	t.Helper()
+	m, _ := c.describeGroup(t)
+	return m
+}
+
+// describeGroup is groupMembers and the group's state ("Stable",
+// "PreparingRebalance"...; "" for a group not created yet).
+func (c *cluster) describeGroup(t testing.TB) (map[string][]int32, string) {
+	t.Helper()
+	gs, err := c.adm.DescribeGroups(testContext(t, 10*time.Second), c.group)
+	if err == nil {
+		err = gs.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[string][]int32{}, "" // not created yet: no member
+	}
+	if err != nil {
+		t.Fatalf("describe group %s: %v", c.group, err)
+	}
+	out := map[string][]int32{}
+	for _, m := range gs[c.group].Members {
+		id := "dynamic/" + m.MemberID
+		if m.InstanceID != nil {
+			id = *m.InstanceID
+		}
+		var ps []int32
+		if ca, ok := m.Assigned.AsConsumer(); ok {
+			for _, tp := range ca.Topics {
+				if tp.Topic == c.names.Interactions {
+					ps = append(ps, tp.Partitions...)
+				}
+			}
+		}
+		slices.Sort(ps)
+		out[id] = ps
+	}
+	return out, gs[c.group].State
 }
