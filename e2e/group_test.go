@@ -16,7 +16,15 @@ import (
 // transactions, fan-outs and the rebalances the previous kill started) and
 // restarts it, sometimes with its state folder deleted. The inbox must end
 // up exactly the oracle's.
+//
+// Its deadlines are what the group achieves now with a margin, and under
+// the 60-70 s a wedged group took on kfake with dynamic members (issue 15),
+// so that such a stall fails the test instead of passing slowly.
 func TestGroupOfThreeRandomKills(t *testing.T) {
+	const (
+		roundDeadline  = 30 * time.Second // for a round's progress: at most 3.5 s measured on kfake, 4.5 s on Kafka 4.4
+		settleDeadline = 45 * time.Second // from the last restart: 0.04 s measured on both
+	)
 	if testing.Short() {
 		t.Skip("group kill test: slow; skipped in -short mode")
 	}
@@ -65,20 +73,23 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 	progress := func() int64 { return sum(c.offsets(t, c.names.Inbox, false)) }
 	total := int64(len(want))
 	kills, wiped := 0, 0
+	var slowest time.Duration // the longest wait for a round's progress
 	for round := 0; round < 8; round++ {
 		// Wait for some progress, at most half of what is left.
 		from := progress()
 		need := min(20+rng.Int64N(total/20+1), max((total-int64(len(c.readAll(t, c.names.Inbox))))/2, 0))
-		deadline := time.Now().Add(90 * time.Second)
+		began := time.Now()
+		deadline := began.Add(roundDeadline)
 		for progress()-from < need {
 			if err := alive(); err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the inbox grew by %d records in 90s, want %d", round, progress()-from, need)
+				t.Fatalf("round %d: the inbox grew by %d records in %s, want %d (a group that stalls?)", round, progress()-from, roundDeadline, need)
 			}
 			time.Sleep(20 * time.Millisecond) // polling interval
 		}
+		slowest = max(slowest, time.Since(began))
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond) // a random moment, not an assertion
 		victim := names[rng.IntN(len(names))]
 		procs[victim].kill(t)
@@ -93,11 +104,14 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond) // a random moment, not an assertion
 		procs[victim] = launch(victim)
 	}
-	c.waitSettled(t, campaignIDs(sc.Campaigns), 180*time.Second, alive)
+	lastRestart := time.Now()
+	c.waitSettled(t, campaignIDs(sc.Campaigns), settleDeadline, alive)
+	settled := time.Since(lastRestart)
 	for _, n := range names {
 		procs[n].term(t)
 	}
 	rep := c.checkInbox(t, sc, want)
-	t.Logf("3 instances, %d random kills (%d with the state folder deleted), %d launches; inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d; %s",
-		kills, wiped, launches, rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing), len(rep.Extra), time.Since(start).Round(time.Millisecond))
+	t.Logf("3 instances, %d random kills (%d with the state folder deleted), %d launches; slowest round %s (deadline %s), settled %s after the last restart (deadline %s); inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d; %s",
+		kills, wiped, launches, slowest.Round(time.Millisecond), roundDeadline, settled.Round(time.Millisecond), settleDeadline,
+		rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing), len(rep.Extra), time.Since(start).Round(time.Millisecond))
 }

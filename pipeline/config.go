@@ -21,6 +21,15 @@ const DefaultMaxPollRecords = 5000
 // that is a few minutes off is common; hours off is a wrong clock.
 const DefaultMaxClockSkew = 5 * time.Minute
 
+// DefaultHeartbeatInterval is the longest default Config.HeartbeatInterval
+// (franz-go's own default).
+const DefaultHeartbeatInterval = 3 * time.Second
+
+// DefaultMinSessionTimeout is Kafka's default group.min.session.timeout.ms:
+// what Run checks Config.SessionTimeout against when it cannot read the
+// brokers' own.
+const DefaultMinSessionTimeout = 6 * time.Second
+
 // Config configures a Runner. Zero values take the documented defaults
 // (EnsureDefaults); Validate names the first invalid field.
 type Config struct {
@@ -38,10 +47,26 @@ type Config struct {
 	// Group+"-"+InstanceID, so a restart fences its previous incarnation at
 	// once. Default: read from (or created in) StateDir/instance-id.
 	InstanceID string
-	// StaticMembership makes the instance a static group member (KIP-345)
-	// with InstanceID: a restart within SessionTimeout does not rebalance.
-	// Default off.
-	StaticMembership bool
+	// DynamicMembership makes the instance a dynamic group member (no
+	// group.instance.id), as before static membership was the default: a
+	// stop always leaves the group, so its partitions move at once, and a
+	// restart joins as a new member, which rebalances the group twice (the
+	// leave, the join). Default off: the instance is a static member
+	// (KIP-345) whose group.instance.id is InstanceID, so a restart within
+	// SessionTimeout takes the place of its previous incarnation at once,
+	// with its partitions and without a rebalance, and a stop leaves the
+	// group only as LeaveGroupOnShutdown says.
+	DynamicMembership bool
+	// LeaveGroupOnShutdown makes a static member leave the group, with its
+	// instance id, when Run ends, as Kafka Streams' close with leaveGroup
+	// does: its partitions go to the other instances at once instead of
+	// after SessionTimeout. Set it when scaling in; Runner.LeaveGroupOnShutdown
+	// sets it while running (sponsor run does on SIGUSR1). Default off: a
+	// stopped static member keeps its partitions for SessionTimeout, so
+	// that a rolling restart does not rebalance. A Run that ends with an
+	// error always leaves (a failed instance should not hold partitions),
+	// and a dynamic member always leaves.
+	LeaveGroupOnShutdown bool
 	// TopicPrefix is prepended to every topic name. Default "".
 	TopicPrefix string
 	// CreateTopics also creates the input topics when missing, with
@@ -72,8 +97,18 @@ type Config struct {
 	// for campaigns due on caught-up partitions. Default 250ms.
 	Tick time.Duration
 	// SessionTimeout is the group session timeout: how fast a crashed
-	// instance's partitions move. Default 10s.
+	// instance's partitions move, and how long a stopped static member may
+	// take to come back without a rebalance. It must be within the
+	// brokers' group.min.session.timeout.ms and group.max.session.timeout.ms
+	// (6s and 30 min by default): Run reads them from the brokers' config
+	// and refuses to start outside them (against 6s when the config cannot
+	// be read), where the brokers would refuse every join. Default 10s.
 	SessionTimeout time.Duration
+	// HeartbeatInterval is how often the instance heartbeats to its group
+	// coordinator; it must be at most a third of SessionTimeout, so that
+	// two lost heartbeats do not expire the session. Default the smaller
+	// of SessionTimeout/3 and 3s (franz-go's default).
+	HeartbeatInterval time.Duration
 	// RebalanceTimeout bounds a rebalance, restores included. Default 60s.
 	RebalanceTimeout time.Duration
 	// TransactionTimeout is the broker-side timeout of an open transaction.
@@ -150,6 +185,9 @@ func (c *Config) EnsureDefaults() {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = min(c.SessionTimeout/3, DefaultHeartbeatInterval)
+	}
 	if c.RebalanceTimeout == 0 {
 		c.RebalanceTimeout = 60 * time.Second
 	}
@@ -196,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Tick <= 0 || c.SessionTimeout <= 0 || c.RebalanceTimeout <= 0 || c.TransactionTimeout <= 0 {
 		errs = append(errs, errors.New("Tick, SessionTimeout, RebalanceTimeout, TransactionTimeout: must be positive"))
+	}
+	if c.HeartbeatInterval <= 0 || c.SessionTimeout > 0 && c.HeartbeatInterval > c.SessionTimeout/3 {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval: must be positive and at most a third of SessionTimeout (%s), got %s (--heartbeat-interval)", c.SessionTimeout, c.HeartbeatInterval))
 	}
 	if c.MaxClockSkew > 0 && c.MaxClockSkew < time.Millisecond {
 		errs = append(errs, fmt.Errorf("MaxClockSkew: must be at least 1ms (or negative: off), got %s (--max-clock-skew)", c.MaxClockSkew))

@@ -72,6 +72,10 @@ type Runner struct {
 	owned atomic.Pointer[[]int32] // the partitions of the tasks owned, sorted, for the HTTP handlers
 
 	metrics prometheus.Registerer // set by Register: where the Kafka clients' metrics go
+
+	// leave makes a static member leave its group when Run ends
+	// (Config.LeaveGroupOnShutdown, or LeaveGroupOnShutdown while running).
+	leave atomic.Bool
 }
 
 // New validates cfg and returns a Runner; it does no I/O.
@@ -80,8 +84,16 @@ func New(cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("pipeline config: %w", err)
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, tasks: map[int32]*task{}, incoming: map[int32]*task{}, revoked: map[int32]bool{}}, nil
+	r := &Runner{cfg: cfg, log: cfg.Logger, tasks: map[int32]*task{}, incoming: map[int32]*task{}, revoked: map[int32]bool{}}
+	r.leave.Store(cfg.LeaveGroupOnShutdown)
+	return r, nil
 }
+
+// LeaveGroupOnShutdown makes the instance leave its group when Run ends, as
+// Config.LeaveGroupOnShutdown does: call it before ending Run's context to
+// hand the partitions over at once (scaling in). Safe to call concurrently
+// with Run; a dynamic member leaves anyway.
+func (r *Runner) LeaveGroupOnShutdown() { r.leave.Store(true) }
 
 // Stats returns the runner's counters.
 func (r *Runner) Stats() *Stats { return &r.stats }
@@ -177,6 +189,13 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	defer r.admCl.Close()
 	r.adm = kadm.NewClient(r.admCl)
 
+	// A session timeout the coordinators refuse fails every join with
+	// INVALID_SESSION_TIMEOUT, which the client retries for ever: say so
+	// now, once, with the bound.
+	bounds := brokerSessionBounds(ctx, r.adm)
+	if err := bounds.check(cfg.SessionTimeout); err != nil {
+		return err
+	}
 	cat := topics.Catalog{Names: r.names, Partitions: cfg.Partitions, ReplicationFactor: -1}
 	r.nparts, err = cat.Ensure(ctx, r.adm, cfg.CreateTopics)
 	if err != nil {
@@ -246,6 +265,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		kgo.RequireStableFetchOffsets(),
 		kgo.KeepControlRecords(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(cfg.HeartbeatInterval),
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.BlockRebalanceOnPoll(),
 		// Cooperative rebalancing (franz-go's default, pinned here): a
@@ -270,7 +290,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		kgo.OnPartitionsLost(r.onRevoked),
 		kgo.AdjustFetchOffsetsFn(r.adjustOffsets),
 	)
-	if cfg.StaticMembership {
+	if !cfg.DynamicMembership {
 		sessOpts = append(sessOpts, kgo.InstanceID(id))
 	}
 	txnID := cfg.Group + "-" + id
@@ -282,7 +302,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	}
 	log.Info("pipeline started", "interactions", r.names.Interactions, "partitions", r.nparts, "partitioner", cfg.Partitioner,
 		"campaigns", r.names.Campaigns, "inbox", r.names.Inbox, "changelog", r.names.Changelog, "decisions", r.names.Decisions, "transactional_id", txnID,
-		"security", cfg.Security)
+		"security", cfg.Security, "static_member", !cfg.DynamicMembership)
 
 	looping = true
 	var fences []time.Time // when the producer was found fenced, for the last fenceWindow
@@ -321,9 +341,42 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 			break
 		}
 	}
+	// An instance that fails hands its partitions over too, unless the
+	// failure is that another process uses its identity: leaving with
+	// the instance id would remove that one's member instead.
+	if !cfg.DynamicMembership && (r.leave.Load() || err != nil && !errors.Is(err, errProducerUnusable)) {
+		r.leaveGroup(id)
+	}
 	log.Info("pipeline stopped", "err", err)
 	return err
 }
+
+// leaveGroup removes the static member id from the group, as Kafka
+// Streams' close with leaveGroup (or the admin client's
+// removeMembersFromConsumerGroup) does: the group rebalances now and the
+// other instances take its partitions, instead of after the session
+// timeout. franz-go's Close does not leave for a static member, by design
+// (a static member is expected back). The session is closed already: no
+// transaction is open and nothing is consumed any more, so nothing can
+// be lost by leaving. A failed leave is only logged: the partitions then
+// move after the session timeout, as after a crash.
+func (r *Runner) leaveGroup(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveWait)
+	defer cancel()
+	start := time.Now()
+	resp, err := r.adm.LeaveGroup(ctx, kadm.LeaveGroup(r.cfg.Group).InstanceIDs(id).Reason("sponsor: leaving on shutdown"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		r.log.Warn("could not leave the group; the partitions move after the session timeout", "err", err, "session_timeout", r.cfg.SessionTimeout)
+		return
+	}
+	r.log.Info("left the group: the other instances take the partitions now", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// leaveWait bounds how long a stopping static member tries to leave.
+const leaveWait = 5 * time.Second
 
 // A fenced producer is reset at most maxFences times in fenceWindow; past
 // that, the instance stops.
@@ -393,8 +446,8 @@ const reopenWait = 2 * time.Minute
 // closeSession ends the group session and drops every task: their state in
 // Pebble is what their last committed transaction left.
 func (r *Runner) closeSession() {
-	// Close leaves the group (a dynamic member; a static one stays), so the
-	// partitions move at once. Leaving waits for a join in flight, which the
+	// Close leaves the group for a dynamic member, so the partitions move
+	// at once; a static member stays (Run may leave for it afterwards). Leaving waits for a join in flight, which the
 	// broker may hold until the rebalance timeout when other members are
 	// stopping too: give up after a while; the group then notices after the
 	// session timeout, and nothing is lost (every transaction is ended).

@@ -45,9 +45,9 @@ static: true
 	if got, want := f.logLevel, "debug"; got != want {
 		t.Errorf("log-level = %q, want %q (env over file)", got, want)
 	}
-	if f.cfg.FanoutChunk != 1234 || f.gap != 24*time.Hour || !f.cfg.StaticMembership || f.cfg.StateDir != "/var/lib/sponsor" {
+	if f.cfg.FanoutChunk != 1234 || f.gap != 24*time.Hour || !f.static || f.cfg.StateDir != "/var/lib/sponsor" {
 		t.Errorf("from the file: fanout-chunk %d, conversation-gap %s, static %v, state-dir %q; want 1234, 24h, true, /var/lib/sponsor",
-			f.cfg.FanoutChunk, f.gap, f.cfg.StaticMembership, f.cfg.StateDir)
+			f.cfg.FanoutChunk, f.gap, f.static, f.cfg.StateDir)
 	}
 	if got := strings.Join(f.cfg.Brokers, ","); got != "k1:9092,k2:9092" {
 		t.Errorf("brokers = %q, want k1:9092,k2:9092", got)

@@ -53,7 +53,11 @@ blocked or opted out).
 
 Usage:
   sponsor run  --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]
-               run the pipeline against an existing Kafka cluster
+               run the pipeline against an existing Kafka cluster, as a
+               static group member: SIGTERM stops it for a restart (it stays
+               in the group, a quick restart does not rebalance); SIGUSR1
+               stops it and leaves the group (scaling in: the others take its
+               partitions at once)
   sponsor dev  [--demo | --no-pipeline] [--data DIR] [flags]
                start an in-process Kafka and schema registry, the topics and
                the pipeline; --demo also feeds a synthetic workload and prints
@@ -180,12 +184,15 @@ type pipelineFlags struct {
 	gap, retention time.Duration
 	grace          time.Duration
 	decisions      bool
+	static         bool
 }
 
 func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.StringVar(&f.cfg.Group, "group", "sponsor", "consumer group; instances with the same group share the partitions")
 	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "stable instance identity (default: kept in the state folder)")
-	fs.BoolVar(&f.cfg.StaticMembership, "static", false, "join as a static group member with the instance id (a quick restart does not rebalance)")
+	fs.BoolVar(&f.static, "static", true, "join as a static group member with the instance id (the default): a restart within the session timeout does not rebalance, and SIGTERM does not leave the group; --static=false is --dynamic")
+	fs.BoolVar(&f.cfg.DynamicMembership, "dynamic", false, "join as a dynamic group member (no instance id in the group): SIGTERM leaves the group and a restart rebalances")
+	fs.BoolVar(&f.cfg.LeaveGroupOnShutdown, "leave-group-on-shutdown", false, "a static member leaves the group on SIGTERM, so its partitions move at once (scaling in); without it only SIGUSR1 does")
 	fs.StringVar(&f.cfg.TopicPrefix, "topic-prefix", "", "prefix of every topic name")
 	fs.StringVar(&f.cfg.Partitioner, "partitioner", string(topics.DefaultPartitioner), "the platform's partitioner of interactions, which every producer must use: "+partitioners+"; an interaction on another partition than its key maps to is dead-lettered (wrong-partition)")
 	fs.StringVar(&f.cfg.Shadow, "shadow", "", "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
@@ -200,7 +207,8 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.BoolVar(&f.decisions, "decisions", true, "write every (campaign, user) decision, delivered or suppressed and why, to the decisions topic (the audit trail of 'sponsor report' and 'sponsor explain')")
 	fs.IntVar(&f.cfg.FanoutChunk, "fanout-chunk", 5000, "most (campaign, user) decisions per task per transaction")
 	fs.IntVar(&f.cfg.MaxPollRecords, "max-poll-records", 5000, "most interactions per transaction")
-	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move")
+	fs.DurationVar(&f.cfg.SessionTimeout, "session-timeout", 10*time.Second, "group session timeout: how fast a crashed instance's partitions move, and how long a stopped static member may take to come back without a rebalance; at least the brokers' group.min.session.timeout.ms (6s by default), checked at start")
+	fs.DurationVar(&f.cfg.HeartbeatInterval, "heartbeat-interval", 0, "how often to heartbeat to the group coordinator, at most a third of --session-timeout (0: the smaller of a third and 3s)")
 	fs.BoolVar(&f.cfg.UnsafeNoTransactions, "unsafe-no-transactions", false, "TESTS ONLY: turn exactly-once off (no transactions, no changelog), so crash tests can prove they detect duplicates and losses")
 	fs.DurationVar(&f.cfg.TransactionTimeout, "transaction-timeout", 20*time.Second, "broker-side timeout of an open transaction")
 	f.registerSecurity(fs)
@@ -226,6 +234,9 @@ func (f *pipelineFlags) finish() (*slog.Logger, error) {
 	f.cfg.Logger = log
 	f.cfg.Policy = policy.Config{ContactRetention: f.retention, UserCap: f.userCap, ConversationGap: f.gap, Grace: f.grace}
 	f.cfg.NoDecisions = !f.decisions
+	if !f.static {
+		f.cfg.DynamicMembership = true
+	}
 	if f.brokers != "" {
 		f.cfg.Brokers = strings.Split(f.brokers, ",")
 	}
@@ -295,8 +306,14 @@ func cmdRun(ctx context.Context, args []string) error {
 // httpEndpoints are what --http serves (pipeline.Runner.Handler).
 const httpEndpoints = "/metrics, /healthz, /readyz and /state/user"
 
-// runWithHTTP runs r and serves its endpoints on addr.
+// runWithHTTP runs r and serves its endpoints on addr. SIGTERM and SIGINT
+// (main's ctx) stop r; SIGUSR1 stops it and leaves the group (see
+// leaveOnSIGUSR1).
 func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopLeaving := leaveOnSIGUSR1(r, cancel, log)
+	defer stopLeaving()
 	if addr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -313,4 +330,25 @@ func runWithHTTP(ctx context.Context, r *pipeline.Runner, addr string, log *slog
 		log.Info("serving "+httpEndpoints, "addr", "http://"+ln.Addr().String())
 	}
 	return r.Run(ctx)
+}
+
+// leaveOnSIGUSR1 makes SIGUSR1 a shutdown that leaves the group: r leaves
+// with its instance id once stopped, so the other instances take its
+// partitions at once (scaling in), where SIGTERM keeps them for the
+// session timeout (a rolling restart: the instance comes back to them
+// without a rebalance). It returns the function that stops listening.
+func leaveOnSIGUSR1(r *pipeline.Runner, stop context.CancelFunc, log *slog.Logger) func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ch:
+			log.Info("SIGUSR1: stopping and leaving the group, so the other instances take the partitions now")
+			r.LeaveGroupOnShutdown()
+			stop()
+		case <-done:
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
 }

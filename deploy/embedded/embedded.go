@@ -3,6 +3,22 @@
 // pipeline, the demo and outside tools (kcat, any Kafka client) can use them
 // without installing anything. It is for development, demos and tests, not
 // for production.
+//
+// Classic consumer groups of dynamic members can stall on kfake (the
+// version go.mod pins, pkg/kfake/groups.go): a member whose connection dies
+// while its JoinGroup is parked gets no session timer again (group.reply
+// arms it only when the reply was delivered, lines 1709-1713), so only the
+// pending-sync timer, the largest rebalance timeout (60 s here), removes
+// it (line 1442); a member waiting in JoinGroup or SyncGroup is expired by
+// its session timer as if dead (updateHeartbeat, line 1514, removes it)
+// and its parked request is never answered (Kafka answers
+// UNKNOWN_MEMBER_ID), so franz-go waits out its request timeout,
+// rebalance timeout + 10 s; and removeMember decrements the join counter
+// for a member parked in SyncGroup after completeRebalance reset it to 0
+// (lines 1366, 1574), so it can go negative. The pipeline joins as a
+// static member by default, which a restart replaces at once whatever
+// state the dead member was left in (replaceStaticMember), so `sponsor
+// dev` and the tests do not meet this; `--dynamic` on kfake can.
 package embedded
 
 import (
