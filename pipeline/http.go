@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -71,7 +72,16 @@ func (r *Runner) serveUser(w http.ResponseWriter, req *http.Request) {
 		v   state.UserView
 		err error
 	)
-	ok := r.view.with(func(s *state.Store) { v, err = s.User(user, business) })
+	rules := r.cfg.Policy // the rules this instance runs with: its retention and grace
+	if rules == (policy.Config{}) {
+		rules = policy.DefaultConfig()
+	}
+	pol, err := policy.New(rules)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, StateError{err.Error()})
+		return
+	}
+	ok := r.view.with(func(s *state.Store) { v, err = s.User(user, business, pol) })
 	var nf *state.NotFoundError
 	switch {
 	case !ok:

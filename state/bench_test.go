@@ -338,7 +338,7 @@ func BenchmarkUserView(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		v, err := s.User(benchUser(n/20), "")
+		v, err := s.User(benchUser(n/20), "", nil)
 		if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 10 {
 			b.Fatalf("view: %+v, %v", v, err)
 		}

@@ -69,7 +69,7 @@ func TestUserView(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v, err := s.User("u1", "")
+	v, err := s.User("u1", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +107,25 @@ func TestUserView(t *testing.T) {
 		t.Errorf("recipient: got %v", pv.RecipientSentAt)
 	}
 
-	v, err = s.User("u1", "biz-b")
+	v, err = s.User("u1", "biz-b", nil)
 	if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 1 || v.Partitions[0].Contacts[0].Business != "biz-b" {
 		t.Errorf("--business biz-b: got %+v, %v", v, err)
 	}
 
+	// With the instance's own rules: a 2-day retention forgets biz-a's
+	// contact (its last event is 4 days before the task time), the
+	// default does not.
+	short, err := policy.New(policy.Config{ContactRetention: 48 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err = s.User("u1", "biz-a", short)
+	if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 1 || !v.Partitions[0].Contacts[0].Expired || v.ContactRetention != "48h0m0s" {
+		t.Errorf("with a 48h retention: got %+v, %v; want biz-a expired and the retention shown", v, err)
+	}
+
 	for _, u := range []string{"u2", "u", "nobody"} {
-		_, err = s.User(u, "")
+		_, err = s.User(u, "", nil)
 		var nf *NotFoundError
 		if !errors.As(err, &nf) || !slices.Equal(nf.Partitions, []int32{3}) {
 			t.Errorf("User(%q): got %v, want a NotFoundError listing partition 3", u, err)

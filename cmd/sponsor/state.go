@@ -138,7 +138,7 @@ func userFromFolder(dir, user, business string) (state.UserView, error) {
 		return state.UserView{}, err
 	}
 	defer s.Close()
-	return s.User(user, business)
+	return s.User(user, business, nil)
 }
 
 // userFromHTTP asks a running instance's /state/user endpoint.
