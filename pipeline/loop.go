@@ -153,6 +153,8 @@ func (r *Runner) adopt() error {
 	}
 	if len(r.tasks) == 0 {
 		r.stats.setLag(nil) // iterations do not run without tasks
+		r.stats.setStable(nil)
+		r.stable = stableWatch{}
 	}
 	r.ready.Store(r.joined.Load() && r.restoring.Load() == 0 && len(r.incoming) == 0)
 	return nil
@@ -511,13 +513,21 @@ func eachTask(ts []*task, fn func(i int, t *task) error) error {
 // lagEvery is how often the runner measures its lag for /metrics.
 const lagEvery = 2 * time.Second
 
-// reportLag measures each owned partition's lag: its last stable offset
-// minus the task's next offset.
+// reportLag measures each owned partition's lag (its last stable offset
+// minus the task's next offset) and, for the interactions and each output
+// written with them (inbox, changelog, decisions: the same partitions), how
+// far the LSO is behind the high watermark and since when it has not moved
+// (Stats.Stable). Two list requests per check, every lagEvery, however
+// many transactions run meanwhile.
 func (r *Runner) reportLag(ctx context.Context) error {
 	r.lastLagReport = time.Now()
-	ends, err := r.adm.ListCommittedOffsets(ctx, r.names.Interactions)
+	watched := []string{r.names.Interactions, r.names.Inbox, r.names.Changelog}
+	if r.names.Decisions != "" {
+		watched = append(watched, r.names.Decisions)
+	}
+	ends, err := r.adm.ListCommittedOffsets(ctx, watched...)
 	if err != nil {
-		return fmt.Errorf("list interactions end offsets: %w", err)
+		return fmt.Errorf("list end offsets (last stable): %w", err)
 	}
 	lag := make(map[int32]int64, len(r.tasks))
 	for p, t := range r.tasks {
@@ -526,6 +536,26 @@ func (r *Runner) reportLag(ctx context.Context) error {
 		}
 	}
 	r.stats.setLag(lag)
+
+	highs, err := r.adm.ListEndOffsets(ctx, watched...)
+	if err != nil {
+		return fmt.Errorf("list high watermarks: %w", err)
+	}
+	lso, hwm := map[stableKey]int64{}, map[stableKey]int64{}
+	for _, topic := range watched {
+		for p := range r.tasks {
+			k := stableKey{topic, p}
+			if o, ok := ends.Lookup(topic, p); ok && o.Err == nil {
+				lso[k] = o.Offset
+			}
+			if o, ok := highs.Lookup(topic, p); ok && o.Err == nil {
+				hwm[k] = o.Offset
+			}
+		}
+	}
+	// The wall clock, not cfg.Now (a test may fix that for the rules):
+	// this measures how long readers have been held back.
+	r.stats.setStable(r.stable.observe(r.lastLagReport, lso, hwm))
 	return nil
 }
 

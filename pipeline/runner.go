@@ -65,6 +65,7 @@ type Runner struct {
 
 	lastLagCheck  time.Time
 	lastLagReport time.Time
+	stable        stableWatch     // LSO behind HWM per owned partition, for Stats.Stable
 	lso           map[int32]int64 // interactions LSO per partition at the last check
 
 	view  storeRef                // the store, for the HTTP handlers

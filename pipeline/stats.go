@@ -3,6 +3,7 @@ package pipeline
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,7 @@ type Stats struct {
 	mu          sync.Mutex
 	fanouts     []FanoutProgress // in progress on the instance, by campaign
 	lag         map[int32]int64  // interactions not yet processed, per owned partition
+	stable      []StableOffsets  // LSO behind HWM, per owned partition of each topic
 	deadLetters map[string]int64 // by reason
 	remaining   map[int32]int64  // changelog records left to read, per partition restoring
 }
@@ -142,6 +144,23 @@ func (s *Stats) setLag(lag map[int32]int64) {
 	s.mu.Lock()
 	s.lag = lag
 	s.mu.Unlock()
+}
+
+// setStable replaces the LSO-behind-HWM figures with st.
+func (s *Stats) setStable(st []StableOffsets) {
+	s.mu.Lock()
+	s.stable = st
+	s.mu.Unlock()
+}
+
+// Stable returns, per owned partition of the interactions, inbox,
+// changelog and decisions topics, how far the last stable offset is behind
+// the high watermark and how long it has not moved, as of the last check
+// (every few seconds).
+func (s *Stats) Stable() []StableOffsets {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.stable)
 }
 
 // Lag returns the interactions not yet processed on the owned partitions,
@@ -254,6 +273,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_campaign_records_total", "Campaign records read by tasks (committed), summed over tasks.", &s.CampaignsSeen),
 		counter("sponsor_campaigns_fired_total", "Campaign fan-outs finished, summed over tasks.", &s.CampaignsFired),
 		fanoutCollector{s},
+		stableCollector{s},
 		counter("sponsor_campaigns_completed_total", "Campaigns whose fan-out finished on every partition the instance owns, each campaign once.", &s.Campaigns),
 		deadLetterCollector{s, prometheus.NewDesc("sponsor_deadletters_total",
 			"Records sent to the dead-letter topic (committed), by the reason in their sponsor.errors.reason header.", []string{"reason"}, nil)},
@@ -388,5 +408,32 @@ func (c fanoutCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(fanoutContactsDesc, prometheus.GaugeValue, float64(f.Contacts), f.Campaign)
 		ch <- prometheus.MustNewConstMetric(fanoutVisitedDesc, prometheus.GaugeValue, float64(f.Visited), f.Campaign)
 		ch <- prometheus.MustNewConstMetric(fanoutDecidedDesc, prometheus.GaugeValue, float64(f.Decided), f.Campaign)
+	}
+}
+
+// stableCollector exports Stable as gauges labelled by topic and
+// partition; a partition's series go away when the instance no longer owns
+// it.
+type stableCollector struct{ s *Stats }
+
+var (
+	stableBehindDesc = prometheus.NewDesc("sponsor_lso_behind_hwm_records",
+		"Records between the last stable offset and the high watermark of a partition the instance owns (interactions in; inbox, changelog, decisions out), checked every 2 s: what an open transaction holds back from every read_committed reader. Lag computed from the LSO (sponsor_lag_records) does not show it.",
+		[]string{"topic", "partition"}, nil)
+	stableStuckDesc = prometheus.NewDesc("sponsor_lso_stuck_seconds",
+		"Seconds the partition's last stable offset has not moved while behind its high watermark, as of the last check (every 2 s); 0 when it is at the HWM. Longer than the transaction timeout: a transaction is stuck open (sponsor txn list).",
+		[]string{"topic", "partition"}, nil)
+)
+
+func (c stableCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- stableBehindDesc
+	ch <- stableStuckDesc
+}
+
+func (c stableCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, o := range c.s.Stable() {
+		p := strconv.Itoa(int(o.Partition))
+		ch <- prometheus.MustNewConstMetric(stableBehindDesc, prometheus.GaugeValue, float64(o.Behind), o.Topic, p)
+		ch <- prometheus.MustNewConstMetric(stableStuckDesc, prometheus.GaugeValue, o.Stuck.Seconds(), o.Topic, p)
 	}
 }

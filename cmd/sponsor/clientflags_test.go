@@ -264,6 +264,8 @@ func TestToolsHelpListSecurityFlags(t *testing.T) {
 		{"diff", cmdDiff, nil},
 		{"deadletter redrive", cmdDeadletter, []string{"redrive"}},
 		{"state rebuild", cmdState, []string{"rebuild"}},
+		{"txn list", cmdTxn, []string{"list"}},
+		{"txn abort", cmdTxn, []string{"abort"}},
 		{"schemas check", cmdSchemas, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@
 //	sponsor explain --campaign C --user U --brokers ... --registry URL
 //	sponsor replay --brokers ... (--to-start | --to-time T | --by D) [--shadow NAME] [--yes]
 //	sponsor diff --shadow NAME --brokers ... --registry URL
+//	sponsor txn list --brokers ... | sponsor txn abort --brokers ... --topic T --partition P [--yes]
 //
 // Every flag can also be set as SPONSOR_<FLAG> in the environment (dashes
 // become underscores: --state-dir is SPONSOR_STATE_DIR), and those of run
@@ -90,6 +91,14 @@ Tools (every tool takes --brokers, --registry and the security flags of run:
                topics (sponsor run --shadow NAME)
   sponsor diff --shadow NAME
                compare the shadow run's inbox and decisions with the real ones
+  sponsor txn list
+               the transactions open on the pipeline's topics: producer,
+               transactional id, start offset, how long open, whether it
+               holds a partition's last stable offset (and every
+               read_committed reader with it)
+  sponsor txn abort --topic T --partition P [--producer-id ID] [--yes]
+               abort the transaction holding a partition, as
+               kafka-transactions.sh abort does; without --yes only the plan
   sponsor config print [run flags]
                show the effective configuration of 'sponsor run' (flags,
                SPONSOR_* environment, --config file, defaults), secrets
@@ -146,6 +155,8 @@ func main() {
 		err = cmdReplay(ctx, os.Args[2:], osStdio())
 	case "diff":
 		err = cmdDiff(ctx, os.Args[2:], osStdio())
+	case "txn":
+		err = cmdTxn(ctx, os.Args[2:], osStdio())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

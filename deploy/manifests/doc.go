@@ -11,7 +11,10 @@
 //     Kubernetes API types of k8s.io/api, then checked for what the
 //     pipeline needs (probes, state volume, identity, shutdown time);
 //   - ../grafana/sponsor.json: every metric its queries use must be one the
-//     pipeline really exports, gathered from a live Prometheus registry.
+//     pipeline really exports, gathered from a live Prometheus registry;
+//   - ../prometheus/sponsor-rules.yaml: the alert rules read only exported
+//     metrics and name a runbook section, and promtool (when on PATH) runs
+//     their unit tests, sponsor-rules.test.yaml.
 //
 // Every SPONSOR_* variable and flag these files set is checked against
 // `sponsor run --help`, so a renamed flag breaks the tests, not a

@@ -25,7 +25,11 @@ import (
 // gathering: name -> type. The Kafka client metrics (kprom) exist only
 // once a client is built and their series once it has produced and
 // fetched: a client with the runner's metrics option produces a record to
-// an in-process kfake broker and fetches it back first.
+// an in-process kfake broker and fetches it back first. The families whose
+// series exist only while something is going on (a fan-out in progress,
+// the owned partitions' last stable offsets) are taken from what the
+// runner's collectors describe, typed UNTYPED: their names are what the
+// dashboard and the alert rules must match.
 func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -34,7 +38,8 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Register(reg); err != nil {
+	described := &describingRegisterer{Registerer: reg}
+	if err := r.Register(described); err != nil {
 		t.Fatal(err)
 	}
 	// The runner's store metrics appear once Run opens its store: gather
@@ -85,6 +90,11 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 		for _, mf := range append(mfs, smfs...) {
 			out[mf.GetName()] = mf.GetType()
 		}
+		for _, n := range described.names() {
+			if _, ok := out[n]; !ok {
+				out[n] = dto.MetricType_UNTYPED
+			}
+		}
 		_, produced := out["sponsor_kafka_produce_records_total"]
 		_, fetched := out["sponsor_kafka_fetch_records_total"]
 		if produced && fetched || ctx.Err() != nil {
@@ -92,6 +102,45 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// describingRegisterer registers on Registerer and keeps the collectors,
+// to list the metric names they describe.
+type describingRegisterer struct {
+	prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+func (d *describingRegisterer) Register(c prometheus.Collector) error {
+	d.collectors = append(d.collectors, c)
+	return d.Registerer.Register(c)
+}
+
+func (d *describingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := d.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// descName finds the name in a prometheus.Desc's String(), which is the
+// only place the package shows it.
+var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// names returns the metric names the registered collectors describe.
+func (d *describingRegisterer) names() []string {
+	var out []string
+	for _, c := range d.collectors {
+		ch := make(chan *prometheus.Desc)
+		go func() { c.Describe(ch); close(ch) }()
+		for desc := range ch {
+			if m := descName.FindStringSubmatch(desc.String()); m != nil {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
 }
 
 // dashboardQueries returns every PromQL expression of a Grafana dashboard:
