@@ -65,7 +65,7 @@ func TestRestartKeepsSharedSchemaIDs(t *testing.T) {
 // that names the file and the entry, not a panic.
 func TestBadSavedSchemas(t *testing.T) {
 	for name, file := range map[string]string{
-		"not json":       `{`,
+		"not json":           `{`,
 		"dangling reference": `[{"subject":"a-value","version":1,"id":1,"schema":{"schema":"\"string\"","references":[{"name":"X","subject":"gone","version":1}]}}]`,
 		"version twice": `[{"subject":"a-value","version":1,"id":1,"schema":{"schema":"\"string\""}},
 			{"subject":"a-value","version":1,"id":2,"schema":{"schema":"\"long\""}}]`,
