@@ -136,7 +136,6 @@ func registrySubjects(t *testing.T, registry string) []string {
 	return subjects
 }
 
-
 // TestDevWithoutPipeline: `sponsor dev --no-pipeline` runs the embedded
 // Kafka and registry with the topics and schemas and no pipeline, so that
 // an SRE rehearses on a laptop what production needs: start `sponsor run`

@@ -32,4 +32,3 @@ var how = []struct{ mentions, run string }{
 	{"python", "make external-clients, then SPONSOR_PYTHON=... (it prints it) go test -run TestExternalClients ./e2e/"},
 	{"SPONSOR_PYTHON", "make external-clients, then SPONSOR_PYTHON=... (it prints it) go test -run TestExternalClients ./e2e/"},
 }
-
