@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -132,12 +133,17 @@ func (t *task) load() error {
 		}
 	}
 	slices.SortFunc(t.queue, policy.Compare)
-	// Fan-outs resume in the order they started: by fire time, then id.
+	// Fan-outs resume in the order they run (startFiring): the one in
+	// progress (it has a cursor; there is at most one) first, then by fire
+	// time and policy.Compare.
 	slices.SortFunc(t.firing, func(a, b *policy.Progress) int {
-		if a.FireAt != b.FireAt {
-			return int(a.FireAt - b.FireAt)
+		if (a.Cursor != "") != (b.Cursor != "") {
+			if a.Cursor != "" {
+				return -1
+			}
+			return 1
 		}
-		return policy.Compare(a, b)
+		return firingOrder(a, b)
 	})
 	return nil
 }
@@ -208,7 +214,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 	}
 	t.counts.campaignsSeen++
 	known := t.camps[c.CampaignID]
-	next, verdict := policy.Admit(known, c, t.watermark())
+	next, verdict := policy.Admit(known, c, t.env.policy.LateAsOf(t.watermark()))
 	switch verdict {
 	case policy.Invalid:
 		t.deadLetterCampaign(cr.rec, ReasonCampaignExpiresBeforeSend,
@@ -224,7 +230,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 		i, _ := slices.BinarySearchFunc(t.queue, next, policy.Compare)
 		t.queue = slices.Insert(t.queue, i, next)
 	} else if next.Status == policy.Firing {
-		t.firing = append(t.firing, next)
+		t.startFiring(next)
 	}
 	return t.batch.PutCampaign(next)
 }
@@ -258,7 +264,7 @@ func (t *task) fanout() (bool, error) {
 		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact, known bool) error {
 			t.budget--
 			visited++
-			if asOf := contact.AsOf(c.FireAt); t.env.policy.ContactExpired(&asOf, c.FireAt) {
+			if asOf := t.env.policy.AsOf(contact, c.FireAt); t.env.policy.ContactExpired(&asOf, c.FireAt) {
 				// Forgotten as of the send time, whether or not a sweep
 				// has deleted it yet: not a candidate, as if swept, so
 				// that the decisions (and their NO_CONTACT records) do
@@ -350,13 +356,7 @@ func (t *task) fanout() (bool, error) {
 		if err := t.batch.PutCampaign(c); err != nil {
 			return false, err
 		}
-		// The watermark is at least the fire time from now on, so that
-		// a late campaign of the business fires as of no earlier time
-		// (rule 4 sees its deliveries in order).
-		if at := c.FireAt + t.env.policy.Grace(); at > t.meta.Time {
-			t.meta.Time = at
-			t.metaChanged = true
-		}
+		t.raiseTime(c.FireAt)
 	}
 	return true, nil
 }
@@ -466,7 +466,42 @@ func (t *task) startDue(due func(*policy.Progress) bool) {
 		c := t.queue[0]
 		t.queue = t.queue[1:]
 		policy.Start(c)
-		t.firing = append(t.firing, c)
+		t.startFiring(c)
+	}
+}
+
+// startFiring adds campaign c, just started, to the fan-outs in the order
+// they run: by fire time, then policy.Compare (the order load restores),
+// behind the fan-out in progress if one has begun. It raises the stream
+// time to what the fire time requires (policy.Policy.AfterFire), so that a
+// LAUNCH that arrives late from now on fires as of no earlier time.
+func (t *task) startFiring(c *policy.Progress) {
+	lo := 0
+	if len(t.firing) > 0 && t.firing[0].Cursor != "" {
+		lo = 1
+	}
+	i := lo
+	for i < len(t.firing) && firingOrder(t.firing[i], c) <= 0 {
+		i++
+	}
+	t.firing = slices.Insert(t.firing, i, c)
+	t.raiseTime(c.FireAt)
+}
+
+// firingOrder orders fan-outs: by fire time, then policy.Compare.
+func firingOrder(a, b *policy.Progress) int {
+	if a.FireAt != b.FireAt {
+		return cmp.Compare(a.FireAt, b.FireAt)
+	}
+	return policy.Compare(a, b)
+}
+
+// raiseTime raises the task's stream time to what a campaign firing as of
+// at requires (policy.Policy.AfterFire).
+func (t *task) raiseTime(at policy.Millis) {
+	if at = t.env.policy.AfterFire(at); at > t.meta.Time {
+		t.meta.Time = at
+		t.metaChanged = true
 	}
 }
 
@@ -568,7 +603,9 @@ func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
 		// fire every campaign due up to it before the interactions that
 		// precede it in event time are read.
 		at, stamp := policy.ToMillis(in.OccurredAt), r.Timestamp.UnixMilli()
-		if at > stamp+t.env.skew || at > t.wall+t.env.skew {
+		// A record without a timestamp (-1: a producer of the message
+		// format before 0.10) is judged by the wall clock alone.
+		if stamp > 0 && at > stamp+t.env.skew || at > t.wall+t.env.skew {
 			return reject(ReasonClockSkew, fmt.Errorf("occurred_at %s is more than %s ahead of the record's timestamp %s or of the wall clock %s: the producing clock is wrong, or the event is from the future",
 				fmtMillis(at), time.Duration(t.env.skew)*time.Millisecond, fmtMillis(stamp), fmtMillis(t.wall)))
 		}
@@ -611,10 +648,17 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if t.env.policy.ExpiredBefore(&c, at, w) {
 		c = policy.Contact{}
 	}
+	if !known && c.Empty() && t.env.policy.Forgotten(at, w) {
+		// A new contact forgotten on arrival (the interaction is more than
+		// the retention behind the watermark): nothing to store, and not
+		// storing it keeps out an erased user's past once the marker is
+		// gone (state.Batch.SweepErasures).
+		return nil
+	}
 	if late && c.LateSuppression(in.Kind, at) {
 		t.counts.lateSuppressions[in.Kind]++
 	}
-	if !c.Observe(in.Kind, at, w) {
+	if !t.env.policy.Observe(&c, in.Kind, at, w) {
 		return nil
 	}
 	return t.batch.PutContact(in.UserID, in.BusinessID, &c, known)
@@ -637,7 +681,8 @@ func (t *task) expire(limit int) error {
 	if t.meta.Time == 0 {
 		return nil
 	}
-	now := t.watermark()
+	// As of the earliest time a campaign can still fire as of.
+	now := t.env.policy.LateAsOf(t.watermark())
 	next, _, err := t.batch.SweepContacts(t.sweep, limit, func(c *policy.Contact) bool {
 		return t.env.policy.ContactExpired(c, now)
 	})

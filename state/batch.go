@@ -442,8 +442,11 @@ func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
 	k := erasureKey(nil, user)
 	if prev, ok, err := b.erasure(user); err != nil {
 		return err
-	} else if ok {
-		at = max(at, prev.At) // a late second erasure covers no less
+	} else if ok && at <= prev.At {
+		// A duplicate, or an erasure from before the one already kept:
+		// it erases nothing the first did not, and must not forget the
+		// contacts made after that one.
+		return nil
 	}
 	if err := b.set(k, AppendErasure(nil, &Erasure{At: at, Round: rounds})); err != nil {
 		return err
@@ -626,10 +629,25 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 // an interaction at the erasure's time would be forgotten on arrival
 // anyway (past the contact retention): until then the marker keeps every
 // late interaction from before the erasure out of the state.
+//
+// A marker whose user still has a contact made after the erasure (a
+// business in Fresh) stays too, whatever its age: an interaction from
+// before the erasure must not reach that contact however late it comes
+// (and once the contact is gone, an interaction that old would make a
+// contact forgotten on arrival, which the task does not store).
 func (b *Batch) SweepErasures(after []byte, limit int, rounds uint64, forgotten func(at policy.Millis) bool) (next []byte, deleted int, err error) {
-	next, victims, err := b.sweep(kindErasure, after, limit, func(_, v []byte) (bool, error) {
+	next, victims, err := b.sweep(kindErasure, after, limit, func(k, v []byte) (bool, error) {
 		e, err := DecodeErasure(v)
-		return err == nil && ErasureSwept(e.Round, rounds) && forgotten(e.At), err
+		if err != nil || !ErasureSwept(e.Round, rounds) || !forgotten(e.At) {
+			return false, err
+		}
+		user := string(k[1:])
+		for _, business := range e.Fresh {
+			if c, err := b.get(contactKey(nil, user, business)); err != nil || c != nil {
+				return false, err
+			}
+		}
+		return true, nil
 	})
 	if err != nil {
 		return nil, 0, err

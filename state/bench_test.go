@@ -153,6 +153,10 @@ func BenchmarkInteractionStep(b *testing.B) {
 			const n = 10_000
 			s := benchStore(b)
 			fill(b, s, 0, "biz-1", n)
+			pol, err := policy.New(policy.DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
 			users := make([]string, n)
 			for i := range users {
 				users[i] = benchUser(i)
@@ -177,7 +181,7 @@ func BenchmarkInteractionStep(b *testing.B) {
 				if tc.old {
 					changed = c.Apply(schemas.UserMessage, at)
 				} else {
-					changed = c.Observe(schemas.UserMessage, at, at-tc.grace)
+					changed = pol.Observe(&c, schemas.UserMessage, at, at-tc.grace)
 				}
 				if changed {
 					if err := bt.PutContact(u, "biz-1", &c, false); err != nil {

@@ -283,7 +283,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 		found = true
 		// As the user stands now: the recent interactions a grace holds
 		// apart count too.
-		contacts = append(contacts, contact{string(biz), c.AsOf(math.MaxInt64)})
+		contacts = append(contacts, contact{string(biz), pol.AsOf(&c, math.MaxInt64)})
 	}
 	if err := it.Close(); err != nil {
 		return pv, false, err

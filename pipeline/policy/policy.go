@@ -165,15 +165,16 @@ func (c *Contact) lastEvent() Millis {
 	return last
 }
 
-// Observe records an interaction of kind at event time at, given the
-// task's watermark (Policy.Watermark): an interaction at or behind it is
-// folded into the contact at once (Apply), one ahead of it is kept in
-// Recent until the watermark passes it, and the recent interactions the
-// watermark has passed are folded first. It reports whether the contact
-// changed. With no grace the watermark is the stream time, which no
-// interaction is ahead of once it is applied, so Recent stays empty.
-func (c *Contact) Observe(kind schemas.InteractionKind, at, watermark Millis) bool {
-	changed := c.fold(watermark)
+// Observe records an interaction of kind at event time at in contact c,
+// given the task's watermark (Watermark): an interaction at or behind it is
+// folded into the contact at once (Contact.Apply), one ahead of it is kept
+// in Recent until the watermark passes it, and the recent interactions the
+// watermark has passed are folded first, in event-time order. It reports
+// whether the contact changed. With no grace the watermark is the stream
+// time, which no interaction is ahead of once it is applied, so Recent
+// stays empty.
+func (p *Policy) Observe(c *Contact, kind schemas.InteractionKind, at, watermark Millis) bool {
+	changed := p.fold(c, watermark)
 	if at <= watermark || !changesContact(kind) {
 		return c.Apply(kind, at) || changed
 	}
@@ -184,19 +185,41 @@ func (c *Contact) Observe(kind schemas.InteractionKind, at, watermark Millis) bo
 	for i > 0 && c.Recent[i-1].At > at {
 		i--
 	}
-	if i > 0 && c.Recent[i-1] == (Event{kind, at}) {
-		return changed // a duplicate
+	for j := i - 1; j >= 0 && c.Recent[j].At == at; j-- {
+		if c.Recent[j].Kind == kind {
+			return changed // a duplicate
+		}
 	}
 	c.Recent = slices.Insert(c.Recent, i, Event{kind, at})
 	return true
 }
 
+// step applies one interaction to the contact's fields as the history in
+// event-time order does: a contact already forgotten as of the
+// interaction's time (as ContactExpired judges it) starts over from
+// nothing first, block and opt-out included.
+func (p *Policy) step(c *Contact, e Event) {
+	if last := c.lastFolded(); last != 0 && last < e.At-p.retention && c.LastSent <= e.At-Day {
+		*c = Contact{Recent: c.Recent}
+	}
+	c.Apply(e.Kind, e.At)
+}
+
+// Empty reports whether the contact holds nothing: no interaction, no
+// delivery.
+func (c *Contact) Empty() bool { return c.lastFolded() == 0 && len(c.Recent) == 0 }
+
+// lastFolded is lastEvent without the recent interactions.
+func (c *Contact) lastFolded() Millis {
+	return max(c.Last[0], c.Last[1], c.Last[2], c.BlockAt, c.OptAt, c.LastSent)
+}
+
 // fold applies the recent interactions at or behind watermark to the
-// contact's fields and drops them from Recent.
-func (c *Contact) fold(watermark Millis) bool {
+// contact's fields, in order (step), and drops them from Recent.
+func (p *Policy) fold(c *Contact, watermark Millis) bool {
 	n := 0
 	for n < len(c.Recent) && c.Recent[n].At <= watermark {
-		c.Apply(c.Recent[n].Kind, c.Recent[n].At)
+		p.step(c, c.Recent[n])
 		n++
 	}
 	if n == 0 {
@@ -209,17 +232,18 @@ func (c *Contact) fold(watermark Millis) bool {
 	return true
 }
 
-// AsOf returns the contact as it stood at event time at: the fields with
-// the recent interactions up to at folded in, and no Recent. It does not
-// allocate.
-func (c *Contact) AsOf(at Millis) Contact {
+// AsOf returns contact c as it stood at event time at: its fields with the
+// recent interactions up to at applied in order (step: one after a gap
+// longer than the retention starts the contact over), and no Recent. It
+// does not allocate.
+func (p *Policy) AsOf(c *Contact, at Millis) Contact {
 	v := *c
 	v.Recent = nil
 	for _, e := range c.Recent {
 		if e.At > at {
 			break
 		}
-		v.Apply(e.Kind, e.At)
+		p.step(&v, e)
 	}
 	return v
 }
@@ -358,6 +382,33 @@ func (p *Policy) Watermark(streamTime Millis) Millis { return streamTime - p.gra
 // Grace returns the configured grace in Millis.
 func (p *Policy) Grace() Millis { return p.grace }
 
+// AfterFire returns the least stream time a task has once a campaign fires
+// as of event time at: with a grace, 1 ms past at + grace, so that the
+// watermark is past at and an interaction at or before it that is read
+// later counts as late (the campaign could not count it); with none, at.
+// A task raises its stream time to it as soon as a campaign starts firing,
+// so that a late LAUNCH read meanwhile fires as of no earlier time (rule 4
+// sees the business's deliveries in order).
+func (p *Policy) AfterFire(at Millis) Millis {
+	if p.grace > 0 {
+		return at + p.grace + 1
+	}
+	return at
+}
+
+// LateAsOf returns the event time a LAUNCH that arrives after its send
+// time fires as of, given the task's watermark w (Admit's now), and the
+// time the expiry sweep forgets as of: with a grace, 1 ms before w, since
+// an interaction at w, exactly the grace behind the stream time, may still
+// come and must not be one the campaign should have counted; with none, w
+// (the stream time).
+func (p *Policy) LateAsOf(w Millis) Millis {
+	if p.grace > 0 {
+		return w - 1
+	}
+	return w
+}
+
 // Config returns the configuration p applies.
 func (p *Policy) Config() Config { return p.cfg }
 
@@ -366,12 +417,12 @@ func (p *Policy) Config() Config { return p.cfg }
 // cross-business deliveries are r (nil when the per-user cap is off). On
 // Delivered it records the delivery in c and r, so that the windows of later
 // campaigns see it; a suppression changes nothing. Only the interactions of
-// c at or before at count (Contact.AsOf).
+// c at or before at count (AsOf).
 func (p *Policy) Decide(c *Contact, r *Recipient, camp *Campaign, at Millis) Reason {
 	if c == nil {
 		return NoContact
 	}
-	v := c.AsOf(at)
+	v := p.AsOf(c, at)
 	if !v.HasContact() || v.LastContact() < at-p.retention {
 		return NoContact
 	}

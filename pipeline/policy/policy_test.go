@@ -204,7 +204,7 @@ func (s *sim) fanOut(b *strings.Builder, p *policy.Progress) {
 		if c != nil && !slices.Contains(s.watched, u) {
 			// The runtime passes over a contact forgotten as of the fire
 			// time, or made only by interactions after it.
-			if v := c.AsOf(p.FireAt); s.pol.ContactExpired(&v, p.FireAt) {
+			if v := s.pol.AsOf(c, p.FireAt); s.pol.ContactExpired(&v, p.FireAt) {
 				continue
 			}
 		}
@@ -223,7 +223,7 @@ func (s *sim) fanOut(b *strings.Builder, p *policy.Progress) {
 		p.Cursor = u
 	}
 	p.Status = policy.Fired
-	s.now = max(s.now, p.FireAt+s.pol.Grace())
+	s.now = max(s.now, s.pol.AfterFire(p.FireAt))
 }
 
 func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at policy.Millis) string {
@@ -274,7 +274,7 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 	if late != "" && next.LateSuppression(kind, at) {
 		late = " (late, after a delivery it would have stopped)"
 	}
-	if next.Observe(kind, at, w) {
+	if s.pol.Observe(&next, kind, at, w) {
 		if s.contacts[user] == nil {
 			s.contacts[user] = map[string]*policy.Contact{}
 		}
@@ -289,7 +289,7 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 func (s *sim) campaign(c *schemas.Campaign) string {
 	var b strings.Builder
 	known := s.campaigns[c.CampaignID]
-	next, v := policy.Admit(known, c, s.pol.Watermark(s.now))
+	next, v := policy.Admit(known, c, s.pol.LateAsOf(s.pol.Watermark(s.now)))
 	if v != policy.Invalid {
 		if next == nil {
 			delete(s.campaigns, c.CampaignID)
