@@ -644,7 +644,9 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	}
 	// A contact past retention is forgotten whether or not the expiry sweep
 	// has reached it yet, so a replay decides the same.
-	w := t.env.policy.Watermark(max(t.meta.Time, at))
+	// Folded in only what no campaign still to fire can be before: the
+	// earliest fire time from now on is LateAsOf of the watermark.
+	w := t.env.policy.LateAsOf(t.env.policy.Watermark(max(t.meta.Time, at)))
 	if t.env.policy.ExpiredBefore(&c, at, w) {
 		c = policy.Contact{}
 	}

@@ -234,7 +234,7 @@ func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at pol
 		late = " (late)"
 	}
 	s.now = max(s.now, at)
-	w := s.pol.Watermark(s.now)
+	w := s.pol.LateAsOf(s.pol.Watermark(s.now)) // the fold horizon, as the runtime's
 	if kind == schemas.UserErased {
 		// The runtime marks the user: what a contact holds of after the
 		// erasure (recent interactions that arrived before it) stays.
