@@ -594,7 +594,7 @@ func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
 	case in.UserID == "":
 		return reject(ReasonEmptyUserID, errors.New("user_id is empty"))
 	case string(r.Key) != in.UserID:
-		return reject(ReasonMisroutedKey, fmt.Errorf("record key %q is not the user_id %q: the record is on the wrong partition for its user", r.Key, in.UserID))
+		return reject(ReasonMisroutedKey, fmt.Errorf("record key %q is not the user_id %q: interactions must be keyed by their user, so that the partitioner places all of a user's records on one partition", r.Key, in.UserID))
 	case in.Kind != schemas.UserErased && in.BusinessID == "":
 		return reject(ReasonEmptyBusinessID, fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
 	}
