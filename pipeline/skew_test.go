@@ -1,18 +1,14 @@
 package pipeline
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/pipeline/policy"
 	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -21,17 +17,8 @@ import (
 // clock-skew and a message naming both times; one just inside the skew is
 // processed; a negative skew turns the check off.
 func TestDecodeClockSkew(t *testing.T) {
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	rc, err := sr.NewClient(sr.URLs(reg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := topics.NewNames("", "sponsor")
-	serde, err := wire.New(context.Background(), rc, wire.Topics{Interactions: names.Interactions, Campaigns: names.Campaigns, Inbox: names.Inbox})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := testEnv(t, 1, topics.Murmur2)
+	names, serde := e.names, e.serde
 	stamp := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	const skew = 5 * time.Minute
 	for _, tc := range []struct {
@@ -51,7 +38,9 @@ func TestDecodeClockSkew(t *testing.T) {
 		{"check off", -1, stamp.Add(30 * time.Hour), stamp, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tk := &task{env: &env{names: names, serde: serde, skew: tc.skew.Milliseconds(), partitions: 1, partitioner: topics.Murmur2}, wall: policy.ToMillis(tc.wall)}
+			ec := *e
+			ec.skew = tc.skew.Milliseconds()
+			tk := &task{env: &ec, wall: policy.ToMillis(tc.wall)}
 			v, err := serde.AppendInteraction(nil, &schemas.Interaction{EventID: "e", UserID: "u1", BusinessID: "b1", Kind: schemas.UserMessage, OccurredAt: tc.occurredAt})
 			if err != nil {
 				t.Fatal(err)
