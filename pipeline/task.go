@@ -632,15 +632,13 @@ func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
 	if in.Kind == schemas.BusinessMessage {
 		return nil
 	}
-	if erased, ok, err := t.batch.ErasedAt(in.UserID); err != nil {
-		return err
-	} else if ok && at <= erased {
-		t.counts.erased++ // not dead-lettered: that would keep what the user asked to erase
-		return nil
-	}
-	c, known, err := t.batch.Contact(in.UserID, in.BusinessID)
+	c, known, erasedAt, erased, err := t.batch.Lookup(in.UserID, in.BusinessID)
 	if err != nil {
 		return err
+	}
+	if erased && at <= erasedAt {
+		t.counts.erased++ // not dead-lettered: that would keep what the user asked to erase
+		return nil
 	}
 	// A contact past retention is forgotten whether or not the expiry sweep
 	// has reached it yet, so a replay decides the same.

@@ -319,30 +319,39 @@ func (b *Batch) change(k []byte) ([]byte, bool) {
 // Contact returns the contact between user and business; ok is false if the
 // task knows none, or only one from before the user's erasure.
 func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
+	c, ok, _, _, err = b.Lookup(user, business)
+	return c, ok, err
+}
+
+// Lookup is Contact together with ErasedAt, from one lookup of the user's
+// erasure marker (the two apart probe the marker's filter twice for a
+// known contact): the task's step for an interaction needs both.
+func (b *Batch) Lookup(user, business string) (c policy.Contact, ok bool, erasedAt policy.Millis, erased bool, err error) {
+	e, erased, err := b.erasure(user)
+	if err != nil {
+		return c, false, 0, false, err
+	}
 	b.rbuf = contactKey(b.rbuf[:0], user, business)
 	if b.filter != nil && !b.filter.MayContain(b.rbuf) {
-		return c, false, nil // every key written, committed or in the batch, is in the filter
+		return c, false, e.At, erased, nil // every key written, committed or in the batch, is in the filter
 	}
 	v, err := b.get(b.rbuf)
 	if err != nil || v == nil {
-		return c, false, err
+		return c, false, e.At, erased, err
 	}
 	c, err = DecodeContact(v)
 	if err != nil {
-		return c, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
+		return c, false, 0, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
 	}
-	e, stale, err := b.stale(user, business)
-	if err != nil {
-		return policy.Contact{}, false, err
-	}
-	if stale {
-		// What the contact holds of after the erasure (recent interactions
-		// that arrived before it) counts, as a new contact: ok is false, so
-		// that PutContact marks the business fresh.
+	if erased && !e.has(business) {
+		// From before the erasure: what the contact holds of after it
+		// (recent interactions that arrived before it) counts, as a new
+		// contact: ok is false, so that PutContact marks the business
+		// fresh.
 		c, _ = c.Since(e.At)
-		return c, false, nil
+		return c, false, e.At, erased, nil
 	}
-	return c, true, nil
+	return c, true, e.At, erased, nil
 }
 
 // ErasedAt returns the event time of the user's latest erasure, and
