@@ -257,7 +257,7 @@ func (t *task) fanout() (bool, error) {
 			}
 			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: -1, business: c.Campaign.Business}
 		}
-		var candidates, visited int64
+		var candidates, visited, delivered int64
 		var rec policy.Recipient
 		cfg := t.env.policy.Config()
 		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
@@ -284,10 +284,7 @@ func (t *task) fanout() (bool, error) {
 			t.counts.decisions[reason]++
 			candidates++
 			if reason == policy.Delivered {
-				if t.counts.delivered == nil {
-					t.counts.delivered = map[string]int64{}
-				}
-				t.counts.delivered[c.Campaign.ID]++
+				delivered++
 			}
 			if t.env.names.Decisions == "" && reason != policy.Delivered {
 				return nil
@@ -327,9 +324,10 @@ func (t *task) fanout() (bool, error) {
 		}
 		t.counts.candidates[c.Campaign.ID] += candidates
 		if t.counts.visited == nil {
-			t.counts.visited = map[string]int64{}
+			t.counts.visited, t.counts.delivered = map[string]int64{}, map[string]int64{}
 		}
 		t.counts.visited[c.Campaign.ID] += visited
+		t.counts.delivered[c.Campaign.ID] += delivered
 		if f := t.fanning[c.Campaign.ID]; f.contacts < 0 {
 			// How far the fan-out has to go, for its progress
 			// (sponsor_fanout_contacts): known after its first chunk. Only
