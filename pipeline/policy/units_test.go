@@ -212,3 +212,27 @@ func TestSuppressionChangesNothing(t *testing.T) {
 		t.Errorf("after delivery: LastSent %d, Sent %v; want %d, [%d]", c.LastSent, r.Sent, at, at)
 	}
 }
+
+// TestObserveKeepsRecentOnce: interactions the grace keeps apart are kept
+// once each, however often they are delivered again, also when several
+// share one event time (a redelivery must not grow the contact).
+func TestObserveKeepsRecentOnce(t *testing.T) {
+	cfg := policy.DefaultConfig()
+	cfg.Grace = time.Minute
+	p, err := policy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c policy.Contact
+	const at, w = 1000, 0
+	for range 5 { // the same two events, redelivered five times
+		p.Observe(&c, schemas.UserMessage, at, w)
+		p.Observe(&c, schemas.BotCTAClick, at, w)
+	}
+	if len(c.Recent) != 2 {
+		t.Errorf("Recent holds %d interactions after 5 deliveries of 2: %v", len(c.Recent), c.Recent)
+	}
+	if p.Observe(&c, schemas.Block, at, w) != true || len(c.Recent) != 3 {
+		t.Errorf("a third kind at the same time is not kept: %v", c.Recent)
+	}
+}
