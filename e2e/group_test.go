@@ -37,39 +37,12 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 3))
 	t.Logf("random seed %d", seed)
-	logDir := t.TempDir()
 	names := []string{"a", "b", "c"}
 	dirs := map[string]string{}
 	for _, n := range names {
 		dirs[n] = filepath.Join(t.TempDir(), n)
 	}
-	launches := 0
-	launch := func(name string) *proc {
-		launches++
-		args := []string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
-			"--state-dir", dirs[name], "--group", c.group, "--instance-id", name, "--http", "127.0.0.1:0",
-			"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "300",
-			"--session-timeout", "6s"}
-		return startProc(t, name, args, logDir, launches)
-	}
-	procs := map[string]*proc{}
-	for _, n := range names {
-		procs[n] = launch(n)
-	}
-	alive := func() error {
-		var errs []error
-		for _, p := range procs {
-			errs = append(errs, p.exited())
-		}
-		return errors.Join(errs...)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range procs {
-				dumpTail(t, p.log, 20)
-			}
-		}
-	})
+	g := startProcGroup(t, c, parts, names, func(n string) string { return dirs[n] })
 	progress := func() int64 { return sum(c.offsets(t, c.names.Inbox, false)) }
 	total := int64(len(want))
 	kills, wiped := 0, 0
@@ -81,7 +54,7 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 		began := time.Now()
 		deadline := began.Add(roundDeadline)
 		for progress()-from < need {
-			if err := alive(); err != nil {
+			if err := g.alive(); err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
 			if time.Now().After(deadline) {
@@ -92,7 +65,7 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 		slowest = max(slowest, time.Since(began))
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond) // a random moment, not an assertion
 		victim := names[rng.IntN(len(names))]
-		procs[victim].kill(t)
+		g.procs[victim].kill(t)
 		kills++
 		if rng.IntN(4) == 0 {
 			if err := os.RemoveAll(dirs[victim]); err != nil {
@@ -102,16 +75,69 @@ func TestGroupOfThreeRandomKills(t *testing.T) {
 		}
 		// Restart at once or after the others took its partitions.
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond) // a random moment, not an assertion
-		procs[victim] = launch(victim)
+		g.launch(victim)
 	}
 	lastRestart := time.Now()
-	c.waitSettled(t, campaignIDs(sc.Campaigns), settleDeadline, alive)
+	c.waitSettled(t, campaignIDs(sc.Campaigns), settleDeadline, g.alive)
 	settled := time.Since(lastRestart)
 	for _, n := range names {
-		procs[n].term(t)
+		g.procs[n].term(t)
 	}
 	rep := c.checkInbox(t, sc, want)
 	t.Logf("3 instances, %d random kills (%d with the state folder deleted), %d launches; slowest round %s (deadline %s), settled %s after the last restart (deadline %s); inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d; %s",
-		kills, wiped, launches, slowest.Round(time.Millisecond), roundDeadline, settled.Round(time.Millisecond), settleDeadline,
+		kills, wiped, g.launches, slowest.Round(time.Millisecond), roundDeadline, settled.Round(time.Millisecond), settleDeadline,
 		rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing), len(rep.Extra), time.Since(start).Round(time.Millisecond))
+}
+
+// procGroup is instances of one group run as processes (sponsor run, with
+// the group tests' small fan-out chunks and polls), by name. A relaunch
+// keeps the instance's identity and its state folder.
+type procGroup struct {
+	t        *testing.T
+	args     func(name string) []string
+	logDir   string
+	procs    map[string]*proc
+	launches int
+}
+
+// startProcGroup launches one instance per name, each with its state in
+// stateDir(name) and the extra flags, and dumps their logs' tails if the
+// test fails.
+func startProcGroup(t *testing.T, c *cluster, parts int32, names []string, stateDir func(string) string, extra ...string) *procGroup {
+	t.Helper()
+	g := &procGroup{t: t, logDir: t.TempDir(), procs: map[string]*proc{}}
+	g.args = func(name string) []string {
+		return append([]string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
+			"--state-dir", stateDir(name), "--group", c.group, "--instance-id", name, "--http", "127.0.0.1:0",
+			"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "300",
+			"--session-timeout", "6s"}, extra...)
+	}
+	for _, n := range names {
+		g.launch(n)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range g.procs {
+				dumpTail(t, p.log, 20)
+			}
+		}
+	})
+	return g
+}
+
+// launch starts (again) the instance name.
+func (g *procGroup) launch(name string) *proc {
+	g.launches++
+	p := startProc(g.t, name, g.args(name), g.logDir, g.launches)
+	g.procs[name] = p
+	return p
+}
+
+// alive reports the instances that exited.
+func (g *procGroup) alive() error {
+	var errs []error
+	for _, p := range g.procs {
+		errs = append(errs, p.exited())
+	}
+	return errors.Join(errs...)
 }

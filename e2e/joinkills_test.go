@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -84,9 +83,8 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 61))
 	t.Logf("random seed %d", seed)
-	logDir := t.TempDir()
+	stateRoot := t.TempDir()
 	names := []string{"a", "b", "c"}
-	launches := 0
 	var extra []string
 	if os.Getenv("SPONSOR_E2E_DYNAMIC") != "" {
 		// The comparison for the notes: the same with dynamic members,
@@ -94,31 +92,7 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 		extra = append(extra, "--dynamic")
 		t.Log("SPONSOR_E2E_DYNAMIC is set: dynamic members")
 	}
-	launch := func(name string) *proc {
-		launches++
-		return startProc(t, name, append([]string{"run", "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix,
-			"--state-dir", filepath.Join(logDir, "state-"+name), "--group", c.group, "--instance-id", name, "--http", "127.0.0.1:0",
-			"--create-topics", "--partitions", fmt.Sprint(parts), "--fanout-chunk", "50", "--max-poll-records", "300",
-			"--session-timeout", "6s"}, extra...), logDir, launches)
-	}
-	procs := map[string]*proc{}
-	for _, n := range names {
-		procs[n] = launch(n)
-	}
-	alive := func() error {
-		var errs []error
-		for _, p := range procs {
-			errs = append(errs, p.exited())
-		}
-		return errors.Join(errs...)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range procs {
-				dumpTail(t, p.log, 20)
-			}
-		}
-	})
+	g := startProcGroup(t, c, parts, names, func(n string) string { return filepath.Join(stateRoot, "state-"+n) }, extra...)
 	// whole: three members (a, b and c; any three with --dynamic), each
 	// with partitions, all of them assigned.
 	whole := func(m map[string][]int32) bool {
@@ -135,7 +109,7 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 	// it has its assignment from the group and its tasks are restored.
 	allReady := func() bool {
 		cl := http.Client{Timeout: 2 * time.Second}
-		for _, p := range procs {
+		for _, p := range g.procs {
 			u := metricsURL(p)
 			if u == "" {
 				return false
@@ -159,7 +133,7 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 			if m, state := c.describeGroup(t); state == "Stable" && whole(m) && allReady() {
 				return
 			}
-			if err := alive(); err != nil {
+			if err := g.alive(); err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
 			if time.Now().After(deadline) {
@@ -185,23 +159,23 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 	// The scenario done first: what follows measures the group's
 	// recovery, not a backlog (TestGroupOfThreeRandomKills kills in the
 	// middle of work).
-	c.waitSettled(t, campaignIDs(sc.Campaigns[:len(sc.Campaigns)-1]), 120*time.Second, alive)
+	c.waitSettled(t, campaignIDs(sc.Campaigns[:len(sc.Campaigns)-1]), 120*time.Second, g.alive)
 
 	const rounds = 6
 	kills := 0
 	var lastRestart time.Time
 	for round := range rounds {
 		v := names[rng.IntN(len(names))]
-		procs[v].kill(t)
+		g.procs[v].kill(t)
 		kills++
-		procs[v] = launch(v)
-		waitStarted(procs[v])
+		g.launch(v)
+		waitStarted(g.procs[v])
 		// In the middle of the join that restart began.
 		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond) // a random moment, not an assertion
 		w := names[rng.IntN(len(names))]
-		procs[w].kill(t)
+		g.procs[w].kill(t)
 		kills++
-		procs[w] = launch(w)
+		g.launch(w)
 		lastRestart = time.Now()
 		t.Logf("round %d: killed %s, restarted it, killed %s while joining, restarted it", round, v, w)
 	}
@@ -213,10 +187,10 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 	c.produce(t, c.campaignRecord(t, &probeCamp))
 	waitWhole("after the last restart", 30*time.Second)
 	groupAt := time.Since(lastRestart)
-	c.waitSettled(t, campaignIDs(sc.Campaigns), 60*time.Second, alive)
+	c.waitSettled(t, campaignIDs(sc.Campaigns), 60*time.Second, g.alive)
 	settledAt := time.Since(lastRestart)
 	for _, n := range names {
-		procs[n].term(t)
+		g.procs[n].term(t)
 	}
 	// When the probe's last delivery was written: the record's timestamp,
 	// set by the instance that produced it.
@@ -237,6 +211,6 @@ func TestGroupSettlesAfterKillsInJoins(t *testing.T) {
 	}
 	rep := c.checkInbox(t, sc, want)
 	t.Logf("%d kills in %d rounds, %d launches; after the last restart: group stable and every instance ready after %s, the probe's last delivery written %s after it, settled (changelog) after %s; inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d",
-		kills, rounds, launches, groupAt.Round(time.Millisecond), last.Sub(lastRestart).Round(time.Millisecond),
+		kills, rounds, g.launches, groupAt.Round(time.Millisecond), last.Sub(lastRestart).Round(time.Millisecond),
 		settledAt.Round(time.Millisecond), rep.Records, rep.Deliveries, rep.Expected, len(rep.Duplicates), len(rep.Missing))
 }
