@@ -445,17 +445,28 @@ func TestRetentionForgetsBlock(t *testing.T) {
 		{camp.CampaignID, "u-other"}:   {Campaign: camp.CampaignID, User: "u-other", Business: biz, SentAt: camp.SendAt},
 		{camp.CampaignID, "u-blocker"}: {Campaign: camp.CampaignID, User: "u-blocker", Business: biz, SentAt: camp.SendAt},
 	}
-	sc := scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}
+	eachBatching(t, "ret", scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}, want, nil)
+}
+
+// eachBatching runs a small scenario on one partition twice, once with
+// every record in one transaction and once with one record per
+// transaction, checks the inbox against want each time, then calls check
+// (if not nil) with the runner and the cluster.
+func eachBatching(t *testing.T, group string, sc scenario, want map[pairKey]delivery, check func(t *testing.T, h *runner, c *cluster)) {
+	t.Helper()
 	for _, tc := range []struct {
 		name string
 		poll int
 	}{{"one-transaction", 0}, {"one-record-per-transaction", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, "ret", 1)
+			c := newCluster(t, group, 1)
 			c.produceScenario(t, sc)
 			h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.MaxPollRecords = tc.poll })
 			c.waitSettled(t, campaignIDs(sc.Campaigns), 30*time.Second, h.alive)
 			rep := c.checkInbox(t, sc, want)
+			if check != nil {
+				check(t, h, c)
+			}
 			t.Logf("deliveries %d (want %d)", rep.Deliveries, len(want))
 		})
 	}

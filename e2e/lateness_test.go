@@ -289,24 +289,12 @@ func TestErasureCoversThePast(t *testing.T) {
 		{camp.CampaignID, "u-other"}: {Campaign: camp.CampaignID, User: "u-other", Business: biz, SentAt: camp.SendAt},
 		{camp.CampaignID, "u-back"}:  {Campaign: camp.CampaignID, User: "u-back", Business: biz, SentAt: camp.SendAt},
 	}
-	sc := scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}
-	for _, tc := range []struct {
-		name string
-		poll int
-	}{{"one-transaction", 0}, {"one-record-per-transaction", 1}} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, "erase", 1)
-			c.produceScenario(t, sc)
-			h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.MaxPollRecords = tc.poll })
-			c.waitSettled(t, campaignIDs(sc.Campaigns), 30*time.Second, h.alive)
-			rep := c.checkInbox(t, sc, want)
-			if got := h.r.Stats().Erased.Load(); got != 2 {
-				t.Errorf("Stats().Erased = %d, want 2 (the two interactions from before u-gone's erasure)", got)
-			}
-			if n := len(c.readAll(t, c.names.DeadLetter)); n != 0 {
-				t.Errorf("%d dead letters: an erased user's past must not be copied anywhere", n)
-			}
-			t.Logf("deliveries %d (want %d)", rep.Deliveries, len(want))
-		})
-	}
+	eachBatching(t, "erase", scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}, want, func(t *testing.T, h *runner, c *cluster) {
+		if got := h.r.Stats().Erased.Load(); got != 2 {
+			t.Errorf("Stats().Erased = %d, want 2 (the two interactions from before u-gone's erasure)", got)
+		}
+		if n := len(c.readAll(t, c.names.DeadLetter)); n != 0 {
+			t.Errorf("%d dead letters: an erased user's past must not be copied anywhere", n)
+		}
+	})
 }
