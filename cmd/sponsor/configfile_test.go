@@ -211,12 +211,13 @@ func TestGraceAndClockSkewSettings(t *testing.T) {
 		t.Errorf("grace %s (want 3m0s from SPONSOR_GRACE over the file), max-clock-skew %s (want 1m0s from the file)", f.cfg.Policy.Grace, f.cfg.MaxClockSkew)
 	}
 	_, f, err = runFlags("sponsor run", []string{"--grace", "-1s"})
-	if err == nil {
-		_, err = f.finish()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err == nil {
-		if err = f.cfg.Policy.Validate(); err == nil || !strings.Contains(err.Error(), "Grace") {
-			t.Errorf("--grace -1s: want an error naming Grace, got %v", err)
-		}
+	if _, err := f.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cfg.Policy.Validate(); err == nil || !strings.Contains(err.Error(), "Grace") {
+		t.Errorf("--grace -1s: want an error naming Grace, got %v", err)
 	}
 }
