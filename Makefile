@@ -24,7 +24,7 @@ test-short:
 
 ## test-kafka: the end-to-end suite and the stuck-transaction drill (txn) against a real Apache Kafka started by deploy/kafka
 test-kafka: kafka-up
-	KAFKA_BROKERS=127.0.0.1:9092 $(GO) test -count=1 -timeout 30m -v ./txn/ ./e2e/
+	KAFKA_BROKERS=127.0.0.1:9092 $(GO) test -count=1 -timeout 30m -v ./ops/txn/ ./e2e/
 
 ## bench: Go benchmarks of the hot paths, then the end-to-end ones (steady state, fan-out, restore) on kfake,
 ##        or on a real Kafka with KAFKA_BROKERS=host:port; sizes: BENCH_INTERACTIONS, BENCH_CONTACTS (default 1M each)

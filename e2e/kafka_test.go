@@ -20,7 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/state"

@@ -10,9 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/ops/redrive"
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/policy"
-	"github.com/sponsored/sponsor/pipeline/redrive"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 )
 

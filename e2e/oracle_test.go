@@ -10,7 +10,7 @@ import (
 )
 
 // This file is the test's oracle: it derives the expected inbox from the
-// rules of DESIGN.md, without calling pipeline/policy's Decide. It assumes
+// rules of DESIGN.md, without calling policy's Decide. It assumes
 // the scenario shape that makes the rules exact and timing-free:
 //
 //   - every campaign record is published before any interaction, so a

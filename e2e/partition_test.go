@@ -11,8 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/ops/redrive"
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/redrive"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/topics"
 )

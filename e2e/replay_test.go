@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/topics"
 )

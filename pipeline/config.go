@@ -7,9 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sponsored/sponsor/kafkaconn"
+
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -153,7 +155,7 @@ type Config struct {
 	KafkaOpts []kgo.Opt
 	// Security is TLS and SASL to Kafka and authentication and TLS to the
 	// schema registry. Default: none (plaintext, unauthenticated).
-	Security Security
+	Security kafkaconn.Security
 }
 
 // EnsureDefaults fills the zero fields of c with their defaults.

@@ -5,6 +5,6 @@
 // letters and consumed offsets together, and the restore of a task's state
 // before it processes anything.
 //
-// The rules themselves live in the pure package pipeline/policy; the state
+// The rules themselves live in the pure package policy; the state
 // layout in package state. See docs/exactly-once.md for the protocol.
 package pipeline

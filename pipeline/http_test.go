@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/state"
 )

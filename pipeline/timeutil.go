@@ -3,7 +3,7 @@ package pipeline
 import (
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 )
 
 func millisTime(m policy.Millis) time.Time { return time.UnixMilli(m).UTC() }

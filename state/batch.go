@@ -8,7 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 )
 
 // Change is one changelog record: a key without its partition prefix and

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 )
 

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 )
 
 // TestContactFilterGrows: a filter sized for few keys takes many more

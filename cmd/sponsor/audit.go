@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/audit"
+	"github.com/sponsored/sponsor/ops/audit"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/topics"
 )

@@ -7,13 +7,14 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sponsored/sponsor/kafkaconn"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/audit"
-	"github.com/sponsored/sponsor/pipeline/feed"
+	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/ops/audit"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -25,9 +26,9 @@ import (
 // reaches a secured cluster with the settings of the pipeline.
 type clientFlags struct {
 	brokers, registry, prefix string
-	// sec holds the security flags; pipeline.Security turns them into
+	// sec holds the security flags; kafkaconn.Security turns them into
 	// client options, reading the secret files.
-	sec pipeline.Security
+	sec kafkaconn.Security
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {

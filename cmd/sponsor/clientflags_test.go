@@ -13,13 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sponsored/sponsor/kafkaconn"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
@@ -45,7 +46,7 @@ type secureStack struct {
 	// kafkaSec are the Kafka security flags (CA, SCRAM user and password
 	// file), regSec the registry's (CA, user and password file).
 	kafkaSec, regSec []string
-	sec              pipeline.Security // the same, for the test's own clients
+	sec              kafkaconn.Security // the same, for the test's own clients
 	brokers          []string
 }
 
@@ -64,7 +65,7 @@ func newSecureStack(t *testing.T) *secureStack {
 	// registry and the brokers: its PEM is the CA file of both.
 	caFile := writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(srv.TLS.Clone()),
-		kfake.EnableSASL(), kfake.Superuser(pipeline.SASLScramSHA512, "ops", toolKafkaPass))
+		kfake.EnableSASL(), kfake.Superuser(kafkaconn.SASLScramSHA512, "ops", toolKafkaPass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func newSecureStack(t *testing.T) *secureStack {
 		conn:     []string{"--brokers", strings.Join(c.ListenAddrs(), ","), "--registry", srv.URL},
 		kafkaSec: []string{"--tls-ca-file", caFile, "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "ops", "--sasl-password-file", kafkaPassFile},
 		regSec:   []string{"--registry-ca-file", caFile, "--registry-user", "ops", "--registry-password-file", regPassFile},
-		sec: pipeline.Security{TLSCAFile: caFile, SASLMechanism: pipeline.SASLScramSHA512, SASLUser: "ops", SASLPassword: toolKafkaPass,
+		sec: kafkaconn.Security{TLSCAFile: caFile, SASLMechanism: kafkaconn.SASLScramSHA512, SASLUser: "ops", SASLPassword: toolKafkaPass,
 			RegistryCAFile: caFile, RegistryUser: "ops", RegistryPassword: toolRegistryPass},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -97,7 +97,9 @@ func flagNames(fs *flag.FlagSet, cfg *pipeline.Config, err error) error {
 				continue
 			}
 			f := v.Field(i)
-			if f.Kind() == reflect.Struct && f.Type().PkgPath() == v.Type().PkgPath() {
+			// Nested settings of our own (Security, from kafkaconn) are
+			// walked; a library's struct (time.Duration is not one) is not.
+			if f.Kind() == reflect.Struct && strings.HasPrefix(f.Type().PkgPath(), "github.com/sponsored/sponsor/") {
 				walk(f, path+sf.Name+".")
 				continue
 			}

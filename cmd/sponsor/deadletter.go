@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/redrive"
+	"github.com/sponsored/sponsor/ops/redrive"
 	"github.com/sponsored/sponsor/topics"
 )
 

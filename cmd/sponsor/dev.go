@@ -18,9 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/loadgen/workload"
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/policy"
-	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
 )

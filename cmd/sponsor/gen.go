@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/feed"
-	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen/workload"
 )
 
 const genUsage = `Usage: sponsor gen --brokers HOST:PORT[,...] --registry URL [--count N | --rate R [--duration D]] [flags]
 
-Writes a synthetic workload (package pipeline/workload: users with a few
+Writes a synthetic workload (package loadgen/workload: users with a few
 businesses each, a long tail of business popularity, a mix of interaction
 kinds, campaigns with audiences) to the interactions and campaigns topics:
 interactions with event time = now, and every --campaign-every a campaign

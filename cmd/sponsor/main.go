@@ -40,7 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/topics"
 )
 

@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/sponsored/sponsor/pipeline/feed"
+	"github.com/sponsored/sponsor/loadgen/feed"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 )

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/feed"
-	"github.com/sponsored/sponsor/pipeline/redrive"
+	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/ops/redrive"
 )
 
 // isTerminal reports whether w is a character device (a terminal).

@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sponsored/sponsor/pipeline/audit"
-	"github.com/sponsored/sponsor/pipeline/replay"
+	"github.com/sponsored/sponsor/ops/audit"
+	"github.com/sponsored/sponsor/ops/replay"
 	"github.com/sponsored/sponsor/topics"
 )
 

@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/sponsored/sponsor/kafkaconn"
+
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/compat"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -45,7 +46,7 @@ func cmdSchemas(ctx context.Context, args []string, std stdio) error {
 	fs.StringVar(&registry, "registry", "", "schema registry URL: also check against the subject's latest version")
 	fs.StringVar(&prefix, "topic-prefix", "", "prefix of the topic names (the subject is <prefix><topic>-value)")
 	// Only the registry's security flags: check reads no Kafka topic.
-	var sec pipeline.Security
+	var sec kafkaconn.Security
 	registerRegistrySecurity(fs, &sec)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), schemasUsage)

@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/kafkaconn"
 )
 
 // registerSecurity registers the TLS, SASL and registry-authentication flags
@@ -17,14 +17,14 @@ func (f *pipelineFlags) registerSecurity(fs *flag.FlagSet) {
 // registerSecurity registers every security flag of `sponsor run` into s:
 // Kafka's (registerKafkaSecurity) and the schema registry's
 // (registerRegistrySecurity). The tools share them through clientFlags.
-func registerSecurity(fs *flag.FlagSet, s *pipeline.Security) {
+func registerSecurity(fs *flag.FlagSet, s *kafkaconn.Security) {
 	registerKafkaSecurity(fs, s)
 	registerRegistrySecurity(fs, s)
 }
 
 // registerKafkaSecurity registers the TLS and SASL flags of the Kafka
 // connections into s.
-func registerKafkaSecurity(fs *flag.FlagSet, s *pipeline.Security) {
+func registerKafkaSecurity(fs *flag.FlagSet, s *kafkaconn.Security) {
 	fs.StringVar(&s.SASLMechanism, "sasl-mechanism", "", "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)")
 	fs.StringVar(&s.SASLUser, "sasl-user", "", "Kafka SASL user")
 	fs.StringVar(&s.SASLPassword, "sasl-password", "", "Kafka SASL password (prefer SPONSOR_SASL_PASSWORD or --sasl-password-file)")
@@ -38,7 +38,7 @@ func registerKafkaSecurity(fs *flag.FlagSet, s *pipeline.Security) {
 
 // registerRegistrySecurity registers the authentication and TLS flags of the
 // schema registry into s.
-func registerRegistrySecurity(fs *flag.FlagSet, s *pipeline.Security) {
+func registerRegistrySecurity(fs *flag.FlagSet, s *kafkaconn.Security) {
 	fs.StringVar(&s.RegistryUser, "registry-user", "", "schema registry basic-auth user")
 	fs.StringVar(&s.RegistryPassword, "registry-password", "", "schema registry basic-auth password (prefer SPONSOR_REGISTRY_PASSWORD or --registry-password-file)")
 	fs.StringVar(&s.RegistryPasswordFile, "registry-password-file", "", "file holding the schema registry basic-auth password")

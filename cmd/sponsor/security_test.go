@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/kafkaconn"
 )
 
 // TestSecurityFlags sets the security settings from the command line and
@@ -28,7 +28,7 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := pipeline.Security{
+	want := kafkaconn.Security{
 		SASLMechanism: "SCRAM-SHA-512", SASLUser: "alice", SASLPassword: "env-s3cret",
 		TLS: true, TLSCAFile: "ca.pem", TLSCertFile: "c.pem", TLSKeyFile: "k.pem", TLSServerName: "kafka.internal",
 		RegistryTokenFile: "/run/secrets/token", RegistryCAFile: "rca.pem",

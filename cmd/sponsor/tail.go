@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sponsored/sponsor/pipeline/tail"
+	"github.com/sponsored/sponsor/ops/tail"
 )
 
 const tailUsage = `Usage: sponsor tail inbox|deadletter|interactions|campaigns|decisions... --brokers HOST:PORT[,...] --registry URL

@@ -12,8 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/ops/txn"
 	"github.com/sponsored/sponsor/topics"
-	"github.com/sponsored/sponsor/txn"
 )
 
 const txnUsage = `Usage: sponsor txn list  --brokers HOST:PORT[,...] [--topic-prefix P] [--group NAME]

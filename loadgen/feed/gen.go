@@ -10,7 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/loadgen/workload"
 )
 
 // GenConfig shapes a [Gen] run. Count, Duration and ctx bound the run; with

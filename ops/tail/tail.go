@@ -104,10 +104,10 @@ type Config struct {
 	// Warn receives a line per record ValuesOnly skips; nil discards.
 	Warn io.Writer
 	// ClientOpts are extra franz-go options for every client (TLS, SASL),
-	// e.g. from pipeline.Security.KafkaOpts.
+	// e.g. from kafkaconn.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
 	// RegistryOpts are extra options of the schema registry client (basic
-	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	// auth, bearer token, TLS), e.g. from kafkaconn.Security.RegistryOpts.
 	RegistryOpts []sr.ClientOpt
 }
 

@@ -39,10 +39,10 @@ type Target struct {
 	// usually topics.NewNames(prefix, group).
 	Topics topics.Names
 	// ClientOpts are extra franz-go options for every client (TLS, SASL),
-	// e.g. from pipeline.Security.KafkaOpts.
+	// e.g. from kafkaconn.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
 	// RegistryOpts are extra options of the schema registry client (basic
-	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	// auth, bearer token, TLS), e.g. from kafkaconn.Security.RegistryOpts.
 	RegistryOpts []sr.ClientOpt
 	// Partitioner places the interactions written: it must be the
 	// pipeline's (its Config.Partitioner), which dead-letters a record on

@@ -1,4 +1,4 @@
-package pipeline
+package kafkaconn
 
 import (
 	"crypto/tls"
@@ -285,7 +285,7 @@ func (s Security) String() string {
 }
 
 // GoString is String, so that %#v redacts too.
-func (s Security) GoString() string { return "pipeline.Security" + s.String() }
+func (s Security) GoString() string { return "kafkaconn.Security" + s.String() }
 
 // LogValue logs what is configured (mechanism, user, TLS, which secrets
 // are set and from where), never a secret.

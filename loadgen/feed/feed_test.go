@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/pipeline/workload"
+	"github.com/sponsored/sponsor/loadgen/workload"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"

@@ -1,4 +1,4 @@
-package pipeline_test
+package kafkaconn_test
 
 import (
 	"bytes"
@@ -34,6 +34,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/pipeline"
 )
 
@@ -48,28 +49,28 @@ const (
 func TestSecurityValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		s    pipeline.Security
+		s    kafkaconn.Security
 		want string // substring of the error; empty: valid
 	}{
-		{"zero", pipeline.Security{}, ""},
-		{"scram", pipeline.Security{SASLMechanism: "scram-sha-512", SASLUser: "u", SASLPassword: kafkaPass}, ""},
-		{"plain from file", pipeline.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: "/run/pw"}, ""},
-		{"tls files", pipeline.Security{TLSCAFile: "ca", TLSCertFile: "c", TLSKeyFile: "k"}, ""},
-		{"registry basic", pipeline.Security{RegistryUser: "u", RegistryPasswordFile: "f"}, ""},
-		{"registry token", pipeline.Security{RegistryToken: registryTok}, ""},
-		{"unknown mechanism", pipeline.Security{SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: kafkaPass}, "Security.SASLMechanism"},
-		{"user without mechanism", pipeline.Security{SASLUser: "u"}, "without Security.SASLMechanism"},
-		{"password without mechanism", pipeline.Security{SASLPassword: kafkaPass}, "without Security.SASLMechanism"},
-		{"mechanism without user", pipeline.Security{SASLMechanism: "PLAIN", SASLPassword: kafkaPass}, "Security.SASLUser"},
-		{"mechanism without password", pipeline.Security{SASLMechanism: "PLAIN", SASLUser: "u"}, "Security.SASLPassword"},
-		{"password twice", pipeline.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPassword: kafkaPass, SASLPasswordFile: "f"}, "SASLPasswordFile: give one"},
-		{"cert without key", pipeline.Security{TLSCertFile: "c"}, "Security.TLSCertFile, TLSKeyFile"},
-		{"key without cert", pipeline.Security{TLSKeyFile: "k"}, "Security.TLSCertFile, TLSKeyFile"},
-		{"registry user without password", pipeline.Security{RegistryUser: "u"}, "Security.RegistryPassword"},
-		{"registry password without user", pipeline.Security{RegistryPassword: registryPass}, "Security.RegistryUser"},
-		{"registry password twice", pipeline.Security{RegistryUser: "u", RegistryPassword: registryPass, RegistryPasswordFile: "f"}, "RegistryPasswordFile: give one"},
-		{"registry token twice", pipeline.Security{RegistryToken: registryTok, RegistryTokenFile: "f"}, "RegistryTokenFile: give one"},
-		{"basic and bearer", pipeline.Security{RegistryUser: "u", RegistryPassword: registryPass, RegistryToken: registryTok}, "exclusive"},
+		{"zero", kafkaconn.Security{}, ""},
+		{"scram", kafkaconn.Security{SASLMechanism: "scram-sha-512", SASLUser: "u", SASLPassword: kafkaPass}, ""},
+		{"plain from file", kafkaconn.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: "/run/pw"}, ""},
+		{"tls files", kafkaconn.Security{TLSCAFile: "ca", TLSCertFile: "c", TLSKeyFile: "k"}, ""},
+		{"registry basic", kafkaconn.Security{RegistryUser: "u", RegistryPasswordFile: "f"}, ""},
+		{"registry token", kafkaconn.Security{RegistryToken: registryTok}, ""},
+		{"unknown mechanism", kafkaconn.Security{SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: kafkaPass}, "Security.SASLMechanism"},
+		{"user without mechanism", kafkaconn.Security{SASLUser: "u"}, "without Security.SASLMechanism"},
+		{"password without mechanism", kafkaconn.Security{SASLPassword: kafkaPass}, "without Security.SASLMechanism"},
+		{"mechanism without user", kafkaconn.Security{SASLMechanism: "PLAIN", SASLPassword: kafkaPass}, "Security.SASLUser"},
+		{"mechanism without password", kafkaconn.Security{SASLMechanism: "PLAIN", SASLUser: "u"}, "Security.SASLPassword"},
+		{"password twice", kafkaconn.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPassword: kafkaPass, SASLPasswordFile: "f"}, "SASLPasswordFile: give one"},
+		{"cert without key", kafkaconn.Security{TLSCertFile: "c"}, "Security.TLSCertFile, TLSKeyFile"},
+		{"key without cert", kafkaconn.Security{TLSKeyFile: "k"}, "Security.TLSCertFile, TLSKeyFile"},
+		{"registry user without password", kafkaconn.Security{RegistryUser: "u"}, "Security.RegistryPassword"},
+		{"registry password without user", kafkaconn.Security{RegistryPassword: registryPass}, "Security.RegistryUser"},
+		{"registry password twice", kafkaconn.Security{RegistryUser: "u", RegistryPassword: registryPass, RegistryPasswordFile: "f"}, "RegistryPasswordFile: give one"},
+		{"registry token twice", kafkaconn.Security{RegistryToken: registryTok, RegistryTokenFile: "f"}, "RegistryTokenFile: give one"},
+		{"basic and bearer", kafkaconn.Security{RegistryUser: "u", RegistryPassword: registryPass, RegistryToken: registryTok}, "exclusive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()
@@ -98,14 +99,14 @@ func TestSecurityFileErrors(t *testing.T) {
 	writeFile(t, empty, "\n")
 	for _, tc := range []struct {
 		name string
-		s    pipeline.Security
+		s    kafkaconn.Security
 		want string
 	}{
-		{"missing password file", pipeline.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: filepath.Join(dir, "nope")}, "Security.SASLPasswordFile"},
-		{"empty password file", pipeline.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: empty}, "is empty"},
-		{"missing CA", pipeline.Security{TLSCAFile: filepath.Join(dir, "nope")}, "Security.TLSCAFile"},
-		{"CA without PEM", pipeline.Security{TLSCAFile: empty}, "no PEM certificate"},
-		{"missing cert", pipeline.Security{TLSCertFile: filepath.Join(dir, "c"), TLSKeyFile: filepath.Join(dir, "k")}, "Security.TLSCertFile"},
+		{"missing password file", kafkaconn.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: filepath.Join(dir, "nope")}, "Security.SASLPasswordFile"},
+		{"empty password file", kafkaconn.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: empty}, "is empty"},
+		{"missing CA", kafkaconn.Security{TLSCAFile: filepath.Join(dir, "nope")}, "Security.TLSCAFile"},
+		{"CA without PEM", kafkaconn.Security{TLSCAFile: empty}, "no PEM certificate"},
+		{"missing cert", kafkaconn.Security{TLSCertFile: filepath.Join(dir, "c"), TLSKeyFile: filepath.Join(dir, "k")}, "Security.TLSCertFile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.s.KafkaOpts()
@@ -116,12 +117,12 @@ func TestSecurityFileErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		s    pipeline.Security
+		s    kafkaconn.Security
 		want string
 	}{
-		{"missing registry password file", pipeline.Security{RegistryUser: "u", RegistryPasswordFile: filepath.Join(dir, "nope")}, "Security.RegistryPasswordFile"},
-		{"empty token file", pipeline.Security{RegistryTokenFile: empty}, "Security.RegistryTokenFile"},
-		{"missing registry CA", pipeline.Security{RegistryCAFile: filepath.Join(dir, "nope")}, "Security.RegistryCAFile"},
+		{"missing registry password file", kafkaconn.Security{RegistryUser: "u", RegistryPasswordFile: filepath.Join(dir, "nope")}, "Security.RegistryPasswordFile"},
+		{"empty token file", kafkaconn.Security{RegistryTokenFile: empty}, "Security.RegistryTokenFile"},
+		{"missing registry CA", kafkaconn.Security{RegistryCAFile: filepath.Join(dir, "nope")}, "Security.RegistryCAFile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.s.RegistryOpts()
@@ -135,26 +136,26 @@ func TestSecurityFileErrors(t *testing.T) {
 // TestKafkaSASL connects to a kfake cluster with SASL on, with each
 // mechanism, the password given directly or from a file.
 func TestKafkaSASL(t *testing.T) {
-	for _, mech := range []string{pipeline.SASLPlain, pipeline.SASLScramSHA256, pipeline.SASLScramSHA512} {
+	for _, mech := range []string{kafkaconn.SASLPlain, kafkaconn.SASLScramSHA256, kafkaconn.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			t.Parallel()
 			c := newCluster(t, kfake.EnableSASL(), kfake.Superuser(mech, "alice", kafkaPass))
 
-			sec := pipeline.Security{SASLMechanism: mech, SASLUser: "alice", SASLPassword: kafkaPass}
+			sec := kafkaconn.Security{SASLMechanism: mech, SASLUser: "alice", SASLPassword: kafkaPass}
 			roundTrip(t, c, sec, "direct")
 
 			pwFile := filepath.Join(t.TempDir(), "password")
 			writeFile(t, pwFile, kafkaPass+"\n") // as kubectl create secret --from-file often leaves it
-			sec = pipeline.Security{SASLMechanism: strings.ToLower(mech), SASLUser: "alice", SASLPasswordFile: pwFile}
+			sec = kafkaconn.Security{SASLMechanism: strings.ToLower(mech), SASLUser: "alice", SASLPasswordFile: pwFile}
 			roundTrip(t, c, sec, "fromfile")
 
-			sec = pipeline.Security{SASLMechanism: mech, SASLUser: "alice", SASLPassword: "wrong"}
+			sec = kafkaconn.Security{SASLMechanism: mech, SASLUser: "alice", SASLPassword: "wrong"}
 			if err := connectErr(t, c, sec); err == nil {
 				t.Fatal("wrong password: the cluster accepted the client")
 			} else {
 				t.Logf("wrong password: %v", err)
 			}
-			if err := connectErr(t, c, pipeline.Security{}); err == nil {
+			if err := connectErr(t, c, kafkaconn.Security{}); err == nil {
 				t.Fatal("no SASL: the cluster accepted the client")
 			}
 		})
@@ -175,8 +176,8 @@ func TestKafkaTLS(t *testing.T) {
 	t.Run("tls+scram", func(t *testing.T) {
 		t.Parallel()
 		c := newCluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "broker", true)}}),
-			kfake.EnableSASL(), kfake.Superuser(pipeline.SASLScramSHA512, "alice", kafkaPass))
-		sec := pipeline.Security{TLS: true, TLSCAFile: caFile, SASLMechanism: pipeline.SASLScramSHA512, SASLUser: "alice", SASLPassword: kafkaPass}
+			kfake.EnableSASL(), kfake.Superuser(kafkaconn.SASLScramSHA512, "alice", kafkaPass))
+		sec := kafkaconn.Security{TLS: true, TLSCAFile: caFile, SASLMechanism: kafkaconn.SASLScramSHA512, SASLUser: "alice", SASLPassword: kafkaPass}
 		roundTrip(t, c, sec, "tls")
 
 		bad := sec
@@ -189,8 +190,8 @@ func TestKafkaTLS(t *testing.T) {
 		if !errors.As(err, &uerr) && !strings.Contains(err.Error(), "certificate") {
 			t.Errorf("wrong CA: %v, want a certificate verification error", err)
 		}
-		if err := connectErr(t, c, pipeline.Security{TLS: true, TLSServerName: "not-the-broker", TLSCAFile: caFile,
-			SASLMechanism: pipeline.SASLScramSHA512, SASLUser: "alice", SASLPassword: kafkaPass}); err == nil {
+		if err := connectErr(t, c, kafkaconn.Security{TLS: true, TLSServerName: "not-the-broker", TLSCAFile: caFile,
+			SASLMechanism: kafkaconn.SASLScramSHA512, SASLUser: "alice", SASLPassword: kafkaPass}); err == nil {
 			t.Fatal("wrong server name: the client trusted the broker")
 		}
 		plain := sec
@@ -218,8 +219,8 @@ func TestKafkaTLS(t *testing.T) {
 		}
 		writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})))
 
-		roundTrip(t, c, pipeline.Security{TLSCAFile: caFile, TLSCertFile: certFile, TLSKeyFile: keyFile}, "mtls")
-		if err := connectErr(t, c, pipeline.Security{TLSCAFile: caFile}); err == nil {
+		roundTrip(t, c, kafkaconn.Security{TLSCAFile: caFile, TLSCertFile: certFile, TLSKeyFile: keyFile}, "mtls")
+		if err := connectErr(t, c, kafkaconn.Security{TLSCAFile: caFile}); err == nil {
 			t.Fatal("no client certificate: the broker accepted the client")
 		}
 	})
@@ -233,15 +234,15 @@ func TestRegistryAuth(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		auth string
-		good pipeline.Security
-		bad  []pipeline.Security
+		good kafkaconn.Security
+		bad  []kafkaconn.Security
 	}{
 		{"basic", basic,
-			pipeline.Security{RegistryUser: "bob", RegistryPassword: registryPass},
-			[]pipeline.Security{{}, {RegistryUser: "bob", RegistryPassword: "wrong"}, {RegistryToken: registryPass}}},
+			kafkaconn.Security{RegistryUser: "bob", RegistryPassword: registryPass},
+			[]kafkaconn.Security{{}, {RegistryUser: "bob", RegistryPassword: "wrong"}, {RegistryToken: registryPass}}},
 		{"bearer", "Bearer " + registryTok,
-			pipeline.Security{RegistryTokenFile: writeFile(t, filepath.Join(dir, "token"), registryTok+"\n")},
-			[]pipeline.Security{{}, {RegistryToken: "wrong"}, {RegistryUser: "bob", RegistryPassword: registryTok}}},
+			kafkaconn.Security{RegistryTokenFile: writeFile(t, filepath.Join(dir, "token"), registryTok+"\n")},
+			[]kafkaconn.Security{{}, {RegistryToken: "wrong"}, {RegistryUser: "bob", RegistryPassword: registryTok}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := srfake.NewRegistry(srfake.WithAuth(tc.auth))
@@ -273,7 +274,7 @@ func TestRegistryAuth(t *testing.T) {
 // TestSecurityRedacted prints and logs a Security full of secrets, and a
 // Config holding it, every way a program might, and finds no secret.
 func TestSecurityRedacted(t *testing.T) {
-	sec := pipeline.Security{
+	sec := kafkaconn.Security{
 		SASLMechanism: "SCRAM-SHA-512", SASLUser: "alice", SASLPassword: kafkaPass,
 		TLS: true, TLSCAFile: "/etc/ca.pem",
 		RegistryUser: "bob", RegistryPassword: registryPass, RegistryToken: registryTok,
@@ -288,7 +289,7 @@ func TestSecurityRedacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = append(out, string(js))
-	js, err = json.Marshal(struct{ S pipeline.Security }{sec})
+	js, err = json.Marshal(struct{ S kafkaconn.Security }{sec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +309,7 @@ func TestSecurityRedacted(t *testing.T) {
 	}
 	// Negative control: without its methods, the same value does show
 	// its secrets, so the checks above can fail.
-	type raw pipeline.Security
+	type raw kafkaconn.Security
 	if s := fmt.Sprintf("%+v", raw(sec)); !strings.Contains(s, kafkaPass) || !strings.Contains(s, registryTok) {
 		t.Errorf("negative control: %q should hold the secrets", s)
 	}
@@ -327,7 +328,7 @@ func TestRunSecure(t *testing.T) {
 	ca := newCA(t, "test CA")
 	caFile := writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.pem))
 	c := newCluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "broker", true)}}),
-		kfake.EnableSASL(), kfake.Superuser(pipeline.SASLScramSHA256, "sponsor", kafkaPass))
+		kfake.EnableSASL(), kfake.Superuser(kafkaconn.SASLScramSHA256, "sponsor", kafkaPass))
 
 	reg := srfake.NewRegistry(srfake.WithAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("sponsor:"+registryPass))))
 	srv := tlsServer(t, reg.Handler())
@@ -341,9 +342,9 @@ func TestRunSecure(t *testing.T) {
 		CreateTopics: true,
 		Partitions:   2,
 		Logger:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Security: pipeline.Security{
+		Security: kafkaconn.Security{
 			TLSCAFile:     caFile,
-			SASLMechanism: pipeline.SASLScramSHA256, SASLUser: "sponsor",
+			SASLMechanism: kafkaconn.SASLScramSHA256, SASLUser: "sponsor",
 			SASLPasswordFile: writeFile(t, filepath.Join(dir, "kafka-password"), kafkaPass+"\n"),
 			RegistryUser:     "sponsor",
 			RegistryPassword: registryPass,
@@ -403,7 +404,7 @@ func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 }
 
 // client returns a kgo client to c built from sec.KafkaOpts.
-func client(t *testing.T, c *kfake.Cluster, sec pipeline.Security, extra ...kgo.Opt) *kgo.Client {
+func client(t *testing.T, c *kfake.Cluster, sec kafkaconn.Security, extra ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	opts, err := sec.KafkaOpts()
 	if err != nil {
@@ -419,7 +420,7 @@ func client(t *testing.T, c *kfake.Cluster, sec pipeline.Security, extra ...kgo.
 
 // roundTrip creates topic, produces a record and consumes it with a
 // client built from sec.
-func roundTrip(t *testing.T, c *kfake.Cluster, sec pipeline.Security, topic string) {
+func roundTrip(t *testing.T, c *kfake.Cluster, sec kafkaconn.Security, topic string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -441,7 +442,7 @@ func roundTrip(t *testing.T, c *kfake.Cluster, sec pipeline.Security, topic stri
 }
 
 // connectErr returns the error of a request by a client built from sec.
-func connectErr(t *testing.T, c *kfake.Cluster, sec pipeline.Security) error {
+func connectErr(t *testing.T, c *kfake.Cluster, sec kafkaconn.Security) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -452,7 +453,7 @@ func connectErr(t *testing.T, c *kfake.Cluster, sec pipeline.Security) error {
 
 // registryErr returns the error of a request to the registry at url by a
 // client with sec.RegistryOpts.
-func registryErr(t *testing.T, url string, sec pipeline.Security) error {
+func registryErr(t *testing.T, url string, sec kafkaconn.Security) error {
 	t.Helper()
 	opts, err := sec.RegistryOpts()
 	if err != nil {

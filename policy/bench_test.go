@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 )
 

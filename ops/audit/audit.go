@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/pipeline/policy"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/state"
@@ -35,10 +35,10 @@ type Config struct {
 	// Names are the pipeline's topic names (topics.NewNames(prefix, group)).
 	Names topics.Names
 	// ClientOpts are extra franz-go options for every client (TLS, SASL),
-	// e.g. from pipeline.Security.KafkaOpts.
+	// e.g. from kafkaconn.Security.KafkaOpts.
 	ClientOpts []kgo.Opt
 	// RegistryOpts are extra options of the schema registry client (basic
-	// auth, bearer token, TLS), e.g. from pipeline.Security.RegistryOpts.
+	// auth, bearer token, TLS), e.g. from kafkaconn.Security.RegistryOpts.
 	RegistryOpts []sr.ClientOpt
 	// Partitioner is the pipeline's partitioner (its Config.Partitioner):
 	// Explain looks for a user's records on the partition it gives. Default

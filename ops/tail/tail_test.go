@@ -18,8 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/loadgen/feed"
 	"github.com/sponsored/sponsor/pipeline"
-	"github.com/sponsored/sponsor/pipeline/feed"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
