@@ -119,8 +119,9 @@ func TestReplayAndShadowDiff(t *testing.T) {
 			t.Fatalf("replay --shadow %s: %v\n%s", name, err, out)
 		}
 		s := *c
-		s.group = topics.ShadowGroup(c.group, name)
-		s.names = topics.ShadowNames(c.prefix, c.group, name)
+		run := topics.Run{Prefix: c.prefix, Group: c.group, Shadow: name}
+		s.group = run.ConsumerGroup()
+		s.names = run.Names()
 		hs := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) {
 			cfg.Shadow = name
 			if mod != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/sponsored/sponsor/kafkaconn"
@@ -46,8 +45,8 @@ type Config struct {
 	// partitions. Default "sponsor".
 	Group string
 	// InstanceID is the instance's stable identity: its transactional id is
-	// Group+"-"+InstanceID, so a restart fences its previous incarnation at
-	// once. Default: read from (or created in) StateDir/instance-id.
+	// Group+"-"+InstanceID (a shadow run's group, see Shadow, in its place),
+	// so a restart fences its previous incarnation at once. Default: read from (or created in) StateDir/instance-id.
 	InstanceID string
 	// DynamicMembership makes the instance a dynamic group member (no
 	// group.instance.id), as before static membership was the default: a
@@ -133,9 +132,10 @@ type Config struct {
 	Now func() time.Time
 	// Shadow, when set, makes this a shadow run of the pipeline of Group:
 	// it reads the same inputs under its own consumer group
-	// (topics.ShadowGroup(Group, Shadow)), with its own state, and writes
-	// to its own inbox, dead-letter, decisions and changelog topics
-	// (topics.ShadowNames), which no consumer of the real pipeline reads.
+	// (Group+"-shadow-"+Shadow), with its own state, and writes to its own
+	// inbox, dead-letter, decisions and changelog topics, which no consumer
+	// of the real pipeline reads (all derived by topics.Run, see
+	// Config.Run). Group stays the real pipeline's.
 	// A what-if: run it from the start with other rules or another version,
 	// then compare with `sponsor diff`. Default "": the real pipeline.
 	Shadow string
@@ -161,10 +161,7 @@ type Config struct {
 // EnsureDefaults fills the zero fields of c with their defaults.
 func (c *Config) EnsureDefaults() {
 	if c.Group == "" {
-		c.Group = "sponsor"
-	}
-	if c.Shadow != "" && !strings.HasSuffix(c.Group, "-shadow-"+c.Shadow) {
-		c.Group = topics.ShadowGroup(c.Group, c.Shadow)
+		c.Group = topics.DefaultGroup
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 6
@@ -207,6 +204,13 @@ func (c *Config) EnsureDefaults() {
 	}
 }
 
+// Run returns the run of the pipeline c configures (TopicPrefix, Group,
+// Shadow), from which every name it uses is derived: its topics, its
+// consumer group and its transactional id.
+func (c *Config) Run() topics.Run {
+	return topics.Run{Prefix: c.TopicPrefix, Group: c.Group, Shadow: c.Shadow}
+}
+
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
 	var errs []error
@@ -219,8 +223,8 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("StateDir: a state folder is required (--state-dir)"))
 	}
-	if c.Shadow != "" && !topics.ValidShadowName(c.Shadow) {
-		errs = append(errs, fmt.Errorf("Shadow: %q is not a valid name (letters, digits, '.', '_', '-')", c.Shadow))
+	if err := c.Run().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Shadow: %w", err))
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("Partitions: must be positive, got %d", c.Partitions))

@@ -105,11 +105,7 @@ func (r *Runner) Ready() bool { return r.ready.Load() }
 
 // Names returns the topic names the runner uses.
 func (r *Runner) Names() topics.Names {
-	n := topics.NewNames(r.cfg.TopicPrefix, r.cfg.Group)
-	if r.cfg.Shadow != "" {
-		// r.cfg.Group is already the shadow's group (EnsureDefaults).
-		n = topics.ShadowNames(r.cfg.TopicPrefix, strings.TrimSuffix(r.cfg.Group, "-shadow-"+r.cfg.Shadow), r.cfg.Shadow)
-	}
+	n := r.cfg.Run().Names()
 	if r.cfg.NoDecisions {
 		n.Decisions = ""
 	}
@@ -168,7 +164,8 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	log := r.log.With("instance", id, "group", cfg.Group)
+	group := cfg.Run().ConsumerGroup()
+	log := r.log.With("instance", id, "group", group)
 	r.log = log
 	r.names = r.Names()
 
@@ -259,7 +256,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		partitions: r.nparts, partitioner: topics.Partitioner(cfg.Partitioner), skew: cfg.MaxClockSkew.Milliseconds()}
 
 	sessOpts := append(slices.Concat(base, r.kafkaMetrics(ClientSession)),
-		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(r.names.Interactions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -294,7 +291,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if !cfg.DynamicMembership {
 		sessOpts = append(sessOpts, kgo.InstanceID(id))
 	}
-	txnID := cfg.Group + "-" + id
+	txnID := cfg.Run().TransactionalID(id)
 	if cfg.UnsafeNoTransactions {
 		log.Warn("EXACTLY-ONCE IS OFF (UnsafeNoTransactions): a crash can lose or repeat inbox records; for negative-control tests only")
 	}
@@ -365,7 +362,7 @@ func (r *Runner) leaveGroup(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveWait)
 	defer cancel()
 	start := time.Now()
-	resp, err := r.adm.LeaveGroup(ctx, kadm.LeaveGroup(r.cfg.Group).InstanceIDs(id).Reason("sponsor: leaving on shutdown"))
+	resp, err := r.adm.LeaveGroup(ctx, kadm.LeaveGroup(r.cfg.Run().ConsumerGroup()).InstanceIDs(id).Reason("sponsor: leaving on shutdown"))
 	if err == nil {
 		err = resp.Error()
 	}

@@ -1,5 +1,7 @@
 // Package topics is the catalog of the Kafka topics the pipeline reads, writes
-// and owns: their names, partition counts and configs, the partitioner that
+// and owns: their names (and, in Run, every other name a run of the
+// pipeline implies: its consumer group, its transactional ids, a shadow
+// run's own topics), partition counts and configs, the partitioner that
 // maps a user's key to its partition (Partitioner, part of the contract with
 // the producers), and the start-up check that creates what is missing and
 // refuses a cluster whose topics would break the pipeline's guarantees
@@ -74,7 +76,8 @@ type Names struct {
 // and the consumer group name: interactions, campaigns, inbox, deadletter and
 // decisions with the prefix, and prefix+group+"-state-changelog" for the
 // changelog, so that two groups running the pipeline on one cluster keep
-// separate state.
+// separate state. These are the real pipeline's names; Run.Names derives a
+// shadow run's (and is the one to use where a --shadow may be given).
 func NewNames(prefix, group string) Names {
 	return Names{
 		Interactions: prefix + "interactions",
@@ -86,22 +89,82 @@ func NewNames(prefix, group string) Names {
 	}
 }
 
-// ShadowGroup is the consumer group of the shadow run called name of the
-// pipeline of group: its own offsets, changelog and transactional ids.
-func ShadowGroup(group, name string) string { return group + "-shadow-" + name }
+// DefaultGroup is the consumer group of the pipeline when none is given
+// (sponsor run --group).
+const DefaultGroup = "sponsor"
 
-// ShadowNames returns the topic names of the shadow run called name of the
-// pipeline of group: the same inputs (interactions and campaigns), and
-// outputs of its own, so that a shadow run (a replay with other rules, a new
-// version) writes nothing a consumer of the real pipeline reads:
-// prefix+"shadow-"+name+"-inbox", "-deadletter" and "-decisions", and the
-// changelog of ShadowGroup(group, name).
-func ShadowNames(prefix, group, name string) Names {
-	n := NewNames(prefix, ShadowGroup(group, name))
-	n.Inbox = prefix + "shadow-" + name + "-inbox"
-	n.DeadLetter = prefix + "shadow-" + name + "-deadletter"
-	n.Decisions = prefix + "shadow-" + name + "-decisions"
+// shadowTag marks the names of a shadow run: its group is
+// <group>-shadow-<name>, its output topics <prefix>shadow-<name>-<topic>.
+const shadowTag = "shadow-"
+
+// Run is one run of the pipeline on a cluster: the real pipeline of a
+// consumer group, or one of its shadow runs (sponsor run --shadow NAME: the
+// same inputs, read again under a group, state and output topics of its
+// own, which no consumer of the real pipeline reads). Every name a run
+// implies (its topics, its consumer group, its transactional ids) is
+// derived from it here, and nowhere else, for the pipeline and for every
+// tool that must find them (replay, diff, state rebuild, deadletter
+// redrive, txn).
+//
+// The zero Run is the real pipeline of DefaultGroup without a prefix.
+type Run struct {
+	// Prefix is prepended to every topic name (--topic-prefix). Default "".
+	Prefix string
+	// Group is the consumer group of the real pipeline (--group), also for
+	// a shadow run of it. Default DefaultGroup.
+	Group string
+	// Shadow names the shadow run (--shadow); "" is the real pipeline.
+	Shadow string
+}
+
+// group returns r.Group or its default.
+func (r Run) group() string {
+	if r.Group == "" {
+		return DefaultGroup
+	}
+	return r.Group
+}
+
+// ConsumerGroup returns the consumer group the run's instances join, whose
+// committed offsets on interactions are its position: Group for the real
+// pipeline, Group+"-shadow-"+Shadow for a shadow run.
+func (r Run) ConsumerGroup() string {
+	if r.Shadow == "" {
+		return r.group()
+	}
+	return r.group() + "-" + shadowTag + r.Shadow
+}
+
+// TransactionalID returns the transactional id of the run's instance with
+// the given stable identity: ConsumerGroup()+"-"+instanceID, so that a
+// restart fences its previous incarnation and two runs never fence each
+// other.
+func (r Run) TransactionalID(instanceID string) string {
+	return r.ConsumerGroup() + "-" + instanceID
+}
+
+// Names returns the run's topic names. The real pipeline's are
+// NewNames(Prefix, Group). A shadow run reads the same inputs
+// (interactions and campaigns) and has outputs of its own, so that it
+// (a replay with other rules, a new version) writes nothing a consumer of
+// the real pipeline reads: Prefix+"shadow-"+Shadow+"-inbox", "-deadletter"
+// and "-decisions", and the changelog of its ConsumerGroup.
+func (r Run) Names() Names {
+	n := NewNames(r.Prefix, r.ConsumerGroup())
+	if r.Shadow != "" {
+		out := NewNames(r.Prefix+shadowTag+r.Shadow+"-", "")
+		n.Inbox, n.DeadLetter, n.Decisions = out.Inbox, out.DeadLetter, out.Decisions
+	}
 	return n
+}
+
+// Validate reports an error if r.Shadow is set and cannot name a shadow
+// run (ValidShadowName); the caller adds which setting it came from.
+func (r Run) Validate() error {
+	if r.Shadow != "" && !ValidShadowName(r.Shadow) {
+		return fmt.Errorf("%q is not a valid name (letters, digits, '.', '_', '-')", r.Shadow)
+	}
+	return nil
 }
 
 // ValidShadowName reports whether name can name a shadow run: letters,

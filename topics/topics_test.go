@@ -110,6 +110,40 @@ func TestNewNames(t *testing.T) {
 	}
 }
 
+// TestRunNames pins every name a run derives, byte for byte: they name
+// existing groups, changelogs and transactional ids on running clusters.
+func TestRunNames(t *testing.T) {
+	for _, tc := range []struct {
+		run          Run
+		group, txnID string
+		want         Names
+	}{
+		{Run{}, "sponsor", "sponsor-i1", NewNames("", "sponsor")},
+		{Run{Group: "sponsor"}, "sponsor", "sponsor-i1", Names{"interactions", "campaigns", "inbox", "deadletter", "sponsor-state-changelog", "decisions"}},
+		{Run{Prefix: "staging.", Group: "blue"}, "blue", "blue-i1", NewNames("staging.", "blue")},
+		{Run{Group: "sponsor", Shadow: "x"}, "sponsor-shadow-x", "sponsor-shadow-x-i1",
+			Names{"interactions", "campaigns", "shadow-x-inbox", "shadow-x-deadletter", "sponsor-shadow-x-state-changelog", "shadow-x-decisions"}},
+		{Run{Prefix: "p.", Group: "g", Shadow: "policy-v2"}, "g-shadow-policy-v2", "g-shadow-policy-v2-i1",
+			Names{"p.interactions", "p.campaigns", "p.shadow-policy-v2-inbox", "p.shadow-policy-v2-deadletter", "p.g-shadow-policy-v2-state-changelog", "p.shadow-policy-v2-decisions"}},
+	} {
+		if got := tc.run.ConsumerGroup(); got != tc.group {
+			t.Errorf("%+v.ConsumerGroup() = %q, want %q", tc.run, got, tc.group)
+		}
+		if got := tc.run.TransactionalID("i1"); got != tc.txnID {
+			t.Errorf("%+v.TransactionalID(i1) = %q, want %q", tc.run, got, tc.txnID)
+		}
+		if got := tc.run.Names(); got != tc.want {
+			t.Errorf("%+v.Names() = %+v, want %+v", tc.run, got, tc.want)
+		}
+	}
+	if err := (Run{Shadow: "a b"}).Validate(); err == nil {
+		t.Error(`Run{Shadow: "a b"}.Validate() = nil, want an error`)
+	}
+	if err := (Run{Shadow: "policy-v2.1_x"}).Validate(); err != nil {
+		t.Errorf("Run{Shadow: policy-v2.1_x}.Validate() = %v, want nil", err)
+	}
+}
+
 func TestEnsureCreatesAllOnFreshCluster(t *testing.T) {
 	c, adm := cluster(t)
 	creates := countCreates(c)

@@ -88,7 +88,7 @@ func newSecureStack(t *testing.T) *secureStack {
 		t.Fatalf("create topics: %v", err)
 	}
 	// And those of the shadow run s1, for diff.
-	cat.Names = topics.ShadowNames("", "sponsor", "s1")
+	cat.Names = topics.Run{Group: "sponsor", Shadow: "s1"}.Names()
 	if _, err := cat.Ensure(ctx, kadm.NewClient(cl), false); err != nil {
 		t.Fatalf("create the shadow topics: %v", err)
 	}

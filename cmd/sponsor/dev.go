@@ -145,7 +145,7 @@ func cmdDev(ctx context.Context, args []string) error {
 func devWithoutPipeline(ctx context.Context, stack *embedded.Stack, f *pipelineFlags, dataDir string) error {
 	cfg := f.cfg
 	cfg.EnsureDefaults()
-	names := topics.NewNames(cfg.TopicPrefix, cfg.Group)
+	names := cfg.Run().Names()
 	if cfg.NoDecisions {
 		names.Decisions = ""
 	}

@@ -94,13 +94,9 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	names := topics.NewNames(c.prefix, group)
-	g := group
-	if shadow != "" {
-		if !topics.ValidShadowName(shadow) {
-			return fmt.Errorf("--shadow: %q is not a valid name (letters, digits, '.', '_', '-')", shadow)
-		}
-		g = topics.ShadowGroup(group, shadow)
+	run := topics.Run{Prefix: c.prefix, Group: group, Shadow: shadow}
+	if err := run.Validate(); err != nil {
+		return fmt.Errorf("--shadow: %w", err)
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -108,7 +104,7 @@ func cmdReplay(ctx context.Context, args []string, std stdio) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	plan, err := replay.MakePlan(ctx, adm, g, names.Interactions, target)
+	plan, err := replay.MakePlan(ctx, adm, run.ConsumerGroup(), run.Names().Interactions, target)
 	if err != nil {
 		return securityHint(err)
 	}
@@ -195,7 +191,8 @@ func cmdDiff(ctx context.Context, args []string, std stdio) error {
 	// Both runs must have processed every interaction, or the comparison
 	// shows a catch-up, not the change under test.
 	behind := map[string]int64{}
-	for _, g := range []string{group, topics.ShadowGroup(group, shadow)} {
+	live, shadowRun := topics.Run{Prefix: c.prefix, Group: group}, topics.Run{Prefix: c.prefix, Group: group, Shadow: shadow}
+	for _, g := range []string{live.ConsumerGroup(), shadowRun.ConsumerGroup()} {
 		lag, err := audit.GroupLag(ctx, cfg, g)
 		if err != nil {
 			return securityHint(err)
@@ -213,7 +210,7 @@ func cmdDiff(ctx context.Context, args []string, std stdio) error {
 			fmt.Fprintf(std.out, "group %s has not caught up: %d offsets of interactions not processed yet (partition:lag %s)\n", g, total, strings.Join(parts, " "))
 		}
 	}
-	rep, err := audit.Diff(ctx, cfg, topics.ShadowNames(c.prefix, group, shadow), campaign)
+	rep, err := audit.Diff(ctx, cfg, shadowRun.Names(), campaign)
 	if err != nil {
 		return securityHint(err)
 	}

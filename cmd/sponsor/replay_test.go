@@ -68,7 +68,7 @@ func TestDiffPartialWhileBehind(t *testing.T) {
 	}
 	t.Cleanup(cl.Close)
 	adm := kadm.NewClient(cl)
-	shadow := topics.Catalog{Names: topics.ShadowNames("", "sponsor", "x"), Partitions: 2, ReplicationFactor: -1}
+	shadow := topics.Catalog{Names: topics.Run{Group: "sponsor", Shadow: "x"}.Names(), Partitions: 2, ReplicationFactor: -1}
 	if _, err := shadow.Ensure(ctx, adm, true); err != nil {
 		t.Fatalf("create the shadow's topics: %v", err)
 	}

@@ -656,7 +656,7 @@ func (d *DiffReport) Same() bool {
 }
 
 // Diff compares the inbox (and decisions) of the pipeline named by
-// cfg.Names with those of a shadow run (shadow: topics.ShadowNames),
+// cfg.Names with those of a shadow run (shadow: topics.Run.Names),
 // optionally for one campaign ("" = all). Both are read whole, with
 // read_committed.
 func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string) (*DiffReport, error) {

@@ -6,7 +6,7 @@
 // on restart a task skips the records its state already reflects, and every
 // campaign it fired stays fired. Nothing is sent twice. To re-decide past
 // data (other rules, a fixed bug, a new version), replay into a shadow run
-// (topics.ShadowGroup, pipeline.Config.Shadow): its own group, state and
+// (topics.Run, pipeline.Config.Shadow): its own group, state and
 // output topics, compared with the real inbox by `sponsor diff`.
 package replay
 

@@ -1,0 +1,36 @@
+package pipeline
+
+import (
+	"testing"
+
+	"github.com/sponsored/sponsor/topics"
+)
+
+// TestEnsureDefaultsKeepsGroup checks that EnsureDefaults fills an empty
+// Group and leaves a set one alone, shadow run or not: the shadow run's
+// own group is derived where it is needed (Config.Run), never written back.
+func TestEnsureDefaultsKeepsGroup(t *testing.T) {
+	for _, tc := range []struct {
+		group, shadow        string
+		wantGroup, wantJoins string
+	}{
+		{"", "", "sponsor", "sponsor"},
+		{"blue", "", "blue", "blue"},
+		{"", "x", "sponsor", "sponsor-shadow-x"},
+		{"blue", "x", "blue", "blue-shadow-x"},
+	} {
+		c := Config{Group: tc.group, Shadow: tc.shadow}
+		c.EnsureDefaults()
+		c.EnsureDefaults() // idempotent
+		if c.Group != tc.wantGroup {
+			t.Errorf("Group %q, Shadow %q: after EnsureDefaults Group = %q, want %q", tc.group, tc.shadow, c.Group, tc.wantGroup)
+		}
+		if got := c.Run().ConsumerGroup(); got != tc.wantJoins {
+			t.Errorf("Group %q, Shadow %q: Run().ConsumerGroup() = %q, want %q", tc.group, tc.shadow, got, tc.wantJoins)
+		}
+		want := topics.Run{Group: tc.wantGroup, Shadow: tc.shadow}.Names()
+		if got := c.Run().Names(); got != want {
+			t.Errorf("Group %q, Shadow %q: Run().Names() = %+v, want %+v", tc.group, tc.shadow, got, want)
+		}
+	}
+}
