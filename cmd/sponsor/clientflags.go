@@ -31,31 +31,12 @@ type clientFlags struct {
 	sec kafkaconn.Security
 }
 
+// register registers the client flags on fs.
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.brokers, "brokers", "", "Kafka seed brokers, HOST:PORT[,...] (required)")
-	fs.StringVar(&c.registry, "registry", "", "schema registry URL (required)")
-	fs.StringVar(&c.prefix, "topic-prefix", "", "prefix of every topic name, as given to the pipeline")
+	registerBrokers(fs, &c.brokers)
+	registerRegistry(fs, &c.registry, "schema registry URL (required)")
+	registerTopicPrefix(fs, &c.prefix, "prefix of every topic name, as given to the pipeline")
 	registerSecurity(fs, &c.sec)
-}
-
-// partitioners names the values of --partitioner, for its help.
-const partitioners = "murmur2 (the Java client's and franz-go's default, librdkafka's partitioner=murmur2_random) or crc32 (librdkafka's consistent and consistent_random, its default)"
-
-// registerPartitioner registers --partitioner in fs, for the tools that
-// write interactions or find a user's partition (produce, gen, explain,
-// deadletter redrive).
-func registerPartitioner(fs *flag.FlagSet, p *string) {
-	fs.StringVar(p, "partitioner", string(topics.DefaultPartitioner), "the partitioner of interactions, as the pipeline's --partitioner: "+partitioners)
-}
-
-// partitioner returns the partitioner of --partitioner, or an error naming
-// the flag.
-func partitioner(name string) (topics.Partitioner, error) {
-	p := topics.Partitioner(name)
-	if err := p.Validate(); err != nil {
-		return "", fmt.Errorf("--partitioner: %w", err)
-	}
-	return p, nil
 }
 
 // brokerList returns the seed brokers of --brokers, which is required.

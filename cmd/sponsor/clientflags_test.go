@@ -152,18 +152,18 @@ func TestToolsSecure(t *testing.T) {
 		args  []string
 		want  string // in stdout
 	}{
-		{"produce campaigns", cmdProduce, campaign + "\n", []string{"campaigns"}, "wrote 1 record to campaigns in one transaction"},
-		{"produce interactions", cmdProduce, interaction + "\n", []string{"interactions"}, "wrote 1 record to interactions in one transaction"},
-		{"gen", cmdGen, "", []string{"--count", "20", "--users", "5", "--businesses", "2", "--campaign-every", "0"}, "wrote 20 interactions"},
-		{"tail", cmdTail, "", []string{"campaigns", "--values"}, `"campaign_id":"c1"`},
-		{"report", cmdReport, "", []string{"--campaign", "c1"}, "campaign c1, business b1"},
-		{"explain", cmdExplain, "", []string{"--campaign", "c1", "--user", "u1"}, "decision: BLOCKED"},
+		{"produce campaigns", cmdFunc("produce"), campaign + "\n", []string{"campaigns"}, "wrote 1 record to campaigns in one transaction"},
+		{"produce interactions", cmdFunc("produce"), interaction + "\n", []string{"interactions"}, "wrote 1 record to interactions in one transaction"},
+		{"gen", cmdFunc("gen"), "", []string{"--count", "20", "--users", "5", "--businesses", "2", "--campaign-every", "0"}, "wrote 20 interactions"},
+		{"tail", cmdFunc("tail"), "", []string{"campaigns", "--values"}, `"campaign_id":"c1"`},
+		{"report", cmdFunc("report"), "", []string{"--campaign", "c1"}, "campaign c1, business b1"},
+		{"explain", cmdFunc("explain"), "", []string{"--campaign", "c1", "--user", "u1"}, "decision: BLOCKED"},
 		// No run processed the interactions written above: the
 		// comparison is partial (exit 3), and it read both inboxes.
-		{"diff", cmdDiff, "", []string{"--shadow", "s1"}, "real inbox 0 records, shadow s1 inbox 0 records"},
-		{"replay plan", cmdReplay, "", []string{"--to-start"}, "replay of group sponsor on interactions"},
-		{"deadletter redrive plan", cmdDeadletter, "", []string{"redrive"}, "No dead letters in deadletter."},
-		{"state rebuild", cmdStateRebuild, "", []string{"--state-dir", t.TempDir()}, "rebuilt 2 partitions of sponsor-state-changelog"},
+		{"diff", cmdFunc("diff"), "", []string{"--shadow", "s1"}, "real inbox 0 records, shadow s1 inbox 0 records"},
+		{"replay plan", cmdFunc("replay"), "", []string{"--to-start"}, "replay of group sponsor on interactions"},
+		{"deadletter redrive plan", cmdFunc("deadletter"), "", []string{"redrive"}, "No dead letters in deadletter."},
+		{"state rebuild", cmdFunc("state", "rebuild"), "", []string{"--state-dir", t.TempDir()}, "rebuilt 2 partitions of sponsor-state-changelog"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(append([]string(nil), tc.args...), secure...)
@@ -186,7 +186,7 @@ func TestToolsSecure(t *testing.T) {
 		} {
 			t.Setenv(k, v)
 		}
-		out, stderr, err := runCmd(t, cmdTail, "", append([]string{"interactions", "-n", "1"}, s.conn...)...)
+		out, stderr, err := runCmd(t, cmdFunc("tail"), "", append([]string{"interactions", "-n", "1"}, s.conn...)...)
 		if err != nil || !strings.Contains(out, `"topic":"interactions"`) {
 			t.Fatalf("tail with the security settings in the environment: %v\nstdout: %s\nstderr: %s", err, out, stderr)
 		}
@@ -200,23 +200,23 @@ func TestToolsSecure(t *testing.T) {
 		args []string
 		want []string // one of them in the error; nil: any error
 	}{
-		{"produce without SASL", cmdProduce, append(append(s.conn, s.regSec...), "campaigns", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
-		{"produce without TLS", cmdProduce, append(append(s.conn, s.regSec...), "campaigns"), []string{"TLS"}},
-		{"produce without registry password", cmdProduce, append(append(s.conn, s.kafkaSec...), "campaigns", "--registry-ca-file", s.regSec[1]), []string{"401 Unauthorized: give its credentials with --registry-user"}},
-		{"gen with the wrong registry password", cmdGen, append(append(s.conn, s.kafkaSec...), "--count", "1", "--registry-ca-file", s.regSec[1],
+		{"produce without SASL", cmdFunc("produce"), append(append(s.conn, s.regSec...), "campaigns", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
+		{"produce without TLS", cmdFunc("produce"), append(append(s.conn, s.regSec...), "campaigns"), []string{"TLS"}},
+		{"produce without registry password", cmdFunc("produce"), append(append(s.conn, s.kafkaSec...), "campaigns", "--registry-ca-file", s.regSec[1]), []string{"401 Unauthorized: give its credentials with --registry-user"}},
+		{"gen with the wrong registry password", cmdFunc("gen"), append(append(s.conn, s.kafkaSec...), "--count", "1", "--registry-ca-file", s.regSec[1],
 			"--registry-user", "ops", "--registry-password", "wrong"), []string{"401 Unauthorized", "403 Forbidden: check --registry-user"}},
-		{"produce without registry CA", cmdProduce, append(append(s.conn, s.kafkaSec...), "campaigns", "--registry-user", "ops", "--registry-password", toolRegistryPass), []string{"certificate"}},
-		{"tail without SASL", cmdTail, append(append(s.conn, s.regSec...), "campaigns", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
-		{"explain without registry auth", cmdExplain, append(append(s.conn, s.kafkaSec...), "--campaign", "c1", "--user", "u1", "--registry-ca-file", s.regSec[1]), []string{"401 Unauthorized"}},
-		{"report without SASL", cmdReport, append(append(s.conn, s.regSec...), "--campaign", "c1", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
-		{"replay without SASL", cmdReplay, append(append([]string(nil), s.conn...), "--to-start", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
+		{"produce without registry CA", cmdFunc("produce"), append(append(s.conn, s.kafkaSec...), "campaigns", "--registry-user", "ops", "--registry-password", toolRegistryPass), []string{"certificate"}},
+		{"tail without SASL", cmdFunc("tail"), append(append(s.conn, s.regSec...), "campaigns", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
+		{"explain without registry auth", cmdFunc("explain"), append(append(s.conn, s.kafkaSec...), "--campaign", "c1", "--user", "u1", "--registry-ca-file", s.regSec[1]), []string{"401 Unauthorized"}},
+		{"report without SASL", cmdFunc("report"), append(append(s.conn, s.regSec...), "--campaign", "c1", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
+		{"replay without SASL", cmdFunc("replay"), append(append([]string(nil), s.conn...), "--to-start", "--tls-ca-file", s.kafkaSec[1]), []string{"SASL"}},
 		// kfake closes the connection on a wrong password (EOF); a broker
 		// answers SASL_AUTHENTICATION_FAILED, which securityHint explains.
-		{"replay with the wrong password", cmdReplay, append(append([]string(nil), s.conn...), "--to-start", "--tls-ca-file", s.kafkaSec[1],
+		{"replay with the wrong password", cmdFunc("replay"), append(append([]string(nil), s.conn...), "--to-start", "--tls-ca-file", s.kafkaSec[1],
 			"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "ops", "--sasl-password", "wrong"), nil},
-		{"deadletter redrive without TLS", cmdDeadletter, append([]string{"redrive"}, s.conn...), []string{"is TLS missing?"}},
-		{"state rebuild without SASL", cmdStateRebuild, append(append([]string(nil), s.conn...), "--state-dir", t.TempDir(), "--tls-ca-file", s.kafkaSec[1]), []string{"is SASL missing?"}},
-		{"replay, SASL without a password", cmdReplay, append(append([]string(nil), s.conn...), "--to-start", "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "ops"),
+		{"deadletter redrive without TLS", cmdFunc("deadletter"), append([]string{"redrive"}, s.conn...), []string{"is TLS missing?"}},
+		{"state rebuild without SASL", cmdFunc("state", "rebuild"), append(append([]string(nil), s.conn...), "--state-dir", t.TempDir(), "--tls-ca-file", s.kafkaSec[1]), []string{"is SASL missing?"}},
+		{"replay, SASL without a password", cmdFunc("replay"), append(append([]string(nil), s.conn...), "--to-start", "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "ops"),
 			[]string{"--sasl-password or --sasl-password-file"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,18 +256,18 @@ func TestToolsHelpListSecurityFlags(t *testing.T) {
 		cmd  func(context.Context, []string, stdio) error
 		args []string
 	}{
-		{"produce", cmdProduce, nil},
-		{"gen", cmdGen, nil},
-		{"tail", cmdTail, nil},
-		{"report", cmdReport, nil},
-		{"explain", cmdExplain, nil},
-		{"replay", cmdReplay, nil},
-		{"diff", cmdDiff, nil},
-		{"deadletter redrive", cmdDeadletter, []string{"redrive"}},
-		{"state rebuild", cmdState, []string{"rebuild"}},
-		{"txn list", cmdTxn, []string{"list"}},
-		{"txn abort", cmdTxn, []string{"abort"}},
-		{"schemas check", cmdSchemas, nil},
+		{"produce", cmdFunc("produce"), nil},
+		{"gen", cmdFunc("gen"), nil},
+		{"tail", cmdFunc("tail"), nil},
+		{"report", cmdFunc("report"), nil},
+		{"explain", cmdFunc("explain"), nil},
+		{"replay", cmdFunc("replay"), nil},
+		{"diff", cmdFunc("diff"), nil},
+		{"deadletter redrive", cmdFunc("deadletter"), []string{"redrive"}},
+		{"state rebuild", cmdFunc("state"), []string{"rebuild"}},
+		{"txn list", cmdFunc("txn"), []string{"list"}},
+		{"txn abort", cmdFunc("txn"), []string{"abort"}},
+		{"schemas check", cmdFunc("schemas"), []string{"check"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"regexp"
@@ -13,15 +12,22 @@ import (
 	"github.com/sponsored/sponsor/pipeline"
 )
 
+const configUsage = `Usage: sponsor config print --brokers HOST:PORT[,...] --registry URL --state-dir DIR [flags]
+
+Shows the effective configuration of 'sponsor run' with these flags: each
+setting with where it came from (flag, SPONSOR_* variable, the --config
+file, or default), every secret redacted; then whether it is valid.
+
+Flags (also SPONSOR_<NAME> in the environment):
+`
+
 // cmdConfig implements `sponsor config print [run flags]`: the effective
 // configuration of `sponsor run`, each setting with where it came from (flag,
 // SPONSOR_* variable, the --config file, or default), and every secret
 // redacted.
-func cmdConfig(args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "print" {
-		return errors.New("usage: sponsor config print [run flags]")
-	}
-	fs, f, err := runFlags("sponsor config print", args[1:])
+func cmdConfig(_ context.Context, fs *flagSet, std stdio) error {
+	out := std.out
+	f, err := parseRunFlags(fs)
 	if err != nil {
 		return err
 	}
@@ -41,7 +47,7 @@ func cmdConfig(args []string, out io.Writer) error {
 			source = "flag"
 		} else if _, ok := os.LookupEnv(envName(fl.Name)); ok {
 			source = "env " + envName(fl.Name)
-		} else if file := fromFile(fs, fl.Name); file != "" {
+		} else if file := fromFile(fs.FlagSet, fl.Name); file != "" {
 			source = "file " + file
 		}
 		v := fl.Value.String()
@@ -51,14 +57,9 @@ func cmdConfig(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%-24s %-32q # %s\n", fl.Name, v, source)
 	})
 	if problems != nil {
-		return fmt.Errorf("the configuration is not valid: %w", flagNames(fs, &f.cfg, problems))
+		return fmt.Errorf("the configuration is not valid: %w", flagNames(fs.FlagSet, &f.cfg, problems))
 	}
 	return nil
-}
-
-// envName is the environment variable that sets flag name.
-func envName(name string) string {
-	return "SPONSOR_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // secretFlag reports whether a flag holds a secret itself (not a file name).

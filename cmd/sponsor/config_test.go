@@ -9,7 +9,7 @@ func TestConfigPrintRedactsAndNamesSources(t *testing.T) {
 	t.Setenv("SPONSOR_SASL_PASSWORD", "hunter2-secret")
 	t.Setenv("SPONSOR_GROUP", "from-env")
 	var out strings.Builder
-	err := cmdConfig([]string{"print", "--brokers", "k:9092", "--registry", "http://r", "--state-dir", t.TempDir(),
+	err := configPrint([]string{"print", "--brokers", "k:9092", "--registry", "http://r", "--state-dir", t.TempDir(),
 		"--sasl-mechanism", "SCRAM-SHA-256", "--sasl-user", "u", "--registry-token", "tok-secret"}, &out)
 	if err != nil {
 		t.Fatalf("config print: %v", err)
@@ -35,7 +35,7 @@ func TestConfigPrintRedactsAndNamesSources(t *testing.T) {
 
 func TestConfigPrintReportsInvalidConfig(t *testing.T) {
 	var out strings.Builder
-	err := cmdConfig([]string{"print", "--registry", "http://r", "--state-dir", t.TempDir()}, &out)
+	err := configPrint([]string{"print", "--registry", "http://r", "--state-dir", t.TempDir()}, &out)
 	if err == nil || !strings.Contains(err.Error(), "--brokers: at least one broker is required") {
 		t.Fatalf("config print without brokers: got %v, want an error naming --brokers", err)
 	}
@@ -53,7 +53,7 @@ func TestConfigPrintReportsInvalidConfig(t *testing.T) {
 		{[]string{"--tls-cert-file", "c.pem"}, "--tls-cert-file, --tls-key-file: a client certificate needs both"},
 	} {
 		args := append([]string{"print", "--brokers", "b:9092", "--registry", "http://r", "--state-dir", t.TempDir()}, tc.args...)
-		err := cmdConfig(args, &strings.Builder{})
+		err := configPrint(args, &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config print %v: %v, want %q", tc.args, err, tc.want)
 		}

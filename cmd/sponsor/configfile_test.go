@@ -32,7 +32,7 @@ static: true
 `)
 	t.Setenv("SPONSOR_GROUP", "from-env")
 	t.Setenv("SPONSOR_LOG_LEVEL", "debug")
-	_, f, err := runFlags("sponsor run", []string{"--config", file, "--group", "from-flag"})
+	_, f, err := parseRun([]string{"--config", file, "--group", "from-flag"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ static: true
 	// The same through SPONSOR_CONFIG, as config print shows it.
 	t.Setenv("SPONSOR_CONFIG", file)
 	var out strings.Builder
-	if err := cmdConfig([]string{"print", "--group", "from-flag"}, &out); err != nil {
+	if err := configPrint([]string{"print", "--group", "from-flag"}, &out); err != nil {
 		t.Fatalf("config print: %v\n%s", err, out.String())
 	}
 	for _, want := range []*regexp.Regexp{
@@ -78,7 +78,7 @@ static: true
 
 	// --config on the command line wins over SPONSOR_CONFIG.
 	other := writeFile(t, "other.yaml", "fanout-chunk: 77\n")
-	_, f, err = runFlags("sponsor run", []string{"--config=" + other})
+	_, f, err = parseRun([]string{"--config=" + other})
 	if err != nil || f.cfg.FanoutChunk != 77 || f.cfg.StateDir != "" {
 		t.Errorf("--config=%s with SPONSOR_CONFIG=%s: fanout-chunk %d, state-dir %q, err %v; want 77 from the flag's file only", other, file, f.cfg.FanoutChunk, f.cfg.StateDir, err)
 	}
@@ -109,7 +109,7 @@ func TestConfigFileStrict(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeFile(t, "bad.yaml", tc.yaml)
-			_, _, err := runFlags("sponsor run", []string{"--config", file})
+			_, _, err := parseRun([]string{"--config", file})
 			if err == nil {
 				t.Fatalf("no error for:\n%s", tc.yaml)
 			}
@@ -120,10 +120,10 @@ func TestConfigFileStrict(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := runFlags("sponsor run", []string{"--config", "/nonexistent/sponsor.yaml"}); err == nil || !strings.Contains(err.Error(), "/nonexistent/sponsor.yaml") {
+	if _, _, err := parseRun([]string{"--config", "/nonexistent/sponsor.yaml"}); err == nil || !strings.Contains(err.Error(), "/nonexistent/sponsor.yaml") {
 		t.Errorf("missing file: %v, want an error naming it", err)
 	}
-	if _, f, err := runFlags("sponsor run", []string{"--config", writeFile(t, "empty.yaml", "# nothing yet\n")}); err != nil || f.cfg.FanoutChunk != 5000 {
+	if _, f, err := parseRun([]string{"--config", writeFile(t, "empty.yaml", "# nothing yet\n")}); err != nil || f.cfg.FanoutChunk != 5000 {
 		t.Errorf("empty file: %v, fanout-chunk %d; want no error and the defaults", err, f.cfg.FanoutChunk)
 	}
 }
@@ -141,7 +141,7 @@ sasl-password: hunter2-from-file
 registry-token: tok-from-file
 `)
 	var out strings.Builder
-	if err := cmdConfig([]string{"print", "--config", file}, &out); err != nil {
+	if err := configPrint([]string{"print", "--config", file}, &out); err != nil {
 		t.Fatalf("config print: %v\n%s", err, out.String())
 	}
 	for _, secret := range []string{"hunter2-from-file", "tok-from-file"} {
@@ -174,7 +174,7 @@ func TestExampleConfigFile(t *testing.T) {
 		t.Fatalf("example: %d keys, %v", len(keys), err)
 	}
 	var out strings.Builder
-	if err := cmdConfig([]string{"print", "--config", file}, &out); err != nil {
+	if err := configPrint([]string{"print", "--config", file}, &out); err != nil {
 		t.Fatalf("config print --config %s: %v\n%s", file, err, out.String())
 	}
 	for k := range keys {
@@ -188,7 +188,7 @@ func TestExampleConfigFile(t *testing.T) {
 // pipeline's configuration from the file, SPONSOR_* variables and flags,
 // and their defaults are no grace and a 5-minute skew.
 func TestGraceAndClockSkewSettings(t *testing.T) {
-	_, f, err := runFlags("sponsor run", nil)
+	_, f, err := parseRun(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestGraceAndClockSkewSettings(t *testing.T) {
 	}
 	file := writeFile(t, "sponsor.yaml", "grace: 2m\nmax-clock-skew: 1m\n")
 	t.Setenv("SPONSOR_GRACE", "3m")
-	_, f, err = runFlags("sponsor run", []string{"--config", file})
+	_, f, err = parseRun([]string{"--config", file})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestGraceAndClockSkewSettings(t *testing.T) {
 	if f.cfg.Policy.Grace != 3*time.Minute || f.cfg.MaxClockSkew != time.Minute {
 		t.Errorf("grace %s (want 3m0s from SPONSOR_GRACE over the file), max-clock-skew %s (want 1m0s from the file)", f.cfg.Policy.Grace, f.cfg.MaxClockSkew)
 	}
-	_, f, err = runFlags("sponsor run", []string{"--grace", "-1s"})
+	_, f, err = parseRun([]string{"--grace", "-1s"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,12 +12,11 @@ import (
 	"time"
 
 	"github.com/sponsored/sponsor/ops/redrive"
-	"github.com/sponsored/sponsor/topics"
 )
 
 const redriveUsage = `Usage: sponsor deadletter redrive --brokers HOST:PORT[,...] [--registry URL] [--topic-prefix P] [--group NAME]
-                   [--source interactions|campaigns] [--reason SUBSTRING] [--since TIME|DURATION]
-                   [--partitioner murmur2|crc32] [--yes]
+                   [--shadow NAME] [--source interactions|campaigns] [--reason SUBSTRING]
+                   [--since TIME|DURATION] [--partitioner murmur2|crc32] [--yes]
 
 Sends dead letters back to the input topic they came from (their
 __connect.errors.topic header), once the producer or the pipeline that
@@ -38,46 +35,42 @@ twice never sends a dead letter twice, and a run that is killed resumes
 where it stopped. --since skips, for good, older dead letters of the
 classes it redrives.
 
+With --shadow NAME it redrives the dead letters of the shadow run NAME of
+the group ('sponsor run --shadow NAME': its dead-letter topic
+shadow-NAME-deadletter, its positions in the groups
+<group>-shadow-NAME-redrive.<topic>.<reason>). They go back to the input
+topics, which the real pipeline reads too.
+
 Flags (also SPONSOR_<NAME> in the environment):
 `
 
 // cmdDeadletter implements `sponsor deadletter redrive`.
-func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || args[0] != "redrive" {
-		fmt.Fprint(std.err, redriveUsage)
-		return errors.New("usage: sponsor deadletter redrive [flags]")
-	}
-	fs := flag.NewFlagSet("sponsor deadletter redrive", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdDeadletter(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c            clientFlags
-		group        string
+		rf           runFlags
 		source       string
 		since        string
 		yes, verbose bool
 		cfg          redrive.Config
 		part         string
 	)
-	c.register(fs)
-	registerPartitioner(fs, &part)
-	fs.StringVar(&group, "group", "sponsor", "consumer group of the pipeline; positions are kept in the groups <group>-redrive.<topic>.<reason>")
+	c.register(fs.FlagSet)
+	registerPartitioner(fs.FlagSet, &part, toolPartitionerDoc)
+	rf.register(fs.FlagSet, "consumer group of the pipeline; positions are kept in the groups <group>-redrive.<topic>.<reason>",
+		"redrive the dead letters of the shadow run NAME of the group (sponsor run --shadow NAME): its dead-letter topic, positions in the groups <group>-shadow-NAME-redrive.<topic>.<reason>")
 	fs.StringVar(&source, "source", "", "redrive only dead letters of this topic: interactions or campaigns (default: both)")
 	fs.StringVar(&cfg.Reason, "reason", "", "redrive only dead letters whose reason (sponsor.errors.reason) contains this, e.g. misrouted-key")
 	fs.StringVar(&since, "since", "", "redrive only dead letters written at or after this RFC 3339 time, or this long ago (e.g. 2h)")
 	fs.IntVar(&cfg.Examples, "examples", 3, "examples shown per source and reason")
 	fs.BoolVar(&yes, "yes", false, "send them (without it: show the plan, write nothing)")
 	fs.BoolVar(&verbose, "verbose", false, "log each transaction")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), redriveUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args[1:])
-	if err != nil {
+	if _, err := fs.parse(); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
+	run, err := rf.run(c.prefix)
+	if err != nil {
+		return err
 	}
 	if cfg.Brokers, err = c.brokerList(); err != nil {
 		return err
@@ -88,8 +81,8 @@ func cmdDeadletter(ctx context.Context, args []string, std stdio) error {
 	if cfg.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
-	cfg.Names = topics.NewNames(c.prefix, group)
-	cfg.Group = group
+	cfg.Names = run.Names()
+	cfg.Group = run.ConsumerGroup()
 	switch source {
 	case "":
 	case "interactions":

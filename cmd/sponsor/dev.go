@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,8 +24,16 @@ import (
 	"github.com/sponsored/sponsor/topics"
 )
 
-func cmdDev(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("sponsor dev", flag.ContinueOnError)
+const devUsage = `Usage: sponsor dev [--demo | --no-pipeline] [--data DIR] [flags]
+
+Starts an in-process Kafka and schema registry on fixed local ports, creates the
+topics and runs the pipeline against them (with --no-pipeline, not: the
+pipeline is then yours to start with 'sponsor run' and stop).
+
+Flags (also SPONSOR_<NAME> in the environment):
+`
+
+func cmdDev(ctx context.Context, fs *flagSet, _ stdio) error {
 	var f pipelineFlags
 	var (
 		dataDir       string
@@ -46,12 +53,8 @@ func cmdDev(ctx context.Context, args []string) error {
 	fs.BoolVar(&noPipeline, "no-pipeline", false, "run only the embedded Kafka and schema registry, with the topics and schemas, and no pipeline: run 'sponsor run' against them yourself, to rehearse a replay, a redrive or a rebuild as in production")
 	fs.Float64Var(&rate, "rate", 200, "demo interactions per second")
 	fs.DurationVar(&campaignEvery, "campaign-every", 5*time.Second, "demo: launch a campaign this often")
-	f.register(fs, "127.0.0.1:8080")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sponsor dev [--demo | --no-pipeline] [--data DIR] [flags]\n\nStarts an in-process Kafka and schema registry on fixed local ports, creates the\ntopics and runs the pipeline against them (with --no-pipeline, not: the\npipeline is then yours to start with 'sponsor run' and stop).\n\nFlags (also SPONSOR_<NAME> in the environment):\n")
-		fs.PrintDefaults()
-	}
-	if err := parse(fs, args); err != nil {
+	f.register(fs.FlagSet, "127.0.0.1:8080")
+	if _, err := fs.parse(); err != nil {
 		return err
 	}
 	log, err := f.finish()
@@ -84,7 +87,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	}
 	r, err := pipeline.New(f.cfg)
 	if err != nil {
-		return flagNames(fs, &f.cfg, err)
+		return flagNames(fs.FlagSet, &f.cfg, err)
 	}
 	names := r.Names()
 	fmt.Printf(`

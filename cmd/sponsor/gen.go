@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
 
@@ -27,17 +26,15 @@ live line with rate and ETA on a terminal, log lines otherwise.
 Flags (also SPONSOR_<NAME> in the environment):
 `
 
-func cmdGen(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor gen", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdGen(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c    clientFlags
 		cfg  feed.GenConfig
 		wl   workload.Config
 		part string
 	)
-	c.register(fs)
-	registerPartitioner(fs, &part)
+	c.register(fs.FlagSet)
+	registerPartitioner(fs.FlagSet, &part, toolPartitionerDoc)
 	fs.Int64Var(&cfg.Count, "count", 0, "interactions to write (0: no limit)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "interactions per second (0: as fast as the brokers take)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: no limit)")
@@ -45,17 +42,8 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	fs.IntVar(&wl.Users, "users", 10000, "distinct users")
 	fs.IntVar(&wl.Businesses, "businesses", 200, "distinct businesses")
 	fs.Uint64Var(&wl.Seed, "seed", 1, "seed of the generator")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), genUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if _, err := fs.parse(); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	t, err := c.target()
 	if err != nil {

@@ -11,26 +11,26 @@ import (
 // naming the field and the flag; the tools refuse one naming the flag.
 func TestPartitionerFlag(t *testing.T) {
 	file := writeFile(t, "sponsor.yaml", "partitioner: crc32\n")
-	_, f, err := runFlags("sponsor run", nil)
+	_, f, err := parseRun(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.cfg.Partitioner != "murmur2" {
 		t.Errorf("default partitioner = %q, want murmur2", f.cfg.Partitioner)
 	}
-	if _, f, err = runFlags("sponsor run", []string{"--config", file}); err != nil || f.cfg.Partitioner != "crc32" {
+	if _, f, err = parseRun([]string{"--config", file}); err != nil || f.cfg.Partitioner != "crc32" {
 		t.Errorf("partitioner from the file = %q (%v), want crc32", f.cfg.Partitioner, err)
 	}
 	t.Setenv("SPONSOR_PARTITIONER", "murmur2")
-	if _, f, err = runFlags("sponsor run", []string{"--config", file}); err != nil || f.cfg.Partitioner != "murmur2" {
+	if _, f, err = parseRun([]string{"--config", file}); err != nil || f.cfg.Partitioner != "murmur2" {
 		t.Errorf("partitioner with SPONSOR_PARTITIONER over the file = %q (%v), want murmur2", f.cfg.Partitioner, err)
 	}
-	if _, f, err = runFlags("sponsor run", []string{"--config", file, "--partitioner", "crc32"}); err != nil || f.cfg.Partitioner != "crc32" {
+	if _, f, err = parseRun([]string{"--config", file, "--partitioner", "crc32"}); err != nil || f.cfg.Partitioner != "crc32" {
 		t.Errorf("partitioner from the flag = %q (%v), want crc32", f.cfg.Partitioner, err)
 	}
 
 	var out strings.Builder
-	err = cmdConfig([]string{"print", "--brokers", "k:9092", "--registry", "http://r", "--state-dir", t.TempDir(), "--partitioner", "consistent_random"}, &out)
+	err = configPrint([]string{"print", "--brokers", "k:9092", "--registry", "http://r", "--state-dir", t.TempDir(), "--partitioner", "consistent_random"}, &out)
 	if err == nil || !strings.Contains(err.Error(), "--partitioner") || !strings.Contains(err.Error(), "consistent_random") {
 		t.Errorf("config print with an unknown partitioner: %v, want an error naming --partitioner and the value", err)
 	}
@@ -40,19 +40,19 @@ func TestPartitionerFlag(t *testing.T) {
 
 	for name, cmd := range map[string]func() error{
 		"produce": func() error {
-			_, _, err := runCmd(t, cmdProduce, "", "interactions", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
+			_, _, err := runCmd(t, cmdFunc("produce"), "", "interactions", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
 			return err
 		},
 		"gen": func() error {
-			_, _, err := runCmd(t, cmdGen, "", "--count", "1", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
+			_, _, err := runCmd(t, cmdFunc("gen"), "", "--count", "1", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
 			return err
 		},
 		"deadletter redrive": func() error {
-			_, _, err := runCmd(t, cmdDeadletter, "", "redrive", "--brokers", "k:9092", "--partitioner", "fnv1a")
+			_, _, err := runCmd(t, cmdFunc("deadletter"), "", "redrive", "--brokers", "k:9092", "--partitioner", "fnv1a")
 			return err
 		},
 		"explain": func() error {
-			_, _, err := runCmd(t, cmdExplain, "", "--campaign", "c", "--user", "u", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
+			_, _, err := runCmd(t, cmdFunc("explain"), "", "--campaign", "c", "--user", "u", "--brokers", "k:9092", "--registry", "http://r", "--partitioner", "fnv1a")
 			return err
 		},
 	} {

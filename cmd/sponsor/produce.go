@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/sponsored/sponsor/loadgen/feed"
@@ -15,34 +13,6 @@ import (
 
 // stdio are a command's standard streams, so tests can run commands
 // in-process.
-type stdio struct {
-	in       io.Reader
-	out, err io.Writer
-}
-
-func osStdio() stdio { return stdio{os.Stdin, os.Stdout, os.Stderr} }
-
-// parseArgs is parse (flags, after defaults from SPONSOR_* variables) that
-// also accepts flags after positional arguments, as in
-// `sponsor produce interactions --brokers ...`. It returns the positional
-// arguments; "--" ends the flags.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	if err := parse(fs, args); err != nil {
-		return nil, err
-	}
-	var pos []string
-	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), nil
-		}
-		pos = append(pos, rest[0])
-		if err := fs.Parse(rest[1:]); err != nil {
-			return nil, err
-		}
-	}
-	return pos, nil
-}
-
 const produceUsage = `Usage: sponsor produce interactions|campaigns --brokers HOST:PORT[,...] --registry URL [--topic-prefix P] [FILE|-]
 
 Reads records as JSON lines from FILE (or stdin: - or no FILE) and writes
@@ -64,18 +34,12 @@ contact) and "cta_label"/"cta_url" (null) may be left out.
 Flags (also SPONSOR_<NAME> in the environment):
 `
 
-func cmdProduce(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor produce", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdProduce(ctx context.Context, fs *flagSet, std stdio) error {
 	var c clientFlags
 	var part string
-	c.register(fs)
-	registerPartitioner(fs, &part)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), produceUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
+	c.register(fs.FlagSet)
+	registerPartitioner(fs.FlagSet, &part, toolPartitionerDoc)
+	pos, err := fs.parse()
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func TestRedrive(t *testing.T) {
 
 	redriveCmd := func(args ...string) string {
 		t.Helper()
-		out, stderr, err := runCmd(t, cmdDeadletter, "", append(append([]string{"redrive"}, args...), conn...)...)
+		out, stderr, err := runCmd(t, cmdFunc("deadletter"), "", append(append([]string{"redrive"}, args...), conn...)...)
 		if err != nil {
 			t.Fatalf("deadletter redrive %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, out, stderr)
 		}
@@ -124,7 +124,7 @@ func TestRedrive(t *testing.T) {
 	// with the dead letters' offsets, is aborted: nothing sent, nothing
 	// counted as sent (the next redrive still sends all three).
 	fault := stack.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: names.Interactions, Err: kerr.InvalidRecord, Count: 1})
-	_, stderr, err := runCmd(t, cmdDeadletter, "", append([]string{"redrive", "--reason", "misrouted", "--yes"}, conn...)...)
+	_, stderr, err := runCmd(t, cmdFunc("deadletter"), "", append([]string{"redrive", "--reason", "misrouted", "--yes"}, conn...)...)
 	fault.Remove()
 	if err == nil || !strings.Contains(err.Error()+stderr, "INVALID_RECORD") {
 		t.Fatalf("redrive with a refused record: err %v, stderr %s; want an INVALID_RECORD error", err, stderr)

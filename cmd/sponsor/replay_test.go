@@ -44,11 +44,11 @@ func TestReplayPlanWhileRunning(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	out, _, err := runCmd(t, cmdReplay, "", append([]string{"--to-start"}, conn...)...)
+	out, _, err := runCmd(t, cmdFunc("replay"), "", append([]string{"--to-start"}, conn...)...)
 	if err != nil || !strings.Contains(out, "1 member(s) running") || !strings.Contains(out, "Nothing changed: --yes is refused") {
 		t.Errorf("replay plan with an instance running: %v\n%s\nwant exit 0, the members and that --yes is refused", err, out)
 	}
-	_, _, err = runCmd(t, cmdReplay, "", append([]string{"--to-start", "--yes"}, conn...)...)
+	_, _, err = runCmd(t, cmdFunc("replay"), "", append([]string{"--to-start", "--yes"}, conn...)...)
 	if err == nil || !strings.HasPrefix(err.Error(), "instances of the group are running") {
 		t.Errorf("replay --yes with an instance running: %v, want an error starting 'instances of the group are running'", err)
 	}
@@ -75,11 +75,11 @@ func TestDiffPartialWhileBehind(t *testing.T) {
 	in := `{"event_id":"e1","user_id":"u1","business_id":"b1","kind":"USER_MESSAGE","occurred_at":"2025-06-01T12:00:00Z"}
 {"event_id":"e2","user_id":"u2","business_id":"b1","kind":"USER_MESSAGE","occurred_at":"2025-06-01T12:00:00Z"}
 `
-	if _, stderr, err := runCmd(t, cmdProduce, in, append([]string{"interactions"}, conn...)...); err != nil {
+	if _, stderr, err := runCmd(t, cmdFunc("produce"), in, append([]string{"interactions"}, conn...)...); err != nil {
 		t.Fatalf("produce: %v %s", err, stderr)
 	}
 	diff := append([]string{"--shadow", "x"}, conn...)
-	out, _, err := runCmd(t, cmdDiff, "", diff...)
+	out, _, err := runCmd(t, cmdFunc("diff"), "", diff...)
 	if ee, ok := errors.AsType[*exitError](err); !ok || ee.code != 3 || !strings.Contains(out, "group sponsor-shadow-x has not caught up: 3 offsets of interactions not processed yet (partition:lag 0:3)") || !strings.Contains(out, "PARTIAL") {
 		t.Errorf("diff while both runs are behind: %v\n%s\nwant exit 3, each group's lag and PARTIAL", err, out)
 	}
@@ -94,7 +94,7 @@ func TestDiffPartialWhileBehind(t *testing.T) {
 			t.Fatalf("commit offsets of %s: %v", g, err)
 		}
 	}
-	out, _, err = runCmd(t, cmdDiff, "", diff...)
+	out, _, err = runCmd(t, cmdFunc("diff"), "", diff...)
 	if err != nil || strings.Contains(out, "PARTIAL") || !strings.Contains(out, "the runs agree") {
 		t.Errorf("diff once both runs caught up: %v\n%s\nwant the runs agree, not partial", err, out)
 	}

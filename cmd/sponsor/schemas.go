@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,29 +37,23 @@ Flags (also SPONSOR_<NAME> in the environment):
 // compatible.
 var errIncompatible = errors.New("not compatible")
 
-func cmdSchemas(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor schemas check", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdSchemas(ctx context.Context, fs *flagSet, std stdio) error {
 	var against, registry, prefix string
 	fs.StringVar(&against, "against", "", "interactions or campaigns (default: from the file's record name)")
-	fs.StringVar(&registry, "registry", "", "schema registry URL: also check against the subject's latest version")
-	fs.StringVar(&prefix, "topic-prefix", "", "prefix of the topic names (the subject is <prefix><topic>-value)")
+	registerRegistry(fs.FlagSet, &registry, "schema registry URL: also check against the subject's latest version")
+	registerTopicPrefix(fs.FlagSet, &prefix, "prefix of the topic names (the subject is <prefix><topic>-value)")
 	// Only the registry's security flags: check reads no Kafka topic.
 	var sec kafkaconn.Security
-	registerRegistrySecurity(fs, &sec)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), schemasUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
+	registerRegistrySecurity(fs.FlagSet, &sec)
+	pos, err := fs.parse()
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || pos[0] != "check" {
+	if len(pos) != 1 {
 		fs.Usage()
 		return errors.New("want: check FILE.avsc")
 	}
-	file := pos[1]
+	file := pos[0]
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err

@@ -20,7 +20,7 @@ func TestSecurityFlags(t *testing.T) {
 	f.register(fs, "127.0.0.1:0")
 	var help strings.Builder
 	fs.SetOutput(&help)
-	err := parse(fs, []string{
+	err := parseFlags(fs, []string{
 		"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "alice",
 		"--tls-ca-file", "ca.pem", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-server-name", "kafka.internal",
 		"--registry-ca-file", "rca.pem",

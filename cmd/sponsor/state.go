@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,12 +22,11 @@ import (
 
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/state"
-	"github.com/sponsored/sponsor/topics"
 )
 
 const stateUsage = `Usage:
   sponsor state get --user U [--business B] (--state-dir DIR | --from http://HOST:PORT)
-  sponsor state rebuild --brokers HOST:PORT[,...] --state-dir DIR [--group G] [--topic-prefix P] [--partitions 0,1,...]
+  sponsor state rebuild --brokers HOST:PORT[,...] --state-dir DIR [--group G] [--shadow NAME] [--topic-prefix P] [--partitions 0,1,...]
 
 get prints as indented JSON what the pipeline's state knows about a user:
 the partition(s) holding them, each contact (last interaction per kind,
@@ -37,29 +35,19 @@ the default retention), the deliveries the 24-hour windows count and the
 recipient record. It reads a stopped instance's state folder, or asks a
 running instance through its --http address (GET /state/user).
 
-rebuild rebuilds a state folder from the group's changelog topic, for
-every changelog partition or those listed, as an instance restores on
-assignment. The folder must not be in use by a running instance.
+rebuild rebuilds a state folder from the group's changelog topic (with
+--shadow NAME, that of the shadow run NAME of the group, as 'sponsor run
+--shadow NAME' keeps it), for every changelog partition or those listed,
+as an instance restores on assignment. The folder must not be in use by a
+running instance.
 `
 
-func cmdState(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(std.err, stateUsage)
-		if len(args) == 0 {
-			return errors.New("want get or rebuild")
-		}
-		return flag.ErrHelp
-	}
-	switch args[0] {
-	case "get":
-		return cmdStateGet(ctx, args[1:], std)
-	case "rebuild":
-		return cmdStateRebuild(ctx, args[1:], std)
-	default:
-		fmt.Fprint(std.err, stateUsage)
-		return fmt.Errorf("unknown state command %q, want get or rebuild", args[0])
-	}
-}
+// stateGetUsage and stateRebuildUsage are the help of state get and state
+// rebuild.
+const (
+	stateGetUsage     = stateUsage + "\nFlags of get (also SPONSOR_<NAME> in the environment):\n"
+	stateRebuildUsage = stateUsage + "\nFlags of rebuild (also SPONSOR_<NAME> in the environment; --registry is not needed):\n"
+)
 
 // pebbleDir is where `sponsor run --state-dir DIR` keeps its Pebble store.
 func pebbleDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
@@ -84,25 +72,17 @@ func exists(path string) bool {
 	return err == nil
 }
 
-func cmdStateGet(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor state get", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 	var user, business, dir, from string
 	fs.StringVar(&user, "user", "", "the user id (required)")
 	fs.StringVar(&business, "business", "", "show only the contact with this business")
-	fs.StringVar(&dir, "state-dir", "", "state folder of a stopped instance (its --state-dir)")
+	registerStateDir(fs.FlagSet, &dir, "state folder of a stopped instance (its --state-dir)")
 	fs.StringVar(&from, "from", "", "ask a running instance at its --http address, e.g. http://127.0.0.1:8080")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), stateUsage+"\nFlags of get (also SPONSOR_<NAME> in the environment):\n")
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if _, err := fs.parse(); err != nil {
 		return err
 	}
+	var err error
 	switch {
-	case len(pos) > 0:
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	case user == "":
 		return errors.New("--user is required")
 	case (dir == "") == (from == ""):
@@ -202,37 +182,34 @@ func userFromHTTP(ctx context.Context, base, user, business string) (state.UserV
 	return v, nil
 }
 
-func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor state rebuild", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdStateRebuild(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c           clientFlags
-		dir, group  string
+		rf          runFlags
+		dir         string
 		parts       string
 		parallelism int
 	)
-	c.register(fs)
-	fs.StringVar(&dir, "state-dir", "", "state folder to rebuild, as given to 'sponsor run' (required)")
-	fs.StringVar(&group, "group", "sponsor", "consumer group whose changelog to read")
+	c.register(fs.FlagSet)
+	registerStateDir(fs.FlagSet, &dir, "state folder to rebuild, as given to 'sponsor run' (required)")
+	rf.register(fs.FlagSet, "consumer group whose changelog to read",
+		"rebuild the state of the shadow run NAME of the group (sponsor run --shadow NAME): its changelog <group>-shadow-NAME-state-changelog")
 	fs.StringVar(&parts, "partitions", "", "changelog partitions to rebuild, e.g. 0,3 (default: all)")
 	fs.IntVar(&parallelism, "parallel", 4, "partitions restored at once")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), stateUsage+"\nFlags of rebuild (also SPONSOR_<NAME> in the environment; --registry is not needed):\n")
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
-	if err != nil {
+	if _, err := fs.parse(); err != nil {
 		return err
 	}
 	switch {
-	case len(pos) > 0:
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	case c.brokers == "":
 		return errors.New("--brokers is required")
 	case dir == "":
 		return errors.New("--state-dir is required")
 	case parallelism < 1:
 		return errors.New("--parallel must be at least 1")
+	}
+	run, err := rf.run(c.prefix)
+	if err != nil {
+		return err
 	}
 	wanted, err := parsePartitions(parts)
 	if err != nil {
@@ -260,14 +237,14 @@ func cmdStateRebuild(ctx context.Context, args []string, std stdio) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	changelog := topics.NewNames(c.prefix, group).Changelog
+	changelog := run.Names().Changelog
 	td, err := adm.ListTopics(ctx, changelog)
 	if err != nil {
 		return securityHint(fmt.Errorf("describe %s: %w", changelog, err))
 	}
 	d, ok := td[changelog]
 	if !ok || d.Err != nil {
-		return fmt.Errorf("changelog topic %s (group %q, prefix %q): %v", changelog, group, c.prefix, d.Err)
+		return fmt.Errorf("changelog topic %s (group %q, prefix %q): %v", changelog, run.ConsumerGroup(), c.prefix, d.Err)
 	}
 	n := int32(len(d.Partitions))
 	if len(wanted) == 0 {
@@ -408,11 +385,7 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			began := time.Now()
-			n, err := pipeline.Restore(ctx, r.adm, r.store, r.changelog, p, r.opts, func(st pipeline.RestoreProgress) {
-				r.mu.Lock()
-				r.pos[p] = st
-				r.mu.Unlock()
-			}, r.log)
+			n, err := r.restore(ctx, p)
 			if err != nil {
 				errs[i] = fmt.Errorf("restore partition %d of %s: %w", p, r.changelog, err)
 				return
@@ -432,6 +405,18 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 	}
 	r.report(took, true)
 	return results, took, nil
+}
+
+// restore restores changelog partition p into the store, recording its
+// progress in r.pos, and returns the records applied. It is the one call
+// of the pipeline's restore here (the same code an instance runs on
+// assignment).
+func (r *rebuild) restore(ctx context.Context, p int32) (int64, error) {
+	return pipeline.Restore(ctx, r.adm, r.store, r.changelog, p, r.opts, func(st pipeline.RestoreProgress) {
+		r.mu.Lock()
+		r.pos[p] = st
+		r.mu.Unlock()
+	}, r.log)
 }
 
 // report shows where the rebuild stands: records applied, and changelog

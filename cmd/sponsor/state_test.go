@@ -50,7 +50,7 @@ func TestStateArgs(t *testing.T) {
 		{[]string{"rebuild", "--brokers", "127.0.0.1:1", "--state-dir", dir, "--partitions", "0,x"}, `--partitions: "x" is not a partition number`},
 		{[]string{"rebuild", "--brokers", "127.0.0.1:1", "--state-dir", dir}, "the folder " + dir + " is in use by a running instance: stop it first"},
 	} {
-		_, _, err := runCmd(t, cmdState, "", tc.args...)
+		_, _, err := runCmd(t, cmdFunc("state"), "", tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("state %s: got %v, want an error with %q", strings.Join(tc.args, " "), err, tc.want)
 		}
@@ -106,7 +106,7 @@ func TestStateGetDevDataFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The store opens; it is empty, so the user is not there.
-	_, _, err = runCmd(t, cmdState, "", "get", "--user", "u", "--state-dir", data)
+	_, _, err = runCmd(t, cmdFunc("state"), "", "get", "--user", "u", "--state-dir", data)
 	if err == nil || !strings.Contains(err.Error(), "user u is not in this state") {
 		t.Fatalf("state get --state-dir %s (a sponsor dev --data folder): %v, want the empty store's 'user u is not in this state'", data, err)
 	}

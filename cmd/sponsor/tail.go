@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -30,26 +29,20 @@ Dead letters also show their headers and the original value bytes
 Flags (also SPONSOR_<NAME> in the environment):
 `
 
-func cmdTail(ctx context.Context, args []string, std stdio) error {
-	fs := flag.NewFlagSet("sponsor tail", flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdTail(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c         clientFlags
 		from      string
 		cfg       tail.Config
 		decisions string
 	)
-	c.register(fs)
+	c.register(fs.FlagSet)
 	fs.StringVar(&from, "from", "start", "where to start: start, end, or an RFC 3339 time (records written at or after it)")
 	fs.IntVar(&cfg.Limit, "n", 0, "stop after N records in all (0: no limit)")
 	fs.BoolVar(&cfg.Follow, "follow", false, "keep waiting for new records (until Ctrl-C)")
 	fs.BoolVar(&cfg.ValuesOnly, "values", false, "print only the decoded values (records that do not decode are reported on stderr)")
 	fs.StringVar(&decisions, "decisions-topic", "decisions", "name of the decisions topic, before the prefix")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), tailUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args)
+	pos, err := fs.parse()
 	if err != nil {
 		return err
 	}
@@ -59,7 +52,9 @@ func cmdTail(ctx context.Context, args []string, std stdio) error {
 	}
 	for _, r := range pos {
 		if !slices.Contains(tail.Roles, r) {
-			return fmt.Errorf("unknown topic %q, want some of %s", r, strings.Join(tail.Roles, ", "))
+			// A stray argument, as for every command (flagSet.parse).
+			fs.Usage()
+			return &exitError{code: 2, err: fmt.Errorf("unknown topic %q, want some of %s", r, strings.Join(tail.Roles, ", "))}
 		}
 	}
 	t, err := c.target()

@@ -84,7 +84,7 @@ func TestProduceThenTail(t *testing.T) {
 		good[2],
 		`{"event_id":"e4","user_id":"u4","business_id":"","kind":"BLOCK","occurred_at":"noon"}`,
 	}, "\n"))
-	_, stderr, err := runCmd(t, cmdProduce, "", append([]string{"interactions", bad}, conn...)...)
+	_, stderr, err := runCmd(t, cmdFunc("produce"), "", append([]string{"interactions", bad}, conn...)...)
 	if err == nil || !strings.Contains(err.Error(), "nothing written") {
 		t.Errorf("produce of a file with bad lines: error %v, want ... nothing written", err)
 	}
@@ -95,7 +95,7 @@ func TestProduceThenTail(t *testing.T) {
 	if stderr != wantErr {
 		t.Errorf("produce stderr:\n%s\nwant:\n%s", stderr, wantErr)
 	}
-	out, _, err := runCmd(t, cmdTail, "", append([]string{"interactions"}, conn...)...)
+	out, _, err := runCmd(t, cmdFunc("tail"), "", append([]string{"interactions"}, conn...)...)
 	if err != nil || out != "" {
 		t.Errorf("tail after a refused produce: %q, %v; want nothing", out, err)
 	}
@@ -103,11 +103,11 @@ func TestProduceThenTail(t *testing.T) {
 	// Good lines from stdin; flags after the positional argument; brokers
 	// from the environment.
 	t.Setenv("SPONSOR_BROKERS", strings.Join(stack.Brokers, ","))
-	out, stderr, err = runCmd(t, cmdProduce, strings.Join(good, "\n")+"\n", "interactions", "-", "--registry", stack.RegistryURL, "--topic-prefix", "p-")
+	out, stderr, err = runCmd(t, cmdFunc("produce"), strings.Join(good, "\n")+"\n", "interactions", "-", "--registry", stack.RegistryURL, "--topic-prefix", "p-")
 	if err != nil || out != "wrote 3 records to p-interactions in one transaction\n" {
 		t.Fatalf("produce of good lines: %q, %q, %v", out, stderr, err)
 	}
-	out, _, err = runCmd(t, cmdTail, "", append([]string{"interactions", "--values"}, conn...)...)
+	out, _, err = runCmd(t, cmdFunc("tail"), "", append([]string{"interactions", "--values"}, conn...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestProduceThenTail(t *testing.T) {
 	}
 
 	// Full lines: keys are the users.
-	out, _, err = runCmd(t, cmdTail, "", append([]string{"interactions", "-n", "1"}, conn...)...)
+	out, _, err = runCmd(t, cmdFunc("tail"), "", append([]string{"interactions", "-n", "1"}, conn...)...)
 	var rec struct {
 		Topic string
 		Key   string
@@ -145,11 +145,11 @@ func TestProduceThenTail(t *testing.T) {
 func TestProduceCampaignsAndErrors(t *testing.T) {
 	_, conn := toolStack(t, "")
 	line := `{"campaign_id":"c1","business_id":"b1","action":"LAUNCH","send_at":"2025-06-01T12:00:00Z","expires_at":"2025-06-02T12:00:00Z","audience":[{"kind":"BOT_STARTED","within_days":30}],"message":{"text":"hi","cta_url":"https://x"}}`
-	out, stderr, err := runCmd(t, cmdProduce, line+"\n", append([]string{"campaigns"}, conn...)...)
+	out, stderr, err := runCmd(t, cmdFunc("produce"), line+"\n", append([]string{"campaigns"}, conn...)...)
 	if err != nil || out != "wrote 1 record to campaigns in one transaction\n" {
 		t.Fatalf("produce campaigns: %q, %q, %v", out, stderr, err)
 	}
-	out, _, err = runCmd(t, cmdTail, "", append([]string{"campaigns", "--values"}, conn...)...)
+	out, _, err = runCmd(t, cmdFunc("tail"), "", append([]string{"campaigns", "--values"}, conn...)...)
 	c, _ := jsonl.UnmarshalCampaign([]byte(line))
 	want, _ := jsonl.MarshalCampaign(&c)
 	if err != nil || out != string(want)+"\n" {
@@ -157,18 +157,18 @@ func TestProduceCampaignsAndErrors(t *testing.T) {
 	}
 	// A CANCEL as the README writes it: the campaign and its business.
 	cancel := `{"campaign_id":"c1","business_id":"b1","action":"CANCEL"}`
-	if out, stderr, err := runCmd(t, cmdProduce, cancel+"\n", append([]string{"campaigns"}, conn...)...); err != nil || out != "wrote 1 record to campaigns in one transaction\n" {
+	if out, stderr, err := runCmd(t, cmdFunc("produce"), cancel+"\n", append([]string{"campaigns"}, conn...)...); err != nil || out != "wrote 1 record to campaigns in one transaction\n" {
 		t.Errorf("produce a CANCEL with only campaign_id and business_id: %q, %q, %v", out, stderr, err)
 	}
 	for _, args := range [][]string{{"inbox"}, {}, {"interactions", "a", "b"}} {
-		if _, _, err := runCmd(t, cmdProduce, "", append(args, conn...)...); err == nil {
+		if _, _, err := runCmd(t, cmdFunc("produce"), "", append(args, conn...)...); err == nil {
 			t.Errorf("produce %v: no error", args)
 		}
 	}
-	if _, _, err := runCmd(t, cmdTail, "", append([]string{"outbox"}, conn...)...); err == nil || !strings.Contains(err.Error(), `unknown topic "outbox"`) {
+	if _, _, err := runCmd(t, cmdFunc("tail"), "", append([]string{"outbox"}, conn...)...); err == nil || !strings.Contains(err.Error(), `unknown topic "outbox"`) {
 		t.Errorf("tail outbox: %v, want unknown topic", err)
 	}
-	if _, _, err := runCmd(t, cmdTail, "", append([]string{"inbox", "--from", "yesterday"}, conn...)...); err == nil || !strings.Contains(err.Error(), "--from") {
+	if _, _, err := runCmd(t, cmdFunc("tail"), "", append([]string{"inbox", "--from", "yesterday"}, conn...)...); err == nil || !strings.Contains(err.Error(), "--from") {
 		t.Errorf("tail --from yesterday: %v, want a --from error", err)
 	}
 }
@@ -177,7 +177,7 @@ func TestProduceCampaignsAndErrors(t *testing.T) {
 // interactions are in the topic.
 func TestGenCommand(t *testing.T) {
 	stack, conn := toolStack(t, "")
-	out, stderr, err := runCmd(t, cmdGen, "", append([]string{"--count", "700", "--users", "40", "--businesses", "4", "--campaign-every", "0"}, conn...)...)
+	out, stderr, err := runCmd(t, cmdFunc("gen"), "", append([]string{"--count", "700", "--users", "40", "--businesses", "4", "--campaign-every", "0"}, conn...)...)
 	if err != nil || !strings.HasPrefix(out, "wrote 700 interactions to interactions and 0 campaigns") {
 		t.Fatalf("gen: %q, %v (stderr %s)", out, err, stderr)
 	}
@@ -198,7 +198,7 @@ func TestGenCommand(t *testing.T) {
 	if n != 700 {
 		t.Errorf("interactions holds %d records after gen --count 700", n)
 	}
-	if _, _, err := runCmd(t, cmdGen, "", conn...); err == nil {
+	if _, _, err := runCmd(t, cmdFunc("gen"), "", conn...); err == nil {
 		t.Error("gen without --count or --rate: no error")
 	}
 }
@@ -243,7 +243,7 @@ func TestSchemasCheck(t *testing.T) {
 			"vs registry subject campaigns-value version 1 (id 2): NOT compatible",
 		}},
 	} {
-		out, stderr, err := runCmd(t, cmdSchemas, "", tc.args...)
+		out, stderr, err := runCmd(t, cmdFunc("schemas"), "", tc.args...)
 		if tc.ok && err != nil || !tc.ok && !errors.Is(err, errIncompatible) {
 			t.Errorf("schemas %v: error %v (stderr %s), want compatible %v", tc.args, err, stderr, tc.ok)
 		}
@@ -253,7 +253,7 @@ func TestSchemasCheck(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := runCmd(t, cmdSchemas, "", "check", writeFile(t, "x.avsc", `{"type":"record","name":"Other","fields":[]}`)); err == nil || !strings.Contains(err.Error(), "--against") {
+	if _, _, err := runCmd(t, cmdFunc("schemas"), "", "check", writeFile(t, "x.avsc", `{"type":"record","name":"Other","fields":[]}`)); err == nil || !strings.Contains(err.Error(), "--against") {
 		t.Errorf("schemas check of another record: %v, want a request for --against", err)
 	}
 	// A file that is no Avro schema says so, and where.
@@ -264,7 +264,7 @@ func TestSchemasCheck(t *testing.T) {
 		`{"type":"enum","name":"Interaction","symbols":["A"]}`:                          "the schema's top level is enum, not a record",
 	} {
 		file := writeFile(t, "bad.avsc", text)
-		if _, _, err := runCmd(t, cmdSchemas, "", "check", file, "--against", "interactions"); err == nil || err.Error() != file+": "+want && !strings.HasPrefix(err.Error(), file+": "+want) {
+		if _, _, err := runCmd(t, cmdFunc("schemas"), "", "check", file, "--against", "interactions"); err == nil || err.Error() != file+": "+want && !strings.HasPrefix(err.Error(), file+": "+want) {
 			t.Errorf("schemas check of %q: %v, want %q", text, err, file+": "+want)
 		}
 	}

@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/ops/txn"
-	"github.com/sponsored/sponsor/topics"
 )
 
 const txnUsage = `Usage: sponsor txn list  --brokers HOST:PORT[,...] [--topic-prefix P] [--group NAME]
@@ -44,41 +43,26 @@ Flags (also SPONSOR_<NAME> in the environment):
 `
 
 // cmdTxn implements `sponsor txn list` and `sponsor txn abort`.
-func cmdTxn(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || args[0] != "list" && args[0] != "abort" {
-		fmt.Fprint(std.err, txnUsage)
-		return errors.New("usage: sponsor txn list|abort [flags]")
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("sponsor txn "+sub, flag.ContinueOnError)
-	fs.SetOutput(std.err)
+func cmdTxn(ctx context.Context, fs *flagSet, std stdio) error {
+	_, sub, _ := strings.Cut(fs.cmd.name, " ")
 	var (
 		c         clientFlags
-		group     string
+		rf        runFlags
 		topic     string
 		partition int
 		pid       int64
 		yes       bool
 	)
-	c.register(fs)
-	fs.StringVar(&group, "group", "sponsor", "consumer group of the pipeline (names its changelog topic)")
+	c.register(fs.FlagSet)
+	rf.register(fs.FlagSet, "consumer group of the pipeline (names its changelog topic)", "")
 	if sub == "abort" {
 		fs.StringVar(&topic, "topic", "", "topic of the partition held (required)")
 		fs.IntVar(&partition, "partition", -1, "partition held (required)")
 		fs.Int64Var(&pid, "producer-id", -1, "abort the transaction of this producer id (default: the one holding the partition's LSO)")
 		fs.BoolVar(&yes, "yes", false, "write the abort marker (without it: show the plan, write nothing)")
 	}
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), txnUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseArgs(fs, args[1:])
-	if err != nil {
+	if _, err := fs.parse(); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if sub == "abort" && (topic == "" || partition < 0) {
 		return errors.New("--topic and --partition are required")
@@ -96,7 +80,11 @@ func cmdTxn(ctx context.Context, args []string, std stdio) error {
 	now := time.Now()
 
 	if sub == "list" {
-		n := topics.NewNames(c.prefix, group)
+		run, err := rf.run(c.prefix)
+		if err != nil {
+			return err
+		}
+		n := run.Names()
 		watched := []string{n.Interactions, n.Campaigns, n.Inbox, n.DeadLetter, n.Changelog, n.Decisions}
 		l, err := txn.List(ctx, adm, watched...)
 		if err != nil {

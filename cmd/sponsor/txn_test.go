@@ -52,7 +52,7 @@ func TestTxnListAndAbort(t *testing.T) {
 		return l.Offset
 	}
 
-	out, _, err := runCmd(t, cmdTxn, "", append([]string{"list"}, flags...)...)
+	out, _, err := runCmd(t, cmdFunc("txn"), "", append([]string{"list"}, flags...)...)
 	if err != nil {
 		t.Fatalf("txn list: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestTxnListAndAbort(t *testing.T) {
 	}
 
 	abort := append([]string{"abort", "--topic", inbox, "--partition", "1"}, flags...)
-	out, _, err = runCmd(t, cmdTxn, "", abort...)
+	out, _, err = runCmd(t, cmdFunc("txn"), "", abort...)
 	if err != nil {
 		t.Fatalf("txn abort (plan): %v", err)
 	}
@@ -74,7 +74,7 @@ func TestTxnListAndAbort(t *testing.T) {
 		t.Fatalf("after the plan only: LSO of %s/1 is %d, want 0 (still held)", inbox, got)
 	}
 
-	out, _, err = runCmd(t, cmdTxn, "", append(abort, "--yes")...)
+	out, _, err = runCmd(t, cmdFunc("txn"), "", append(abort, "--yes")...)
 	if err != nil {
 		t.Fatalf("txn abort --yes: %v\n%s", err, out)
 	}
@@ -86,11 +86,11 @@ func TestTxnListAndAbort(t *testing.T) {
 		t.Errorf("after the abort: LSO of %s/1 is %d, want 2", inbox, got)
 	}
 
-	_, _, err = runCmd(t, cmdTxn, "", "abort", "--topic", inbox, "--partition", "0", "--brokers", strings.Join(stack.Brokers, ","))
+	_, _, err = runCmd(t, cmdFunc("txn"), "", "abort", "--topic", inbox, "--partition", "0", "--brokers", strings.Join(stack.Brokers, ","))
 	if err == nil || !strings.Contains(err.Error(), "no open transaction") {
 		t.Errorf("txn abort on a partition nothing holds: %v, want no open transaction", err)
 	}
-	if _, _, err := runCmd(t, cmdTxn, "", "abort", "--brokers", strings.Join(stack.Brokers, ",")); err == nil || !strings.Contains(err.Error(), "--topic and --partition") {
+	if _, _, err := runCmd(t, cmdFunc("txn"), "", "abort", "--brokers", strings.Join(stack.Brokers, ",")); err == nil || !strings.Contains(err.Error(), "--topic and --partition") {
 		t.Errorf("txn abort with no partition: %v, want --topic and --partition are required", err)
 	}
 }
