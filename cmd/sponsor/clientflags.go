@@ -9,6 +9,7 @@ import (
 
 	"github.com/sponsored/sponsor/kafkaconn"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -81,6 +82,16 @@ func (c *clientFlags) clientOpts() ([]kgo.Opt, error) {
 		return nil, err
 	}
 	return append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...), nil
+}
+
+// newAdmin returns an admin client made with opts (clientOpts), for the
+// tools that make their own; closing it closes its client.
+func newAdmin(opts []kgo.Opt) (*kadm.Client, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return kadm.NewClient(cl), nil
 }
 
 // target is the feed package's view of the client flags (produce, gen);

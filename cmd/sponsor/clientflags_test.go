@@ -164,6 +164,9 @@ func TestToolsSecure(t *testing.T) {
 		{"replay plan", cmdFunc("replay"), "", []string{"--to-start"}, "replay of group sponsor on interactions"},
 		{"deadletter redrive plan", cmdFunc("deadletter"), "", []string{"redrive"}, "No dead letters in deadletter."},
 		{"state rebuild", cmdFunc("state", "rebuild"), "", []string{"--state-dir", t.TempDir()}, "rebuilt 2 partitions of sponsor-state-changelog"},
+		// --shadow names the shadow run's own topics, as sponsor run --shadow does.
+		{"deadletter redrive plan of a shadow run", cmdFunc("deadletter"), "", []string{"redrive", "--shadow", "s1"}, "No dead letters in shadow-s1-deadletter."},
+		{"state rebuild of a shadow run", cmdFunc("state", "rebuild"), "", []string{"--state-dir", t.TempDir(), "--shadow", "s1"}, "rebuilt 2 partitions of sponsor-shadow-s1-state-changelog"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(append([]string(nil), tc.args...), secure...)

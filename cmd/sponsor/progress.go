@@ -75,10 +75,7 @@ func (p *progress) redrive(st redrive.Progress) {
 
 // show writes one report.
 func (p *progress) show(st progressStatus) {
-	eta := "?"
-	if st.eta >= 0 {
-		eta = st.eta.Round(time.Second).String()
-	}
+	eta := etaText(st.eta)
 	if !p.tty {
 		var args []any
 		for _, c := range st.counts {
@@ -101,10 +98,7 @@ func (p *progress) show(st progressStatus) {
 	var line string
 	first := st.counts[0]
 	if st.total > 0 {
-		const width = 30
-		frac := min(float64(first.n)/float64(st.total), 1)
-		fill := int(frac * width)
-		line = fmt.Sprintf("[%s%s] %3.0f%% %d/%d %s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100, first.n, st.total, first.name)
+		line = fmt.Sprintf("%s %d/%d %s", bar(first.n, st.total), first.n, st.total, first.name)
 	} else {
 		line = fmt.Sprintf("%d %s", first.n, first.name)
 	}
@@ -112,14 +106,74 @@ func (p *progress) show(st progressStatus) {
 		line += fmt.Sprintf(", %d %s", c.n, c.name)
 	}
 	line += fmt.Sprintf(", %.0f/s, ", st.rate)
-	if st.done {
-		line += "done in " + st.elapsed.Round(time.Millisecond).String()
+	p.redraw(line, st.done, st.elapsed, eta)
+}
+
+// etaText is how an ETA is shown: rounded to the second, "?" when unknown
+// (negative).
+func etaText(eta time.Duration) string {
+	if eta < 0 {
+		return "?"
+	}
+	return eta.Round(time.Second).String()
+}
+
+// bar is a progress bar for done out of total: "[====      ]  40%".
+func bar(done, total int64) string {
+	const width = 30
+	frac := min(float64(done)/float64(total), 1)
+	fill := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100)
+}
+
+// redraw redraws the terminal's progress line as line followed by the time
+// it took (finished) or the ETA, and ends it once finished.
+func (p *progress) redraw(line string, finished bool, elapsed time.Duration, eta string) {
+	if finished {
+		line += "done in " + elapsed.Round(time.Millisecond).String()
 	} else {
 		line += "ETA " + eta
 	}
 	// \r and erase-line redraw the line in place.
 	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	if st.done {
+	if finished {
 		fmt.Fprintln(p.w)
 	}
+}
+
+// countProgress is a generic progress report for the progress type of gen.
+type countProgress struct {
+	What string // what Done counts
+	Done int64
+	// Offsets out of Total is the completed fraction (Total 0: unknown).
+	Offsets, Total int64
+	Rate           float64 // Done per second
+	Elapsed, ETA   time.Duration
+	Finished       bool
+}
+
+// reportCount shows a countProgress: on a terminal a line redrawn in place
+// with a bar, rate and ETA, otherwise a log line.
+func (p *progress) reportCount(st countProgress) {
+	eta := etaText(st.ETA)
+	if !p.tty {
+		args := []any{st.What, st.Done, "rate", fmt.Sprintf("%.0f/s", st.Rate), "elapsed", st.Elapsed.Round(time.Second)}
+		if st.Total > 0 {
+			args = append(args, "offsets", st.Offsets, "of", st.Total)
+		}
+		msg := "progress"
+		if st.Finished {
+			msg = "done"
+		} else {
+			args = append(args, "eta", eta)
+		}
+		p.log.Info(msg, args...)
+		return
+	}
+	var line string
+	if st.Total > 0 {
+		line = bar(st.Offsets, st.Total) + " "
+	}
+	line += fmt.Sprintf("%d %s, %.0f/s, ", st.Done, st.What, st.Rate)
+	p.redraw(line, st.Finished, st.Elapsed, eta)
 }

@@ -8,9 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/sponsored/sponsor/ops/replay"
 )
 
@@ -86,12 +83,11 @@ func cmdReplay(ctx context.Context, fs *flagSet, std stdio) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(opts...)
+	adm, err := newAdmin(opts)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	plan, err := replay.MakePlan(ctx, adm, run.ConsumerGroup(), run.Names().Interactions, target)
 	if err != nil {
 		return securityHint(err)

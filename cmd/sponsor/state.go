@@ -231,12 +231,11 @@ func cmdStateRebuild(ctx context.Context, fs *flagSet, std stdio) error {
 	}
 	defer store.Close()
 
-	cl, err := kgo.NewClient(opts...)
+	adm, err := newAdmin(opts)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	changelog := run.Names().Changelog
 	td, err := adm.ListTopics(ctx, changelog)
 	if err != nil {
@@ -443,55 +442,4 @@ func (r *rebuild) report(elapsed time.Duration, done bool) {
 		What: "changelog records", Done: records, Offsets: read, Total: total,
 		Rate: rate(records, elapsed), Elapsed: elapsed, ETA: eta, Finished: done,
 	})
-}
-
-// countProgress is a generic progress report for the progress type of gen.
-type countProgress struct {
-	What string // what Done counts
-	Done int64
-	// Offsets out of Total is the completed fraction (Total 0: unknown).
-	Offsets, Total int64
-	Rate           float64 // Done per second
-	Elapsed, ETA   time.Duration
-	Finished       bool
-}
-
-// reportCount shows a countProgress: on a terminal a line redrawn in place
-// with a bar, rate and ETA, otherwise a log line.
-func (p *progress) reportCount(st countProgress) {
-	eta := "?"
-	if st.ETA >= 0 {
-		eta = st.ETA.Round(time.Second).String()
-	}
-	if !p.tty {
-		args := []any{st.What, st.Done, "rate", fmt.Sprintf("%.0f/s", st.Rate), "elapsed", st.Elapsed.Round(time.Second)}
-		if st.Total > 0 {
-			args = append(args, "offsets", st.Offsets, "of", st.Total)
-		}
-		msg := "progress"
-		if st.Finished {
-			msg = "done"
-		} else {
-			args = append(args, "eta", eta)
-		}
-		p.log.Info(msg, args...)
-		return
-	}
-	var line string
-	if st.Total > 0 {
-		const width = 30
-		frac := min(float64(st.Offsets)/float64(st.Total), 1)
-		fill := int(frac * width)
-		line = fmt.Sprintf("[%s%s] %3.0f%% ", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100)
-	}
-	line += fmt.Sprintf("%d %s, %.0f/s, ", st.Done, st.What, st.Rate)
-	if st.Finished {
-		line += "done in " + st.Elapsed.Round(time.Millisecond).String()
-	} else {
-		line += "ETA " + eta
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	if st.Finished {
-		fmt.Fprintln(p.w)
-	}
 }

@@ -9,9 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/sponsored/sponsor/ops/txn"
 )
 
@@ -71,12 +68,11 @@ func cmdTxn(ctx context.Context, fs *flagSet, std stdio) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(opts...)
+	adm, err := newAdmin(opts)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	now := time.Now()
 
 	if sub == "list" {
