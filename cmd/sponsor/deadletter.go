@@ -149,13 +149,6 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-func plural(n int64) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
 // printPlan writes the plan: one line per source topic and reason, then
 // examples of what would be sent.
 func printPlan(w io.Writer, p *redrive.Plan, cfg *redrive.Config) {

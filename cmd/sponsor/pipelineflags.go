@@ -12,6 +12,9 @@ import (
 	"github.com/sponsored/sponsor/policy"
 )
 
+// httpEndpoints are what --http serves (pipeline.Runner.Handler).
+const httpEndpoints = "/metrics, /healthz, /readyz and /state/user"
+
 // pipelineFlags are the flags shared by run and dev.
 type pipelineFlags struct {
 	cfg            pipeline.Config

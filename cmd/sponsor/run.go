@@ -62,9 +62,6 @@ func cmdRun(ctx context.Context, fs *flagSet, _ stdio) error {
 	return runWithHTTP(ctx, r, f.httpAddr, log)
 }
 
-// httpEndpoints are what --http serves (pipeline.Runner.Handler).
-const httpEndpoints = "/metrics, /healthz, /readyz and /state/user"
-
 // runWithHTTP runs r and serves its endpoints on addr. SIGTERM and SIGINT
 // (main's ctx) stop r; SIGUSR1 stops it and leaves the group (see
 // leaveOnSIGUSR1).

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,29 +46,6 @@ const (
 	stateGetUsage     = stateUsage + "\nFlags of get (also SPONSOR_<NAME> in the environment):\n"
 	stateRebuildUsage = stateUsage + "\nFlags of rebuild (also SPONSOR_<NAME> in the environment; --registry is not needed):\n"
 )
-
-// pebbleDir is where `sponsor run --state-dir DIR` keeps its Pebble store.
-func pebbleDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
-
-// devStateDir is the state folder of `sponsor dev --data DIR` (and of
-// `make run`, whose DIR is ./data).
-func devStateDir(dataDir string) string { return filepath.Join(dataDir, "state") }
-
-// resolveStateDir returns the state folder that dir names: dir itself when
-// it is a --state-dir (or holds no store yet), the state folder inside it
-// when it is the --data folder of `sponsor dev`, the folder `make run`
-// names.
-func resolveStateDir(dir string) string {
-	if exists(pebbleDir(dir)) || !exists(pebbleDir(devStateDir(dir))) {
-		return dir
-	}
-	return devStateDir(dir)
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
 
 func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 	var user, business, dir, from string
