@@ -27,6 +27,9 @@ import (
 // reaches a secured cluster with the settings of the pipeline.
 type clientFlags struct {
 	brokers, registry, prefix string
+	// group and shadow are --group and --shadow, of the tools that
+	// register them (registerRun).
+	group, shadow string
 	// sec holds the security flags; kafkaconn.Security turns them into
 	// client options, reading the secret files.
 	sec kafkaconn.Security

@@ -48,7 +48,6 @@ Flags (also SPONSOR_<NAME> in the environment):
 func cmdDeadletter(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c            clientFlags
-		rf           runFlags
 		source       string
 		since        string
 		yes, verbose bool
@@ -57,7 +56,7 @@ func cmdDeadletter(ctx context.Context, fs *flagSet, std stdio) error {
 	)
 	c.register(fs.FlagSet)
 	registerPartitioner(fs.FlagSet, &part, toolPartitionerDoc)
-	rf.register(fs.FlagSet, "consumer group of the pipeline; positions are kept in the groups <group>-redrive.<topic>.<reason>",
+	c.registerRun(fs.FlagSet, "consumer group of the pipeline; positions are kept in the groups <group>-redrive.<topic>.<reason>",
 		"redrive the dead letters of the shadow run NAME of the group (sponsor run --shadow NAME): its dead-letter topic, positions in the groups <group>-shadow-NAME-redrive.<topic>.<reason>")
 	fs.StringVar(&source, "source", "", "redrive only dead letters of this topic: interactions or campaigns (default: both)")
 	fs.StringVar(&cfg.Reason, "reason", "", "redrive only dead letters whose reason (sponsor.errors.reason) contains this, e.g. misrouted-key")
@@ -68,7 +67,7 @@ func cmdDeadletter(ctx context.Context, fs *flagSet, std stdio) error {
 	if _, err := fs.parse(); err != nil {
 		return err
 	}
-	run, err := rf.run(c.prefix)
+	run, err := c.run()
 	if err != nil {
 		return err
 	}

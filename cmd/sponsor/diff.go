@@ -29,18 +29,17 @@ Flags (also SPONSOR_<NAME> in the environment):
 func cmdDiff(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c        clientFlags
-		rf       runFlags
 		campaign string
 		limit    int
 	)
 	c.register(fs.FlagSet)
-	rf.register(fs.FlagSet, "the pipeline's consumer group", "the shadow run to compare with (required)")
+	c.registerRun(fs.FlagSet, "the pipeline's consumer group", "the shadow run to compare with (required)")
 	fs.StringVar(&campaign, "campaign", "", "compare only this campaign")
 	fs.IntVar(&limit, "n", 10, "list at most N differences of each kind")
 	if _, err := fs.parse(); err != nil {
 		return err
 	}
-	shadow := rf.shadow
+	shadow := c.shadow
 	if !topics.ValidShadowName(shadow) {
 		return errors.New("--shadow NAME is required (letters, digits, '.', '_', '-')")
 	}
@@ -51,7 +50,7 @@ func cmdDiff(ctx context.Context, fs *flagSet, std stdio) error {
 	// Both runs must have processed every interaction, or the comparison
 	// shows a catch-up, not the change under test.
 	behind := map[string]int64{}
-	shadowRun, err := rf.run(c.prefix)
+	shadowRun, err := c.run()
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,6 @@ Flags (also SPONSOR_<NAME> in the environment):
 func cmdExplain(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c              clientFlags
-		rf             runFlags
 		campaign, user string
 		asJSON         bool
 		part           string
@@ -41,7 +40,7 @@ func cmdExplain(ctx context.Context, fs *flagSet, std stdio) error {
 	registerPartitioner(fs.FlagSet, &part, toolPartitionerDoc)
 	fs.StringVar(&campaign, "campaign", "", "the campaign id (required)")
 	fs.StringVar(&user, "user", "", "the user id (required)")
-	rf.register(fs.FlagSet, "the pipeline's consumer group, whose changelog has the state of the user's partition", "")
+	c.registerRun(fs.FlagSet, "the pipeline's consumer group, whose changelog has the state of the user's partition", "")
 	fs.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
 	if _, err := fs.parse(); err != nil {
 		return err
@@ -56,7 +55,7 @@ func cmdExplain(ctx context.Context, fs *flagSet, std stdio) error {
 	if cfg.Partitioner, err = partitioner(part); err != nil {
 		return err
 	}
-	run, err := rf.run(c.prefix)
+	run, err := c.run()
 	if err != nil {
 		return err
 	}

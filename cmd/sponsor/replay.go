@@ -40,13 +40,12 @@ Flags (also SPONSOR_<NAME> in the environment):
 func cmdReplay(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c            clientFlags
-		rf           runFlags
 		toStart, yes bool
 		toTime       string
 		by           time.Duration
 	)
 	c.register(fs.FlagSet)
-	rf.register(fs.FlagSet, "the pipeline's consumer group", "replay the shadow run NAME of the group instead of the group itself")
+	c.registerRun(fs.FlagSet, "the pipeline's consumer group", "replay the shadow run NAME of the group instead of the group itself")
 	fs.BoolVar(&toStart, "to-start", false, "move to the start of each partition")
 	fs.StringVar(&toTime, "to-time", "", "move to the first record written at or after this RFC 3339 time")
 	fs.DurationVar(&by, "by", 0, "move back by this long (the records written in the last DURATION are read again)")
@@ -79,7 +78,7 @@ func cmdReplay(ctx context.Context, fs *flagSet, std stdio) error {
 	if err != nil {
 		return err
 	}
-	run, err := rf.run(c.prefix)
+	run, err := c.run()
 	if err != nil {
 		return err
 	}
@@ -106,7 +105,7 @@ func cmdReplay(ctx context.Context, fs *flagSet, std stdio) error {
 		return err
 	}
 	fmt.Fprintf(std.out, "records to read again: %d\n", plan.Reread())
-	if shadow, group := rf.shadow, rf.group; shadow == "" {
+	if shadow, group := c.shadow, c.group; shadow == "" {
 		fmt.Fprintln(std.out, "The pipeline's state is at the committed offsets: its tasks skip what they already applied, and decide and send nothing again. To decide again with other rules, replay into a shadow run (--shadow NAME).")
 	} else {
 		fmt.Fprintf(std.out, "Then run: sponsor run --shadow %s --group %s --state-dir NEW_DIR ...; and compare: sponsor diff --shadow %s --group %s\n", shadow, group, shadow, group)

@@ -70,26 +70,21 @@ func partitioner(name string) (topics.Partitioner, error) {
 	return p, nil
 }
 
-// runFlags are --group and --shadow of a tool that works on one run of
-// the pipeline (replay, state rebuild, deadletter redrive): with the
-// tool's --topic-prefix they name the run, and topics.Run derives its
-// group and topics.
-type runFlags struct {
-	group, shadow string
-}
-
-// register registers --group and, with shadowDoc not empty, --shadow.
-func (r *runFlags) register(fs *flag.FlagSet, groupDoc, shadowDoc string) {
-	registerGroup(fs, &r.group, groupDoc)
+// registerRun registers --group and, with shadowDoc not empty, --shadow,
+// for a tool that works on one run of the pipeline (replay, diff, explain,
+// state rebuild, deadletter redrive, txn): with --topic-prefix they name
+// the run, and topics.Run derives its group and topics (clientFlags.run).
+func (c *clientFlags) registerRun(fs *flag.FlagSet, groupDoc, shadowDoc string) {
+	registerGroup(fs, &c.group, groupDoc)
 	if shadowDoc != "" {
-		registerShadow(fs, &r.shadow, shadowDoc)
+		registerShadow(fs, &c.shadow, shadowDoc)
 	}
 }
 
-// run returns the run of the pipeline that the flags and prefix name, or
-// an error naming --shadow if its name is not valid.
-func (r *runFlags) run(prefix string) (topics.Run, error) {
-	run := topics.Run{Prefix: prefix, Group: r.group, Shadow: r.shadow}
+// run returns the run of the pipeline that the flags name, or an error
+// naming --shadow if its name is not valid.
+func (c *clientFlags) run() (topics.Run, error) {
+	run := topics.Run{Prefix: c.prefix, Group: c.group, Shadow: c.shadow}
 	if err := run.Validate(); err != nil {
 		return run, fmt.Errorf("--shadow: %w", err)
 	}

@@ -160,14 +160,13 @@ func userFromHTTP(ctx context.Context, base, user, business string) (state.UserV
 func cmdStateRebuild(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c           clientFlags
-		rf          runFlags
 		dir         string
 		parts       string
 		parallelism int
 	)
 	c.register(fs.FlagSet)
 	registerStateDir(fs.FlagSet, &dir, "state folder to rebuild, as given to 'sponsor run' (required)")
-	rf.register(fs.FlagSet, "consumer group whose changelog to read",
+	c.registerRun(fs.FlagSet, "consumer group whose changelog to read",
 		"rebuild the state of the shadow run NAME of the group (sponsor run --shadow NAME): its changelog <group>-shadow-NAME-state-changelog")
 	fs.StringVar(&parts, "partitions", "", "changelog partitions to rebuild, e.g. 0,3 (default: all)")
 	fs.IntVar(&parallelism, "parallel", 4, "partitions restored at once")
@@ -182,7 +181,7 @@ func cmdStateRebuild(ctx context.Context, fs *flagSet, std stdio) error {
 	case parallelism < 1:
 		return errors.New("--parallel must be at least 1")
 	}
-	run, err := rf.run(c.prefix)
+	run, err := c.run()
 	if err != nil {
 		return err
 	}

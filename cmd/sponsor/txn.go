@@ -44,14 +44,13 @@ func cmdTxn(ctx context.Context, fs *flagSet, std stdio) error {
 	_, sub, _ := strings.Cut(fs.cmd.name, " ")
 	var (
 		c         clientFlags
-		rf        runFlags
 		topic     string
 		partition int
 		pid       int64
 		yes       bool
 	)
 	c.register(fs.FlagSet)
-	rf.register(fs.FlagSet, "consumer group of the pipeline (names its changelog topic)", "")
+	c.registerRun(fs.FlagSet, "consumer group of the pipeline (names its changelog topic)", "")
 	if sub == "abort" {
 		fs.StringVar(&topic, "topic", "", "topic of the partition held (required)")
 		fs.IntVar(&partition, "partition", -1, "partition held (required)")
@@ -76,7 +75,7 @@ func cmdTxn(ctx context.Context, fs *flagSet, std stdio) error {
 	now := time.Now()
 
 	if sub == "list" {
-		run, err := rf.run(c.prefix)
+		run, err := c.run()
 		if err != nil {
 			return err
 		}
