@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -534,54 +535,37 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			committed[p] = eo.Offset
 		}
 	}
-	type result struct {
-		p    int32
-		t    *task
-		n    int64
-		took time.Duration
-		err  error
-	}
-	results := make(chan result, len(parts))
-	sem := make(chan struct{}, 4) // restores in parallel
-	var wg sync.WaitGroup
+	ps := slices.Sorted(maps.Keys(parts))
+	var tasksMu sync.Mutex
+	tasks := make(map[int32]*task, len(ps))
 	r.stats.RestoringPartitions.Add(int64(len(parts)))
-	for p := range parts {
-		wg.Go(func() {
-			var restored time.Duration // how long the restore took, once it succeeded
-			defer func() {
-				r.stats.restoreEnded(p, restored)
-				r.stats.RestoringPartitions.Add(-1)
-			}()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			start := time.Now()
-			c, ok := committed[p]
-			if !ok {
-				c = -1
-			}
-			var n int64
-			var err error
-			if !r.cfg.UnsafeNoTransactions {
-				n, _, err = restoreUntil(ctx, r.adm, r.env.store, r.names.Changelog, p, c, r.base, r.stats.restoreProgress, r.log)
-			}
-			if err != nil {
-				results <- result{p: p, err: err}
-				return
-			}
-			if !r.cfg.UnsafeNoTransactions {
-				restored = max(time.Since(start), time.Nanosecond)
-			}
+	results := RestorePartitions(ctx, r.adm, r.env.store, r.names.Changelog, ps, RestoreOptions{
+		Kafka:         r.base,
+		Parallelism:   DefaultRestoreParallelism,
+		Committed:     committed,
+		SkipChangelog: r.cfg.UnsafeNoTransactions,
+		Progress:      r.stats.restoreProgress,
+		Loaded: func(p int32) error {
 			t := &task{p: p, env: r.env}
-			err = t.load()
+			err := t.load()
 			if err == nil {
 				// The contact filter holds every contact key restored.
 				t.contacts, err = r.env.store.ContactFilter(p)
 			}
-			results <- result{p: p, t: t, n: n, took: time.Since(start), err: err}
-		})
-	}
-	wg.Wait()
-	close(results)
+			if err != nil {
+				return err
+			}
+			tasksMu.Lock()
+			tasks[p] = t
+			tasksMu.Unlock()
+			return nil
+		},
+		Ended: func(p int32, restored time.Duration) {
+			r.stats.restoreEnded(p, restored)
+			r.stats.RestoringPartitions.Add(-1)
+		},
+		Log: r.log,
+	})
 	if err := ctx.Err(); err != nil {
 		// The session began revoking (a new rebalance) during the
 		// restore. Hand nothing over and return the error: franz-go then
@@ -593,35 +577,31 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 		// partition kept across the rebalance then stalled for good
 		// (TestBrokerKill saw it: the restore of p0 interrupted, p0
 		// kept, never processed again).
-		var ps []int32
-		for p := range parts {
-			ps = append(ps, p)
-		}
-		slices.Sort(ps)
 		r.log.Info("restore interrupted by a rebalance; the partitions are restored again if they stay", "partitions", ps, "err", err)
 		return nil, fmt.Errorf("restore interrupted by a rebalance: %w", err)
 	}
 	out := offsets[r.names.Interactions]
 	var errs []error
-	for res := range results {
-		if res.err != nil {
-			errs = append(errs, fmt.Errorf("restore partition %d: %w", res.p, res.err))
+	for _, res := range results {
+		if res.Err != nil {
+			errs = append(errs, fmt.Errorf("restore partition %d: %w", res.Partition, res.Err))
 			continue
 		}
-		r.stats.RestoredRecords.Add(res.n)
+		t := tasks[res.Partition]
+		r.stats.RestoredRecords.Add(res.Records)
 		rate := 0.0
-		if s := res.took.Seconds(); s > 0 {
-			rate = float64(res.n) / s
+		if s := res.Took.Seconds(); s > 0 {
+			rate = float64(res.Records) / s
 		}
-		r.log.Info("task restored", "partition", res.p, "changelog_records", res.n, "took", res.took.Round(time.Millisecond),
-			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps),
-			"contacts", res.t.contacts.Keys(), "contact_filter_bytes", res.t.contacts.Bytes())
-		if res.t.meta.Input >= 0 && !r.cfg.UnsafeNoTransactions {
-			out[res.p] = kgo.NewOffset().At(res.t.meta.Input).WithEpoch(-1)
+		r.log.Info("task restored", "partition", res.Partition, "changelog_records", res.Records, "took", res.Took.Round(time.Millisecond),
+			"records_per_sec", int64(rate), "input_offset", t.meta.Input, "campaigns", len(t.camps),
+			"contacts", t.contacts.Keys(), "contact_filter_bytes", t.contacts.Bytes())
+		if t.meta.Input >= 0 && !r.cfg.UnsafeNoTransactions {
+			out[res.Partition] = kgo.NewOffset().At(t.meta.Input).WithEpoch(-1)
 		}
 		r.handMu.Lock()
-		r.incoming[res.p] = res.t
-		delete(r.revoked, res.p)
+		r.incoming[res.Partition] = t
+		delete(r.revoked, res.Partition)
 		r.handMu.Unlock()
 	}
 	if len(errs) > 0 {
