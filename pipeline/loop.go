@@ -59,39 +59,11 @@ func (l *txnLoop) run(ctx context.Context, sess session) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := l.cfg.Tick
-		if l.fanningOut() {
-			wait = time.Millisecond // the fan-out goes on at once
-		}
-		pollCtx, cancel := context.WithTimeout(ctx, wait)
-		// A campaign that arrives ends the wait: if it is due, it fires
-		// now rather than at the next Tick.
-		polled := make(chan struct{})
-		go func() {
-			select {
-			case <-l.env.campaign.arrived:
-				select {
-				case <-polled: // too late for this poll: keep it for the next
-					l.env.campaign.wake()
-				default:
-					cancel()
-				}
-			case <-polled:
-			}
-		}()
-		fs := l.sess.PollRecords(pollCtx, l.cfg.MaxPollRecords)
-		close(polled)
-		cancel()
+		fs := l.poll(ctx)
 		if fs.IsClientClosed() {
 			return errors.New("kafka client closed")
 		}
-		var fetchErr error
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				l.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-				fetchErr = err
-			}
-		})
+		fetchErr := l.fetchError(fs)
 		if err := l.adopt(); err != nil {
 			l.sess.AllowRebalance()
 			return err
@@ -120,6 +92,48 @@ func (l *txnLoop) run(ctx context.Context, sess session) error {
 	}
 }
 
+// poll waits for the next records, for Config.Tick (a millisecond while a
+// fan-out goes on).
+func (l *txnLoop) poll(ctx context.Context) kgo.Fetches {
+	wait := l.cfg.Tick
+	if l.fanningOut() {
+		wait = time.Millisecond // the fan-out goes on at once
+	}
+	pollCtx, cancel := context.WithTimeout(ctx, wait)
+	// A campaign that arrives ends the wait: if it is due, it fires
+	// now rather than at the next Tick.
+	polled := make(chan struct{})
+	go func() {
+		select {
+		case <-l.env.campaign.arrived:
+			select {
+			case <-polled: // too late for this poll: keep it for the next
+				l.env.campaign.wake()
+			default:
+				cancel()
+			}
+		case <-polled:
+		}
+	}()
+	fs := l.sess.PollRecords(pollCtx, l.cfg.MaxPollRecords)
+	close(polled)
+	cancel()
+	return fs
+}
+
+// fetchError logs the fetch errors of fs, other than the end of the poll's
+// wait, and returns the last of them.
+func (l *txnLoop) fetchError(fs kgo.Fetches) error {
+	var fetchErr error
+	fs.EachError(func(t string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			l.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			fetchErr = err
+		}
+	})
+	return fetchErr
+}
+
 // drop drops every task once the session is closed: their state in Pebble
 // is what their last committed transaction left.
 func (l *txnLoop) drop() {
@@ -145,11 +159,37 @@ func (l *txnLoop) sortedTasks() []*task {
 
 // work does every task's part of the transaction.
 func (l *txnLoop) work(ctx context.Context, byPart map[int32][]*kgo.Record) error {
-	// Every campaign published before this moment is known before any
-	// interaction of this batch is processed.
+	endOffsets, err := l.syncCampaigns(ctx)
+	if err != nil {
+		return err
+	}
+	if l.lag.due() {
+		if err := l.lag.report(ctx, l.tasks); err != nil {
+			l.log.Warn("lag check", "err", err)
+		}
+	}
+	wall := policy.ToMillis(l.cfg.Now())
+	tasks := l.sortedTasks()
+	needLag, err := l.process(tasks, byPart, endOffsets, wall)
+	if err != nil {
+		return err
+	}
+	if len(needLag) > 0 {
+		if err := l.fireCaughtUp(ctx, needLag, wall); err != nil {
+			return err
+		}
+	}
+	return eachTask(tasks, func(_ int, t *task) error { return t.finish() })
+}
+
+// syncCampaigns waits until the broadcast reader has read the campaigns
+// topic up to its end offsets of this moment, and returns them: every
+// campaign published before this moment is known before any interaction
+// of this batch is processed.
+func (l *txnLoop) syncCampaigns(ctx context.Context) (map[int32]int64, error) {
 	ends, err := l.adm.ListCommittedOffsets(ctx, l.names.Campaigns)
 	if err != nil {
-		return fmt.Errorf("list campaign end offsets: %w", err)
+		return nil, fmt.Errorf("list campaign end offsets: %w", err)
 	}
 	endOffsets := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -158,24 +198,25 @@ func (l *txnLoop) work(ctx context.Context, byPart map[int32][]*kgo.Record) erro
 		}
 	})
 	if len(endOffsets) != l.ncamp {
-		return fmt.Errorf("list campaign end offsets: got %d of %d partitions", len(endOffsets), l.ncamp)
+		return nil, fmt.Errorf("list campaign end offsets: got %d of %d partitions", len(endOffsets), l.ncamp)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = l.env.campaign.waitFor(waitCtx, endOffsets)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read campaigns up to %v: %w", endOffsets, err)
+		return nil, fmt.Errorf("read campaigns up to %v: %w", endOffsets, err)
 	}
+	return endOffsets, nil
+}
 
-	if l.lag.due() {
-		if err := l.lag.report(ctx, l.tasks); err != nil {
-			l.log.Warn("lag check", "err", err)
-		}
-	}
-	wall := policy.ToMillis(l.cfg.Now())
-	tasks := l.sortedTasks()
+// process has every task take the campaigns up to endOffsets, process its
+// records of byPart and sweep for expiry. A task whose fan-out used the
+// transaction's budget fetches the rest of its records again later; it
+// returns the others that may fire a campaign by the wall clock (one is
+// due and none is firing), if their partition has no lag.
+func (l *txnLoop) process(tasks []*task, byPart map[int32][]*kgo.Record, endOffsets map[int32]int64, wall policy.Millis) ([]*task, error) {
 	done := make([]int, len(tasks))
-	err = eachTask(tasks, func(i int, t *task) error {
+	err := eachTask(tasks, func(i int, t *task) error {
 		t.begin()
 		t.wall = wall
 		if err := t.syncCampaigns(endOffsets, l.ncamp); err != nil {
@@ -189,7 +230,7 @@ func (l *txnLoop) work(ctx context.Context, byPart map[int32][]*kgo.Record) erro
 		return t.expire(sweepPerTxn)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var needLag []*task
 	for i, t := range tasks {
@@ -202,12 +243,7 @@ func (l *txnLoop) work(ctx context.Context, byPart map[int32][]*kgo.Record) erro
 			needLag = append(needLag, t)
 		}
 	}
-	if len(needLag) > 0 {
-		if err := l.fireCaughtUp(ctx, needLag, wall); err != nil {
-			return err
-		}
-	}
-	return eachTask(tasks, func(_ int, t *task) error { return t.finish() })
+	return needLag, nil
 }
 
 // eachTask runs fn for every task, each on its own goroutine, and returns

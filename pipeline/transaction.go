@@ -40,17 +40,85 @@ func markUnusable(err error) error {
 	return err
 }
 
-// iteration runs one transaction over every task.
+// iteration runs one transaction over every task, in this order: begin,
+// the tasks' work (campaigns, records, firing), produce their records,
+// end the transaction with every task's offset (flush, TxnOffsetCommit,
+// EndTxn), and only once it committed apply the tasks' Pebble batches with
+// their checkpoints. A transaction that does not commit is aborted and the
+// tasks go back to their committed state (reset).
 func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
+	byPart := l.byPartition(fs)
+	if len(l.tasks) == 0 {
+		return nil
+	}
+	if err := l.begin(ctx); err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		if rerr := l.reset(); rerr != nil {
+			// A task that cannot reload its committed state would go on
+			// from the aborted one: stop, and let a restore rebuild it.
+			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
+		}
+	}()
+	var at txnTimes
+	at.work = time.Now()
+	if err := l.work(ctx, byPart); err != nil {
+		return l.abortWork(ctx, err)
+	}
+
+	at.produce = time.Now()
+	tasks := l.sortedTasks()
+	out, any := l.produce(ctx, tasks)
+	if !any && len(byPart) == 0 {
+		// Nothing consumed, nothing changed: end the empty transaction
+		// without a round trip.
+		committed = true
+		return l.endEmpty(ctx, tasks)
+	}
+	if err := l.commit(ctx, tasks, out, &at); err != nil {
+		return err
+	}
+	committed = true
+	if any {
+		ended := time.Now()
+		l.stats.Transactions.Add(1)
+		l.stats.observeCommit(ended.Sub(at.end))
+		l.stats.observePhases(at.produce.Sub(at.work), at.end.Sub(at.produce), at.flushed.Sub(at.end), ended.Sub(at.flushed))
+	}
+	if l.log.Enabled(ctx, slog.LevelDebug) {
+		var outs int
+		for _, t := range tasks {
+			outs += len(t.out)
+		}
+		l.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", l.fanningOut())
+	}
+	return l.apply(tasks, out.lastChange)
+}
+
+// txnTimes are when the steps of one transaction began, for the phase
+// histograms of Stats.
+type txnTimes struct {
+	work, produce, end, flushed time.Time
+}
+
+// byPartition groups the interactions of fs by partition.
+func (l *txnLoop) byPartition(fs kgo.Fetches) map[int32][]*kgo.Record {
 	byPart := map[int32][]*kgo.Record{}
 	fs.EachRecord(func(rec *kgo.Record) {
 		if rec.Topic == l.names.Interactions {
 			byPart[rec.Partition] = append(byPart[rec.Partition], rec)
 		}
 	})
-	if len(l.tasks) == 0 {
-		return nil
-	}
+	return byPart
+}
+
+// begin begins the transaction.
+func (l *txnLoop) begin(ctx context.Context) error {
 	if err := l.sess.Begin(); err != nil {
 		// A failed End can leave the client in the transaction (franz-go
 		// returns before ending it when its flush fails, e.g. after the
@@ -66,35 +134,26 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 			return fmt.Errorf("%w: begin transaction: %w", errProducerUnusable, err)
 		}
 	}
-	committed := false
-	defer func() {
-		if committed {
-			return
-		}
-		if rerr := l.reset(); rerr != nil {
-			// A task that cannot reload its committed state would go on
-			// from the aborted one: stop, and let a restore rebuild it.
-			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
-		}
-	}()
-	workStart := time.Now()
-	err = l.work(ctx, byPart)
-	if err != nil {
-		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
-		defer cancel()
-		if _, aerr := l.sess.End(endCtx, kgo.TryAbort); aerr != nil {
-			return errors.Join(err, l.abortInFlight(ctx))
-		}
-		l.stats.Aborts.Add(1)
-		return err
-	}
+	return nil
+}
 
-	produceStart := time.Now()
-	// Produce everything, remembering each task's last changelog offset.
+// abortWork aborts the transaction after the tasks' work failed with err.
+func (l *txnLoop) abortWork(ctx context.Context, err error) error {
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
+	defer cancel()
+	if _, aerr := l.sess.End(endCtx, kgo.TryAbort); aerr != nil {
+		return errors.Join(err, l.abortInFlight(ctx))
+	}
+	l.stats.Aborts.Add(1)
+	return err
+}
+
+// produce produces every task's records, remembering each task's last
+// changelog offset, and reports whether there was any.
+func (l *txnLoop) produce(ctx context.Context, tasks []*task) (*txnOutputs, bool) {
 	out := &txnOutputs{changelog: l.names.Changelog, lastChange: map[int32]int64{}}
 	any := false
 	promise := out.promise // one closure for all records, not one per record
-	tasks := l.sortedTasks()
 	for _, t := range tasks {
 		for _, rec := range t.out {
 			any = true
@@ -102,21 +161,28 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 			l.sess.Produce(ctx, rec, promise)
 		}
 	}
+	return out, any
+}
+
+// endEmpty ends a transaction in which nothing was consumed or produced.
+func (l *txnLoop) endEmpty(ctx context.Context, tasks []*task) error {
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
 	defer cancel()
-	if !any && len(byPart) == 0 {
-		// Nothing consumed, nothing changed: end the empty transaction
-		// without a round trip.
-		committed = true
-		for _, t := range tasks {
-			t.batch.Close()
-			t.batch = nil
-		}
-		if _, err := l.sess.End(endCtx, kgo.TryAbort); err != nil {
-			return errors.Join(fmt.Errorf("end empty transaction: %w", err), l.abortInFlight(ctx))
-		}
-		return nil
+	for _, t := range tasks {
+		t.batch.Close()
+		t.batch = nil
 	}
+	if _, err := l.sess.End(endCtx, kgo.TryAbort); err != nil {
+		return errors.Join(fmt.Errorf("end empty transaction: %w", err), l.abortInFlight(ctx))
+	}
+	return nil
+}
+
+// commit ends the transaction, committing it, once every record in out is
+// written; it aborts it if one failed. It sets at.end and at.flushed.
+func (l *txnLoop) commit(ctx context.Context, tasks []*task, out *txnOutputs, at *txnTimes) error {
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
+	defer cancel()
 	// End flushes, commits the offsets and ends the transaction. The
 	// offsets committed are each task's own next offset, for every task, so
 	// the group's offsets always equal the state's, and every transaction
@@ -126,7 +192,7 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		l.taskOffsets(req, tasks)
 		return nil
 	})
-	endStart := time.Now()
+	at.end = time.Now()
 	// franz-go commits what did get written even when a record of the
 	// transaction failed for good (a non-retriable produce error such as
 	// INVALID_RECORD fails only that record): flush, wait for every
@@ -140,7 +206,7 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		l.stats.Aborts.Add(1)
 		return errors.Join(err, l.abortInFlight(ctx))
 	}
-	flushed := time.Now()
+	at.flushed = time.Now()
 	if perr := out.failed(); perr != nil {
 		l.stats.Aborts.Add(1)
 		if aerr := l.abortInFlight(ctx); aerr != nil {
@@ -160,24 +226,15 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		l.stats.Aborts.Add(1)
 		return errors.New("transaction aborted (a rebalance revoked or lost partitions during it)")
 	}
-	lastChange := out.lastChange
-	committed = true
-	if any {
-		ended := time.Now()
-		l.stats.Transactions.Add(1)
-		l.stats.observeCommit(ended.Sub(endStart))
-		l.stats.observePhases(produceStart.Sub(workStart), endStart.Sub(produceStart), flushed.Sub(endStart), ended.Sub(flushed))
-	}
-	if l.log.Enabled(ctx, slog.LevelDebug) {
-		var outs int
-		for _, t := range tasks {
-			outs += len(t.out)
-		}
-		l.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", l.fanningOut())
-	}
-	// The transaction is durable: the state may move. Each task's batch is
-	// applied on a goroutine of its own while the next transaction runs;
-	// the task's next batch reads through it until it is in Pebble.
+	return nil
+}
+
+// apply moves the state once the transaction is durable. Each task's batch
+// is applied, with its checkpoint (the task's last changelog offset), on a
+// goroutine of its own while the next transaction runs; the task's next
+// batch reads through it until it is in Pebble. Then it reports the
+// fan-outs and pauses or resumes the partitions.
+func (l *txnLoop) apply(tasks []*task, lastChange map[int32]int64) error {
 	for _, t := range tasks {
 		if t.batch == nil {
 			continue
