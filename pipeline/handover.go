@@ -23,8 +23,8 @@ import (
 // tasks of the partitions revoked.
 //
 // Concurrency: franz-go calls onAssigned, onRevoked and adjustOffsets on
-// goroutines of its own; the loop goroutine takes what they hand over
-// (take, in adopt). mu guards incoming, revoked and restoreErr; joined and
+// goroutines of its own; the loop goroutine takes what they hand over in
+// adopt. mu guards incoming, revoked and restoreErr; joined and
 // restoring are read by the loop without it. Run calls reset while the loop
 // is not running and the session is closed.
 type handover struct {
