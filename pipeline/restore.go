@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -55,7 +56,7 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 	if err != nil {
 		return 0, err
 	}
-	if from < start || from > end {
+	if !checkpointUsable(from, start, end) {
 		// Nothing usable: the changelog was truncated past our checkpoint,
 		// or it is younger than our state (a recreated topic). Rebuild.
 		if err := store.DropPartition(p); err != nil {
@@ -270,4 +271,156 @@ func settledEnd(ctx context.Context, adm *kadm.Client, changelog string, p int32
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// checkpointUsable reports whether a restore can resume from checkpoint, the
+// changelog offset a partition's state reflects, when the changelog
+// partition holds offsets start to end: it cannot when the changelog was
+// truncated past it, or is younger than the state (a recreated topic).
+func checkpointUsable(checkpoint, start, end int64) bool {
+	return checkpoint >= start && checkpoint <= end
+}
+
+// RestoreBacklog returns, for each partition of ps, how many changelog
+// offsets its restore would read as of now: from the store's checkpoint,
+// when Restore could resume from it, or from the changelog's start, to its
+// end. A guess, for a progress bar: the restore itself reads to the end it
+// finds once no transaction is open.
+func RestoreBacklog(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, ps []int32) (map[int32]int64, error) {
+	starts, err := adm.ListStartOffsets(ctx, changelog)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets of %s: %w", changelog, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, changelog)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets of %s: %w", changelog, err)
+	}
+	backlog := make(map[int32]int64, len(ps))
+	for _, p := range ps {
+		so, _ := starts.Lookup(changelog, p)
+		eo, _ := ends.Lookup(changelog, p)
+		from := so.Offset
+		if cp, err := store.Checkpoint(p); err == nil && checkpointUsable(cp, so.Offset, eo.Offset) {
+			from = cp
+		}
+		backlog[p] = max(eo.Offset-from, 0)
+	}
+	return backlog, nil
+}
+
+// DefaultRestoreParallelism is RestoreOptions.Parallelism's default.
+const DefaultRestoreParallelism = 4
+
+// RestoreOptions configure RestorePartitions. The zero value restores
+// DefaultRestoreParallelism partitions at once to their changelog's end.
+type RestoreOptions struct {
+	// Kafka are the options of the changelog consumers (seed brokers,
+	// security), as Restore's opts.
+	Kafka []kgo.Opt
+	// Parallelism is how many partitions are restored at once. Default
+	// DefaultRestoreParallelism.
+	Parallelism int
+	// Committed is, per partition, the offset its consumer group committed
+	// on the interactions: a partition in it is restored until its state
+	// has processed up to that offset (the previous owner's last
+	// transaction may reach the changelog a moment after its offsets).
+	// Partitions not in it are restored to the changelog's end once.
+	Committed map[int32]int64
+	// SkipChangelog skips reading the changelog: the partitions keep the
+	// state the store holds, and only Loaded runs
+	// (Config.UnsafeNoTransactions, which writes no changelog).
+	SkipChangelog bool
+	// Progress, if not nil, is Restore's progress callback, for every
+	// partition; it is called from several goroutines at once.
+	Progress func(RestoreProgress)
+	// Loaded, if not nil, is called on the partition's goroutine once its
+	// restore succeeded, before its Took is measured; an error fails the
+	// partition. The runner loads the partition's task in it, in parallel
+	// with the other restores.
+	Loaded func(p int32) error
+	// Ended, if not nil, is called on the partition's goroutine when the
+	// partition's restore ended, however it ended; restored is how long
+	// reading the changelog took, 0 if it failed or was skipped.
+	Ended func(p int32, restored time.Duration)
+	// Log gets Restore's lines about long waits; nil discards them.
+	Log *slog.Logger
+}
+
+// RestoredPartition is what RestorePartitions did for one partition.
+type RestoredPartition struct {
+	Partition int32
+	// Records is the number of changelog records applied.
+	Records int64
+	// From and End are the changelog offsets the restore read from and to
+	// (its last pass's, when it waited for a committed offset).
+	From, End int64
+	// Took is how long the partition's restore took, from when its turn
+	// came (Parallelism) to the end of Loaded.
+	Took time.Duration
+	// Err is why the restore of the partition failed, nil if it did not.
+	Err error
+}
+
+// RestorePartitions restores partitions ps of changelog into store,
+// o.Parallelism at a time, each as Restore does (or, for a partition in
+// o.Committed, until its state reaches the committed offset), and returns
+// the result of each, in the order of ps. It returns when every restore
+// has ended; a failed one does not stop the others, and the caller decides
+// what a failure means. A ctx that ends makes the restores in flight fail
+// with its error.
+func RestorePartitions(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, ps []int32, o RestoreOptions) []RestoredPartition {
+	parallel := o.Parallelism
+	if parallel <= 0 {
+		parallel = DefaultRestoreParallelism
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	results := make([]RestoredPartition, len(ps))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Go(func() {
+			var restored time.Duration // how long the restore took, once it succeeded
+			if o.Ended != nil {
+				defer func() { o.Ended(p, restored) }()
+			}
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res := &results[i]
+			res.Partition = p
+			start := time.Now()
+			if !o.SkipChangelog {
+				var last RestoreProgress
+				progress := func(rp RestoreProgress) {
+					last = rp
+					if o.Progress != nil {
+						o.Progress(rp)
+					}
+				}
+				var err error
+				if c, ok := o.Committed[p]; ok && c >= 0 {
+					res.Records, _, err = restoreUntil(ctx, adm, store, changelog, p, c, o.Kafka, progress, log)
+				} else {
+					res.Records, err = Restore(ctx, adm, store, changelog, p, o.Kafka, progress, log)
+				}
+				res.From, res.End = last.From, last.End
+				if err != nil {
+					res.Err = err
+					return
+				}
+				restored = max(time.Since(start), time.Nanosecond)
+			}
+			if o.Loaded != nil {
+				if err := o.Loaded(p); err != nil {
+					res.Err = err
+					return
+				}
+			}
+			res.Took = time.Since(start)
+		})
+	}
+	wg.Wait()
+	return results
 }

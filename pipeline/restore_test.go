@@ -23,18 +23,7 @@ import (
 // starts empty. It used to wait 30 s per partition for a state that no
 // record would bring to the committed offset.
 func TestRestoreEmptyChangelogAtOnce(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "never-written", "deleted"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	opts := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	adm := kadm.NewClient(cl)
+	opts, cl, adm := testCluster(t, 1, "never-written", "deleted")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -100,4 +89,23 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// testCluster starts a one-broker kfake cluster with topics of partitions
+// partitions each, and returns the client options to reach it, a client
+// and its admin client, all closed when the test ends.
+func testCluster(t *testing.T, partitions int32, topics ...string) ([]kgo.Opt, *kgo.Client, *kadm.Client) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	opts := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return opts, cl, kadm.NewClient(cl)
 }

@@ -169,7 +169,7 @@ func cmdStateRebuild(ctx context.Context, fs *flagSet, std stdio) error {
 	c.registerRun(fs.FlagSet, "consumer group whose changelog to read",
 		"rebuild the state of the shadow run NAME of the group (sponsor run --shadow NAME): its changelog <group>-shadow-NAME-state-changelog")
 	fs.StringVar(&parts, "partitions", "", "changelog partitions to rebuild, e.g. 0,3 (default: all)")
-	fs.IntVar(&parallelism, "parallel", 4, "partitions restored at once")
+	fs.IntVar(&parallelism, "parallel", pipeline.DefaultRestoreParallelism, "partitions restored at once")
 	if _, err := fs.parse(); err != nil {
 		return err
 	}
@@ -299,24 +299,11 @@ type rebuild struct {
 // estimate guesses how many changelog offsets each partition has to read,
 // for the progress bar and ETA.
 func (r *rebuild) estimate(ctx context.Context, ps []int32) error {
-	starts, err := r.adm.ListStartOffsets(ctx, r.changelog)
+	guess, err := pipeline.RestoreBacklog(ctx, r.adm, r.store, r.changelog, ps)
 	if err != nil {
-		return fmt.Errorf("list start offsets of %s: %w", r.changelog, err)
+		return err
 	}
-	ends, err := r.adm.ListEndOffsets(ctx, r.changelog)
-	if err != nil {
-		return fmt.Errorf("list end offsets of %s: %w", r.changelog, err)
-	}
-	r.guess = make(map[int32]int64, len(ps))
-	for _, p := range ps {
-		so, _ := starts.Lookup(r.changelog, p)
-		eo, _ := ends.Lookup(r.changelog, p)
-		from := so.Offset
-		if cp, err := r.store.Checkpoint(p); err == nil && cp >= so.Offset && cp <= eo.Offset {
-			from = cp
-		}
-		r.guess[p] = max(eo.Offset-from, 0)
-	}
+	r.guess = guess
 	return nil
 }
 
@@ -349,27 +336,25 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 			}
 		}
 	})
+	restores := pipeline.RestorePartitions(ctx, r.adm, r.store, r.changelog, ps, pipeline.RestoreOptions{
+		Kafka:       r.opts,
+		Parallelism: parallel,
+		Progress: func(st pipeline.RestoreProgress) {
+			r.mu.Lock()
+			r.pos[st.Partition] = st
+			r.mu.Unlock()
+		},
+		Log: r.log,
+	})
 	results := make([]restored, len(ps))
 	errs := make([]error, len(ps))
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			began := time.Now()
-			n, err := r.restore(ctx, p)
-			if err != nil {
-				errs[i] = fmt.Errorf("restore partition %d of %s: %w", p, r.changelog, err)
-				return
-			}
-			r.mu.Lock()
-			st := r.pos[p]
-			r.mu.Unlock()
-			results[i] = restored{p: p, records: n, from: st.From, end: st.End, took: time.Since(began)}
-		})
+	for i, x := range restores {
+		if x.Err != nil {
+			errs[i] = fmt.Errorf("restore partition %d of %s: %w", x.Partition, r.changelog, x.Err)
+			continue
+		}
+		results[i] = restored{p: x.Partition, records: x.Records, from: x.From, end: x.End, took: x.Took}
 	}
-	wg.Wait()
 	close(stop)
 	ticker.Wait()
 	took := time.Since(start)
@@ -378,18 +363,6 @@ func (r *rebuild) run(ctx context.Context, ps []int32, parallel int) ([]restored
 	}
 	r.report(took, true)
 	return results, took, nil
-}
-
-// restore restores changelog partition p into the store, recording its
-// progress in r.pos, and returns the records applied. It is the one call
-// of the pipeline's restore here (the same code an instance runs on
-// assignment).
-func (r *rebuild) restore(ctx context.Context, p int32) (int64, error) {
-	return pipeline.Restore(ctx, r.adm, r.store, r.changelog, p, r.opts, func(st pipeline.RestoreProgress) {
-		r.mu.Lock()
-		r.pos[p] = st
-		r.mu.Unlock()
-	}, r.log)
 }
 
 // report shows where the rebuild stands: records applied, and changelog
