@@ -53,7 +53,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +60,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -98,7 +97,7 @@ type Config struct {
 	// Partitioner is the pipeline's partitioner (its Config.Partitioner):
 	// interactions are sent to the partition it maps their key to. A
 	// wrong-partition dead letter whose expected partition
-	// (pipeline.HeaderExpectedPartition) is not that one stops the redrive
+	// (deadletter.HeaderExpectedPartition) is not that one stops the redrive
 	// with an error: the redrive and the pipeline disagree on the
 	// partitioner. Default topics.DefaultPartitioner.
 	Partitioner topics.Partitioner
@@ -237,44 +236,15 @@ func (r Result) Total() int64 {
 	return n
 }
 
-// letter is a dead letter's headers, parsed.
+// letter is a dead letter's headers, parsed, with its class.
 type letter struct {
-	class     Class
-	partition int32 // in the source topic; -1 when missing or bad
-	expected  int32 // HeaderExpectedPartition; -1 when missing or bad
-	message   string
+	deadletter.Letter
+	class Class
 }
 
 func parse(r *kgo.Record) letter {
-	l := letter{partition: -1, expected: -1}
-	for _, h := range r.Headers {
-		switch h.Key {
-		case pipeline.HeaderTopic:
-			l.class.Topic = string(h.Value)
-		case pipeline.HeaderReason:
-			l.class.Reason = string(h.Value)
-		case pipeline.HeaderMessage:
-			l.message = string(h.Value)
-		case pipeline.HeaderPartition:
-			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
-				l.partition = int32(p)
-			}
-		case pipeline.HeaderExpectedPartition:
-			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
-				l.expected = int32(p)
-			}
-		}
-	}
-	return l
-}
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	l := deadletter.Parse(r)
+	return letter{Letter: l, class: Class{Topic: l.Topic, Reason: string(l.Reason)}}
 }
 
 // why returns why no redrive sends a dead letter with l's headers, or "".
@@ -286,9 +256,9 @@ func (c *Config) why(l letter, parts map[string]int32) string {
 		return "source is not an input topic"
 	case l.class.Reason == "":
 		return "no reason header"
-	case l.partition < 0:
+	case l.Partition < 0:
 		return "no source partition header"
-	case l.partition >= parts[l.class.Topic]:
+	case l.Partition >= parts[l.class.Topic]:
 		return "source partition does not exist"
 	}
 	return ""
@@ -303,12 +273,12 @@ var ErrPartitionerMismatch = errors.New("the pipeline expected the record on ano
 // (with headers l) is sent to; see the package doc.
 func (c *Config) destination(r *kgo.Record, l letter, parts map[string]int32) (int32, error) {
 	if l.class.Topic != c.Names.Interactions {
-		return l.partition, nil
+		return l.Partition, nil
 	}
 	to := c.Partitioner.Partition(r.Key, parts[l.class.Topic])
-	if l.class.Reason == pipeline.ReasonWrongPartition && l.expected >= 0 && l.expected != to {
+	if l.Reason == deadletter.ReasonWrongPartition && l.Expected >= 0 && l.Expected != to {
 		return -1, fmt.Errorf("dead letter %s/%d@%d (key %q): %w (the pipeline expected partition %d, the %s partitioner gives %d): give the redrive the pipeline's --partitioner, or SPONSOR_PARTITIONER",
-			r.Topic, r.Partition, r.Offset, r.Key, ErrPartitionerMismatch, l.expected, c.Partitioner, to)
+			r.Topic, r.Partition, r.Offset, r.Key, ErrPartitionerMismatch, l.Expected, c.Partitioner, to)
 	}
 	return to, nil
 }
@@ -496,7 +466,7 @@ func (p *Plan) count(cfg *Config, r *kgo.Record, parts map[string]int32, byClass
 		if len(c.Examples) < cfg.Examples {
 			c.Examples = append(c.Examples, Example{
 				Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp, Key: r.Key,
-				SourcePartition: l.partition, SourceOffset: parseInt(header(r, pipeline.HeaderOffset)), Message: l.message, To: to,
+				SourcePartition: l.Partition, SourceOffset: l.Offset, Message: l.Message, To: to,
 			})
 		}
 	}
@@ -524,14 +494,6 @@ func (c *Config) leaveGroup(group string) {
 	if err != nil {
 		c.Logger.Warn("leave the redrive group; it empties when the session times out (10s)", "group", group, "err", err)
 	}
-}
-
-func parseInt(s string) int64 {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // Run redrives the selected classes of plan that have pending dead letters,
@@ -574,12 +536,6 @@ func Run(ctx context.Context, cfg Config, plan *Plan) (Result, error) {
 	res.Elapsed = time.Since(start)
 	report(true)
 	return res, nil
-}
-
-// deadLetterHeader reports whether a header was added by the pipeline's
-// dead-lettering (and is not sent back).
-func deadLetterHeader(key string) bool {
-	return strings.HasPrefix(key, "__connect.errors.") || strings.HasPrefix(key, "sponsor.errors.")
 }
 
 // runClass redrives one class: a transactional session in the class's group
@@ -731,7 +687,7 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 			}
 			out := &kgo.Record{Topic: l.class.Topic, Partition: to, Key: r.Key, Value: r.Value}
 			for _, h := range r.Headers {
-				if !deadLetterHeader(h.Key) {
+				if !deadletter.IsHeader(h.Key) {
 					out.Headers = append(out.Headers, h)
 				}
 			}

@@ -35,7 +35,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
@@ -357,7 +357,7 @@ func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([]byte, b
 	source := role
 	if role == RoleDeadLetter {
 		out.ValueBase64 = base64.StdEncoding.EncodeToString(r.Value)
-		switch out.Headers[pipeline.HeaderTopic] {
+		switch deadletter.Parse(r).Topic {
 		case d.names.Interactions:
 			source = RoleInteractions
 		case d.names.Campaigns:

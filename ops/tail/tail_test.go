@@ -17,9 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/deploy/embedded"
 	"github.com/sponsored/sponsor/loadgen/feed"
-	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -271,10 +271,10 @@ func TestTailDeadLetters(t *testing.T) {
 	garbage := []byte{0, 0, 0, 0, 9, 1, 2}
 	headers := func(reason string) []kgo.RecordHeader {
 		return []kgo.RecordHeader{
-			{Key: pipeline.HeaderTopic, Value: []byte(e.cfg.Names.Interactions)},
-			{Key: pipeline.HeaderPartition, Value: []byte("2")},
-			{Key: pipeline.HeaderOffset, Value: []byte("41")},
-			{Key: pipeline.HeaderReason, Value: []byte(reason)},
+			{Key: deadletter.HeaderTopic, Value: []byte(e.cfg.Names.Interactions)},
+			{Key: deadletter.HeaderPartition, Value: []byte("2")},
+			{Key: deadletter.HeaderOffset, Value: []byte("41")},
+			{Key: deadletter.HeaderReason, Value: []byte(reason)},
 		}
 	}
 	e.produce(t,
@@ -290,7 +290,7 @@ func TestTailDeadLetters(t *testing.T) {
 	}
 	wantValue, _ := jsonl.MarshalInteraction(&in)
 	r := recs[0]
-	if r.Headers[pipeline.HeaderReason] != "misrouted-key" || r.Headers[pipeline.HeaderOffset] != "41" || r.Headers[pipeline.HeaderTopic] != e.cfg.Names.Interactions {
+	if r.Headers[deadletter.HeaderReason] != "misrouted-key" || r.Headers[deadletter.HeaderOffset] != "41" || r.Headers[deadletter.HeaderTopic] != e.cfg.Names.Interactions {
 		t.Errorf("dead letter headers %v, want the ones written", r.Headers)
 	}
 	if r.ValueBase64 != base64.StdEncoding.EncodeToString(good) || string(r.Value) != string(wantValue) || r.DecodeError != "" || *r.Key != "someone-else" {
