@@ -89,6 +89,19 @@ func ReadCommitted(ctx context.Context, opts []kgo.Opt, topic string, partitions
 	return (&Reader{Opts: opts, Topics: map[string][]int32{topic: partitions}}).Read(ctx, fn)
 }
 
+// FetchError returns the first error of fs, naming its partition, other
+// than the end of a poll's own deadline (a poll bounded by a timeout that
+// found nothing); nil if there is none.
+func FetchError(fs kgo.Fetches) error {
+	var ferr error
+	fs.EachError(func(t string, p int32, err error) {
+		if ferr == nil && !errors.Is(err, context.DeadlineExceeded) {
+			ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
+		}
+	})
+	return ferr
+}
+
 // reading is the state of one partition being read.
 type reading struct {
 	topic      string
@@ -170,14 +183,8 @@ func (r *Reader) Read(ctx context.Context, fn func(*kgo.Record) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) {
-			if ferr == nil && !errors.Is(err, context.DeadlineExceeded) {
-				ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
-			}
-		})
-		if ferr != nil {
-			return ferr
+		if err := FetchError(fs); err != nil {
+			return err
 		}
 		now := time.Now()
 		var rerr error

@@ -61,6 +61,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/deadletter"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -355,7 +356,6 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the start offsets of %s: %w", dl, err)
 	}
-	consume := map[int32]kgo.Offset{}
 	for part, o := range ends[dl] {
 		if o.Err != nil {
 			return nil, fmt.Errorf("%s/%d: %w", dl, part, o.Err)
@@ -363,57 +363,23 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 		p.Ends[part] = o.Offset
 		s, _ := starts.Lookup(dl, part)
 		p.starts[part] = s.Offset
-		if s.Offset < o.Offset {
-			consume[part] = kgo.NewOffset().At(s.Offset)
-		}
 	}
 
 	byClass := map[Class]*ClassPlan{}
 	var mismatch error // the first wrong-partition dead letter the partitioner disagrees with
-	if len(consume) > 0 {
-		rd, err := cfg.client(
-			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{dl: consume}),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-			kgo.KeepControlRecords(),
-		)
-		if err != nil {
-			return nil, err
+	rd := kafkaconn.Reader{
+		Opts:   append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...)),
+		Topics: map[string][]int32{dl: nil},
+		Ends:   map[string]map[int32]int64{dl: p.Ends},
+	}
+	err = rd.Read(ctx, func(r *kgo.Record) error {
+		if err := p.count(&cfg, r, parts, byClass); err != nil && mismatch == nil {
+			mismatch = err
 		}
-		defer rd.Close()
-		next := map[int32]int64{}
-		for part := range consume {
-			next[part] = p.starts[part]
-		}
-		for len(consume) > 0 {
-			fs := rd.PollFetches(ctx)
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			var ferr error
-			fs.EachError(func(t string, part int32, err error) {
-				if ferr == nil {
-					ferr = fmt.Errorf("read %s/%d: %w", t, part, err)
-				}
-			})
-			if ferr != nil {
-				return nil, ferr
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				if _, open := consume[r.Partition]; !open || r.Offset >= p.Ends[r.Partition] {
-					return
-				}
-				next[r.Partition] = r.Offset + 1
-				if r.Offset+1 >= p.Ends[r.Partition] {
-					delete(consume, r.Partition)
-				}
-				if r.Attrs.IsControl() {
-					return
-				}
-				if err := p.count(&cfg, r, parts, byClass); err != nil && mismatch == nil {
-					mismatch = err
-				}
-			})
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if mismatch != nil {
 		return nil, mismatch
@@ -636,14 +602,8 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var ferr error
-		fs.EachError(func(t string, part int32, err error) {
-			if ferr == nil && !errors.Is(err, context.DeadlineExceeded) {
-				ferr = fmt.Errorf("read %s/%d: %w", t, part, err)
-			}
-		})
-		if ferr != nil {
-			return ferr
+		if err := kafkaconn.FetchError(fs); err != nil {
+			return err
 		}
 		if fs.NumRecords() == 0 {
 			// A partition whose readable records end before its last
