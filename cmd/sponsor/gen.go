@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
-	"github.com/sponsored/sponsor/loadgen/workload"
+	"github.com/sponsored/sponsor/loadgen"
 )
 
 const genUsage = `Usage: sponsor gen --brokers HOST:PORT[,...] --registry URL [--count N | --rate R [--duration D]] [flags]
 
-Writes a synthetic workload (package loadgen/workload: users with a few
+Writes a synthetic workload (package loadgen: users with a few
 businesses each, a long tail of business popularity, a mix of interaction
 kinds, campaigns with audiences) to the interactions and campaigns topics:
 interactions with event time = now, and every --campaign-every a campaign
@@ -32,8 +31,8 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	fs.SetOutput(std.err)
 	var (
 		c    clientFlags
-		cfg  feed.GenConfig
-		wl   workload.Config
+		cfg  loadgen.GenConfig
+		wl   loadgen.Workload
 		part string
 	)
 	c.register(fs)
@@ -76,7 +75,7 @@ func cmdGen(ctx context.Context, args []string, std stdio) error {
 	if !progress.tty {
 		cfg.ProgressEvery = 5 * time.Second
 	}
-	p, err := feed.Gen(ctx, t, cfg)
+	p, err := loadgen.Gen(ctx, t, cfg)
 	if err != nil {
 		return securityHint(err)
 	}

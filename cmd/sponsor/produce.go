@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 )
@@ -121,7 +121,7 @@ func cmdProduce(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	n, err := feed.Produce(ctx, t, ins, camps)
+	n, err := loadgen.Produce(ctx, t, ins, camps)
 	if err != nil {
 		return securityHint(err)
 	}

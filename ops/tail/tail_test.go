@@ -19,7 +19,7 @@ import (
 
 	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -28,7 +28,7 @@ import (
 
 type env struct {
 	cfg   Config // connection and names; tests set the rest
-	tg    feed.Target
+	tg    loadgen.Target
 	serde *wire.Serde
 	rc    *sr.Client
 	cl    *kgo.Client // plain producer
@@ -63,7 +63,7 @@ func start(t *testing.T) *env {
 	}
 	return &env{
 		cfg:   Config{Brokers: stack.Brokers, Registry: stack.RegistryURL, Names: names},
-		tg:    feed.Target{Brokers: stack.Brokers, Registry: stack.RegistryURL, Topics: names},
+		tg:    loadgen.Target{Brokers: stack.Brokers, Registry: stack.RegistryURL, Topics: names},
 		serde: serde, rc: rc, cl: cl,
 	}
 }
@@ -138,7 +138,7 @@ func values(recs []Record) []string {
 	return out
 }
 
-// TestTailProduced writes records with feed.Produce and wants tail to show
+// TestTailProduced writes records with loadgen.Produce and wants tail to show
 // exactly those, decoded in the JSON shape produce reads, keyed as written;
 // --values output parses back to the same records.
 func TestTailProduced(t *testing.T) {
@@ -151,7 +151,7 @@ func TestTailProduced(t *testing.T) {
 	}
 	camps := []schemas.Campaign{{CampaignID: "c1", BusinessID: "b1", Action: schemas.Launch, SendAt: t0, ExpiresAt: t0.Add(time.Hour),
 		Audience: []schemas.AudienceRule{{Kind: schemas.BotStarted, WithinDays: 30}}, Message: schemas.Message{Text: "hi", CTALabel: &label}}}
-	if _, err := feed.Produce(context.Background(), e.tg, ins, camps); err != nil {
+	if _, err := loadgen.Produce(context.Background(), e.tg, ins, camps); err != nil {
 		t.Fatal(err)
 	}
 	recs := e.run(t, func(c *Config) { c.Roles = []string{RoleInteractions, RoleCampaigns} })
