@@ -178,3 +178,30 @@ func TestReadCommittedStopAndErrors(t *testing.T) {
 		t.Errorf("waiting on an open transaction: got %v, want the context's error", err)
 	}
 }
+
+// TestReadCommittedFollow: in Follow mode the reader goes on past the ends
+// until its context is done.
+func TestReadCommittedFollow(t *testing.T) {
+	_, opts := readerCluster(t)
+	produce(t, opts, "", 2, kgo.TryCommit, false, "before")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []string
+	r := &kafkaconn.Reader{Opts: opts, Topics: map[string][]int32{"t": {2}}, Follow: true}
+	err := r.Read(ctx, func(rec *kgo.Record) error {
+		got = append(got, string(rec.Value))
+		switch len(got) {
+		case 1:
+			produce(t, opts, "tx", 2, kgo.TryCommit, false, "after")
+		case 2:
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Follow ended with %v, want the context's cancellation", err)
+	}
+	if want := []string{"before", "after"}; !slices.Equal(got, want) {
+		t.Errorf("followed %v, want %v", got, want)
+	}
+}
