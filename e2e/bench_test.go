@@ -6,11 +6,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
@@ -569,40 +572,12 @@ func rawReadAll(b *testing.B, c *cluster, topic string, ends map[int32]int64) (i
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	start := time.Now()
-	parts := map[int32]kgo.Offset{}
-	for p := range ends {
-		parts[p] = kgo.NewOffset().AtStart()
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	next := map[int32]int64{}
 	var n int64
-	for {
-		done := true
-		for p, end := range ends {
-			if next[p] < end {
-				done = false
-			}
-		}
-		if done {
-			return n, time.Since(start)
-		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			b.Fatalf("read %s: %v", topic, ctx.Err())
-		}
-		fs.EachError(func(_ string, p int32, err error) { b.Fatalf("read %s/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				n++
-			}
-		})
+	rd := kafkaconn.Reader{Opts: []kgo.Opt{kgo.SeedBrokers(c.brokers...)}, Topics: map[string][]int32{topic: slices.Collect(maps.Keys(ends))}, Ends: map[string]map[int32]int64{topic: ends}}
+	if err := rd.Read(ctx, func(*kgo.Record) error { n++; return nil }); err != nil {
+		b.Fatalf("read %s: %v", topic, err)
 	}
+	return n, time.Since(start)
 }
 
 // ---- memory

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 )
@@ -322,8 +323,8 @@ func TestBadRecords(t *testing.T) {
 	for i, src := range badRecs {
 		var found []*kgo.Record
 		for _, d := range dls {
-			if bytes.Equal(d.Key, src.Key) && bytes.Equal(d.Value, src.Value) && header(d, pipeline.HeaderOffset) == strconv.FormatInt(src.Offset, 10) &&
-				header(d, pipeline.HeaderTopic) == src.Topic {
+			if bytes.Equal(d.Key, src.Key) && bytes.Equal(d.Value, src.Value) && header(d, deadletter.HeaderOffset) == strconv.FormatInt(src.Offset, 10) &&
+				header(d, deadletter.HeaderTopic) == src.Topic {
 				found = append(found, d)
 			}
 		}
@@ -332,15 +333,15 @@ func TestBadRecords(t *testing.T) {
 			continue
 		}
 		d := found[0]
-		if got, want := header(d, pipeline.HeaderPartition), strconv.Itoa(int(src.Partition)); got != want {
+		if got, want := header(d, deadletter.HeaderPartition), strconv.Itoa(int(src.Partition)); got != want {
 			t.Errorf("%s: partition header %q, want %q", names[i], got, want)
 		}
-		for _, k := range []string{pipeline.HeaderReason, pipeline.HeaderMessage, pipeline.HeaderClass} {
+		for _, k := range []string{deadletter.HeaderReason, deadletter.HeaderMessage, deadletter.HeaderClass} {
 			if header(d, k) == "" {
 				t.Errorf("%s: header %s is missing or empty", names[i], k)
 			}
 		}
-		t.Logf("%-30s -> reason %q: %s", names[i], header(d, pipeline.HeaderReason), header(d, pipeline.HeaderMessage))
+		t.Logf("%-30s -> reason %q: %s", names[i], header(d, deadletter.HeaderReason), header(d, deadletter.HeaderMessage))
 	}
 	if got := h.r.Stats().DeadLetters.Load(); got != int64(len(badRecs)) {
 		t.Errorf("Stats().DeadLetters = %d, want %d", got, len(badRecs))

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -190,49 +191,11 @@ func sum(m map[int32]int64) int64 {
 func (c *cluster) readAll(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
 	ends := c.offsets(t, topic, true)
-	start := map[int32]kgo.Offset{}
-	for p, end := range ends {
-		if end > 0 {
-			start[p] = kgo.NewOffset().AtStart()
-		}
-	}
-	if len(start) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatalf("consumer: %v", err)
-	}
-	defer cl.Close()
 	ctx := testContext(t, time.Minute)
-	next := map[int32]int64{}
 	var out []*kgo.Record
-	for {
-		done := true
-		for p, end := range ends {
-			if next[p] < end {
-				done = false
-			}
-		}
-		if done {
-			break
-		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: positions %v, want the stable ends %v: %v", topic, next, ends, ctx.Err())
-		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("read %s/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= ends[r.Partition] {
-				return
-			}
-			next[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-		})
+	rd := kafkaconn.Reader{Opts: []kgo.Opt{kgo.SeedBrokers(c.brokers...)}, Topics: map[string][]int32{topic: nil}, Ends: map[string]map[int32]int64{topic: ends}}
+	if err := rd.Read(ctx, func(r *kgo.Record) error { out = append(out, r); return nil }); err != nil {
+		t.Fatalf("read %s to the stable ends %v: %v", topic, ends, err)
 	}
 	slices.SortFunc(out, func(a, b *kgo.Record) int {
 		if a.Partition != b.Partition {

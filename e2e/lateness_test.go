@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/ops/redrive"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/policy"
@@ -209,8 +210,8 @@ func TestWrongClocks(t *testing.T) {
 	}
 	dead := map[string]bool{}
 	for _, r := range c.readAll(t, c.names.DeadLetter) {
-		if got := header(r, pipeline.HeaderReason); got != pipeline.ReasonClockSkew {
-			t.Errorf("dead letter with reason %q, want %q", got, pipeline.ReasonClockSkew)
+		if got := deadletter.Parse(r).Reason; got != deadletter.ReasonClockSkew {
+			t.Errorf("dead letter with reason %q, want %q", got, deadletter.ReasonClockSkew)
 			continue
 		}
 		in, err := c.serde.DecodeInteraction(r.Value)
@@ -234,7 +235,7 @@ func TestWrongClocks(t *testing.T) {
 	// anew and the pipeline applies them, late, for later campaigns only.
 	before := h.r.Stats().Interactions.Load()
 	ctx := testContext(t, 2*time.Minute)
-	rcfg := redrive.Config{Brokers: c.brokers, Names: c.names, Group: c.group, Reason: pipeline.ReasonClockSkew}
+	rcfg := redrive.Config{Brokers: c.brokers, Names: c.names, Group: c.group, Reason: string(deadletter.ReasonClockSkew)}
 	plan, err := redrive.MakePlan(ctx, rcfg)
 	if err != nil {
 		t.Fatalf("redrive plan: %v", err)

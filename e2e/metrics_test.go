@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/schemas/wire"
 )
 
 // scrape reads the runner's /metrics from url.
@@ -121,7 +121,7 @@ func TestMetrics(t *testing.T) {
 		recs = append(recs, r)
 	}
 	recs = append(recs, &kgo.Record{Topic: c.names.Interactions, Key: []byte("not-avro"), Value: []byte(`{"user_id":"not-avro"}`)})
-	wantDL := map[string]float64{pipeline.ReasonMisroutedKey: 2, wire.ReasonNotWireFormat: 1}
+	wantDL := map[deadletter.Reason]float64{deadletter.ReasonMisroutedKey: 2, deadletter.ReasonNotWireFormat: 1}
 	nbad := len(recs)
 	// Then contacts of the business on every partition.
 	var good []schemas.Interaction
@@ -170,8 +170,8 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("sponsor_deliveries_total = %v, want %d (the inbox's records)", got, rep.Records)
 	}
 	var total float64
-	for _, r := range pipeline.DeadLetterReasons() {
-		got, ok := m.value("sponsor_deadletters_total", "reason", r)
+	for _, r := range deadletter.Reasons() {
+		got, ok := m.value("sponsor_deadletters_total", "reason", string(r))
 		if !ok {
 			t.Errorf("sponsor_deadletters_total{reason=%q} is not exported", r)
 		}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/ops/redrive"
-	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/topics"
 )
@@ -121,24 +121,24 @@ func TestWrongPartitionRedrive(t *testing.T) {
 			continue
 		}
 		for k, v := range map[string]string{
-			pipeline.HeaderReason:            pipeline.ReasonWrongPartition,
-			pipeline.HeaderTopic:             c.names.Interactions,
-			pipeline.HeaderPartition:         strconv.Itoa(int(src.Partition)),
-			pipeline.HeaderOffset:            strconv.FormatInt(src.Offset, 10),
-			pipeline.HeaderExpectedPartition: strconv.Itoa(int(part.Partition(src.Key, c.parts))),
+			deadletter.HeaderReason:            string(deadletter.ReasonWrongPartition),
+			deadletter.HeaderTopic:             c.names.Interactions,
+			deadletter.HeaderPartition:         strconv.Itoa(int(src.Partition)),
+			deadletter.HeaderOffset:            strconv.FormatInt(src.Offset, 10),
+			deadletter.HeaderExpectedPartition: strconv.Itoa(int(part.Partition(src.Key, c.parts))),
 		} {
 			if got := header(found, k); got != v {
 				t.Errorf("dead letter of %q: header %s = %q, want %q", src.Key, k, got, v)
 			}
 		}
 	}
-	if got := h.r.Stats().DeadLettersByReason()[pipeline.ReasonWrongPartition]; got != int64(len(wrongRecs)) {
+	if got := h.r.Stats().DeadLettersByReason()[string(deadletter.ReasonWrongPartition)]; got != int64(len(wrongRecs)) {
 		t.Errorf("wrong-partition dead letters counted: %d, want %d", got, len(wrongRecs))
 	}
 
 	// A redrive with another partitioner than the pipeline's refuses: the
 	// records would only come back.
-	cfg := redrive.Config{Brokers: c.brokers, Names: c.names, Group: c.group, Reason: pipeline.ReasonWrongPartition, Partitioner: topics.CRC32}
+	cfg := redrive.Config{Brokers: c.brokers, Names: c.names, Group: c.group, Reason: string(deadletter.ReasonWrongPartition), Partitioner: topics.CRC32}
 	if _, err := redrive.MakePlan(testContext(t, time.Minute), cfg); !errors.Is(err, redrive.ErrPartitionerMismatch) {
 		t.Errorf("plan with --partitioner crc32 of a murmur2 pipeline's dead letters: %v, want ErrPartitionerMismatch", err)
 	}

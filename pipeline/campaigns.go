@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 )
@@ -20,7 +21,7 @@ type campaignRecord struct {
 	rec      *kgo.Record
 	control  bool              // a transaction marker: only advances the offset
 	campaign *schemas.Campaign // nil when bad
-	reason   string            // dead-letter reason when bad
+	reason   deadletter.Reason // dead-letter reason when bad
 	err      error             // the decode error when bad
 }
 
@@ -118,18 +119,18 @@ func (b *broadcast) decode(r *kgo.Record) campaignRecord {
 	}
 	switch {
 	case c.CampaignID == "":
-		return campaignRecord{rec: r, reason: ReasonEmptyCampaignID, err: errors.New("campaign_id is empty")}
+		return campaignRecord{rec: r, reason: deadletter.ReasonEmptyCampaignID, err: errors.New("campaign_id is empty")}
 	case string(r.Key) != c.CampaignID:
-		return campaignRecord{rec: r, reason: ReasonMisroutedKey, err: fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)}
+		return campaignRecord{rec: r, reason: deadletter.ReasonMisroutedKey, err: fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)}
 	case c.BusinessID == "":
-		return campaignRecord{rec: r, reason: ReasonEmptyBusinessID, err: errors.New("business_id is empty")}
+		return campaignRecord{rec: r, reason: deadletter.ReasonEmptyBusinessID, err: errors.New("business_id is empty")}
 	}
 	return campaignRecord{rec: r, campaign: &c}
 }
 
 // reasonRetry marks a record whose decode failed for a reason outside the
 // record (the registry); it is decoded again, never dead-lettered.
-const reasonRetry = "retry"
+const reasonRetry deadletter.Reason = "retry"
 
 func (b *broadcast) fail(err error) {
 	b.mu.Lock()

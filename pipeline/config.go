@@ -82,7 +82,7 @@ type Config struct {
 	// client, franz-go, librdkafka's murmur2_random) or "crc32"
 	// (librdkafka's consistent and consistent_random). An interaction on
 	// any other partition than its key maps to is dead-lettered
-	// (ReasonWrongPartition), not processed. Default "murmur2".
+	// (deadletter.ReasonWrongPartition), not processed. Default "murmur2".
 	Partitioner string
 	// Policy is the configurable part of the rules. Default
 	// policy.DefaultConfig().
@@ -120,7 +120,7 @@ type Config struct {
 	// an interaction's occurred_at may be. One further ahead, from a client
 	// with a wrong clock, would move the partition's stream time and fire
 	// the campaigns due up to it too early: it goes to the dead-letter
-	// topic instead (ReasonClockSkew), and a redrive once its time has come
+	// topic instead (deadletter.ReasonClockSkew), and a redrive once its time has come
 	// applies it. So the stream time never passes the wall clock plus
 	// MaxClockSkew. Default DefaultMaxClockSkew; negative turns the check
 	// off.

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -155,13 +156,13 @@ func TestWrongPartition(t *testing.T) {
 							}
 							inbox = append(inbox, r)
 						case r.Topic == e.names.DeadLetter:
-							if reason, _ := headerOf(r, HeaderReason); reason != ReasonWrongPartition {
-								t.Errorf("task %d: dead letter with reason %q, want %q", p, reason, ReasonWrongPartition)
+							if reason, _ := headerOf(r, deadletter.HeaderReason); deadletter.Reason(reason) != deadletter.ReasonWrongPartition {
+								t.Errorf("task %d: dead letter with reason %q, want %q", p, reason, deadletter.ReasonWrongPartition)
 							}
 							wrong = append(wrong, r)
 						}
 					}
-					if got := tk.counts.deadLetterReasons[ReasonWrongPartition]; p == other && got != int64(tc.wrong) {
+					if got := tk.counts.deadLetterReasons[string(deadletter.ReasonWrongPartition)]; p == other && got != int64(tc.wrong) {
 						t.Errorf("task %d counted %d wrong-partition dead letters, want %d", p, got, tc.wrong)
 					}
 					// The task that read the misplaced record keeps nothing
@@ -180,17 +181,17 @@ func TestWrongPartition(t *testing.T) {
 				}
 				for _, dl := range wrong {
 					for h, want := range map[string]string{
-						HeaderTopic:             e.names.Interactions,
-						HeaderPartition:         strconv.Itoa(int(other)),
-						HeaderExpectedPartition: strconv.Itoa(int(own)),
-						HeaderOffset:            "0",
-						HeaderClass:             "sponsor." + ReasonWrongPartition,
+						deadletter.HeaderTopic:             e.names.Interactions,
+						deadletter.HeaderPartition:         strconv.Itoa(int(other)),
+						deadletter.HeaderExpectedPartition: strconv.Itoa(int(own)),
+						deadletter.HeaderOffset:            "0",
+						deadletter.HeaderClass:             "sponsor." + string(deadletter.ReasonWrongPartition),
 					} {
 						if got, _ := headerOf(dl, h); got != want {
 							t.Errorf("dead letter header %s = %q, want %q", h, got, want)
 						}
 					}
-					msg, _ := headerOf(dl, HeaderMessage)
+					msg, _ := headerOf(dl, deadletter.HeaderMessage)
 					for _, want := range []string{fmt.Sprintf("partition %d", own), fmt.Sprintf("partition %d", other), string(part)} {
 						if !strings.Contains(msg, want) {
 							t.Errorf("dead letter message %q does not name %q", msg, want)

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -70,54 +71,43 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 	if from >= end {
 		return 0, nil
 	}
-	opts = append(append([]kgo.Opt(nil), opts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{changelog: {p: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxBytes(64<<20),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
 	rs := store.NewRestorer(p)
 	defer rs.Close()
 	var n int64
-	next := from
-	for next < end {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return n, fmt.Errorf("read changelog %s/%d: %w", changelog, p, ferr)
-		}
-		var aerr error
-		fs.EachRecord(func(r *kgo.Record) {
-			if aerr != nil || r.Offset >= end {
-				return
+	rd := kafkaconn.Reader{
+		Opts:   append(append([]kgo.Opt(nil), opts...), kgo.FetchMaxBytes(64<<20)),
+		Topics: map[string][]int32{changelog: {p}},
+		Starts: map[string]map[int32]int64{changelog: {p: from}},
+		Ends:   map[string]map[int32]int64{changelog: {p: end}},
+		// After each fetch: flush every restoreFlushEvery records and at
+		// the end, with the offset the flushed state reflects.
+		Progress: func(pos kafkaconn.Position) error {
+			if rs.Len() >= restoreFlushEvery || pos.Next >= end {
+				if err := rs.Flush(pos.Next); err != nil {
+					return err
+				}
 			}
-			next = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
+			if progress != nil {
+				progress(RestoreProgress{Partition: p, From: from, Next: pos.Next, End: end, Records: n})
 			}
-			aerr = rs.Add(r.Key, r.Value)
-			n++
-		})
-		if aerr != nil {
-			return n, fmt.Errorf("apply changelog %s/%d: %w", changelog, p, aerr)
+			return nil
+		},
+	}
+	var aerr error
+	err = rd.Read(ctx, func(r *kgo.Record) error {
+		if aerr = rs.Add(r.Key, r.Value); aerr != nil {
+			return aerr
 		}
-		if rs.Len() >= restoreFlushEvery || next >= end {
-			if err := rs.Flush(next); err != nil {
-				return n, err
-			}
-		}
-		if progress != nil {
-			progress(RestoreProgress{Partition: p, From: from, Next: next, End: end, Records: n})
-		}
+		n++
+		return nil
+	})
+	switch {
+	case aerr != nil:
+		return n, fmt.Errorf("apply changelog %s/%d: %w", changelog, p, aerr)
+	case ctx.Err() != nil:
+		return n, ctx.Err()
+	case err != nil:
+		return n, fmt.Errorf("read changelog %s/%d: %w", changelog, p, err)
 	}
 	return n, nil
 }

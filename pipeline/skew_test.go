@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/topics"
@@ -56,13 +57,13 @@ func TestDecodeClockSkew(t *testing.T) {
 				}
 				return
 			}
-			if reason != ReasonClockSkew || len(tk.out) != 1 || tk.counts.deadLetterReasons[ReasonClockSkew] != 1 {
-				t.Fatalf("reason %q, %d dead letters, counted %v; want one %s", reason, len(tk.out), tk.counts.deadLetterReasons, ReasonClockSkew)
+			if reason != deadletter.ReasonClockSkew || len(tk.out) != 1 || tk.counts.deadLetterReasons[string(deadletter.ReasonClockSkew)] != 1 {
+				t.Fatalf("reason %q, %d dead letters, counted %v; want one %s", reason, len(tk.out), tk.counts.deadLetterReasons, deadletter.ReasonClockSkew)
 			}
 			dl := tk.out[0]
 			var msg string
 			for _, h := range dl.Headers {
-				if h.Key == HeaderReason && string(h.Value) != ReasonClockSkew {
+				if h.Key == deadletter.HeaderReason && deadletter.Reason(h.Value) != deadletter.ReasonClockSkew {
 					t.Errorf("reason header %q", h.Value)
 				}
 				if strings.HasSuffix(h.Key, "exception.message") {

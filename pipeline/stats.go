@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 )
@@ -203,12 +204,12 @@ type counts struct {
 }
 
 // deadLetter counts one dead letter of reason.
-func (c *counts) deadLetter(reason string) {
+func (c *counts) deadLetter(reason deadletter.Reason) {
 	c.deadLetters++
 	if c.deadLetterReasons == nil {
 		c.deadLetterReasons = map[string]int64{}
 	}
-	c.deadLetterReasons[reason]++
+	c.deadLetterReasons[string(reason)]++
 }
 
 func (s *Stats) add(c *counts) {
@@ -254,8 +255,8 @@ func (c deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
 	if byReason == nil {
 		byReason = map[string]int64{}
 	}
-	for _, r := range DeadLetterReasons() {
-		byReason[r] += 0
+	for _, r := range deadletter.Reasons() {
+		byReason[string(r)] += 0
 	}
 	for _, r := range slices.Sorted(maps.Keys(byReason)) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(byReason[r]), r)

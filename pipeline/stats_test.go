@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/sponsored/sponsor/deadletter"
 )
 
 // gather returns the metric families of reg by name.
@@ -33,8 +34,8 @@ func TestStatsMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c counts
-	c.deadLetter(ReasonMisroutedKey)
-	c.deadLetter(ReasonMisroutedKey)
+	c.deadLetter(deadletter.ReasonMisroutedKey)
+	c.deadLetter(deadletter.ReasonMisroutedKey)
 	c.deadLetter("something-new")
 	s.add(&c)
 	s.restoreProgress(RestoreProgress{Partition: 0, From: 0, Next: 10, End: 100})
@@ -51,11 +52,11 @@ func TestStatsMetrics(t *testing.T) {
 	for _, s := range m["sponsor_deadletters_total"].GetMetric() {
 		dls[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
 	}
-	if len(dls) != len(DeadLetterReasons())+1 {
+	if len(dls) != len(deadletter.Reasons())+1 {
 		t.Errorf("sponsor_deadletters_total has %d series (%v), want every known reason and the new one", len(dls), dls)
 	}
-	for r, want := range map[string]float64{ReasonMisroutedKey: 2, "something-new": 1, ReasonEmptyUserID: 0} {
-		if got, ok := dls[r]; !ok || got != want {
+	for r, want := range map[deadletter.Reason]float64{deadletter.ReasonMisroutedKey: 2, "something-new": 1, deadletter.ReasonEmptyUserID: 0} {
+		if got, ok := dls[string(r)]; !ok || got != want {
 			t.Errorf("sponsor_deadletters_total{reason=%q} = %v (exported %v), want %v", r, got, ok, want)
 		}
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -217,7 +217,7 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 	next, verdict := policy.Admit(known, c, t.env.policy.LateAsOf(t.watermark()))
 	switch verdict {
 	case policy.Invalid:
-		t.deadLetterCampaign(cr.rec, ReasonCampaignExpiresBeforeSend,
+		t.deadLetterCampaign(cr.rec, deadletter.ReasonCampaignExpiresBeforeSend,
 			fmt.Errorf("campaign %s expires at %s, before its send_at %s", c.CampaignID, c.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"), c.SendAt.UTC().Format("2006-01-02T15:04:05.000Z")))
 		return nil
 	case policy.Ignored:
@@ -235,11 +235,11 @@ func (t *task) applyCampaign(cr campaignRecord) error {
 	return t.batch.PutCampaign(next)
 }
 
-func (t *task) deadLetterCampaign(r *kgo.Record, reason string, err error) {
+func (t *task) deadLetterCampaign(r *kgo.Record, reason deadletter.Reason, err error) {
 	if t.p != 0 {
 		return
 	}
-	t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
+	t.out = append(t.out, deadletter.New(t.env.names.DeadLetter, r, reason, err))
 	t.counts.deadLetter(reason)
 }
 
@@ -550,34 +550,32 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 // than the one its key maps to is bad too: task p owns the users of
 // partition p, and another task's state for one of them would count a
 // contact twice or miss an opt-out.
-func (t *task) decode(r *kgo.Record) (schemas.Interaction, string, error) {
+func (t *task) decode(r *kgo.Record) (schemas.Interaction, deadletter.Reason, error) {
 	in, reason, err := t.decodeValue(r)
 	if err != nil || reason != "" {
 		return in, reason, err
 	}
 	if want := t.env.partitioner.Partition(r.Key, t.env.partitions); want != r.Partition {
 		t.wrongPartition(r, want)
-		return in, ReasonWrongPartition, nil
+		return in, deadletter.ReasonWrongPartition, nil
 	}
 	return in, "", nil
 }
 
 // wrongPartition dead-letters r, which belongs on partition want.
 func (t *task) wrongPartition(r *kgo.Record, want int32) {
-	dl := deadLetter(t.env.names.DeadLetter, r, ReasonWrongPartition, fmt.Errorf(
+	t.out = append(t.out, deadletter.NewWrongPartition(t.env.names.DeadLetter, r, want, fmt.Errorf(
 		"record key %q maps to partition %d of %s under the %s partitioner, but the record is on partition %d: its producer must use the %s partitioner",
-		r.Key, want, r.Topic, t.env.partitioner, r.Partition, t.env.partitioner))
-	dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderExpectedPartition, Value: strconv.AppendInt(nil, int64(want), 10)})
-	t.out = append(t.out, dl)
-	t.counts.deadLetter(ReasonWrongPartition)
+		r.Key, want, r.Topic, t.env.partitioner, r.Partition, t.env.partitioner)))
+	t.counts.deadLetter(deadletter.ReasonWrongPartition)
 }
 
 // decodeValue is decode without the partition check: the value's own
 // checks, and the key against the user.
-func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
+func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, deadletter.Reason, error) {
 	in, err := t.env.serde.DecodeInteraction(r.Value)
-	reject := func(reason string, err error) (schemas.Interaction, string, error) {
-		t.out = append(t.out, deadLetter(t.env.names.DeadLetter, r, reason, err))
+	reject := func(reason deadletter.Reason, err error) (schemas.Interaction, deadletter.Reason, error) {
+		t.out = append(t.out, deadletter.New(t.env.names.DeadLetter, r, reason, err))
 		t.counts.deadLetter(reason)
 		return in, reason, nil
 	}
@@ -590,11 +588,11 @@ func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
 	}
 	switch {
 	case in.UserID == "":
-		return reject(ReasonEmptyUserID, errors.New("user_id is empty"))
+		return reject(deadletter.ReasonEmptyUserID, errors.New("user_id is empty"))
 	case string(r.Key) != in.UserID:
-		return reject(ReasonMisroutedKey, fmt.Errorf("record key %q is not the user_id %q: interactions must be keyed by their user, so that the partitioner places all of a user's records on one partition", r.Key, in.UserID))
+		return reject(deadletter.ReasonMisroutedKey, fmt.Errorf("record key %q is not the user_id %q: interactions must be keyed by their user, so that the partitioner places all of a user's records on one partition", r.Key, in.UserID))
 	case in.Kind != schemas.UserErased && in.BusinessID == "":
-		return reject(ReasonEmptyBusinessID, fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
+		return reject(deadletter.ReasonEmptyBusinessID, fmt.Errorf("business_id is empty for a %s interaction", in.Kind))
 	}
 	if t.env.skew > 0 {
 		// A wrong clock must not move the partition's time: that would
@@ -604,7 +602,7 @@ func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, string, error) {
 		// A record without a timestamp (-1: a producer of the message
 		// format before 0.10) is judged by the wall clock alone.
 		if stamp > 0 && at > stamp+t.env.skew || at > t.wall+t.env.skew {
-			return reject(ReasonClockSkew, fmt.Errorf("occurred_at %s is more than %s ahead of the record's timestamp %s or of the wall clock %s: the producing clock is wrong, or the event is from the future",
+			return reject(deadletter.ReasonClockSkew, fmt.Errorf("occurred_at %s is more than %s ahead of the record's timestamp %s or of the wall clock %s: the producing clock is wrong, or the event is from the future",
 				fmtMillis(at), time.Duration(t.env.skew)*time.Millisecond, fmtMillis(stamp), fmtMillis(t.wall)))
 		}
 	}

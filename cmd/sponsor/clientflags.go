@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/ops/audit"
 	"github.com/sponsored/sponsor/topics"
 )
@@ -99,19 +99,19 @@ func newAdmin(opts []kgo.Opt) (*kadm.Client, error) {
 
 // target is the feed package's view of the client flags (produce, gen);
 // --brokers and --registry are required.
-func (c *clientFlags) target() (feed.Target, error) {
+func (c *clientFlags) target() (loadgen.Target, error) {
 	if c.brokers == "" || c.registry == "" {
-		return feed.Target{}, errors.New("--brokers and --registry are required")
+		return loadgen.Target{}, errors.New("--brokers and --registry are required")
 	}
 	kopts, err := c.kafkaOpts()
 	if err != nil {
-		return feed.Target{}, err
+		return loadgen.Target{}, err
 	}
 	ropts, err := c.registryOpts()
 	if err != nil {
-		return feed.Target{}, err
+		return loadgen.Target{}, err
 	}
-	return feed.Target{
+	return loadgen.Target{
 		Brokers:      strings.Split(c.brokers, ","),
 		Registry:     c.registry,
 		Topics:       topics.NewNames(c.prefix, ""),

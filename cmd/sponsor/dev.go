@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/loadgen/workload"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -229,8 +229,8 @@ func runDemo(ctx context.Context, r *pipeline.Runner, stack *embedded.Stack, int
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
-		g := workload.New(workload.Config{Seed: uint64(time.Now().UnixNano()), Users: 2000, Businesses: 50})
-		if err := workload.Feed(ctx, prod, serde, interactions, campaigns, g, rate, every); err != nil {
+		g := loadgen.NewGenerator(loadgen.Workload{Seed: uint64(time.Now().UnixNano()), Users: 2000, Businesses: 50})
+		if err := loadgen.Feed(ctx, prod, serde, interactions, campaigns, g, rate, every); err != nil {
 			log.Error("demo workload", "err", err)
 		}
 	})

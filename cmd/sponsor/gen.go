@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
-	"github.com/sponsored/sponsor/loadgen/workload"
+	"github.com/sponsored/sponsor/loadgen"
 )
 
 const genUsage = `Usage: sponsor gen --brokers HOST:PORT[,...] --registry URL [--count N | --rate R [--duration D]] [flags]
 
-Writes a synthetic workload (package loadgen/workload: users with a few
+Writes a synthetic workload (package loadgen: users with a few
 businesses each, a long tail of business popularity, a mix of interaction
 kinds, campaigns with audiences) to the interactions and campaigns topics:
 interactions with event time = now, and every --campaign-every a campaign
@@ -29,8 +28,8 @@ Flags (also SPONSOR_<NAME> in the environment):
 func cmdGen(ctx context.Context, fs *flagSet, std stdio) error {
 	var (
 		c    clientFlags
-		cfg  feed.GenConfig
-		wl   workload.Config
+		cfg  loadgen.GenConfig
+		wl   loadgen.Workload
 		part string
 	)
 	c.register(fs.FlagSet)
@@ -64,7 +63,7 @@ func cmdGen(ctx context.Context, fs *flagSet, std stdio) error {
 	if !progress.tty {
 		cfg.ProgressEvery = 5 * time.Second
 	}
-	p, err := feed.Gen(ctx, t, cfg)
+	p, err := loadgen.Gen(ctx, t, cfg)
 	if err != nil {
 		return securityHint(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 )
@@ -85,7 +85,7 @@ func cmdProduce(ctx context.Context, fs *flagSet, std stdio) error {
 	if err != nil {
 		return err
 	}
-	n, err := feed.Produce(ctx, t, ins, camps)
+	n, err := loadgen.Produce(ctx, t, ins, camps)
 	if err != nil {
 		return securityHint(err)
 	}

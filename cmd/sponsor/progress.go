@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sponsored/sponsor/loadgen/feed"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/ops/redrive"
 )
 
@@ -54,7 +54,7 @@ type progressStatus struct {
 }
 
 // report shows the progress of `sponsor gen`.
-func (p *progress) report(st feed.Progress) {
+func (p *progress) report(st loadgen.Progress) {
 	p.show(progressStatus{
 		task:    "gen",
 		counts:  []progressCount{{"interactions", st.Interactions}, {"campaigns", st.Campaigns}},

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -242,47 +243,10 @@ func readCommittedFrom(t *testing.T, brokers []string, topic string, from map[in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends := stableEnds(t, kadm.NewClient(cl), topic)
-	start := map[int32]kgo.Offset{}
-	for p, end := range ends {
-		if from[p] < end {
-			start[p] = kgo.NewOffset().At(from[p])
-		}
-	}
-	if len(start) == 0 {
-		return nil
-	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
 	var out []*kgo.Record
-	for len(start) > 0 {
-		fs := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: %v (still reading partitions %v)", topic, ctx.Err(), start)
-		}
-		if err := fs.Err(); err != nil {
-			t.Fatalf("read %s: %v", topic, err)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if _, open := start[r.Partition]; !open || r.Offset >= ends[r.Partition] {
-				return
-			}
-			if r.Offset+1 >= ends[r.Partition] {
-				delete(start, r.Partition)
-			}
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-		})
+	rd := kafkaconn.Reader{Opts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topics: map[string][]int32{topic: nil}, Starts: map[string]map[int32]int64{topic: from}}
+	if err := rd.Read(ctx, func(r *kgo.Record) error { out = append(out, r); return nil }); err != nil {
+		t.Fatalf("read %s: %v", topic, err)
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -554,74 +555,11 @@ func (r *reader) close() { r.cl.Close() }
 // partitions; nil: all), from the start to the last stable offsets of the
 // moment it starts.
 func (r *reader) scan(ctx context.Context, topic string, partitions []int32, fn func(*kgo.Record) error) error {
-	starts, err := r.adm.ListStartOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("list start offsets of %s: %w", topic, err)
+	err := kafkaconn.ReadCommitted(ctx, append(append([]kgo.Opt{}, r.cfg.ClientOpts...), kgo.SeedBrokers(r.cfg.Brokers...)), topic, partitions, fn)
+	if ut, ok := errors.AsType[*kafkaconn.UnknownTopicError](err); ok {
+		return fmt.Errorf("%w (check --topic-prefix)", ut)
 	}
-	ends, err := r.adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("list end offsets of %s: %w", topic, err)
-	}
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("topic %s: %w (check --topic-prefix)", topic, err)
-	}
-	consume := map[int32]kgo.Offset{}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if partitions != nil && !slices.Contains(partitions, o.Partition) {
-			return
-		}
-		s, _ := starts.Lookup(topic, o.Partition)
-		if o.Offset > s.Offset {
-			consume[o.Partition] = kgo.NewOffset().At(s.Offset)
-			left[o.Partition] = o.Offset
-		}
-	})
-	if len(consume) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.cfg.ClientOpts...),
-		kgo.SeedBrokers(r.cfg.Brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), // markers tell how far a partition is read
-	)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) {
-			if ferr == nil {
-				ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
-			}
-		})
-		if ferr != nil {
-			return ferr
-		}
-		var cberr error
-		fs.EachRecord(func(rec *kgo.Record) {
-			end, ok := left[rec.Partition]
-			if cberr != nil || !ok || rec.Offset >= end {
-				return
-			}
-			if rec.Offset >= end-1 {
-				delete(left, rec.Partition)
-			}
-			if !rec.Attrs.IsControl() {
-				cberr = fn(rec)
-			}
-		})
-		if cberr != nil {
-			return cberr
-		}
-	}
-	return nil
+	return err
 }
 
 // Difference is one (campaign, user) pair on which two runs disagree.

@@ -53,7 +53,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +60,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/deadletter"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -98,7 +98,7 @@ type Config struct {
 	// Partitioner is the pipeline's partitioner (its Config.Partitioner):
 	// interactions are sent to the partition it maps their key to. A
 	// wrong-partition dead letter whose expected partition
-	// (pipeline.HeaderExpectedPartition) is not that one stops the redrive
+	// (deadletter.HeaderExpectedPartition) is not that one stops the redrive
 	// with an error: the redrive and the pipeline disagree on the
 	// partitioner. Default topics.DefaultPartitioner.
 	Partitioner topics.Partitioner
@@ -237,44 +237,15 @@ func (r Result) Total() int64 {
 	return n
 }
 
-// letter is a dead letter's headers, parsed.
+// letter is a dead letter's headers, parsed, with its class.
 type letter struct {
-	class     Class
-	partition int32 // in the source topic; -1 when missing or bad
-	expected  int32 // HeaderExpectedPartition; -1 when missing or bad
-	message   string
+	deadletter.Letter
+	class Class
 }
 
 func parse(r *kgo.Record) letter {
-	l := letter{partition: -1, expected: -1}
-	for _, h := range r.Headers {
-		switch h.Key {
-		case pipeline.HeaderTopic:
-			l.class.Topic = string(h.Value)
-		case pipeline.HeaderReason:
-			l.class.Reason = string(h.Value)
-		case pipeline.HeaderMessage:
-			l.message = string(h.Value)
-		case pipeline.HeaderPartition:
-			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
-				l.partition = int32(p)
-			}
-		case pipeline.HeaderExpectedPartition:
-			if p, err := strconv.ParseInt(string(h.Value), 10, 32); err == nil && p >= 0 {
-				l.expected = int32(p)
-			}
-		}
-	}
-	return l
-}
-
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	l := deadletter.Parse(r)
+	return letter{Letter: l, class: Class{Topic: l.Topic, Reason: string(l.Reason)}}
 }
 
 // why returns why no redrive sends a dead letter with l's headers, or "".
@@ -286,9 +257,9 @@ func (c *Config) why(l letter, parts map[string]int32) string {
 		return "source is not an input topic"
 	case l.class.Reason == "":
 		return "no reason header"
-	case l.partition < 0:
+	case l.Partition < 0:
 		return "no source partition header"
-	case l.partition >= parts[l.class.Topic]:
+	case l.Partition >= parts[l.class.Topic]:
 		return "source partition does not exist"
 	}
 	return ""
@@ -303,12 +274,12 @@ var ErrPartitionerMismatch = errors.New("the pipeline expected the record on ano
 // (with headers l) is sent to; see the package doc.
 func (c *Config) destination(r *kgo.Record, l letter, parts map[string]int32) (int32, error) {
 	if l.class.Topic != c.Names.Interactions {
-		return l.partition, nil
+		return l.Partition, nil
 	}
 	to := c.Partitioner.Partition(r.Key, parts[l.class.Topic])
-	if l.class.Reason == pipeline.ReasonWrongPartition && l.expected >= 0 && l.expected != to {
+	if l.Reason == deadletter.ReasonWrongPartition && l.Expected >= 0 && l.Expected != to {
 		return -1, fmt.Errorf("dead letter %s/%d@%d (key %q): %w (the pipeline expected partition %d, the %s partitioner gives %d): give the redrive the pipeline's --partitioner, or SPONSOR_PARTITIONER",
-			r.Topic, r.Partition, r.Offset, r.Key, ErrPartitionerMismatch, l.expected, c.Partitioner, to)
+			r.Topic, r.Partition, r.Offset, r.Key, ErrPartitionerMismatch, l.Expected, c.Partitioner, to)
 	}
 	return to, nil
 }
@@ -385,7 +356,6 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the start offsets of %s: %w", dl, err)
 	}
-	consume := map[int32]kgo.Offset{}
 	for part, o := range ends[dl] {
 		if o.Err != nil {
 			return nil, fmt.Errorf("%s/%d: %w", dl, part, o.Err)
@@ -393,57 +363,23 @@ func MakePlan(ctx context.Context, cfg Config) (*Plan, error) {
 		p.Ends[part] = o.Offset
 		s, _ := starts.Lookup(dl, part)
 		p.starts[part] = s.Offset
-		if s.Offset < o.Offset {
-			consume[part] = kgo.NewOffset().At(s.Offset)
-		}
 	}
 
 	byClass := map[Class]*ClassPlan{}
 	var mismatch error // the first wrong-partition dead letter the partitioner disagrees with
-	if len(consume) > 0 {
-		rd, err := cfg.client(
-			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{dl: consume}),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-			kgo.KeepControlRecords(),
-		)
-		if err != nil {
-			return nil, err
+	rd := kafkaconn.Reader{
+		Opts:   append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...)),
+		Topics: map[string][]int32{dl: nil},
+		Ends:   map[string]map[int32]int64{dl: p.Ends},
+	}
+	err = rd.Read(ctx, func(r *kgo.Record) error {
+		if err := p.count(&cfg, r, parts, byClass); err != nil && mismatch == nil {
+			mismatch = err
 		}
-		defer rd.Close()
-		next := map[int32]int64{}
-		for part := range consume {
-			next[part] = p.starts[part]
-		}
-		for len(consume) > 0 {
-			fs := rd.PollFetches(ctx)
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			var ferr error
-			fs.EachError(func(t string, part int32, err error) {
-				if ferr == nil {
-					ferr = fmt.Errorf("read %s/%d: %w", t, part, err)
-				}
-			})
-			if ferr != nil {
-				return nil, ferr
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				if _, open := consume[r.Partition]; !open || r.Offset >= p.Ends[r.Partition] {
-					return
-				}
-				next[r.Partition] = r.Offset + 1
-				if r.Offset+1 >= p.Ends[r.Partition] {
-					delete(consume, r.Partition)
-				}
-				if r.Attrs.IsControl() {
-					return
-				}
-				if err := p.count(&cfg, r, parts, byClass); err != nil && mismatch == nil {
-					mismatch = err
-				}
-			})
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if mismatch != nil {
 		return nil, mismatch
@@ -496,7 +432,7 @@ func (p *Plan) count(cfg *Config, r *kgo.Record, parts map[string]int32, byClass
 		if len(c.Examples) < cfg.Examples {
 			c.Examples = append(c.Examples, Example{
 				Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp, Key: r.Key,
-				SourcePartition: l.partition, SourceOffset: parseInt(header(r, pipeline.HeaderOffset)), Message: l.message, To: to,
+				SourcePartition: l.Partition, SourceOffset: l.Offset, Message: l.Message, To: to,
 			})
 		}
 	}
@@ -524,14 +460,6 @@ func (c *Config) leaveGroup(group string) {
 	if err != nil {
 		c.Logger.Warn("leave the redrive group; it empties when the session times out (10s)", "group", group, "err", err)
 	}
-}
-
-func parseInt(s string) int64 {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // Run redrives the selected classes of plan that have pending dead letters,
@@ -574,12 +502,6 @@ func Run(ctx context.Context, cfg Config, plan *Plan) (Result, error) {
 	res.Elapsed = time.Since(start)
 	report(true)
 	return res, nil
-}
-
-// deadLetterHeader reports whether a header was added by the pipeline's
-// dead-lettering (and is not sent back).
-func deadLetterHeader(key string) bool {
-	return strings.HasPrefix(key, "__connect.errors.") || strings.HasPrefix(key, "sponsor.errors.")
 }
 
 // runClass redrives one class: a transactional session in the class's group
@@ -680,14 +602,8 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var ferr error
-		fs.EachError(func(t string, part int32, err error) {
-			if ferr == nil && !errors.Is(err, context.DeadlineExceeded) {
-				ferr = fmt.Errorf("read %s/%d: %w", t, part, err)
-			}
-		})
-		if ferr != nil {
-			return ferr
+		if err := kafkaconn.FetchError(fs); err != nil {
+			return err
 		}
 		if fs.NumRecords() == 0 {
 			// A partition whose readable records end before its last
@@ -731,7 +647,7 @@ func runClass(ctx context.Context, cfg *Config, plan *Plan, c ClassPlan, sent fu
 			}
 			out := &kgo.Record{Topic: l.class.Topic, Partition: to, Key: r.Key, Value: r.Value}
 			for _, h := range r.Headers {
-				if !deadLetterHeader(h.Key) {
+				if !deadletter.IsHeader(h.Key) {
 					out.Headers = append(out.Headers, h)
 				}
 			}

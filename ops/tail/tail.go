@@ -35,7 +35,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/deadletter"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
@@ -179,95 +180,38 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	consume := map[string]map[int32]kgo.Offset{}
-	left := map[string]map[int32]int64{} // partitions not read to their end yet -> end
-	for t, ps := range starts {
-		for p, start := range ps {
-			end := ends[t][p]
-			if !cfg.Follow && start >= end {
-				continue
-			}
-			if consume[t] == nil {
-				consume[t], left[t] = map[int32]kgo.Offset{}, map[int32]int64{}
-			}
-			consume[t][p] = kgo.NewOffset().At(start)
-			left[t][p] = end
-		}
+	rd := kafkaconn.Reader{
+		Opts:   append(append([]kgo.Opt{}, cfg.ClientOpts...), kgo.SeedBrokers(cfg.Brokers...)),
+		Topics: map[string][]int32{},
+		Starts: starts,
+		Ends:   ends,
+		Follow: cfg.Follow,
 	}
-	if len(consume) == 0 {
-		return 0, nil
+	for _, t := range names {
+		rd.Topics[t] = nil
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.ClientOpts...),
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ConsumePartitions(consume),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records (transaction markers) mark how far a partition
-		// is read even when its last records are markers.
-		kgo.KeepControlRecords(),
-	)...)
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-
 	n := 0
-	for cfg.Follow || len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			if cfg.Follow {
-				return n, nil // stopped by the user
+	err = rd.Read(ctx, func(r *kgo.Record) error {
+		line, ok := d.record(r, role[r.Topic], cfg.ValuesOnly)
+		if !ok {
+			if cfg.Warn != nil {
+				fmt.Fprintf(cfg.Warn, "skipped %s/%d@%d: %s\n", r.Topic, r.Partition, r.Offset, line)
 			}
-			return n, ctx.Err()
+			return nil
 		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) {
-			if ferr == nil {
-				ferr = fmt.Errorf("read %s/%d: %w", t, p, err)
-			}
-		})
-		if ferr != nil {
-			return n, ferr
+		if _, err := w.Write(append(line, '\n')); err != nil {
+			return err
 		}
-		var werr error
-		fs.EachRecord(func(r *kgo.Record) {
-			if werr != nil || cfg.Limit > 0 && n >= cfg.Limit {
-				return
-			}
-			if end, ok := left[r.Topic][r.Partition]; ok && !cfg.Follow {
-				if r.Offset >= end {
-					return // beyond the end as of the start
-				}
-				if r.Offset >= end-1 {
-					delete(left[r.Topic], r.Partition)
-					if len(left[r.Topic]) == 0 {
-						delete(left, r.Topic)
-					}
-				}
-			}
-			if r.Attrs.IsControl() {
-				return
-			}
-			line, ok := d.record(r, role[r.Topic], cfg.ValuesOnly)
-			if !ok {
-				if cfg.Warn != nil {
-					fmt.Fprintf(cfg.Warn, "skipped %s/%d@%d: %s\n", r.Topic, r.Partition, r.Offset, line)
-				}
-				return
-			}
-			if _, err := w.Write(append(line, '\n')); err != nil {
-				werr = err
-				return
-			}
-			n++
-		})
-		if werr != nil {
-			return n, werr
-		}
+		n++
 		if cfg.Limit > 0 && n >= cfg.Limit {
-			return n, nil
+			return kafkaconn.Stop
 		}
+		return nil
+	})
+	if cfg.Follow && ctx.Err() != nil {
+		return n, nil // stopped by the user
 	}
-	return n, nil
+	return n, err
 }
 
 // offsets returns, per topic and partition, where to start and the last
@@ -357,7 +301,7 @@ func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([]byte, b
 	source := role
 	if role == RoleDeadLetter {
 		out.ValueBase64 = base64.StdEncoding.EncodeToString(r.Value)
-		switch out.Headers[pipeline.HeaderTopic] {
+		switch deadletter.Parse(r).Topic {
 		case d.names.Interactions:
 			source = RoleInteractions
 		case d.names.Campaigns:

@@ -17,9 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/loadgen/feed"
-	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
@@ -28,7 +28,7 @@ import (
 
 type env struct {
 	cfg   Config // connection and names; tests set the rest
-	tg    feed.Target
+	tg    loadgen.Target
 	serde *wire.Serde
 	rc    *sr.Client
 	cl    *kgo.Client // plain producer
@@ -63,7 +63,7 @@ func start(t *testing.T) *env {
 	}
 	return &env{
 		cfg:   Config{Brokers: stack.Brokers, Registry: stack.RegistryURL, Names: names},
-		tg:    feed.Target{Brokers: stack.Brokers, Registry: stack.RegistryURL, Topics: names},
+		tg:    loadgen.Target{Brokers: stack.Brokers, Registry: stack.RegistryURL, Topics: names},
 		serde: serde, rc: rc, cl: cl,
 	}
 }
@@ -138,7 +138,7 @@ func values(recs []Record) []string {
 	return out
 }
 
-// TestTailProduced writes records with feed.Produce and wants tail to show
+// TestTailProduced writes records with loadgen.Produce and wants tail to show
 // exactly those, decoded in the JSON shape produce reads, keyed as written;
 // --values output parses back to the same records.
 func TestTailProduced(t *testing.T) {
@@ -151,7 +151,7 @@ func TestTailProduced(t *testing.T) {
 	}
 	camps := []schemas.Campaign{{CampaignID: "c1", BusinessID: "b1", Action: schemas.Launch, SendAt: t0, ExpiresAt: t0.Add(time.Hour),
 		Audience: []schemas.AudienceRule{{Kind: schemas.BotStarted, WithinDays: 30}}, Message: schemas.Message{Text: "hi", CTALabel: &label}}}
-	if _, err := feed.Produce(context.Background(), e.tg, ins, camps); err != nil {
+	if _, err := loadgen.Produce(context.Background(), e.tg, ins, camps); err != nil {
 		t.Fatal(err)
 	}
 	recs := e.run(t, func(c *Config) { c.Roles = []string{RoleInteractions, RoleCampaigns} })
@@ -271,10 +271,10 @@ func TestTailDeadLetters(t *testing.T) {
 	garbage := []byte{0, 0, 0, 0, 9, 1, 2}
 	headers := func(reason string) []kgo.RecordHeader {
 		return []kgo.RecordHeader{
-			{Key: pipeline.HeaderTopic, Value: []byte(e.cfg.Names.Interactions)},
-			{Key: pipeline.HeaderPartition, Value: []byte("2")},
-			{Key: pipeline.HeaderOffset, Value: []byte("41")},
-			{Key: pipeline.HeaderReason, Value: []byte(reason)},
+			{Key: deadletter.HeaderTopic, Value: []byte(e.cfg.Names.Interactions)},
+			{Key: deadletter.HeaderPartition, Value: []byte("2")},
+			{Key: deadletter.HeaderOffset, Value: []byte("41")},
+			{Key: deadletter.HeaderReason, Value: []byte(reason)},
 		}
 	}
 	e.produce(t,
@@ -290,7 +290,7 @@ func TestTailDeadLetters(t *testing.T) {
 	}
 	wantValue, _ := jsonl.MarshalInteraction(&in)
 	r := recs[0]
-	if r.Headers[pipeline.HeaderReason] != "misrouted-key" || r.Headers[pipeline.HeaderOffset] != "41" || r.Headers[pipeline.HeaderTopic] != e.cfg.Names.Interactions {
+	if r.Headers[deadletter.HeaderReason] != "misrouted-key" || r.Headers[deadletter.HeaderOffset] != "41" || r.Headers[deadletter.HeaderTopic] != e.cfg.Names.Interactions {
 		t.Errorf("dead letter headers %v, want the ones written", r.Headers)
 	}
 	if r.ValueBase64 != base64.StdEncoding.EncodeToString(good) || string(r.Value) != string(wantValue) || r.DecodeError != "" || *r.Key != "someone-else" {

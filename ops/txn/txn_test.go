@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -147,15 +147,13 @@ func TestStuckTransaction(t *testing.T) {
 	if err := healthy.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
-	reader := client(t, addrs, kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {1: kgo.NewOffset().AtStart()}}))
 	var got []string
-	for !slices.Contains(got, "after") {
-		fs := reader.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read_committed reader: read %q, never the record committed after the abort (%v)", got, fs.Errors())
-		}
-		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	err = kafkaconn.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(addrs...)}, topic, []int32{1}, func(r *kgo.Record) error {
+		got = append(got, string(r.Value))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read_committed reader: read %q, then %v", got, err)
 	}
 	if len(got) != 1 {
 		t.Errorf("read_committed reader read %q, want only \"after\" (the stuck records aborted)", got)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/avro"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/schemas"
 )
 
@@ -33,35 +34,17 @@ func mustParse(file, text string) *avro.Schema {
 	return s
 }
 
-// Reasons of a [DecodeError], meant as the dead-letter reason of a record.
-const (
-	// ReasonNotWireFormat: the value is empty, shorter than the 5-byte
-	// header, or does not start with the magic byte 0.
-	ReasonNotWireFormat = "not-wire-format"
-	// ReasonUnknownSchema: the registry has no schema with the header's id.
-	ReasonUnknownSchema = "unknown-schema-id"
-	// ReasonIncompatibleSchema: the writer schema is not a version of the
-	// record we read (another subject's schema, not Avro, unparsable) or
-	// cannot be resolved to our reader schema by Avro's rules.
-	ReasonIncompatibleSchema = "incompatible-schema"
-	// ReasonMalformed: the bytes do not decode with the writer schema, or
-	// bytes are left over after the record.
-	ReasonMalformed = "malformed-avro"
-	// ReasonInvalidValue: the record decodes but holds a value our types
-	// cannot take, such as an audience rule whose kind is not user-initiated
-	// or whose within_days is negative.
-	ReasonInvalidValue = "invalid-value"
-)
-
 // DecodeError says why a record value cannot be accepted. It is a property of
 // the record (or of its writer schema), so retrying cannot help: the record
 // belongs in the dead-letter topic. Errors of the registry itself are never
 // DecodeErrors.
 type DecodeError struct {
-	// Reason is one of the Reason constants.
-	Reason string
+	// Reason is one of the decoder's reasons: deadletter.ReasonNotWireFormat,
+	// ReasonUnknownSchema, ReasonIncompatibleSchema, ReasonMalformed or
+	// ReasonInvalidValue.
+	Reason deadletter.Reason
 	// SchemaID is the writer schema id in the record's header, or -1 if the
-	// header could not be read (Reason is ReasonNotWireFormat).
+	// header could not be read (Reason is deadletter.ReasonNotWireFormat).
 	SchemaID int
 	// Err is the underlying cause.
 	Err error
@@ -69,7 +52,7 @@ type DecodeError struct {
 
 // Error implements error.
 func (e *DecodeError) Error() string {
-	if e.Reason == ReasonNotWireFormat {
+	if e.Reason == deadletter.ReasonNotWireFormat {
 		return fmt.Sprintf("schemas: %s: %v", e.Reason, e.Err)
 	}
 	return fmt.Sprintf("schemas: %s (schema id %d): %v", e.Reason, e.SchemaID, e.Err)
@@ -410,7 +393,7 @@ func (r *recordSerde) decode(b []byte, v any) error {
 		if len(b) > 0 && b[0] != 0 {
 			err = fmt.Errorf("magic byte %d, want 0", b[0])
 		}
-		return &DecodeError{Reason: ReasonNotWireFormat, SchemaID: -1, Err: err}
+		return &DecodeError{Reason: deadletter.ReasonNotWireFormat, SchemaID: -1, Err: err}
 	}
 	// Registry ids are non-negative int32s; read as such so that a garbage id
 	// stays an int on 32-bit platforms too.
@@ -421,10 +404,10 @@ func (r *recordSerde) decode(b []byte, v any) error {
 	}
 	rest, err := w.schema.Decode(b[headerLen:], v)
 	if err != nil {
-		return &DecodeError{Reason: ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %w", r.fullName, err)}
+		return &DecodeError{Reason: deadletter.ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %w", r.fullName, err)}
 	}
 	if len(rest) > 0 {
-		return &DecodeError{Reason: ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %d trailing bytes after the record", r.fullName, len(rest))}
+		return &DecodeError{Reason: deadletter.ReasonMalformed, SchemaID: id, Err: fmt.Errorf("decode %s: %d trailing bytes after the record", r.fullName, len(rest))}
 	}
 	return nil
 }
@@ -442,7 +425,7 @@ func (r *recordSerde) own(b []byte) ([]byte, bool) {
 // our types cannot take.
 func (r *recordSerde) invalid(b []byte, err error) error {
 	return &DecodeError{
-		Reason:   ReasonInvalidValue,
+		Reason:   deadletter.ReasonInvalidValue,
 		SchemaID: int(int32(binary.BigEndian.Uint32(b[1:headerLen]))),
 		Err:      fmt.Errorf("%s: %w", r.fullName, err),
 	}
@@ -456,7 +439,7 @@ func (r *recordSerde) writer(id int) (*writer, error) {
 	}
 	if id <= 0 {
 		// No registry hands out such ids; do not bother it with garbage.
-		return nil, &DecodeError{Reason: ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("schema id %d is not a registry id", id)}
+		return nil, &DecodeError{Reason: deadletter.ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("schema id %d is not a registry id", id)}
 	}
 	r.fetchMu.Lock()
 	defer r.fetchMu.Unlock()
@@ -469,7 +452,7 @@ func (r *recordSerde) writer(id int) (*writer, error) {
 	if err != nil {
 		var re *sr.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
-			return nil, &DecodeError{Reason: ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("registry has no schema %d: %w", id, err)}
+			return nil, &DecodeError{Reason: deadletter.ReasonUnknownSchema, SchemaID: id, Err: fmt.Errorf("registry has no schema %d: %w", id, err)}
 		}
 		return nil, fmt.Errorf("schemas: look up writer schema %d for subject %q: %w", id, r.subject, err)
 	}
@@ -489,7 +472,7 @@ func (w *writer) result() (*writer, error) {
 // that our reader can read, and builds the schema that decodes its records.
 func (r *recordSerde) resolve(id int, s sr.Schema) *writer {
 	incompatible := func(err error) *writer {
-		return &writer{err: &DecodeError{Reason: ReasonIncompatibleSchema, SchemaID: id, Err: err}}
+		return &writer{err: &DecodeError{Reason: deadletter.ReasonIncompatibleSchema, SchemaID: id, Err: err}}
 	}
 	if s.Type != sr.TypeAvro {
 		return incompatible(fmt.Errorf("writer schema is %v, want AVRO", s.Type))

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 )
@@ -129,7 +130,7 @@ func mustEqual(t *testing.T, what string, got, want any) {
 }
 
 // mustDecodeError fails unless err is a *DecodeError with reason.
-func mustDecodeError(t *testing.T, err error, reason string) *wire.DecodeError {
+func mustDecodeError(t *testing.T, err error, reason deadletter.Reason) *wire.DecodeError {
 	t.Helper()
 	var de *wire.DecodeError
 	if !errors.As(err, &de) {
@@ -490,38 +491,38 @@ func TestDecodeErrors(t *testing.T) {
 		name   string
 		decode func([]byte) error
 		in     []byte
-		reason string
+		reason deadletter.Reason
 		id     int // want DecodeError.SchemaID
 	}{
-		{"nil", interaction, nil, wire.ReasonNotWireFormat, -1},
-		{"empty", interaction, []byte{}, wire.ReasonNotWireFormat, -1},
-		{"1 byte", interaction, []byte{0}, wire.ReasonNotWireFormat, -1},
-		{"2 bytes", interaction, []byte{0, 0}, wire.ReasonNotWireFormat, -1},
-		{"3 bytes", interaction, []byte{0, 0, 0}, wire.ReasonNotWireFormat, -1},
-		{"4 bytes", interaction, valid[:4], wire.ReasonNotWireFormat, -1},
-		{"magic 1", interaction, append([]byte{1}, valid[1:]...), wire.ReasonNotWireFormat, -1},
-		{"plain JSON", interaction, []byte(`{"event_id":"e"}`), wire.ReasonNotWireFormat, -1},
-		{"unknown id", interaction, withID(valid, 9999), wire.ReasonUnknownSchema, 9999},
-		{"id 0", interaction, withID(valid, 0), wire.ReasonUnknownSchema, 0},
-		{"negative id", interaction, withID(valid, -5), wire.ReasonUnknownSchema, -5},
-		{"inbox id in interactions", interaction, withID(valid, inboxID), wire.ReasonIncompatibleSchema, inboxID},
-		{"interaction id in inbox", decodeInbox, withID(inbox, interactionID), wire.ReasonIncompatibleSchema, interactionID},
-		{"interaction id in campaigns", decodeCampaign, valid, wire.ReasonIncompatibleSchema, interactionID},
-		{"unknown enum symbol", interaction, withID(valid, newKindID), wire.ReasonIncompatibleSchema, newKindID},
-		{"writer lacks required field", interaction, withID(valid, noEventIDID), wire.ReasonIncompatibleSchema, noEventIDID},
-		{"unpromotable type", interaction, withID(valid, stringTimeID), wire.ReasonIncompatibleSchema, stringTimeID},
-		{"JSON schema id", interaction, withID(valid, jsonID), wire.ReasonIncompatibleSchema, jsonID},
-		{"header only", interaction, valid[:5], wire.ReasonMalformed, interactionID},
-		{"truncated avro", interaction, valid[:len(valid)-1], wire.ReasonMalformed, interactionID},
-		{"truncated in a string", interaction, valid[:7], wire.ReasonMalformed, interactionID},
-		{"trailing garbage", interaction, append(append([]byte{}, valid...), 0xde, 0xad), wire.ReasonMalformed, interactionID},
-		{"trailing zero byte", interaction, append(append([]byte{}, valid...), 0), wire.ReasonMalformed, interactionID},
-		{"enum index out of range", interaction, withID([]byte{0, 0, 0, 0, 0, 2, 'e', 2, 'u', 2, 'b', 40, 14}, interactionID), wire.ReasonMalformed, interactionID},
-		{"negative string length", interaction, withID([]byte{0, 0, 0, 0, 0, 1, 'e'}, interactionID), wire.ReasonMalformed, interactionID},
-		{"huge string length", interaction, withID([]byte{0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f, 'e'}, interactionID), wire.ReasonMalformed, interactionID},
-		{"huge audience count", decodeCampaign, withID([]byte{0, 0, 0, 0, 0, 2, 'c', 2, 'b', 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f}, ourCampaignID), wire.ReasonMalformed, ourCampaignID},
-		{"audience kind BUSINESS_MESSAGE", decodeCampaign, goavroWire(t, anyKind, anyKindID, campaign("BUSINESS_MESSAGE", 1)), wire.ReasonIncompatibleSchema, anyKindID},
-		{"audience negative within_days", decodeCampaign, goavroWire(t, schemas.CampaignSchema(), ourCampaignID, campaign("USER_MESSAGE", -1)), wire.ReasonInvalidValue, ourCampaignID},
+		{"nil", interaction, nil, deadletter.ReasonNotWireFormat, -1},
+		{"empty", interaction, []byte{}, deadletter.ReasonNotWireFormat, -1},
+		{"1 byte", interaction, []byte{0}, deadletter.ReasonNotWireFormat, -1},
+		{"2 bytes", interaction, []byte{0, 0}, deadletter.ReasonNotWireFormat, -1},
+		{"3 bytes", interaction, []byte{0, 0, 0}, deadletter.ReasonNotWireFormat, -1},
+		{"4 bytes", interaction, valid[:4], deadletter.ReasonNotWireFormat, -1},
+		{"magic 1", interaction, append([]byte{1}, valid[1:]...), deadletter.ReasonNotWireFormat, -1},
+		{"plain JSON", interaction, []byte(`{"event_id":"e"}`), deadletter.ReasonNotWireFormat, -1},
+		{"unknown id", interaction, withID(valid, 9999), deadletter.ReasonUnknownSchema, 9999},
+		{"id 0", interaction, withID(valid, 0), deadletter.ReasonUnknownSchema, 0},
+		{"negative id", interaction, withID(valid, -5), deadletter.ReasonUnknownSchema, -5},
+		{"inbox id in interactions", interaction, withID(valid, inboxID), deadletter.ReasonIncompatibleSchema, inboxID},
+		{"interaction id in inbox", decodeInbox, withID(inbox, interactionID), deadletter.ReasonIncompatibleSchema, interactionID},
+		{"interaction id in campaigns", decodeCampaign, valid, deadletter.ReasonIncompatibleSchema, interactionID},
+		{"unknown enum symbol", interaction, withID(valid, newKindID), deadletter.ReasonIncompatibleSchema, newKindID},
+		{"writer lacks required field", interaction, withID(valid, noEventIDID), deadletter.ReasonIncompatibleSchema, noEventIDID},
+		{"unpromotable type", interaction, withID(valid, stringTimeID), deadletter.ReasonIncompatibleSchema, stringTimeID},
+		{"JSON schema id", interaction, withID(valid, jsonID), deadletter.ReasonIncompatibleSchema, jsonID},
+		{"header only", interaction, valid[:5], deadletter.ReasonMalformed, interactionID},
+		{"truncated avro", interaction, valid[:len(valid)-1], deadletter.ReasonMalformed, interactionID},
+		{"truncated in a string", interaction, valid[:7], deadletter.ReasonMalformed, interactionID},
+		{"trailing garbage", interaction, append(append([]byte{}, valid...), 0xde, 0xad), deadletter.ReasonMalformed, interactionID},
+		{"trailing zero byte", interaction, append(append([]byte{}, valid...), 0), deadletter.ReasonMalformed, interactionID},
+		{"enum index out of range", interaction, withID([]byte{0, 0, 0, 0, 0, 2, 'e', 2, 'u', 2, 'b', 40, 14}, interactionID), deadletter.ReasonMalformed, interactionID},
+		{"negative string length", interaction, withID([]byte{0, 0, 0, 0, 0, 1, 'e'}, interactionID), deadletter.ReasonMalformed, interactionID},
+		{"huge string length", interaction, withID([]byte{0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f, 'e'}, interactionID), deadletter.ReasonMalformed, interactionID},
+		{"huge audience count", decodeCampaign, withID([]byte{0, 0, 0, 0, 0, 2, 'c', 2, 'b', 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f}, ourCampaignID), deadletter.ReasonMalformed, ourCampaignID},
+		{"audience kind BUSINESS_MESSAGE", decodeCampaign, goavroWire(t, anyKind, anyKindID, campaign("BUSINESS_MESSAGE", 1)), deadletter.ReasonIncompatibleSchema, anyKindID},
+		{"audience negative within_days", decodeCampaign, goavroWire(t, schemas.CampaignSchema(), ourCampaignID, campaign("USER_MESSAGE", -1)), deadletter.ReasonInvalidValue, ourCampaignID},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode(tc.in)

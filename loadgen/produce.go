@@ -1,14 +1,4 @@
-// Package feed writes records into the pipeline's input topics from the
-// outside, as a platform team would: a given batch of interactions and
-// campaigns in one Kafka transaction ([Produce], behind `sponsor produce`),
-// or a synthetic workload at a chosen count or rate ([Gen], behind
-// `sponsor gen`). Records are encoded in the Confluent wire format through
-// the schema registry and keyed as the contract says: interactions by
-// user_id, campaigns by campaign_id.
-//
-// It is a client of the pipeline's topics, not part of the pipeline: it
-// never creates topics and refuses to write when they are missing.
-package feed
+package loadgen
 
 import (
 	"context"
@@ -53,14 +43,14 @@ type Target struct {
 func (t Target) validate() error {
 	switch {
 	case len(t.Brokers) == 0:
-		return errors.New("feed: no brokers")
+		return errors.New("loadgen: no brokers")
 	case t.Registry == "":
-		return errors.New("feed: no schema registry URL")
+		return errors.New("loadgen: no schema registry URL")
 	case t.Topics.Interactions == "" || t.Topics.Campaigns == "" || t.Topics.Inbox == "":
-		return errors.New("feed: topic names missing")
+		return errors.New("loadgen: topic names missing")
 	}
 	if err := t.Partitioner.Validate(); err != nil {
-		return fmt.Errorf("feed: %w", err)
+		return fmt.Errorf("loadgen: %w", err)
 	}
 	return nil
 }

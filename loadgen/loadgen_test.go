@@ -1,4 +1,4 @@
-package feed
+package loadgen
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
-	"github.com/sponsored/sponsor/loadgen/workload"
+	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
@@ -56,37 +56,12 @@ func readCommitted(t *testing.T, tg Target, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(tg.Brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
 	var out []*kgo.Record
-	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: still waiting for partitions %v", topic, left)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if end, ok := left[r.Partition]; ok && r.Offset >= end-1 {
-				delete(left, r.Partition)
-			}
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-		})
+	if err := kafkaconn.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(tg.Brokers...)}, topic, nil, func(r *kgo.Record) error {
+		out = append(out, r)
+		return nil
+	}); err != nil {
+		t.Fatalf("read %s: %v", topic, err)
 	}
 	return out
 }
@@ -192,7 +167,7 @@ func TestGenCount(t *testing.T) {
 	tg, serde := startStack(t)
 	var reports []Progress
 	p, err := Gen(context.Background(), tg, GenConfig{
-		Workload: workload.Config{Seed: 7, Users: 50, Businesses: 5},
+		Workload: Workload{Seed: 7, Users: 50, Businesses: 5},
 		Count:    2500, CampaignEvery: time.Millisecond,
 		Progress: func(p Progress) { reports = append(reports, p) }, ProgressEvery: time.Millisecond,
 	})
@@ -251,7 +226,7 @@ func TestGenCount(t *testing.T) {
 func TestGenRate(t *testing.T) {
 	tg, _ := startStack(t)
 	start := time.Now()
-	p, err := Gen(context.Background(), tg, GenConfig{Workload: workload.Config{Seed: 1}, Rate: 200, Duration: 500 * time.Millisecond})
+	p, err := Gen(context.Background(), tg, GenConfig{Workload: Workload{Seed: 1}, Rate: 200, Duration: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Gen: %v", err)
 	}
@@ -281,7 +256,7 @@ func TestFeedPartitioner(t *testing.T) {
 			if _, err := Produce(context.Background(), tg, ins, nil); err != nil {
 				t.Fatalf("Produce: %v", err)
 			}
-			if _, err := Gen(context.Background(), tg, GenConfig{Workload: workload.Config{Seed: 3, Users: 300, Businesses: 5}, Count: 500}); err != nil {
+			if _, err := Gen(context.Background(), tg, GenConfig{Workload: Workload{Seed: 3, Users: 300, Businesses: 5}, Count: 500}); err != nil {
 				t.Fatalf("Gen: %v", err)
 			}
 			recs := readCommitted(t, tg, tg.Topics.Interactions)
@@ -299,5 +274,80 @@ func TestFeedPartitioner(t *testing.T) {
 	tg.Partitioner = "consistent"
 	if _, err := Produce(context.Background(), tg, []schemas.Interaction{{EventID: "e", UserID: "u", BusinessID: "b", Kind: schemas.UserMessage, OccurredAt: t0}}, nil); err == nil || !strings.Contains(err.Error(), `"consistent"`) {
 		t.Errorf("Produce with an unknown partitioner: %v, want an error naming it", err)
+	}
+}
+
+// TestWorkloadDeterministic pins the workload: tests and benchmarks rely on
+// the same seed giving the same records, across releases too.
+func TestWorkloadDeterministic(t *testing.T) {
+	w := Workload{Seed: 42, Users: 100, Businesses: 10}
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	a, b := NewGenerator(w), NewGenerator(w)
+	for i := range 1000 {
+		if x, y := a.Interaction(at), b.Interaction(at); x != y {
+			t.Fatalf("interaction %d: %+v and %+v from the same workload", i, x, y)
+		}
+	}
+	g := NewGenerator(w)
+	want := []schemas.Interaction{
+		{EventID: "ev-42-1", UserID: "user-000045", BusinessID: "biz-0000", Kind: schemas.UserMessage, OccurredAt: at},
+		{EventID: "ev-42-2", UserID: "user-000083", BusinessID: "biz-0000", Kind: schemas.UserMessage, OccurredAt: at},
+		{EventID: "ev-42-3", UserID: "user-000030", BusinessID: "biz-0001", Kind: schemas.BotStarted, OccurredAt: at},
+	}
+	for i, w := range want {
+		if got := g.Interaction(at); got != w {
+			t.Errorf("interaction %d of seed 42: %+v, want %+v", i+1, got, w)
+		}
+	}
+	c := g.Campaign(at)
+	if c.CampaignID != "camp-42-1" || c.BusinessID != "biz-0004" || len(c.Audience) != 0 || c.Message.Text != "Hello from biz-0004: 15% off this week" {
+		t.Errorf("campaign 1 of seed 42: %+v", c)
+	}
+	if got := g.Poisson(10); got != 57041642*time.Nanosecond {
+		t.Errorf("Poisson(10) after them: %v, want 57.041642ms", got)
+	}
+}
+
+// TestFeed runs the demo's feeder briefly: interactions keyed by user and
+// campaigns keyed by id reach the topics; at rate 0, campaigns only.
+func TestFeed(t *testing.T) {
+	tg, serde := startStack(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(tg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	feed := func(rate float64) []*kgo.Record {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		defer cancel()
+		g := NewGenerator(Workload{Seed: 5, Users: 20, Businesses: 3})
+		if err := Feed(ctx, cl, serde, tg.Topics.Interactions, tg.Topics.Campaigns, g, rate, 200*time.Millisecond); err != nil {
+			t.Fatalf("Feed at rate %v: %v", rate, err)
+		}
+		return readCommitted(t, tg, tg.Topics.Interactions)
+	}
+	ins := feed(100)
+	if len(ins) == 0 {
+		t.Fatal("Feed at rate 100 for 700ms wrote no interaction")
+	}
+	if n := len(feed(0)); n != len(ins) {
+		t.Errorf("Feed at rate 0 wrote %d interactions, want none", n-len(ins))
+	}
+	for _, r := range ins {
+		in, err := serde.DecodeInteraction(r.Value)
+		if err != nil || in.UserID != string(r.Key) {
+			t.Errorf("interaction %q keyed %q (err %v)", in.UserID, r.Key, err)
+		}
+	}
+	camps := readCommitted(t, tg, tg.Topics.Campaigns)
+	if len(camps) < 2 {
+		t.Fatalf("%d campaigns after two runs of 700ms launching every 200ms, want some of each", len(camps))
+	}
+	for _, r := range camps {
+		c, err := serde.DecodeCampaign(r.Value)
+		if err != nil || c.CampaignID != string(r.Key) {
+			t.Errorf("campaign %q keyed %q (err %v)", c.CampaignID, r.Key, err)
+		}
 	}
 }

@@ -1,9 +1,4 @@
-// Package workload generates a realistic synthetic stream of interactions
-// and campaigns for demos, tests and benchmarks: users with a few
-// businesses each, businesses with a long tail of popularity, a mix of
-// interaction kinds dominated by messages, occasional blocks and opt-outs,
-// and campaigns with audiences. It is deterministic for a given seed.
-package workload
+package loadgen
 
 import (
 	"fmt"
@@ -14,8 +9,8 @@ import (
 	"github.com/sponsored/sponsor/schemas"
 )
 
-// Config shapes a workload.
-type Config struct {
+// Workload shapes a synthetic workload.
+type Workload struct {
 	Seed       uint64
 	Users      int // distinct users; default 10000
 	Businesses int // distinct businesses; default 200
@@ -25,15 +20,16 @@ type Config struct {
 
 // Generator produces interactions and campaigns. Not safe for concurrent use.
 type Generator struct {
-	cfg  Config
+	cfg  Workload
 	rng  *rand.Rand
 	zipf *rand.Zipf
 	seq  int
 	camp int
 }
 
-// New returns a Generator for cfg.
-func New(cfg Config) *Generator {
+// NewGenerator returns a Generator of workload cfg. Two generators of the
+// same cfg produce the same sequence of records.
+func NewGenerator(cfg Workload) *Generator {
 	if cfg.Users <= 0 {
 		cfg.Users = 10000
 	}

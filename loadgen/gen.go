@@ -1,4 +1,4 @@
-package feed
+package loadgen
 
 import (
 	"context"
@@ -8,17 +8,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/sponsored/sponsor/loadgen/workload"
 )
 
 // GenConfig shapes a [Gen] run. Count, Duration and ctx bound the run; with
 // none of them set it runs until ctx ends.
 type GenConfig struct {
 	// Workload is the synthetic population (seed, users, businesses); see
-	// package workload. The same seed gives the same sequence of records.
-	Workload workload.Config
+	// [Generator]. The same seed gives the same sequence of records.
+	Workload Workload
 	// Count is how many interactions to write; 0: no limit.
 	Count int64
 	// Rate is interactions per second; 0: as fast as the brokers take them.
@@ -68,11 +67,11 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 	}
 	switch {
 	case cfg.Count < 0:
-		return Progress{}, fmt.Errorf("feed: negative Count %d", cfg.Count)
+		return Progress{}, fmt.Errorf("loadgen: negative Count %d", cfg.Count)
 	case cfg.Rate < 0:
-		return Progress{}, fmt.Errorf("feed: negative Rate %v", cfg.Rate)
+		return Progress{}, fmt.Errorf("loadgen: negative Rate %v", cfg.Rate)
 	case cfg.Duration < 0 || cfg.CampaignEvery < 0:
-		return Progress{}, errors.New("feed: negative Duration or CampaignEvery")
+		return Progress{}, errors.New("loadgen: negative Duration or CampaignEvery")
 	}
 	if cfg.CampaignLead <= 0 {
 		cfg.CampaignLead = 3 * time.Second
@@ -104,7 +103,41 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 	if err := requireTopics(ctx, cl, need...); err != nil {
 		return Progress{}, err
 	}
+	f := feeder{cl: cl, serde: serde, interactions: t.Topics.Interactions, campaigns: t.Topics.Campaigns, g: NewGenerator(cfg.Workload), cfg: cfg, now: now}
+	return f.run(ctx)
+}
 
+// Feed writes a live workload with cl until ctx ends, the way [Gen] does:
+// interactions of g at about rate per second with event time = now, and
+// every campaignEvery (0: never) a campaign launch sent 3 seconds later.
+// It is Gen for a caller that has its client and serde already (the demo
+// of `sponsor dev`): it neither checks the topics nor registers schemas.
+// A rate of 0 or less writes campaigns only. A run stopped by ctx is not an
+// error; a record the brokers refuse is.
+func Feed(ctx context.Context, cl *kgo.Client, serde *wire.Serde, interactions, campaigns string, g *Generator, rate float64, campaignEvery time.Duration) error {
+	cfg := GenConfig{Rate: rate, CampaignEvery: max(campaignEvery, 0), CampaignLead: 3 * time.Second, ProgressEvery: time.Second}
+	f := feeder{cl: cl, serde: serde, interactions: interactions, campaigns: campaigns, g: g, cfg: cfg, now: time.Now, campaignsOnly: rate <= 0}
+	_, err := f.run(ctx)
+	return err
+}
+
+// feeder is one run of the live feeder behind Gen and Feed.
+type feeder struct {
+	cl                      *kgo.Client
+	serde                   *wire.Serde
+	interactions, campaigns string
+	g                       *Generator
+	cfg                     GenConfig // with its defaults filled in
+	now                     func() time.Time
+	// campaignsOnly writes no interaction (Feed at rate 0; Gen's Rate 0
+	// means no limit).
+	campaignsOnly bool
+}
+
+// run writes f's workload until its bounds or ctx end it, waits for what
+// is in flight, and returns the final progress.
+func (f *feeder) run(ctx context.Context) (Progress, error) {
+	cfg, cl, serde, now, g := f.cfg, f.cl, f.serde, f.now, f.g
 	var (
 		acked, ackedCampaigns atomic.Int64
 		errOnce               sync.Once
@@ -151,7 +184,6 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 		}
 	}
 
-	g := workload.New(cfg.Workload)
 	var sent int64
 	nextCampaign := start.Add(cfg.CampaignEvery / 2)
 	nextReport := start.Add(cfg.ProgressEvery)
@@ -173,7 +205,18 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 			if err != nil {
 				return Progress{}, fmt.Errorf("encode campaign: %w", err)
 			}
-			cl.Produce(ctx, &kgo.Record{Topic: t.Topics.Campaigns, Key: []byte(c.CampaignID), Value: v}, promise(&ackedCampaigns))
+			cl.Produce(ctx, &kgo.Record{Topic: f.campaigns, Key: []byte(c.CampaignID), Value: v}, promise(&ackedCampaigns))
+		}
+		if f.campaignsOnly {
+			wait := 50 * time.Millisecond
+			if cfg.CampaignEvery > 0 {
+				wait = min(max(nextCampaign.Sub(at), time.Millisecond), wait)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			continue
 		}
 		n := int64(batch)
 		if cfg.Count > 0 {
@@ -199,7 +242,7 @@ func Gen(ctx context.Context, t Target, cfg GenConfig) (Progress, error) {
 			}
 			// Produce blocks while the client's buffer is full, which paces
 			// an unlimited rate to what the brokers take.
-			cl.Produce(ctx, &kgo.Record{Topic: t.Topics.Interactions, Key: []byte(in.UserID), Value: v}, promise(&acked))
+			cl.Produce(ctx, &kgo.Record{Topic: f.interactions, Key: []byte(in.UserID), Value: v}, promise(&acked))
 			sent++
 		}
 	}
