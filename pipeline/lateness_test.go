@@ -246,12 +246,12 @@ func TestWallClockGraceBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(t, tk, &cl)
-	t.Logf("stream time %s, watermark %s", fmtMillis(tk.meta.Time), fmtMillis(tk.watermark()))
+	t.Logf("stream time %s, watermark %s", fmtMillis(tk.part.Time()), fmtMillis(tk.watermark()))
 	run(t, tk, []*kgo.Record{interaction(t, e, "u", "b1", schemas.UserMessage, s, 0)}, &in)
 	if tk.counts.late[schemas.UserMessage] == 0 {
 		t.Errorf("the interaction at send_at, read after c1 fired without it, is not counted late")
 	}
-	if st := tk.camps["c1"].Status; st != policy.Fired {
+	if st := tk.part.Campaign("c1").Status; st != policy.Fired {
 		t.Fatalf("c1 %s", st)
 	}
 }

@@ -126,9 +126,7 @@ func (r *Runner) adopt() error {
 	changed := len(r.revoked) > 0 || len(r.incoming) > 0
 	for p := range r.revoked {
 		if t, ok := r.tasks[p]; ok {
-			if t.batch != nil {
-				t.batch.Close()
-			}
+			t.discard()
 			delete(r.tasks, p)
 		}
 		delete(r.revoked, p)
@@ -216,7 +214,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	promise := out.promise // one closure for all records, not one per record
 	tasks := r.sortedTasks()
 	for _, t := range tasks {
-		for _, rec := range t.out {
+		for _, rec := range t.records() {
 			any = true
 			out.wg.Add(1)
 			r.sess.Produce(ctx, rec, promise)
@@ -229,8 +227,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		// without a round trip.
 		committed = true
 		for _, t := range tasks {
-			t.batch.Close()
-			t.batch = nil
+			t.discard()
 		}
 		if _, err := r.sess.End(endCtx, kgo.TryAbort); err != nil {
 			return errors.Join(fmt.Errorf("end empty transaction: %w", err), r.abortInFlight(ctx))
@@ -291,7 +288,7 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		var outs int
 		for _, t := range tasks {
-			outs += len(t.out)
+			outs += len(t.records())
 		}
 		r.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", r.fanningOut())
 	}
@@ -299,18 +296,14 @@ func (r *Runner) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	// applied on a goroutine of its own while the next transaction runs;
 	// the task's next batch reads through it until it is in Pebble.
 	for _, t := range tasks {
-		if t.batch == nil {
+		next, changed := lastChange[t.p]
+		ok, err := t.settle(next, changed)
+		if err != nil {
+			return fmt.Errorf("%w: apply committed state of partition %d: %w", errStop, t.p, err)
+		}
+		if !ok {
 			continue
 		}
-		if next, ok := lastChange[t.p]; ok || r.cfg.UnsafeNoTransactions && !t.batch.Empty() {
-			if err := t.batch.Apply(next); err != nil {
-				return fmt.Errorf("%w: apply committed state of partition %d: %w", errStop, t.p, err)
-			}
-			t.last = t.batch
-		} else {
-			t.batch.Close()
-		}
-		t.batch = nil
 		r.campaignsFired(t.committed(&r.stats))
 	}
 	r.campaignsDone()
@@ -400,11 +393,11 @@ func (r *Runner) taskOffsets(req *kmsg.TxnOffsetCommitRequest, tasks []*task) {
 	}
 	rt.Partitions = rt.Partitions[:0]
 	for _, t := range tasks {
-		if t.meta.Input < 0 {
+		if t.part.Input() < 0 {
 			continue
 		}
 		p := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-		p.Partition, p.Offset, p.LeaderEpoch, p.Metadata = t.p, t.meta.Input, -1, &req.MemberID
+		p.Partition, p.Offset, p.LeaderEpoch, p.Metadata = t.p, t.part.Input(), -1, &req.MemberID
 		rt.Partitions = append(rt.Partitions, p)
 	}
 }
@@ -473,7 +466,7 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 			r.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{
 				r.names.Interactions: {t.p: {Epoch: -1, Offset: recs[done[i]].Offset}},
 			})
-		} else if len(t.firing) == 0 && len(t.queue) > 0 && t.queue[0].Campaign.SendAt < wall-r.env.policy.Grace() {
+		} else if t.part.DueByWallClock(wall) {
 			needLag = append(needLag, t)
 		}
 	}
@@ -532,7 +525,7 @@ func (r *Runner) reportLag(ctx context.Context) error {
 	lag := make(map[int32]int64, len(r.tasks))
 	for p, t := range r.tasks {
 		if o, ok := ends.Lookup(r.names.Interactions, p); ok && o.Err == nil {
-			lag[p] = max(0, o.Offset-max(t.meta.Input, 0))
+			lag[p] = max(0, o.Offset-max(t.part.Input(), 0))
 		}
 	}
 	r.stats.setLag(lag)
@@ -577,13 +570,12 @@ func (r *Runner) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Milli
 	}
 	for _, t := range ts {
 		end, ok := r.lso[t.p]
-		if !ok || t.meta.Input < end && !(t.meta.Input < 0 && end == 0) {
+		if in := t.part.Input(); !ok || in < end && !(in < 0 && end == 0) {
 			continue
 		}
 		if err := t.fireByWallClock(wall); err != nil {
 			return err
 		}
-		t.metaChanged = true
 	}
 	return nil
 }
@@ -600,8 +592,8 @@ func (r *Runner) reset() error {
 			errs = append(errs, fmt.Errorf("reload task %d: %w", t.p, err))
 			continue
 		}
-		if t.meta.Input >= 0 {
-			set[t.p] = kgo.EpochOffset{Epoch: -1, Offset: t.meta.Input}
+		if in := t.part.Input(); in >= 0 {
+			set[t.p] = kgo.EpochOffset{Epoch: -1, Offset: in}
 		}
 	}
 	if len(set) > 0 {
@@ -616,7 +608,7 @@ func (r *Runner) reset() error {
 func (r *Runner) syncPauses() {
 	var pause, resume []int32
 	for _, t := range r.tasks {
-		if len(t.firing) > 0 {
+		if t.part.FanningOut() {
 			pause = append(pause, t.p)
 		} else {
 			resume = append(resume, t.p)
@@ -634,7 +626,7 @@ func (r *Runner) syncPauses() {
 // fanningOut reports whether a task has a fan-out in progress.
 func (r *Runner) fanningOut() bool {
 	for _, t := range r.tasks {
-		if len(t.firing) > 0 {
+		if t.part.FanningOut() {
 			return true
 		}
 	}
@@ -679,7 +671,7 @@ func (r *Runner) campaignsDone() {
 	for id, c := range r.firing {
 		busy := false
 		for _, t := range r.tasks {
-			if p := t.camps[id]; p != nil && !p.Status.Done() {
+			if p := t.part.Campaign(id); p != nil && !p.Status.Done() {
 				busy = true
 				break
 			}

@@ -140,8 +140,8 @@ func TestWrongPartition(t *testing.T) {
 					if done, err := tk.process(recs); err != nil || done != len(recs) {
 						t.Fatalf("task %d: process = %d, %v; want %d, nil", p, done, err, len(recs))
 					}
-					if tk.meta.Input != int64(len(recs)) {
-						t.Errorf("task %d: input offset %d after its batch, want %d (a dead letter is consumed too)", p, tk.meta.Input, len(recs))
+					if tk.part.Input() != int64(len(recs)) {
+						t.Errorf("task %d: input offset %d after its batch, want %d (a dead letter is consumed too)", p, tk.part.Input(), len(recs))
 					}
 				}
 

@@ -464,9 +464,7 @@ func (r *Runner) closeSession() {
 		r.log.Warn("leaving the group is taking too long; stopping anyway", "waited", closeWait)
 	}
 	for p, t := range r.tasks {
-		if t.batch != nil {
-			t.batch.Close()
-		}
+		t.discard()
 		delete(r.tasks, p)
 	}
 	r.handMu.Lock()
@@ -614,10 +612,10 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			rate = float64(res.n) / s
 		}
 		r.log.Info("task restored", "partition", res.p, "changelog_records", res.n, "took", res.took.Round(time.Millisecond),
-			"records_per_sec", int64(rate), "input_offset", res.t.meta.Input, "campaigns", len(res.t.camps),
+			"records_per_sec", int64(rate), "input_offset", res.t.part.Input(), "campaigns", res.t.part.Campaigns(),
 			"contacts", res.t.contacts.Keys(), "contact_filter_bytes", res.t.contacts.Bytes())
-		if res.t.meta.Input >= 0 && !r.cfg.UnsafeNoTransactions {
-			out[res.p] = kgo.NewOffset().At(res.t.meta.Input).WithEpoch(-1)
+		if in := res.t.part.Input(); in >= 0 && !r.cfg.UnsafeNoTransactions {
+			out[res.p] = kgo.NewOffset().At(in).WithEpoch(-1)
 		}
 		r.handMu.Lock()
 		r.incoming[res.p] = res.t

@@ -747,6 +747,6 @@ func (b *Batch) DeleteCampaign(id string) error {
 }
 
 // PutMeta stores the task's metadata.
-func (b *Batch) PutMeta(m *Meta) error {
+func (b *Batch) PutMeta(m *policy.Meta) error {
 	return b.set(metaKey(nil), AppendMeta(nil, m))
 }

@@ -245,7 +245,7 @@ func BenchmarkCodecs(b *testing.B) {
 		Message: schemas.Message{Text: "Our spring sale starts today", CTALabel: &label},
 		Status:  policy.Firing, FireAt: 11, Cursor: "user-0001234",
 	}
-	meta := Meta{Input: 123456, Campaigns: []int64{10, 20, 30}, Time: 1_767_225_600_000}
+	meta := policy.Meta{Input: 123456, Campaigns: []int64{10, 20, 30}, Time: 1_767_225_600_000}
 	rec := policy.Recipient{Sent: []policy.Millis{1_767_225_600_000, 1_767_225_700_000}}
 	buf := make([]byte, 0, 256)
 	cv, mv, pv, rv := AppendContact(nil, &benchContact), AppendMeta(nil, &meta), AppendProgress(nil, &prog), AppendRecipient(nil, &rec)

@@ -300,27 +300,8 @@ func DecodeProgress(b []byte) (policy.Progress, error) {
 	return p, d.done("campaign progress")
 }
 
-// Meta is a task's bookkeeping, kept in state so that it moves with the
-// partition and commits atomically with the outputs.
-type Meta struct {
-	// Input is the next interactions offset the task will process: every
-	// record below it has been applied. Records below it are skipped, so an
-	// offset reset over processed data sends nothing twice.
-	Input int64
-	// Campaigns is the next campaigns offset the task will read, per
-	// campaigns partition.
-	Campaigns []int64
-	// Time is the task's time: the largest event time it has processed or
-	// fired a campaign as of.
-	Time policy.Millis
-	// Rounds counts the expiry sweep's complete rounds over the partition's
-	// contacts. An erasure marker may go once a whole round began after it
-	// (Erasure.Round).
-	Rounds uint64
-}
-
 // AppendMeta appends the encoding of m to dst.
-func AppendMeta(dst []byte, m *Meta) []byte {
+func AppendMeta(dst []byte, m *policy.Meta) []byte {
 	e := encoder{dst}
 	e.byte(valueVersion)
 	e.int(m.Input)
@@ -334,9 +315,9 @@ func AppendMeta(dst []byte, m *Meta) []byte {
 }
 
 // DecodeMeta decodes what AppendMeta wrote.
-func DecodeMeta(b []byte) (Meta, error) {
+func DecodeMeta(b []byte) (policy.Meta, error) {
 	d := decoder{b: b}
-	var m Meta
+	var m policy.Meta
 	d.version("task metadata")
 	m.Input = d.int()
 	m.Time = d.int()

@@ -71,7 +71,7 @@ func TestCodecsRoundTrip(t *testing.T) {
 		*gp.Message.CTALabel != "Go" || gp.Message.CTAURL != nil || len(gp.Campaign.Audience) != 1 || gp.Campaign.Audience[0] != p.Campaign.Audience[0] {
 		t.Fatalf("progress: got %+v, %v; want %+v", gp, err, p)
 	}
-	m := Meta{Input: 42, Campaigns: []int64{3, 0, 9}, Time: 77}
+	m := policy.Meta{Input: 42, Campaigns: []int64{3, 0, 9}, Time: 77}
 	gm, err := DecodeMeta(AppendMeta(nil, &m))
 	if err != nil || gm.Input != 42 || gm.Time != 77 || !slices.Equal(gm.Campaigns, m.Campaigns) {
 		t.Fatalf("meta: got %+v, %v; want %+v", gm, err, m)
@@ -141,7 +141,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	if err := b.EraseUser("u2", 10, 0); err != nil {
 		t.Fatalf("erase: %v", err)
 	}
-	if err := b.PutMeta(&Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
+	if err := b.PutMeta(&policy.Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
 		t.Fatal(err)
 	}
 	changes := b.Changes()
@@ -373,12 +373,12 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 // TestMetaRounds: the sweep-round count round-trips, and metadata written
 // before it existed decodes with 0.
 func TestMetaRounds(t *testing.T) {
-	m := Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9, Rounds: 300}
+	m := policy.Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9, Rounds: 300}
 	got, err := DecodeMeta(AppendMeta(nil, &m))
 	if err != nil || got.Rounds != 300 || got.Input != 7 || !slices.Equal(got.Campaigns, m.Campaigns) {
 		t.Fatalf("meta: %+v, %v", got, err)
 	}
-	old := AppendMeta(nil, &Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
+	old := AppendMeta(nil, &policy.Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
 	old = old[:len(old)-1] // the encoding before: no count at the end
 	if got, err := DecodeMeta(old); err != nil || got.Rounds != 0 || got.Time != 9 {
 		t.Fatalf("meta of the encoding before: %+v, %v", got, err)

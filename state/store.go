@@ -330,8 +330,8 @@ func (r *Restorer) Flush(next int64) error {
 func (r *Restorer) Close() { r.b.Close() }
 
 // LoadTask reads partition p's metadata and campaigns.
-func (s *Store) LoadTask(p int32) (Meta, []policy.Progress, error) {
-	m := Meta{Input: -1}
+func (s *Store) LoadTask(p int32) (policy.Meta, []policy.Progress, error) {
+	m := policy.Meta{Input: -1}
 	if err := s.waitApplied(p); err != nil {
 		return m, nil, err
 	}

@@ -317,7 +317,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			return pv, false, err
 		}
 	}
-	var meta Meta
+	var meta policy.Meta
 	if mv, err := get(r, metaKey(append([]byte(nil), base...))); err != nil {
 		return pv, false, err
 	} else if mv != nil {

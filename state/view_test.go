@@ -53,7 +53,7 @@ func TestUserView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.PutMeta(&Meta{Input: 17, Time: ms("2025-03-06T00:00:00Z")}); err != nil {
+	if err := b.PutMeta(&policy.Meta{Input: 17, Time: ms("2025-03-06T00:00:00Z")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Commit(40); err != nil {
