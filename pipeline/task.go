@@ -317,7 +317,9 @@ func (t *task) Chunked(c *policy.Progress, ch policy.Chunk) error {
 	return nil
 }
 
-// Counted implements policy.Output.
+// Counted implements policy.Output: the late interactions, late
+// suppressions and erased interactions have their metrics; policy.Forgot
+// has none.
 func (t *task) Counted(tally policy.Tally, kind schemas.InteractionKind) {
 	switch tally {
 	case policy.Late:

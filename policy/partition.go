@@ -92,6 +92,10 @@ const (
 	LateSuppression
 	// Erased: an interaction at or before its user's erasure, not stored.
 	Erased
+	// Forgot: an interaction found its stored contact past the retention
+	// (ExpiredBefore), which it starts over from nothing, whether or not
+	// the expiry sweep has deleted it yet.
+	Forgot
 )
 
 // Partition is the state machine of one partition: what a task decides. It
@@ -459,6 +463,9 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 	// earliest fire time from now on is LateAsOf of the watermark.
 	w := p.pol.LateAsOf(p.pol.Watermark(max(p.meta.Time, at)))
 	if p.pol.ExpiredBefore(&c, at, w) {
+		if !c.Empty() {
+			p.out.Counted(Forgot, kind)
+		}
 		c = Contact{}
 	}
 	if !known && c.Empty() && p.pol.Forgotten(at, w) {
