@@ -336,8 +336,9 @@ func BenchmarkUserView(b *testing.B) {
 	if err := s.db.Flush(); err != nil {
 		b.Fatal(err)
 	}
+	pol := defaultPolicy(b)
 	for b.Loop() {
-		v, err := s.User(benchUser(n/20), "", nil)
+		v, err := s.User(benchUser(n/20), "", pol)
 		if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 10 {
 			b.Fatalf("view: %+v, %v", v, err)
 		}

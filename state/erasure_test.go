@@ -114,7 +114,7 @@ func TestErasureHidesEarlierContacts(t *testing.T) {
 						t.Errorf("audience of %s = %v, want %v", biz, got, want)
 					}
 				}
-				v, err := s.User("u1", "", nil)
+				v, err := s.User("u1", "", defaultPolicy(t))
 				if err != nil {
 					t.Fatal(err)
 				}

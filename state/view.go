@@ -160,14 +160,11 @@ func partitions(r reader) ([]int32, error) {
 // business when business is not empty. It reads the committed state (what
 // the tasks' batches applied after their transactions committed), so it is
 // safe to call while the tasks run. When no partition holds the user it
-// returns a *NotFoundError. Expiry is judged with the rules of pol (the
-// instance's: its contact retention and grace); nil takes the defaults.
+// returns a *NotFoundError. Expiry is judged with the rules of pol, which
+// must be the instance's (its contact retention and grace).
 func (s *Store) User(user, business string, pol *policy.Policy) (UserView, error) {
 	if pol == nil {
-		var err error
-		if pol, err = policy.New(policy.DefaultConfig()); err != nil {
-			return UserView{}, err
-		}
+		return UserView{}, errors.New("state: User needs the instance's policy to judge expiry")
 	}
 	v := UserView{User: user, Business: business, ContactRetention: pol.Config().ContactRetention.String(), Partitions: []PartitionView{}}
 	// One snapshot, so the partitions and their keys are read as of one
