@@ -211,7 +211,7 @@ func TestErasedPastAfterTheMarker(t *testing.T) {
 		next(t, tk, &cl)
 		next(t, tk, &cl)
 	}
-	if _, ok, _ := tk.batch.ErasedAt("u"); !ok {
+	if _, ok, _ := tk.batch.Erasure("u"); !ok {
 		t.Fatalf("the marker is gone while u has a contact made after the erasure")
 	}
 	// A very late BLOCK from before the erasure, and a late first contact

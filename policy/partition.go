@@ -9,42 +9,45 @@ import (
 )
 
 // Store is the state of one partition as a Partition reads and writes it,
-// within one transaction: its writes are staged, and a read sees them.
+// within one transaction: its writes are staged, and its reads see them.
 // Users and businesses are ids; the store keeps its own key layout and
-// encoding. The runtime's implementation is state.Batch.
+// encoding, and stores and returns what it is given: the rules (which
+// contact an erasure marker covers, what expired) are the Partition's. The
+// runtime's implementation is state.Batch.
 type Store interface {
-	// Lookup returns the contact between user and business (known false
-	// when there is none, or only one from before the user's erasure: then
-	// c holds what that contact knows of after the erasure), together with
-	// the time of the user's latest erasure while its marker is kept.
-	Lookup(user, business string) (c Contact, known bool, erasedAt Millis, erased bool, err error)
-	// PutContact stores the contact between user and business; known says
-	// Lookup or Audience returned it as known.
+	// Contact returns the stored contact between user and business.
+	Contact(user, business string) (c Contact, ok bool, err error)
+	// PutContact stores the contact between user and business; known
+	// says the store holds it already (Contact or Audience returned it).
 	PutContact(user, business string, c *Contact, known bool) error
+	// Erasure returns the user's erasure marker.
+	Erasure(user string) (e Erasure, ok bool, err error)
+	// PutErasure stores the user's erasure marker.
+	PutErasure(user string, e *Erasure) error
 	// Recipient returns the user's recent deliveries across businesses.
 	Recipient(user string) (r Recipient, ok bool, err error)
 	// PutRecipient stores the user's recent deliveries.
 	PutRecipient(user string, r *Recipient) error
-	// EraseUser marks the user erased as of event time at, with rounds the
-	// partition's complete sweep rounds so far (Meta.Rounds).
-	EraseUser(user string, at Millis, rounds uint64) error
+	// DeleteRecipient forgets the user's recent deliveries.
+	DeleteRecipient(user string) error
 	// Audience calls fn, in ascending order of user, with each user after
-	// the cursor after ("": from the first) who has a contact with
+	// the cursor after ("": from the first) who has a stored contact with
 	// business, for up to limit contacts; it returns the last user it went
 	// past and whether the business's contacts are exhausted.
-	Audience(business, after string, limit int, fn func(user string, c *Contact, known bool) error) (last string, done bool, err error)
-	// CountContacts returns how many contacts business has after the
-	// cursor after ("": all).
+	Audience(business, after string, limit int, fn func(user string, c *Contact) error) (last string, done bool, err error)
+	// CountContacts returns how many stored contacts business has after
+	// the cursor after ("": all).
 	CountContacts(business, after string) (int64, error)
-	// SweepContacts visits up to limit contacts after the cursor after (nil:
-	// from the start), deletes those expired reports true for, and returns
-	// the cursor to continue from, nil when the round is complete.
-	SweepContacts(after []byte, limit int, expired func(c *Contact) bool) (next []byte, deleted int, err error)
+	// SweepContacts visits up to limit stored contacts after the cursor
+	// after (nil: from the start) and deletes those fn reports true for.
+	// It returns the cursor to continue from, nil when the round over the
+	// partition's contacts is complete, and how many it deleted. fn may
+	// read the store, not write it.
+	SweepContacts(after []byte, limit int, fn func(user, business string, c *Contact) (bool, error)) (next []byte, deleted int, err error)
 	// SweepRecipients is SweepContacts for the per-user delivery lists.
 	SweepRecipients(after []byte, limit int, expired func(r *Recipient) bool) (next []byte, deleted int, err error)
-	// SweepErasures is SweepContacts for the erasure markers, given the
-	// partition's complete sweep rounds; forgotten judges a marker's time.
-	SweepErasures(after []byte, limit int, rounds uint64, forgotten func(at Millis) bool) (next []byte, deleted int, err error)
+	// SweepErasures is SweepContacts for the erasure markers.
+	SweepErasures(after []byte, limit int, fn func(user string, e *Erasure) (bool, error)) (next []byte, deleted int, err error)
 	// PutCampaign stores the partition's record of a campaign.
 	PutCampaign(p *Progress) error
 	// DeleteCampaign forgets the partition's record of a campaign.
@@ -392,7 +395,7 @@ func (p *Partition) chunk(c *Progress) (Chunk, error) {
 	var ch Chunk
 	var rec Recipient
 	userCap := p.pol.cfg.UserCap > 0
-	last, done, err := p.store.Audience(c.Campaign.Business, c.Cursor, p.budget, func(user string, contact *Contact, known bool) error {
+	last, done, err := p.audience(c.Campaign.Business, c.Cursor, p.budget, func(user string, contact *Contact, known bool) error {
 		p.budget--
 		ch.Visited++
 		if asOf := p.pol.AsOf(contact, c.FireAt); p.pol.ContactExpired(&asOf, c.FireAt) {
@@ -415,7 +418,7 @@ func (p *Partition) chunk(c *Progress) (Chunk, error) {
 		ch.Candidates++
 		if reason == Delivered {
 			ch.Delivered++
-			if err := p.store.PutContact(user, c.Campaign.Business, contact, known); err != nil {
+			if err := p.putContact(user, c.Campaign.Business, contact, known); err != nil {
 				return err
 			}
 			if r != nil {
@@ -444,16 +447,16 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 	if kind == schemas.UserErased {
 		// The marker covers every interaction of the user up to the
 		// erasure's own time, whenever it arrives.
-		return p.store.EraseUser(user, at, p.meta.Rounds)
+		return p.eraseUser(user, at)
 	}
 	if kind == schemas.BusinessMessage {
 		return nil
 	}
-	c, known, erasedAt, erased, err := p.store.Lookup(user, business)
+	c, known, e, erased, err := p.lookup(user, business)
 	if err != nil {
 		return err
 	}
-	if erased && at <= erasedAt {
+	if erased && at <= e.At {
 		p.out.Counted(Erased, kind) // not dead-lettered: that would keep what the user asked to erase
 		return nil
 	}
@@ -472,7 +475,7 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 		// A new contact forgotten on arrival (the interaction is more than
 		// the retention behind the watermark): nothing to store, and not
 		// storing it keeps out an erased user's past once the marker is
-		// gone (Store.SweepErasures).
+		// gone (sweepErasures).
 		return nil
 	}
 	if late && c.LateSuppression(kind, at) {
@@ -481,7 +484,7 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 	if !p.pol.Observe(&c, kind, at, w) {
 		return nil
 	}
-	return p.store.PutContact(user, business, &c, known)
+	return p.putContact(user, business, &c, known)
 }
 
 // Expire forgets, within limit keys of each kind per call, what no rule
@@ -494,7 +497,7 @@ func (p *Partition) Expire(limit int) error {
 	}
 	// As of the earliest time a campaign can still fire as of.
 	now := p.pol.LateAsOf(p.Watermark())
-	next, _, err := p.store.SweepContacts(p.sweep, limit, func(c *Contact) bool {
+	next, err := p.sweepContacts(p.sweep, limit, func(c *Contact) bool {
 		return p.pol.ContactExpired(c, now)
 	})
 	if err != nil {
@@ -510,7 +513,7 @@ func (p *Partition) Expire(limit int) error {
 		// deletion.
 		p.meta.Rounds++
 	}
-	next, _, err = p.store.SweepErasures(p.sweepE, limit, p.meta.Rounds, func(at Millis) bool {
+	next, err = p.sweepErasures(p.sweepE, limit, func(at Millis) bool {
 		return p.pol.Forgotten(at, now)
 	})
 	if err != nil {

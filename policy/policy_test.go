@@ -301,13 +301,13 @@ func (s *story) interaction(user, biz string, kind schemas.InteractionKind, at p
 			late = " (late)"
 		}
 		if kind == schemas.UserErased {
-			e, _, err := s.batch.ErasedAt(user)
-			fmt.Fprintf(b, "%s erased%s: marked as of %s", user, late, fmtTime(e))
+			e, _, err := s.batch.Erasure(user)
+			fmt.Fprintf(b, "%s erased%s: marked as of %s", user, late, fmtTime(e.At))
 			return err
 		}
 		if tally[policy.Erased] {
-			e, _, err := s.batch.ErasedAt(user)
-			fmt.Fprintf(b, "%s/%s %s%s: not stored, before the erasure at %s", user, biz, kind, late, fmtTime(e))
+			e, _, err := s.batch.Erasure(user)
+			fmt.Fprintf(b, "%s/%s %s%s: not stored, before the erasure at %s", user, biz, kind, late, fmtTime(e.At))
 			return err
 		}
 		if tally[policy.Forgot] {
@@ -383,8 +383,17 @@ func (s *story) contact(user, biz string) (*policy.Contact, error) {
 	b := s.store.NewBatch(partition)
 	defer b.Close()
 	c, ok, err := b.Contact(user, biz)
-	if err != nil || !ok && c.Empty() {
+	if err != nil || !ok {
 		return nil, err
+	}
+	e, erased, err := b.Erasure(user)
+	if err != nil {
+		return nil, err
+	}
+	if erased {
+		if c, _, ok = e.After(biz, &c); !ok {
+			return nil, nil
+		}
 	}
 	return &c, nil
 }

@@ -138,7 +138,7 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	if err := b.PutContact("u1", "other", &c, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.EraseUser("u2", 10, 0); err != nil {
+	if err := b.PutErasure("u2", &policy.Erasure{At: 10, Round: 3, Fresh: []string{"other"}}); err != nil {
 		t.Fatalf("erase: %v", err)
 	}
 	if err := b.PutMeta(&policy.Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
@@ -154,17 +154,20 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	for _, s := range []*Store{src, dst} {
 		rb := s.NewBatch(1)
 		var users []string
-		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil }); err != nil || !done {
+		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil }); err != nil || !done {
 			t.Fatalf("audience: %v %v", done, err)
 		}
-		if !slices.Equal(users, []string{"u1", "u3"}) {
-			t.Errorf("audience of biz = %v, want [u1 u3] (u2 erased)", users)
+		if !slices.Equal(users, []string{"u1", "u2", "u3"}) {
+			t.Errorf("audience of biz = %v, want [u1 u2 u3] (the store does not judge u2's erasure)", users)
+		}
+		if e, ok, err := rb.Erasure("u2"); err != nil || !ok || !reflect.DeepEqual(e, policy.Erasure{At: 10, Round: 3, Fresh: []string{"other"}}) {
+			t.Errorf("u2's erasure marker = %+v, %v, %v; want it as written", e, ok, err)
 		}
 		// Resume after a cursor.
 		users = nil
-		rb.Audience("biz", "u1", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
+		rb.Audience("biz", "u2", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
 		if !slices.Equal(users, []string{"u3"}) {
-			t.Errorf("audience after u1 = %v, want [u3]", users)
+			t.Errorf("audience after u2 = %v, want [u3]", users)
 		}
 		rb.Close()
 		meta, _, err := s.LoadTask(1)
@@ -208,7 +211,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 	var cursor []byte
 	deleted := 0
 	for range 10 {
-		next, n, err := b.SweepContacts(cursor, 1, func(c *policy.Contact) bool { return c.Last[0] <= 2 })
+		next, n, err := b.SweepContacts(cursor, 1, func(_, _ string, c *policy.Contact) (bool, error) { return c.Last[0] <= 2, nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +224,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 		t.Fatalf("deleted %d, want 1 (a)", deleted)
 	}
 	var users []string
-	b.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
+	b.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
 	if !slices.Equal(users, []string{"b", "c", "d"}) {
 		t.Fatalf("left %v, want [b c d]", users)
 	}
@@ -231,7 +234,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 	}
 	b2 := s.NewBatch(0)
 	defer b2.Close()
-	if _, n, err := b2.SweepContacts(nil, 10, func(c *policy.Contact) bool { return c.Last[0] <= 2 }); err != nil || n != 1 {
+	if _, n, err := b2.SweepContacts(nil, 10, func(_, _ string, c *policy.Contact) (bool, error) { return c.Last[0] <= 2, nil }); err != nil || n != 1 {
 		t.Fatalf("second sweep deleted %d (%v), want 1 (b)", n, err)
 	}
 }
@@ -485,4 +488,17 @@ func TestChangesKeepTheirValues(t *testing.T) {
 			t.Errorf("deleted contact's change: %x, want nil", ch.Value)
 		}
 	}
+}
+
+// audience returns the users Audience yields for business.
+func audience(t *testing.T, b *Batch, business string) []string {
+	t.Helper()
+	var users []string
+	if _, _, err := b.Audience(business, "", 100, func(u string, _ *policy.Contact) error {
+		users = append(users, u)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return users
 }

@@ -226,7 +226,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 	base := appendPartition(nil, p)
 
 	// The user's erasure marker: contacts from before it do not count.
-	var erasure *Erasure
+	var erasure *policy.Erasure
 	if ev, err := get(r, erasureKey(append([]byte(nil), base...), user)); err != nil {
 		return pv, false, err
 	} else if ev != nil {
@@ -260,9 +260,8 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 		if string(u) != user {
 			continue
 		}
-		stale := erasure != nil && !erasure.has(string(biz))
 		if business != "" && string(biz) != business {
-			found = found || !stale
+			found = found || erasure == nil || !erasure.Covers(string(biz))
 			continue
 		}
 		c, err := DecodeContact(it.Value())
@@ -270,10 +269,10 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			it.Close()
 			return pv, false, fmt.Errorf("contact with %q: %w", biz, err)
 		}
-		if stale {
+		if erasure != nil {
 			// From before the erasure: only what it holds of after it counts.
 			var ok bool
-			if c, ok = c.Since(erasure.At); !ok {
+			if c, _, ok = erasure.After(string(biz), &c); !ok {
 				continue
 			}
 		}
