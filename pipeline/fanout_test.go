@@ -68,7 +68,7 @@ func BenchmarkTaskFanout(b *testing.B) {
 		i++
 		process(interaction(b, e, "clock", "other", schemas.UserMessage, at, 0))
 		c := launch(fmt.Sprintf("camp-%d", i), "biz", at.Add(-time.Hour))
-		if err := tk.applyCampaign(campaignRecord{rec: &kgo.Record{Topic: e.names.Campaigns}, campaign: c}); err != nil {
+		if err := tk.applyCampaign(campaignRec(b, e, c)); err != nil {
 			b.Fatal(err)
 		}
 		commit()

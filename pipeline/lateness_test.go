@@ -60,9 +60,19 @@ func launch(id, biz string, send time.Time) *schemas.Campaign {
 
 func admit(t *testing.T, tk *task, c *schemas.Campaign) {
 	t.Helper()
-	if err := tk.applyCampaign(campaignRecord{rec: &kgo.Record{Topic: tk.env.names.Campaigns}, campaign: c}); err != nil {
+	if err := tk.applyCampaign(campaignRec(t, tk.env, c)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// campaignRec returns the record of campaign c, keyed by its id.
+func campaignRec(t testing.TB, e *env, c *schemas.Campaign) *kgo.Record {
+	t.Helper()
+	v, err := e.serde.AppendCampaign(nil, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kgo.Record{Topic: e.names.Campaigns, Key: []byte(c.CampaignID), Value: v}
 }
 
 func run(t *testing.T, tk *task, recs []*kgo.Record, off *int64) int {

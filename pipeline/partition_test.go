@@ -128,7 +128,7 @@ func TestWrongPartition(t *testing.T) {
 					batches[p] = append(batches[p], interaction(t, e, user, camp.BusinessID, r.kind, send.Add(-time.Duration(r.h*float64(time.Hour))), p))
 				}
 				for p, tk := range tasks {
-					if err := tk.applyCampaign(campaignRecord{rec: &kgo.Record{Topic: e.names.Campaigns}, campaign: &camp}); err != nil {
+					if err := tk.applyCampaign(campaignRec(t, e, &camp)); err != nil {
 						t.Fatal(err)
 					}
 					// A later interaction of another user of the partition

@@ -245,7 +245,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	bc, err := newBroadcast(r.names.Campaigns, serde, log, slices.Concat(base, r.kafkaMetrics(ClientCampaigns)))
+	bc, err := newBroadcast(r.names.Campaigns, log, slices.Concat(base, r.kafkaMetrics(ClientCampaigns)))
 	if err != nil {
 		return err
 	}

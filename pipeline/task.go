@@ -179,50 +179,68 @@ func (t *task) syncCampaigns(ends map[int32]int64, nparts int) error {
 		if from >= end {
 			continue
 		}
-		for _, cr := range t.env.campaign.since(q, from, end) {
-			if err := t.applyCampaign(cr); err != nil {
+		for _, r := range t.env.campaign.since(q, from, end) {
+			if err := t.applyCampaign(r); err != nil {
 				return err
 			}
-			t.part.SetCampaignOffset(q, cr.rec.Offset+1)
+			t.part.SetCampaignOffset(q, r.Offset+1)
 		}
 		t.part.SetCampaignOffset(q, end)
 	}
 	return nil
 }
 
-func (t *task) applyCampaign(cr campaignRecord) error {
-	if cr.control {
+// applyCampaign decides what one record of the campaigns topic does to
+// the task: a transaction marker nothing; a record that does not decode or
+// validate (decodeCampaign), or that the partition's admission finds
+// invalid, a dead letter (written by task 0 only); any other goes to the
+// partition's admission (policy.Partition.Admit).
+func (t *task) applyCampaign(r *kgo.Record) error {
+	if r.Attrs.IsControl() {
 		return nil
 	}
-	c := cr.campaign
-	if c == nil {
-		if cr.reason == reasonRetry {
-			dc, err := t.env.serde.DecodeCampaign(cr.rec.Value)
-			if err != nil {
-				var de *wire.DecodeError
-				if !errors.As(err, &de) {
-					return fmt.Errorf("decode campaign at %s/%d@%d: %w", cr.rec.Topic, cr.rec.Partition, cr.rec.Offset, err)
-				}
-				cr.reason, cr.err = de.Reason, err
-			} else {
-				c = &dc
-			}
-		}
-		if c == nil {
-			t.deadLetterCampaign(cr.rec, cr.reason, cr.err)
-			return nil
-		}
+	c, reason, err := decodeCampaign(t.env.serde, r)
+	if reason != "" {
+		t.deadLetterCampaign(r, reason, err)
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	t.counts.campaignsSeen++
-	verdict, err := t.part.Admit(c)
+	verdict, err := t.part.Admit(&c)
 	if err != nil {
 		return err
 	}
 	if verdict == policy.Invalid {
-		t.deadLetterCampaign(cr.rec, ReasonCampaignExpiresBeforeSend,
+		t.deadLetterCampaign(r, ReasonCampaignExpiresBeforeSend,
 			fmt.Errorf("campaign %s expires at %s, before its send_at %s", c.CampaignID, c.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"), c.SendAt.UTC().Format("2006-01-02T15:04:05.000Z")))
 	}
 	return nil
+}
+
+// decodeCampaign returns the campaign of r, or the dead-letter reason and
+// the error saying why r cannot be accepted, or an error alone when the
+// failure is not the record's (the registry did not answer): the
+// transaction then aborts, and the record is read again.
+func decodeCampaign(serde *wire.Serde, r *kgo.Record) (schemas.Campaign, string, error) {
+	c, err := serde.DecodeCampaign(r.Value)
+	if err != nil {
+		var de *wire.DecodeError
+		if errors.As(err, &de) {
+			return c, de.Reason, err
+		}
+		return c, "", fmt.Errorf("decode campaign at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	switch {
+	case c.CampaignID == "":
+		return c, ReasonEmptyCampaignID, errors.New("campaign_id is empty")
+	case string(r.Key) != c.CampaignID:
+		return c, ReasonMisroutedKey, fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)
+	case c.BusinessID == "":
+		return c, ReasonEmptyBusinessID, errors.New("business_id is empty")
+	}
+	return c, "", nil
 }
 
 func (t *task) deadLetterCampaign(r *kgo.Record, reason string, err error) {
