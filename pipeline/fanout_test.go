@@ -35,7 +35,7 @@ func BenchmarkTaskFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		tk.batch = nil
-		tk.begin()
+		tk.begin(tk.wall)
 	}
 	process := func(recs ...*kgo.Record) {
 		b.Helper()

@@ -50,7 +50,7 @@ func next(t *testing.T, tk *task, off *int64) []*kgo.Record {
 		t.Fatal(err)
 	}
 	tk.batch = nil
-	tk.begin()
+	tk.begin(tk.wall)
 	return inbox
 }
 
@@ -123,7 +123,7 @@ func lateLaunchBehindStarted(t *testing.T, grace time.Duration, restart bool) in
 		}
 	}
 	e.chunk = 100
-	tk.begin()
+	tk.begin(tk.wall)
 	admit(t, tk, launch("cLate", "B", t0.Add(30*time.Minute)))
 	run(t, tk, x, &in)
 	inbox = append(inbox, next(t, tk, &cl)...)

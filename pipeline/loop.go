@@ -444,8 +444,7 @@ func (r *Runner) work(ctx context.Context, byPart map[int32][]*kgo.Record) error
 	tasks := r.sortedTasks()
 	done := make([]int, len(tasks))
 	err = eachTask(tasks, func(i int, t *task) error {
-		t.begin()
-		t.wall = wall
+		t.begin(wall)
 		if err := t.syncCampaigns(endOffsets, r.ncamp); err != nil {
 			return err
 		}
@@ -693,7 +692,7 @@ func (r *Runner) fanoutProgress() {
 	var fs []FanoutProgress
 	at := map[string]int{}
 	for _, t := range r.tasks {
-		for id, f := range t.fanning {
+		for id, f := range t.fanouts() {
 			i, ok := at[id]
 			if !ok {
 				i = len(fs)

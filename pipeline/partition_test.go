@@ -54,7 +54,7 @@ func newTestTask(t testing.TB, e *env, p int32) *task {
 	if err := tk.load(); err != nil {
 		t.Fatal(err)
 	}
-	tk.begin()
+	tk.begin(tk.wall)
 	t.Cleanup(func() { tk.batch.Close() })
 	return tk
 }

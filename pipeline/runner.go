@@ -569,12 +569,7 @@ func (r *Runner) adjustOffsets(ctx context.Context, offsets map[string]map[int32
 			if !r.cfg.UnsafeNoTransactions {
 				restored = max(time.Since(start), time.Nanosecond)
 			}
-			t := &task{p: p, env: r.env}
-			err = t.load()
-			if err == nil {
-				// The contact filter holds every contact key restored.
-				t.contacts, err = r.env.store.ContactFilter(p)
-			}
+			t, err := newTask(p, r.env)
 			results <- result{p: p, t: t, n: n, took: time.Since(start), err: err}
 		})
 	}

@@ -101,6 +101,20 @@ type env struct {
 	partitioner topics.Partitioner
 }
 
+// newTask returns task p of env, its state restored in the store: loaded,
+// with the partition's contact filter built from every contact key.
+func newTask(p int32, env *env) (*task, error) {
+	t := &task{p: p, env: env}
+	if err := t.load(); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.contacts, err = env.store.ContactFilter(p); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // load (re)reads the task's in-memory view from the store, dropping anything
 // staged: used after a restore and after an aborted transaction.
 func (t *task) load() error {
@@ -152,8 +166,10 @@ func (t *task) settle(next int64, changed bool) (bool, error) {
 	return true, nil
 }
 
-// begin starts the task's part of a transaction.
-func (t *task) begin() {
+// begin starts the task's part of a transaction, which began when the
+// wall clock read wall.
+func (t *task) begin(wall policy.Millis) {
+	t.wall = wall
 	t.batch = t.env.store.NewBatch(t.p)
 	if t.last != nil {
 		t.batch.Follow(t.last)
@@ -348,6 +364,10 @@ func (t *task) Counted(tally policy.Tally, kind schemas.InteractionKind) {
 		t.counts.erased++
 	}
 }
+
+// fanouts returns the tallies of the fan-outs in progress, by campaign, as
+// of the last committed transaction. The map must not be changed.
+func (t *task) fanouts() map[string]*fanoutTally { return t.fanning }
 
 // committed adds the counts of the task's part of a transaction to s once
 // the transaction committed, records the fan-outs it finished and returns
