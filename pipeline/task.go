@@ -406,7 +406,8 @@ func (t *task) key(user string) []byte {
 }
 
 // encoders are the templates of a campaign's records, encoded once per chunk
-// of its fan-out rather than once per candidate.
+// of its fan-out (a campaign runs at most one chunk per transaction) rather
+// than once per candidate.
 type encoders struct {
 	inbox    *wire.InboxTemplate
 	decision *wire.DecisionTemplate // nil without a decisions topic
