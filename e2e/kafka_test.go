@@ -215,7 +215,7 @@ const (
 
 // settledState is what the changelog says about each task.
 type settledState struct {
-	meta  map[int32]state.Meta
+	meta  map[int32]policy.Meta
 	camps map[int32]map[string]*policy.Status // nil pointer: deleted (forgotten when done)
 }
 
@@ -235,7 +235,7 @@ func (c *cluster) waitSettled(t testing.TB, ids []string, timeout time.Duration,
 		t.Fatalf("changelog consumer: %v", err)
 	}
 	defer cl.Close()
-	st := settledState{meta: map[int32]state.Meta{}, camps: map[int32]map[string]*policy.Status{}}
+	st := settledState{meta: map[int32]policy.Meta{}, camps: map[int32]map[string]*policy.Status{}}
 	deadline := time.Now().Add(timeout)
 	missing := func() []string {
 		var why []string

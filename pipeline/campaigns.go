@@ -9,40 +9,26 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/sponsored/sponsor/deadletter"
-	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/schemas/wire"
 )
-
-// campaignRecord is one record of the campaigns topic as every task sees it:
-// decoded, or with the reason it cannot be accepted.
-type campaignRecord struct {
-	rec      *kgo.Record
-	control  bool              // a transaction marker: only advances the offset
-	campaign *schemas.Campaign // nil when bad
-	reason   deadletter.Reason // dead-letter reason when bad
-	err      error             // the decode error when bad
-}
 
 // broadcast reads the whole campaigns topic (read_committed, every partition,
 // from the start) so that every task of the instance sees every campaign.
 // Tasks keep their own progress (the next offset per campaigns partition) in
-// their state; broadcast only holds the records and says how far it has read.
+// their state; broadcast only holds the records, as read, and says how far
+// it has read: each task decides what a record does (task.applyCampaign).
 //
 // Records are kept in memory for the life of the instance: campaigns are few
 // next to interactions. (Trimming below the slowest task's progress is a
 // possible refinement.)
 type broadcast struct {
-	cl    *kgo.Client
-	serde *wire.Serde
-	log   *slog.Logger
+	cl  *kgo.Client
+	log *slog.Logger
 
 	mu    sync.Mutex
 	cond  *sync.Cond
-	parts map[int32][]campaignRecord // by partition, ascending offsets
-	next  map[int32]int64            // next offset not yet read, per partition
-	err   error                      // fatal read error
+	parts map[int32][]*kgo.Record // by partition, ascending offsets, transaction markers included
+	next  map[int32]int64         // next offset not yet read, per partition
+	err   error                   // fatal read error
 
 	// arrived has a value once campaign records came in since the loop
 	// last took it: the loop's idle poll ends on it, so that a campaign
@@ -50,7 +36,7 @@ type broadcast struct {
 	arrived chan struct{}
 }
 
-func newBroadcast(topic string, serde *wire.Serde, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
+func newBroadcast(topic string, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
 	opts = append(append([]kgo.Opt(nil), opts...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -61,7 +47,7 @@ func newBroadcast(topic string, serde *wire.Serde, log *slog.Logger, opts []kgo.
 	if err != nil {
 		return nil, fmt.Errorf("campaign reader: %w", err)
 	}
-	b := &broadcast{cl: cl, serde: serde, log: log, parts: map[int32][]campaignRecord{}, next: map[int32]int64{}, arrived: make(chan struct{}, 1)}
+	b := &broadcast{cl: cl, log: log, parts: map[int32][]*kgo.Record{}, next: map[int32]int64{}, arrived: make(chan struct{}, 1)}
 	b.cond = sync.NewCond(&b.mu)
 	return b, nil
 }
@@ -77,19 +63,16 @@ func (b *broadcast) run(ctx context.Context) {
 		fs.EachError(func(t string, p int32, err error) {
 			b.log.Warn("campaign reader fetch error", "topic", t, "partition", p, "err", err)
 		})
-		var batch []campaignRecord
-		fs.EachRecord(func(r *kgo.Record) {
-			batch = append(batch, b.decode(r))
-		})
+		batch := fs.Records()
 		b.mu.Lock()
-		for _, cr := range batch {
-			p := cr.rec.Partition
-			b.parts[p] = append(b.parts[p], cr)
-			b.next[p] = cr.rec.Offset + 1
+		for _, r := range batch {
+			p := r.Partition
+			b.parts[p] = append(b.parts[p], r)
+			b.next[p] = r.Offset + 1
 		}
 		b.cond.Broadcast()
 		b.mu.Unlock()
-		if slices.ContainsFunc(batch, func(cr campaignRecord) bool { return !cr.control }) {
+		if slices.ContainsFunc(batch, func(r *kgo.Record) bool { return !r.Attrs.IsControl() }) {
 			b.wake()
 		}
 	}
@@ -102,35 +85,6 @@ func (b *broadcast) wake() {
 	default: // the loop has not taken the last one yet
 	}
 }
-
-func (b *broadcast) decode(r *kgo.Record) campaignRecord {
-	if r.Attrs.IsControl() {
-		return campaignRecord{rec: r, control: true}
-	}
-	c, err := b.serde.DecodeCampaign(r.Value)
-	if err != nil {
-		var de *wire.DecodeError
-		if errors.As(err, &de) {
-			return campaignRecord{rec: r, reason: de.Reason, err: err}
-		}
-		// The registry did not answer: not the record's fault. Tasks
-		// retry it through decodeAgain.
-		return campaignRecord{rec: r, reason: reasonRetry, err: err}
-	}
-	switch {
-	case c.CampaignID == "":
-		return campaignRecord{rec: r, reason: deadletter.ReasonEmptyCampaignID, err: errors.New("campaign_id is empty")}
-	case string(r.Key) != c.CampaignID:
-		return campaignRecord{rec: r, reason: deadletter.ReasonMisroutedKey, err: fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)}
-	case c.BusinessID == "":
-		return campaignRecord{rec: r, reason: deadletter.ReasonEmptyBusinessID, err: errors.New("business_id is empty")}
-	}
-	return campaignRecord{rec: r, campaign: &c}
-}
-
-// reasonRetry marks a record whose decode failed for a reason outside the
-// record (the registry); it is decoded again, never dead-lettered.
-const reasonRetry deadletter.Reason = "retry"
 
 func (b *broadcast) fail(err error) {
 	b.mu.Lock()
@@ -175,7 +129,7 @@ func (b *broadcast) waitFor(ctx context.Context, ends map[int32]int64) error {
 
 // since returns the records of partition p from offset from up to end
 // (exclusive). The slice must not be modified.
-func (b *broadcast) since(p int32, from, end int64) []campaignRecord {
+func (b *broadcast) since(p int32, from, end int64) []*kgo.Record {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	recs := b.parts[p]
@@ -183,14 +137,14 @@ func (b *broadcast) since(p int32, from, end int64) []campaignRecord {
 	lo, hi := 0, len(recs)
 	for lo < hi {
 		m := (lo + hi) / 2
-		if recs[m].rec.Offset < from {
+		if recs[m].Offset < from {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
 	j := lo
-	for j < len(recs) && recs[j].rec.Offset < end {
+	for j < len(recs) && recs[j].Offset < end {
 		j++
 	}
 	return recs[lo:j]

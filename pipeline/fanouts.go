@@ -59,7 +59,7 @@ func (fr *fanoutReport) done(tasks map[int32]*task) {
 	for id, c := range fr.firing {
 		busy := false
 		for _, t := range tasks {
-			if p := t.camps[id]; p != nil && !p.Status.Done() {
+			if p := t.part.Campaign(id); p != nil && !p.Status.Done() {
 				busy = true
 				break
 			}
@@ -81,7 +81,7 @@ func (fr *fanoutReport) progress(tasks map[int32]*task) {
 	var fs []FanoutProgress
 	at := map[string]int{}
 	for _, t := range tasks {
-		for id, f := range t.fanning {
+		for id, f := range t.fanouts() {
 			i, ok := at[id]
 			if !ok {
 				i = len(fs)

@@ -95,12 +95,7 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		SkipChangelog: h.cfg.UnsafeNoTransactions,
 		Progress:      h.stats.restoreProgress,
 		Loaded: func(p int32) error {
-			t := &task{p: p, env: h.env}
-			err := t.load()
-			if err == nil {
-				// The contact filter holds every contact key restored.
-				t.contacts, err = h.env.store.ContactFilter(p)
-			}
+			t, err := newTask(p, h.env)
 			if err != nil {
 				return err
 			}
@@ -143,10 +138,10 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 			rate = float64(res.Records) / s
 		}
 		h.log.Info("task restored", "partition", res.Partition, "changelog_records", res.Records, "took", res.Took.Round(time.Millisecond),
-			"records_per_sec", int64(rate), "input_offset", t.meta.Input, "campaigns", len(t.camps),
+			"records_per_sec", int64(rate), "input_offset", t.part.Input(), "campaigns", t.part.Campaigns(),
 			"contacts", t.contacts.Keys(), "contact_filter_bytes", t.contacts.Bytes())
-		if t.meta.Input >= 0 && !h.cfg.UnsafeNoTransactions {
-			out[res.Partition] = kgo.NewOffset().At(t.meta.Input).WithEpoch(-1)
+		if in := t.part.Input(); in >= 0 && !h.cfg.UnsafeNoTransactions {
+			out[res.Partition] = kgo.NewOffset().At(in).WithEpoch(-1)
 		}
 		h.mu.Lock()
 		h.incoming[res.Partition] = t
@@ -189,9 +184,7 @@ func (l *txnLoop) adopt() error {
 	changed := len(h.revoked) > 0 || len(h.incoming) > 0
 	for p := range h.revoked {
 		if t, ok := l.tasks[p]; ok {
-			if t.batch != nil {
-				t.batch.Close()
-			}
+			t.discard()
 			delete(l.tasks, p)
 		}
 		delete(h.revoked, p)

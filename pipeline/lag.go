@@ -54,7 +54,7 @@ func (m *lagMonitor) report(ctx context.Context, tasks map[int32]*task) error {
 	lag := make(map[int32]int64, len(tasks))
 	for p, t := range tasks {
 		if o, ok := ends.Lookup(m.names.Interactions, p); ok && o.Err == nil {
-			lag[p] = max(0, o.Offset-max(t.meta.Input, 0))
+			lag[p] = max(0, o.Offset-max(t.part.Input(), 0))
 		}
 	}
 	m.stats.setLag(lag)

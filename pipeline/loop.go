@@ -138,9 +138,7 @@ func (l *txnLoop) fetchError(fs kgo.Fetches) error {
 // is what their last committed transaction left.
 func (l *txnLoop) drop() {
 	for p, t := range l.tasks {
-		if t.batch != nil {
-			t.batch.Close()
-		}
+		t.discard()
 		delete(l.tasks, p)
 	}
 	l.owned.Store(nil)
@@ -217,8 +215,7 @@ func (l *txnLoop) syncCampaigns(ctx context.Context) (map[int32]int64, error) {
 func (l *txnLoop) process(tasks []*task, byPart map[int32][]*kgo.Record, endOffsets map[int32]int64, wall policy.Millis) ([]*task, error) {
 	done := make([]int, len(tasks))
 	err := eachTask(tasks, func(i int, t *task) error {
-		t.begin()
-		t.wall = wall
+		t.begin(wall)
 		if err := t.syncCampaigns(endOffsets, l.ncamp); err != nil {
 			return err
 		}
@@ -239,7 +236,7 @@ func (l *txnLoop) process(tasks []*task, byPart map[int32][]*kgo.Record, endOffs
 			l.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{
 				l.names.Interactions: {t.p: {Epoch: -1, Offset: recs[done[i]].Offset}},
 			})
-		} else if len(t.firing) == 0 && len(t.queue) > 0 && t.queue[0].Campaign.SendAt < wall-l.env.policy.Grace() {
+		} else if t.part.DueByWallClock(wall) {
 			needLag = append(needLag, t)
 		}
 	}
@@ -280,13 +277,12 @@ func (l *txnLoop) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Mill
 	}
 	for _, t := range ts {
 		end, ok := lso[t.p]
-		if !ok || t.meta.Input < end && !(t.meta.Input < 0 && end == 0) {
+		if in := t.part.Input(); !ok || in < end && !(in < 0 && end == 0) {
 			continue
 		}
 		if err := t.fireByWallClock(wall); err != nil {
 			return err
 		}
-		t.metaChanged = true
 	}
 	return nil
 }
@@ -296,7 +292,7 @@ func (l *txnLoop) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Mill
 func (l *txnLoop) syncPauses() {
 	var pause, resume []int32
 	for _, t := range l.tasks {
-		if len(t.firing) > 0 {
+		if t.part.FanningOut() {
 			pause = append(pause, t.p)
 		} else {
 			resume = append(resume, t.p)
@@ -314,7 +310,7 @@ func (l *txnLoop) syncPauses() {
 // fanningOut reports whether a task has a fan-out in progress.
 func (l *txnLoop) fanningOut() bool {
 	for _, t := range l.tasks {
-		if len(t.firing) > 0 {
+		if t.part.FanningOut() {
 			return true
 		}
 	}

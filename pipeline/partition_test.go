@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func newTestTask(t testing.TB, e *env, p int32) *task {
 	if err := tk.load(); err != nil {
 		t.Fatal(err)
 	}
-	tk.begin()
+	tk.begin(tk.wall)
 	t.Cleanup(func() { tk.batch.Close() })
 	return tk
 }
@@ -129,7 +130,7 @@ func TestWrongPartition(t *testing.T) {
 					batches[p] = append(batches[p], interaction(t, e, user, camp.BusinessID, r.kind, send.Add(-time.Duration(r.h*float64(time.Hour))), p))
 				}
 				for p, tk := range tasks {
-					if err := tk.applyCampaign(campaignRecord{rec: &kgo.Record{Topic: e.names.Campaigns}, campaign: &camp}); err != nil {
+					if err := tk.applyCampaign(campaignRec(t, e, &camp)); err != nil {
 						t.Fatal(err)
 					}
 					// A later interaction of another user of the partition
@@ -141,8 +142,8 @@ func TestWrongPartition(t *testing.T) {
 					if done, err := tk.process(recs); err != nil || done != len(recs) {
 						t.Fatalf("task %d: process = %d, %v; want %d, nil", p, done, err, len(recs))
 					}
-					if tk.meta.Input != int64(len(recs)) {
-						t.Errorf("task %d: input offset %d after its batch, want %d (a dead letter is consumed too)", p, tk.meta.Input, len(recs))
+					if tk.part.Input() != int64(len(recs)) {
+						t.Errorf("task %d: input offset %d after its batch, want %d (a dead letter is consumed too)", p, tk.part.Input(), len(recs))
 					}
 				}
 
@@ -249,4 +250,60 @@ func BenchmarkPartitionCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+func launch(id, biz string, send time.Time) *schemas.Campaign {
+	return &schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(48 * time.Hour), Message: schemas.Message{Text: "hi " + id}}
+}
+
+// campaignRec returns the record of campaign c, keyed by its id.
+func campaignRec(t testing.TB, e *env, c *schemas.Campaign) *kgo.Record {
+	t.Helper()
+	v, err := e.serde.AppendCampaign(nil, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kgo.Record{Topic: e.names.Campaigns, Key: []byte(c.CampaignID), Value: v}
+}
+
+// TestApplyCampaignDeadLetters: the campaign records a task cannot accept
+// are dead-lettered by task 0 only, each with its reason: the record's
+// own faults (decodeCampaign) and the partition's Invalid verdict. A good
+// one is admitted by every task.
+func TestApplyCampaignDeadLetters(t *testing.T) {
+	e := testEnv(t, 2, topics.Murmur2)
+	send := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	good := launch("c1", "b1", send)
+	expired := launch("c2", "b1", send)
+	expired.ExpiresAt = send.Add(-time.Minute)
+	misrouted := campaignRec(t, e, launch("c3", "b1", send))
+	misrouted.Key = []byte("other")
+	noBusiness := launch("c4", "", send)
+	recs := []*kgo.Record{campaignRec(t, e, good), campaignRec(t, e, expired), misrouted, campaignRec(t, e, noBusiness), {Topic: e.names.Campaigns, Value: []byte{0xff}}}
+	want := []string{string(deadletter.ReasonCampaignExpiresBeforeSend), string(deadletter.ReasonMisroutedKey), string(deadletter.ReasonEmptyBusinessID)}
+	for p := range int32(2) {
+		tk := newTestTask(t, e, p)
+		for _, r := range recs {
+			if err := tk.applyCampaign(r); err != nil {
+				t.Fatalf("task %d: %v", p, err)
+			}
+		}
+		if c := tk.part.Campaign("c1"); c == nil || c.Status != policy.Pending {
+			t.Errorf("task %d: c1 %+v, want pending", p, c)
+		}
+		if p != 0 {
+			if len(tk.records()) != 0 {
+				t.Errorf("task %d wrote %d dead letters; only task 0 writes them", p, len(tk.records()))
+			}
+			continue
+		}
+		var got []string
+		for _, r := range tk.records() {
+			reason, _ := headerOf(r, deadletter.HeaderReason)
+			got = append(got, reason)
+		}
+		if len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
+			t.Errorf("task 0 dead letters with reasons %q, want %q and the undecodable record's", got, want)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/kafkaconn"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -124,7 +125,7 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 // e.g. `sponsor replay --shadow NAME` before a shadow run's first start), and
 // no record will come to bring the state up to it; the task starts empty at
 // the committed offset.
-func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt, progress func(RestoreProgress), log *slog.Logger) (int64, state.Meta, error) {
+func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, changelog string, p int32, committed int64, opts []kgo.Opt, progress func(RestoreProgress), log *slog.Logger) (int64, policy.Meta, error) {
 	var total int64
 	began := time.Now()
 	deadline := began.Add(30 * time.Second)
@@ -139,7 +140,7 @@ func restoreUntil(ctx context.Context, adm *kadm.Client, store *state.Store, cha
 		}, log)
 		total += n
 		if err != nil {
-			return total, state.Meta{}, err
+			return total, policy.Meta{}, err
 		}
 		meta, _, err := store.LoadTask(p)
 		if err != nil {

@@ -81,3 +81,22 @@ func TestDecodeClockSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestNoRecordTimestamp: a record without a timestamp (Kafka's
+// NO_TIMESTAMP, -1, from a producer of the message format before 0.10) is
+// judged by the wall clock alone, not dead-lettered for its clock.
+func TestNoRecordTimestamp(t *testing.T) {
+	e := testEnv(t, 1, topics.Murmur2)
+	e.skew = (5 * time.Minute).Milliseconds()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tk := &task{env: e, wall: policy.ToMillis(now)}
+	r := interaction(t, e, "u1", "b1", schemas.UserMessage, now.Add(-time.Hour), 0)
+	r.Timestamp = time.UnixMilli(-1)
+	_, reason, err := tk.decode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason != "" {
+		t.Errorf("an hour-old interaction without a record timestamp: dead letter %q", reason)
+	}
+}

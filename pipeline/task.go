@@ -1,10 +1,8 @@
 package pipeline
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -23,15 +21,12 @@ import (
 // of the loop's own for the task's part of a transaction (eachTask), while
 // the loop waits.
 type task struct {
-	p      int32
-	env    *env
-	meta   state.Meta
-	camps  map[string]*policy.Progress // every campaign the task remembers
-	queue  []*policy.Progress          // Pending, in policy.Compare order
-	firing []*policy.Progress          // Firing, in the order they fire
-	sweep  []byte                      // contact expiry sweep cursor (in memory only)
-	sweepR []byte                      // recipient expiry sweep cursor
-	sweepE []byte                      // erasure-marker expiry sweep cursor
+	p   int32
+	env *env
+	// part decides what the partition does; the task feeds it records
+	// and turns its decisions into records (the task is its
+	// policy.Output) over the transaction's batch (its policy.Store).
+	part *policy.Partition
 	// fanning tallies the fan-outs in progress for the metrics, as of the
 	// last committed transaction (in memory only: a fan-out resumed by
 	// another instance or after a restart is tallied from there).
@@ -42,14 +37,16 @@ type task struct {
 	last *state.Batch
 
 	// Per transaction.
-	batch       *state.Batch
-	out         []*kgo.Record
-	counts      counts
-	metaChanged bool
-	fired       []string // campaigns whose fan-out finished, for the log and the metrics
-	budget      int      // decisions left in this transaction
-	decodeBuf   []byte
-	wall        policy.Millis // the wall clock as the transaction began
+	batch  *state.Batch
+	out    []*kgo.Record
+	counts counts
+	fired  []string      // campaigns whose fan-out finished, for the log and the metrics
+	wall   policy.Millis // the wall clock as the transaction began
+	// enc holds the templates of encFor's records, encoded for the
+	// first record of a chunk (most chunks of small campaigns have none)
+	// and kept for the rest of the transaction.
+	enc    *encoders
+	encFor *policy.Progress
 
 	// The records of a transaction and the bytes of the keys and values
 	// the task encodes for them, reused from one transaction to the next:
@@ -104,52 +101,75 @@ type env struct {
 	partitioner topics.Partitioner
 }
 
+// newTask returns task p of env, its state restored in the store: loaded,
+// with the partition's contact filter built from every contact key.
+func newTask(p int32, env *env) (*task, error) {
+	t := &task{p: p, env: env}
+	if err := t.load(); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.contacts, err = env.store.ContactFilter(p); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // load (re)reads the task's in-memory view from the store, dropping anything
 // staged: used after a restore and after an aborted transaction.
 func (t *task) load() error {
-	if t.batch != nil {
-		t.batch.Close()
-		t.batch = nil
-	}
+	t.discard()
 	meta, cs, err := t.env.store.LoadTask(t.p) // after the last batch's apply
 	if err != nil {
 		return err
 	}
 	t.last = nil
-	t.meta = meta
-	// The sweeps start their rounds over: an aborted transaction's sweep
-	// deleted nothing, and a round must visit every key (Erasure).
-	t.sweep, t.sweepR, t.sweepE = nil, nil, nil
-	t.camps = make(map[string]*policy.Progress, len(cs))
-	t.queue, t.firing = t.queue[:0], t.firing[:0]
-	for i := range cs {
-		c := &cs[i]
-		t.camps[c.Campaign.ID] = c
-		switch c.Status {
-		case policy.Pending:
-			t.queue = append(t.queue, c)
-		case policy.Firing:
-			t.firing = append(t.firing, c)
-		}
+	if t.part == nil {
+		t.part = policy.NewPartition(t.env.policy)
 	}
-	slices.SortFunc(t.queue, policy.Compare)
-	// Fan-outs resume in the order they run (startFiring): the one in
-	// progress (it has a cursor; there is at most one) first, then by fire
-	// time and policy.Compare.
-	slices.SortFunc(t.firing, func(a, b *policy.Progress) int {
-		if (a.Cursor != "") != (b.Cursor != "") {
-			if a.Cursor != "" {
-				return -1
-			}
-			return 1
-		}
-		return firingOrder(a, b)
-	})
+	t.part.Load(meta, cs)
 	return nil
 }
 
-// begin starts the task's part of a transaction.
-func (t *task) begin() {
+// discard drops what the task staged in the transaction in progress, if
+// any.
+func (t *task) discard() {
+	if t.batch != nil {
+		t.batch.Close()
+		t.batch = nil
+	}
+}
+
+// records returns the records of the transaction in progress, in the order
+// the task added them.
+func (t *task) records() []*kgo.Record { return t.out }
+
+// settle hands the batch of a committed transaction to the store: applied
+// with checkpoint next when the transaction carried changelog records
+// (changed) or, with no changelog (Config.UnsafeNoTransactions), when it
+// changed anything; dropped otherwise. The task's next batch follows it.
+// It reports false when the task had no transaction in progress.
+func (t *task) settle(next int64, changed bool) (bool, error) {
+	if t.batch == nil {
+		return false, nil
+	}
+	b := t.batch
+	t.batch = nil
+	if !changed && !(t.env.unsafe && !b.Empty()) {
+		b.Close()
+		return true, nil
+	}
+	if err := b.Apply(next); err != nil {
+		return true, err
+	}
+	t.last = b
+	return true, nil
+}
+
+// begin starts the task's part of a transaction, which began when the
+// wall clock read wall.
+func (t *task) begin(wall policy.Millis) {
+	t.wall = wall
 	t.batch = t.env.store.NewBatch(t.p)
 	if t.last != nil {
 		t.batch.Follow(t.last)
@@ -160,79 +180,83 @@ func (t *task) begin() {
 	t.out = t.out[:0]
 	t.slab, t.arena = t.slab[:0], t.arena[:0]
 	t.counts = counts{}
-	t.metaChanged = false
 	t.fired = t.fired[:0]
-	t.budget = t.env.chunk
+	t.enc, t.encFor = nil, nil
+	t.part.Begin(t.batch, t, t.env.chunk)
 }
 
 // syncCampaigns applies the campaign records the task has not seen, up to
 // ends (exclusive) per campaigns partition. Task 0 dead-letters bad campaign
 // records, so each is dead-lettered once, in a transaction.
 func (t *task) syncCampaigns(ends map[int32]int64, nparts int) error {
-	for len(t.meta.Campaigns) < nparts {
-		t.meta.Campaigns = append(t.meta.Campaigns, 0)
-	}
+	t.part.CampaignPartitions(nparts)
 	for q := int32(0); q < int32(nparts); q++ {
-		from, end := t.meta.Campaigns[q], ends[q]
+		from, end := t.part.CampaignOffset(q), ends[q]
 		if from >= end {
 			continue
 		}
-		for _, cr := range t.env.campaign.since(q, from, end) {
-			if err := t.applyCampaign(cr); err != nil {
+		for _, r := range t.env.campaign.since(q, from, end) {
+			if err := t.applyCampaign(r); err != nil {
 				return err
 			}
-			t.meta.Campaigns[q] = cr.rec.Offset + 1
+			t.part.SetCampaignOffset(q, r.Offset+1)
 		}
-		t.meta.Campaigns[q] = end
-		t.metaChanged = true
+		t.part.SetCampaignOffset(q, end)
 	}
 	return nil
 }
 
-func (t *task) applyCampaign(cr campaignRecord) error {
-	if cr.control {
+// applyCampaign decides what one record of the campaigns topic does to
+// the task: a transaction marker nothing; a record that does not decode or
+// validate (decodeCampaign), or that the partition's admission finds
+// invalid, a dead letter (written by task 0 only); any other goes to the
+// partition's admission (policy.Partition.Admit).
+func (t *task) applyCampaign(r *kgo.Record) error {
+	if r.Attrs.IsControl() {
 		return nil
 	}
-	c := cr.campaign
-	if c == nil {
-		if cr.reason == reasonRetry {
-			dc, err := t.env.serde.DecodeCampaign(cr.rec.Value)
-			if err != nil {
-				var de *wire.DecodeError
-				if !errors.As(err, &de) {
-					return fmt.Errorf("decode campaign at %s/%d@%d: %w", cr.rec.Topic, cr.rec.Partition, cr.rec.Offset, err)
-				}
-				cr.reason, cr.err = de.Reason, err
-			} else {
-				c = &dc
-			}
-		}
-		if c == nil {
-			t.deadLetterCampaign(cr.rec, cr.reason, cr.err)
-			return nil
-		}
+	c, reason, err := decodeCampaign(t.env.serde, r)
+	if reason != "" {
+		t.deadLetterCampaign(r, reason, err)
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	t.counts.campaignsSeen++
-	known := t.camps[c.CampaignID]
-	next, verdict := policy.Admit(known, c, t.env.policy.LateAsOf(t.watermark()))
-	switch verdict {
-	case policy.Invalid:
-		t.deadLetterCampaign(cr.rec, deadletter.ReasonCampaignExpiresBeforeSend,
+	verdict, err := t.part.Admit(&c)
+	if err != nil {
+		return err
+	}
+	if verdict == policy.Invalid {
+		t.deadLetterCampaign(r, deadletter.ReasonCampaignExpiresBeforeSend,
 			fmt.Errorf("campaign %s expires at %s, before its send_at %s", c.CampaignID, c.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"), c.SendAt.UTC().Format("2006-01-02T15:04:05.000Z")))
-		return nil
-	case policy.Ignored:
-		return nil
-	case policy.CancelledPending:
-		t.queue = slices.DeleteFunc(t.queue, func(p *policy.Progress) bool { return p == known })
 	}
-	t.camps[c.CampaignID] = next
-	if next.Status == policy.Pending {
-		i, _ := slices.BinarySearchFunc(t.queue, next, policy.Compare)
-		t.queue = slices.Insert(t.queue, i, next)
-	} else if next.Status == policy.Firing {
-		t.startFiring(next)
+	return nil
+}
+
+// decodeCampaign returns the campaign of r, or the dead-letter reason and
+// the error saying why r cannot be accepted, or an error alone when the
+// failure is not the record's (the registry did not answer): the
+// transaction then aborts, and the record is read again.
+func decodeCampaign(serde *wire.Serde, r *kgo.Record) (schemas.Campaign, deadletter.Reason, error) {
+	c, err := serde.DecodeCampaign(r.Value)
+	if err != nil {
+		var de *wire.DecodeError
+		if errors.As(err, &de) {
+			return c, de.Reason, err
+		}
+		return c, "", fmt.Errorf("decode campaign at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
-	return t.batch.PutCampaign(next)
+	switch {
+	case c.CampaignID == "":
+		return c, deadletter.ReasonEmptyCampaignID, errors.New("campaign_id is empty")
+	case string(r.Key) != c.CampaignID:
+		return c, deadletter.ReasonMisroutedKey, fmt.Errorf("record key %q is not the campaign_id %q", r.Key, c.CampaignID)
+	case c.BusinessID == "":
+		return c, deadletter.ReasonEmptyBusinessID, errors.New("business_id is empty")
+	}
+	return c, "", nil
 }
 
 func (t *task) deadLetterCampaign(r *kgo.Record, reason deadletter.Reason, err error) {
@@ -246,118 +270,104 @@ func (t *task) deadLetterCampaign(r *kgo.Record, reason deadletter.Reason, err e
 // fanout continues the fan-outs in progress within the transaction's
 // decision budget. It reports whether every fan-out finished.
 func (t *task) fanout() (bool, error) {
-	for len(t.firing) > 0 {
-		if t.budget <= 0 {
-			return false, nil
-		}
-		c := t.firing[0]
-		if t.fanning[c.Campaign.ID] == nil {
-			if t.fanning == nil {
-				t.fanning = map[string]*fanoutTally{}
-			}
-			t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: -1, business: c.Campaign.Business}
-		}
-		var candidates, visited, delivered int64
-		var rec policy.Recipient
-		cfg := t.env.policy.Config()
-		var enc *encoders // made for the chunk's first record: most chunks of small campaigns have none
-		last, done, err := t.batch.Audience(c.Campaign.Business, c.Cursor, t.budget, func(user string, contact *policy.Contact, known bool) error {
-			t.budget--
-			visited++
-			if asOf := t.env.policy.AsOf(contact, c.FireAt); t.env.policy.ContactExpired(&asOf, c.FireAt) {
-				// Forgotten as of the send time, whether or not a sweep
-				// has deleted it yet: not a candidate, as if swept, so
-				// that the decisions (and their NO_CONTACT records) do
-				// not depend on when sweeps happened to run.
-				return nil
-			}
-			var r *policy.Recipient
-			if cfg.UserCap > 0 {
-				var err error
-				rec, _, err = t.batch.Recipient(user)
-				if err != nil {
-					return err
-				}
-				r = &rec
-			}
-			reason := t.env.policy.Decide(contact, r, &c.Campaign, c.FireAt)
-			t.counts.decisions[reason]++
-			candidates++
-			if reason == policy.Delivered {
-				delivered++
-			}
-			if t.env.names.Decisions == "" && reason != policy.Delivered {
-				return nil
-			}
-			if enc == nil {
-				var err error
-				if enc, err = t.templates(c); err != nil {
-					return err
-				}
-			}
-			// One delivery id and one copy of the key for the decision
-			// and the inbox record.
-			id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
-			if enc.decision != nil {
-				t.decided(enc.decision, key, id, user, reason)
-			}
-			if reason != policy.Delivered {
-				return nil
-			}
-			if err := t.batch.PutContact(user, c.Campaign.Business, contact, known); err != nil {
-				return err
-			}
-			if r != nil {
-				if err := t.batch.PutRecipient(user, r); err != nil {
-					return err
-				}
-			}
-			t.deliver(enc.inbox, key, id, user)
-			return nil
-		})
-		if err != nil {
-			return false, fmt.Errorf("fan out campaign %s on partition %d: %w", c.Campaign.ID, t.p, err)
-		}
-		c.Cursor = last
-		if t.counts.candidates == nil {
-			t.counts.candidates = map[string]int64{}
-		}
-		t.counts.candidates[c.Campaign.ID] += candidates
-		if t.counts.visited == nil {
-			t.counts.visited, t.counts.delivered = map[string]int64{}, map[string]int64{}
-		}
-		t.counts.visited[c.Campaign.ID] += visited
-		t.counts.delivered[c.Campaign.ID] += delivered
-		if f := t.fanning[c.Campaign.ID]; f.contacts < 0 {
-			// How far the fan-out has to go, for its progress
-			// (sponsor_fanout_contacts): known after its first chunk. Only
-			// a fan-out longer than a chunk counts the rest, one scan of
-			// the keys after the cursor; most campaigns, a few hundred
-			// contacts, pay nothing. (Counting every fan-out up front cost
-			// 3-8% of the CPU per delivery of a 300k fan-out.) A fan-out
-			// resumed after a restart counts from its cursor on.
-			f.contacts = visited
-			if !done {
-				rest, err := t.batch.CountContacts(c.Campaign.Business, last)
-				if err != nil {
-					return false, fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
-				}
-				f.contacts += rest
-			}
-		}
-		if done {
-			c.Status, c.Cursor = policy.Fired, ""
-			t.firing = t.firing[1:]
-			t.counts.campaignsFired++
-			t.fired = append(t.fired, c.Campaign.ID)
-		}
-		if err := t.batch.PutCampaign(c); err != nil {
-			return false, err
-		}
-		t.raiseTime(c.FireAt)
+	ok, err := t.part.Fanout()
+	if err != nil {
+		return false, fmt.Errorf("partition %d: %w", t.p, err)
 	}
-	return true, nil
+	return ok, nil
 }
+
+// Chunking implements policy.Output: it starts the tally of a fan-out
+// the task has not seen begin.
+func (t *task) Chunking(c *policy.Progress) {
+	if t.fanning[c.Campaign.ID] == nil {
+		if t.fanning == nil {
+			t.fanning = map[string]*fanoutTally{}
+		}
+		t.fanning[c.Campaign.ID] = &fanoutTally{start: time.Now(), contacts: -1, business: c.Campaign.Business}
+	}
+}
+
+// Decided implements policy.Output: it counts the decision and adds its
+// records (the decision's audit record, the inbox message of a delivery)
+// to the transaction.
+func (t *task) Decided(c *policy.Progress, user string, reason policy.Reason) error {
+	t.counts.decisions[reason]++
+	if t.env.names.Decisions == "" && reason != policy.Delivered {
+		return nil
+	}
+	if t.encFor != c {
+		enc, err := t.templates(c)
+		if err != nil {
+			return err
+		}
+		t.enc, t.encFor = enc, c
+	}
+	// One delivery id and one copy of the key for the decision and the
+	// inbox record.
+	id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
+	if t.enc.decision != nil {
+		t.decided(t.enc.decision, key, id, user, reason)
+	}
+	if reason == policy.Delivered {
+		t.deliver(t.enc.inbox, key, id, user)
+	}
+	return nil
+}
+
+// Chunked implements policy.Output: it tallies a chunk of a fan-out for
+// the metrics.
+func (t *task) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	if t.counts.candidates == nil {
+		t.counts.candidates = map[string]int64{}
+	}
+	t.counts.candidates[c.Campaign.ID] += ch.Candidates
+	if t.counts.visited == nil {
+		t.counts.visited, t.counts.delivered = map[string]int64{}, map[string]int64{}
+	}
+	t.counts.visited[c.Campaign.ID] += ch.Visited
+	t.counts.delivered[c.Campaign.ID] += ch.Delivered
+	if f := t.fanning[c.Campaign.ID]; f.contacts < 0 {
+		// How far the fan-out has to go, for its progress
+		// (sponsor_fanout_contacts): known after its first chunk. Only
+		// a fan-out longer than a chunk counts the rest, one scan of
+		// the keys after the cursor; most campaigns, a few hundred
+		// contacts, pay nothing. (Counting every fan-out up front cost
+		// 3-8% of the CPU per delivery of a 300k fan-out.) A fan-out
+		// resumed after a restart counts from its cursor on.
+		f.contacts = ch.Visited
+		if !ch.Done {
+			rest, err := t.batch.CountContacts(c.Campaign.Business, c.Cursor)
+			if err != nil {
+				return fmt.Errorf("count the contacts of %s on partition %d: %w", c.Campaign.Business, t.p, err)
+			}
+			f.contacts += rest
+		}
+	}
+	if ch.Done {
+		t.counts.campaignsFired++
+		t.fired = append(t.fired, c.Campaign.ID)
+	}
+	return nil
+}
+
+// Counted implements policy.Output: the late interactions, late
+// suppressions and erased interactions have their metrics; policy.Forgot
+// has none.
+func (t *task) Counted(tally policy.Tally, kind schemas.InteractionKind) {
+	switch tally {
+	case policy.Late:
+		t.counts.late[kind]++
+	case policy.LateSuppression:
+		t.counts.lateSuppressions[kind]++
+	case policy.Erased:
+		t.counts.erased++
+	}
+}
+
+// fanouts returns the tallies of the fan-outs in progress, by campaign, as
+// of the last committed transaction. The map must not be changed.
+func (t *task) fanouts() map[string]*fanoutTally { return t.fanning }
 
 // committed adds the counts of the task's part of a transaction to s once
 // the transaction committed, records the fan-outs it finished and returns
@@ -396,7 +406,8 @@ func (t *task) key(user string) []byte {
 }
 
 // encoders are the templates of a campaign's records, encoded once per chunk
-// of its fan-out rather than once per candidate.
+// of its fan-out (a campaign runs at most one chunk per transaction) rather
+// than once per candidate.
 type encoders struct {
 	inbox    *wire.InboxTemplate
 	decision *wire.DecisionTemplate // nil without a decisions topic
@@ -457,52 +468,6 @@ func (t *task) emit(topic string, key, value []byte) {
 	t.out = append(t.out, r)
 }
 
-// startDue moves the pending campaigns that due reports true for to the
-// firing list, in order.
-func (t *task) startDue(due func(*policy.Progress) bool) {
-	for len(t.queue) > 0 && due(t.queue[0]) {
-		c := t.queue[0]
-		t.queue = t.queue[1:]
-		policy.Start(c)
-		t.startFiring(c)
-	}
-}
-
-// startFiring adds campaign c, just started, to the fan-outs in the order
-// they run: by fire time, then policy.Compare (the order load restores),
-// behind the fan-out in progress if one has begun. It raises the stream
-// time to what the fire time requires (policy.Policy.AfterFire), so that a
-// LAUNCH that arrives late from now on fires as of no earlier time.
-func (t *task) startFiring(c *policy.Progress) {
-	lo := 0
-	if len(t.firing) > 0 && t.firing[0].Cursor != "" {
-		lo = 1
-	}
-	i := lo
-	for i < len(t.firing) && firingOrder(t.firing[i], c) <= 0 {
-		i++
-	}
-	t.firing = slices.Insert(t.firing, i, c)
-	t.raiseTime(c.FireAt)
-}
-
-// firingOrder orders fan-outs: by fire time, then policy.Compare.
-func firingOrder(a, b *policy.Progress) int {
-	if a.FireAt != b.FireAt {
-		return cmp.Compare(a.FireAt, b.FireAt)
-	}
-	return policy.Compare(a, b)
-}
-
-// raiseTime raises the task's stream time to what a campaign firing as of
-// at requires (policy.Policy.AfterFire).
-func (t *task) raiseTime(at policy.Millis) {
-	if at = t.env.policy.AfterFire(at); at > t.meta.Time {
-		t.meta.Time = at
-		t.metaChanged = true
-	}
-}
-
 // process applies the task's records in order. It stops early, returning the
 // index of the first record it did not process, when a fan-out runs out of
 // budget: the rest waits for the next transaction (event-time order is kept).
@@ -511,11 +476,11 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 		return 0, err
 	}
 	for i, r := range recs {
-		if r.Offset < t.meta.Input && !t.env.unsafe {
+		if r.Offset < t.part.Input() && !t.env.unsafe {
 			continue // already applied: an offset reset or a re-fetch
 		}
 		if r.Attrs.IsControl() {
-			t.meta.Input, t.metaChanged = r.Offset+1, true
+			t.part.Consumed(r.Offset)
 			continue
 		}
 		in, reason, err := t.decode(r)
@@ -523,22 +488,17 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 			return i, err // infrastructure: the transaction aborts
 		}
 		if reason != "" {
-			t.meta.Input, t.metaChanged = r.Offset+1, true
+			t.part.Consumed(r.Offset)
 			continue
 		}
-		at := policy.ToMillis(in.OccurredAt)
-		w := t.env.policy.Watermark(at)
-		t.startDue(func(c *policy.Progress) bool { return policy.DueByStreamTime(c, w) })
-		if ok, err := t.fanout(); err != nil || !ok {
-			return i, err
+		ok, err := t.part.Interaction(in.UserID, in.BusinessID, in.Kind, policy.ToMillis(in.OccurredAt))
+		if err != nil {
+			return i, fmt.Errorf("partition %d: %w", t.p, err)
 		}
-		if err := t.apply(&in, at); err != nil {
-			return i, err
+		if !ok {
+			return i, nil // the fan-outs used the budget
 		}
-		if at > t.meta.Time {
-			t.meta.Time = at
-		}
-		t.meta.Input, t.metaChanged = r.Offset+1, true
+		t.part.Consumed(r.Offset)
 		t.counts.interactions++
 	}
 	return len(recs), nil
@@ -611,123 +571,25 @@ func (t *task) decodeValue(r *kgo.Record) (schemas.Interaction, deadletter.Reaso
 
 // watermark is the task time every rule is judged as of: the stream time
 // minus the grace (policy.Policy.Watermark).
-func (t *task) watermark() policy.Millis { return t.env.policy.Watermark(t.meta.Time) }
-
-// apply records one interaction in the state. The campaigns due before it
-// have fired.
-func (t *task) apply(in *schemas.Interaction, at policy.Millis) error {
-	late := at < t.watermark()
-	if late {
-		t.counts.late[in.Kind]++
-	}
-	if in.Kind == schemas.UserErased {
-		// The marker covers every interaction of the user up to the
-		// erasure's own time, whenever it arrives (ErasedAt).
-		return t.batch.EraseUser(in.UserID, at, t.meta.Rounds)
-	}
-	if in.Kind == schemas.BusinessMessage {
-		return nil
-	}
-	c, known, erasedAt, erased, err := t.batch.Lookup(in.UserID, in.BusinessID)
-	if err != nil {
-		return err
-	}
-	if erased && at <= erasedAt {
-		t.counts.erased++ // not dead-lettered: that would keep what the user asked to erase
-		return nil
-	}
-	// A contact past retention is forgotten whether or not the expiry sweep
-	// has reached it yet, so a replay decides the same.
-	// Folded in only what no campaign still to fire can be before: the
-	// earliest fire time from now on is LateAsOf of the watermark.
-	w := t.env.policy.LateAsOf(t.env.policy.Watermark(max(t.meta.Time, at)))
-	if t.env.policy.ExpiredBefore(&c, at, w) {
-		c = policy.Contact{}
-	}
-	if !known && c.Empty() && t.env.policy.Forgotten(at, w) {
-		// A new contact forgotten on arrival (the interaction is more than
-		// the retention behind the watermark): nothing to store, and not
-		// storing it keeps out an erased user's past once the marker is
-		// gone (state.Batch.SweepErasures).
-		return nil
-	}
-	if late && c.LateSuppression(in.Kind, at) {
-		t.counts.lateSuppressions[in.Kind]++
-	}
-	if !t.env.policy.Observe(&c, in.Kind, at, w) {
-		return nil
-	}
-	return t.batch.PutContact(in.UserID, in.BusinessID, &c, known)
-}
+func (t *task) watermark() policy.Millis { return t.part.Watermark() }
 
 // fireByWallClock starts the pending campaigns whose send time the wall
 // clock has passed; the runner calls it only when the task is caught up.
 func (t *task) fireByWallClock(wall policy.Millis) error {
-	w := wall - t.env.policy.Grace()
-	t.startDue(func(c *policy.Progress) bool { return policy.DueByWallClock(c, w) })
-	_, err := t.fanout()
-	return err
-}
-
-// expire forgets, within a small budget per transaction, what no rule can
-// use any more as of the task's time: contacts past retention, per-user
-// delivery lists with nothing in the last 24 hours, finished campaigns past
-// their expiry.
-func (t *task) expire(limit int) error {
-	if t.meta.Time == 0 {
-		return nil
-	}
-	// As of the earliest time a campaign can still fire as of.
-	now := t.env.policy.LateAsOf(t.watermark())
-	next, _, err := t.batch.SweepContacts(t.sweep, limit, func(c *policy.Contact) bool {
-		return t.env.policy.ContactExpired(c, now)
-	})
-	if err != nil {
-		return err
-	}
-	t.sweep = next
-	if next == nil {
-		// A round over every contact of the partition is complete: the
-		// erasure markers it began after have no stale contact left. The
-		// count is written with the next metadata (not on its own: an
-		// idle task would then write a transaction per tick); a restart
-		// may lose some increments, which only delays a marker's
-		// deletion.
-		t.meta.Rounds++
-	}
-	next, _, err = t.batch.SweepErasures(t.sweepE, limit, t.meta.Rounds, func(at policy.Millis) bool {
-		return t.env.policy.Forgotten(at, now)
-	})
-	if err != nil {
-		return err
-	}
-	t.sweepE = next
-	if t.env.policy.Config().UserCap > 0 {
-		next, _, err := t.batch.SweepRecipients(t.sweepR, limit, func(r *policy.Recipient) bool {
-			return t.env.policy.RecipientExpired(r, now)
-		})
-		if err != nil {
-			return err
-		}
-		t.sweepR = next
-	}
-	for id, c := range t.camps {
-		if policy.Forgettable(c, now) {
-			if err := t.batch.DeleteCampaign(id); err != nil {
-				return err
-			}
-			delete(t.camps, id)
-		}
+	if err := t.part.FireByWallClock(wall); err != nil {
+		return fmt.Errorf("partition %d: %w", t.p, err)
 	}
 	return nil
 }
 
+// expire forgets, within a small budget per transaction, what no rule can
+// use any more as of the task's time (policy.Partition.Expire).
+func (t *task) expire(limit int) error { return t.part.Expire(limit) }
+
 // finish writes the metadata and turns the batch into changelog records.
 func (t *task) finish() error {
-	if t.metaChanged {
-		if err := t.batch.PutMeta(&t.meta); err != nil {
-			return err
-		}
+	if err := t.part.Finish(); err != nil {
+		return err
 	}
 	if t.env.unsafe {
 		return nil // no changelog: the negative control keeps state only in Pebble

@@ -93,7 +93,7 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	if l.log.Enabled(ctx, slog.LevelDebug) {
 		var outs int
 		for _, t := range tasks {
-			outs += len(t.out)
+			outs += len(t.records())
 		}
 		l.log.Debug("transaction committed", "records_in", len(byPart), "records_out", outs, "tasks", len(tasks), "fanning_out", l.fanningOut())
 	}
@@ -155,7 +155,7 @@ func (l *txnLoop) produce(ctx context.Context, tasks []*task) (*txnOutputs, bool
 	any := false
 	promise := out.promise // one closure for all records, not one per record
 	for _, t := range tasks {
-		for _, rec := range t.out {
+		for _, rec := range t.records() {
 			any = true
 			out.wg.Add(1)
 			l.sess.Produce(ctx, rec, promise)
@@ -169,8 +169,7 @@ func (l *txnLoop) endEmpty(ctx context.Context, tasks []*task) error {
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
 	defer cancel()
 	for _, t := range tasks {
-		t.batch.Close()
-		t.batch = nil
+		t.discard()
 	}
 	if _, err := l.sess.End(endCtx, kgo.TryAbort); err != nil {
 		return errors.Join(fmt.Errorf("end empty transaction: %w", err), l.abortInFlight(ctx))
@@ -236,18 +235,14 @@ func (l *txnLoop) commit(ctx context.Context, tasks []*task, out *txnOutputs, at
 // fan-outs and pauses or resumes the partitions.
 func (l *txnLoop) apply(tasks []*task, lastChange map[int32]int64) error {
 	for _, t := range tasks {
-		if t.batch == nil {
+		next, changed := lastChange[t.p]
+		ok, err := t.settle(next, changed)
+		if err != nil {
+			return fmt.Errorf("%w: apply committed state of partition %d: %w", errStop, t.p, err)
+		}
+		if !ok {
 			continue
 		}
-		if next, ok := lastChange[t.p]; ok || l.cfg.UnsafeNoTransactions && !t.batch.Empty() {
-			if err := t.batch.Apply(next); err != nil {
-				return fmt.Errorf("%w: apply committed state of partition %d: %w", errStop, t.p, err)
-			}
-			t.last = t.batch
-		} else {
-			t.batch.Close()
-		}
-		t.batch = nil
 		l.fanouts.fired(t.committed(l.stats))
 	}
 	l.fanouts.done(l.tasks)
@@ -337,11 +332,11 @@ func (l *txnLoop) taskOffsets(req *kmsg.TxnOffsetCommitRequest, tasks []*task) {
 	}
 	rt.Partitions = rt.Partitions[:0]
 	for _, t := range tasks {
-		if t.meta.Input < 0 {
+		if t.part.Input() < 0 {
 			continue
 		}
 		p := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-		p.Partition, p.Offset, p.LeaderEpoch, p.Metadata = t.p, t.meta.Input, -1, &req.MemberID
+		p.Partition, p.Offset, p.LeaderEpoch, p.Metadata = t.p, t.part.Input(), -1, &req.MemberID
 		rt.Partitions = append(rt.Partitions, p)
 	}
 }
@@ -358,8 +353,8 @@ func (l *txnLoop) reset() error {
 			errs = append(errs, fmt.Errorf("reload task %d: %w", t.p, err))
 			continue
 		}
-		if t.meta.Input >= 0 {
-			set[t.p] = kgo.EpochOffset{Epoch: -1, Offset: t.meta.Input}
+		if in := t.part.Input(); in >= 0 {
+			set[t.p] = kgo.EpochOffset{Epoch: -1, Offset: in}
 		}
 	}
 	if len(set) > 0 {

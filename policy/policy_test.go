@@ -1,7 +1,11 @@
 package policy_test
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,16 +13,20 @@ import (
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/state"
 )
 
 // TestPolicy replays the stories in testdata/: each file is one task's input
 // (interactions and campaign records in the order the task reads them) and
-// the deliveries and suppressions the rules of DESIGN.md give. Run with
-// -rewrite to regenerate the expected output, then check it by hand against
-// the rules: the files are the specification, not a snapshot.
+// the deliveries and suppressions the rules of DESIGN.md give. The stories
+// run the partition core itself (policy.Partition) over the runtime's store
+// (state.Batch on a Pebble in memory), so they cover the key layout too.
+// Run with -rewrite to regenerate the expected output, then check it by
+// hand against the rules: the files are the specification, not a snapshot.
 //
 // Commands (times are UTC, 2006-01-02T15:04[:05[.000]]; durations are Go
 // durations or a number of days with the suffix d):
@@ -26,12 +34,16 @@ import (
 //	config [cap=N] [gap=D] [retention=D] [grace=D]
 //	    starts a new task with DefaultConfig changed as given.
 //	watch users=u1,u2
-//	    adds users to every fan-out even without a contact (to show NO_CONTACT).
+//	    lists these users in every fan-out: one the fan-out passes over (no
+//	    contact with the business, or one forgotten as of the fire time)
+//	    shows as NO_CONTACT, the rules' decision for them (the runtime
+//	    writes no record for them).
 //	interaction user=U [biz=B] kind=KIND at=T
 //	    the task reads an interaction: it fires the campaigns that are due
 //	    by stream time (send_at < T - grace) first, then applies it. It is
 //	    "late" when T is behind the watermark (stream time - grace), and not
-//	    stored when it is at or before the user's erasure.
+//	    stored when it is at or before the user's erasure. USER_ERASED
+//	    marks the user erased as of the time it prints.
 //	campaign id=C biz=B send=T [expires=T] [audience=KIND:DAYS,...] [action=CANCEL]
 //	    the task reads a campaign record (Admit); a late LAUNCH fires at once.
 //	    expires defaults to send + 30d.
@@ -41,14 +53,16 @@ import (
 //	    the task has caught up and the wall clock reads T: fires what
 //	    DueByWallClock says, each as of its send time.
 //	fire id=C
-//	    fires C now if it is pending (as the wall clock would), as of its send time.
+//	    fires C now if it is pending, as the wall clock just past its send
+//	    time and the grace would (and so every campaign due before it), as
+//	    of its send time.
 //	contact user=U biz=B
 //	    prints what the task knows about the pair.
 //	expiry at=T
 //	    prints which contacts, recipients and campaigns could be forgotten at T.
 func TestPolicy(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
-		var s *sim
+		var s *story
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			if td.Cmd != "config" && s == nil {
 				td.Fatalf(t, "the first command of a story must be config")
@@ -77,7 +91,7 @@ func TestPolicy(t *testing.T) {
 					s = nil
 					return "error: " + err.Error()
 				}
-				s = newSim(p)
+				s = newStory(t, p)
 				return "ok"
 			case "watch":
 				users := strings.Split(arg(t, td, "users"), ",")
@@ -141,206 +155,254 @@ func TestPolicy(t *testing.T) {
 	})
 }
 
-// sim is one task as the runtime runs it, with maps instead of Pebble and
-// no Kafka: it keeps the task time, the campaigns it has seen, and the
-// contacts and recipients of its users, and calls the policy the way the
-// runtime does.
-type sim struct {
-	pol        *policy.Policy
-	now        policy.Millis // task time: largest event time processed or fired as of
-	contacts   map[string]map[string]*policy.Contact
-	recipients map[string]*policy.Recipient
-	campaigns  map[string]*policy.Progress
-	erased     map[string]policy.Millis // user -> event time of the latest erasure
-	watched    []string
+// story is one partition as the runtime runs it: a policy.Partition over
+// a state.Batch of a Pebble store in memory, one transaction per command
+// (begun, finished and committed as the runtime's loop does, with no
+// expiry sweep: the stories show that decisions do not depend on when
+// sweeps run), and an Output that prints what the partition decides.
+type story struct {
+	t       *testing.T
+	pol     *policy.Policy
+	store   *state.Store
+	part    *policy.Partition
+	batch   *storyStore
+	out     storyOutput
+	next    int64 // the next checkpoint
+	watched []string
+	// pairs and users are those the story has mentioned, for expiry.
+	pairs map[[2]string]bool
+	users map[string]bool
 }
 
-func newSim(p *policy.Policy) *sim {
-	return &sim{
-		pol:        p,
-		contacts:   map[string]map[string]*policy.Contact{},
-		recipients: map[string]*policy.Recipient{},
-		campaigns:  map[string]*policy.Progress{},
-		erased:     map[string]policy.Millis{},
+// partition is the partition of the stories' task.
+const partition = 0
+
+func newStory(t *testing.T, p *policy.Policy) *story {
+	t.Helper()
+	store, err := state.Open("/story", state.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() })
+	s := &story{t: t, pol: p, store: store, part: policy.NewPartition(p), pairs: map[[2]string]bool{}, users: map[string]bool{}}
+	s.out.s = s
+	meta, cs, err := store.LoadTask(partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.part.Load(meta, cs)
+	return s
 }
 
-// fireDue fires, in policy.Compare order, the pending campaigns that due
-// says must fire.
-func (s *sim) fireDue(b *strings.Builder, due func(*policy.Progress) bool) {
-	var ps []*policy.Progress
-	for _, p := range s.campaigns {
-		if due(p) {
-			ps = append(ps, p)
-		}
-	}
-	slices.SortFunc(ps, policy.Compare)
-	for _, p := range ps {
-		policy.Start(p)
-		s.fanOut(b, p)
-	}
-}
-
-// fanOut decides about every user who has a contact with the campaign's
-// business (and the watched users), in ascending user order, then marks the
-// campaign fired.
-func (s *sim) fanOut(b *strings.Builder, p *policy.Progress) {
-	camp := &p.Campaign
-	var users []string
-	for u, bs := range s.contacts {
-		if _, ok := bs[camp.Business]; ok {
-			users = append(users, u)
-		}
-	}
-	for _, u := range s.watched {
-		if !slices.Contains(users, u) {
-			users = append(users, u)
-		}
-	}
-	slices.Sort(users)
-	fmt.Fprintf(b, "fire %s %s as of %s\n", camp.ID, camp.Business, fmtTime(p.FireAt))
-	for _, u := range users {
-		c := s.contacts[u][camp.Business]
-		if c != nil && !slices.Contains(s.watched, u) {
-			// The runtime passes over a contact forgotten as of the fire
-			// time, or made only by interactions after it.
-			if v := s.pol.AsOf(c, p.FireAt); s.pol.ContactExpired(&v, p.FireAt) {
-				continue
-			}
-		}
-		var r *policy.Recipient
-		if s.pol.Config().UserCap > 0 {
-			r = s.recipients[u]
-			if r == nil {
-				r = &policy.Recipient{}
-			}
-		}
-		reason := s.pol.Decide(c, r, camp, p.FireAt)
-		if reason == policy.Delivered && r != nil {
-			s.recipients[u] = r
-		}
-		fmt.Fprintf(b, "  %s: %s\n", u, reason)
-		p.Cursor = u
-	}
-	p.Status = policy.Fired
-	s.now = max(s.now, s.pol.AfterFire(p.FireAt))
-}
-
-func (s *sim) interaction(user, biz string, kind schemas.InteractionKind, at policy.Millis) string {
+// txn runs fn in a transaction of the partition and returns what it
+// printed.
+func (s *story) txn(fn func(b *strings.Builder) error) string {
+	s.t.Helper()
+	s.batch = &storyStore{Batch: s.store.NewBatch(partition), out: &s.out, put: map[[2]string]bool{}}
+	defer s.batch.Close()
 	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, s.pol.Watermark(at)) })
-	late := ""
-	if at < s.pol.Watermark(s.now) {
-		late = " (late)"
+	s.out.b = &b
+	s.part.Begin(s.batch, &s.out, math.MaxInt)
+	if err := fn(&b); err != nil {
+		s.t.Fatal(err)
 	}
-	s.now = max(s.now, at)
-	w := s.pol.LateAsOf(s.pol.Watermark(s.now)) // the fold horizon, as the runtime's
-	if kind == schemas.UserErased {
-		// The runtime marks the user: what a contact holds of after the
-		// erasure (recent interactions that arrived before it) stays.
-		n := 0
-		for biz, c := range s.contacts[user] {
-			if since, ok := c.Since(at); ok {
-				s.contacts[user][biz] = &since
-			} else {
-				delete(s.contacts[user], biz)
-				n++
-			}
-		}
-		delete(s.recipients, user)
-		if e, ok := s.erased[user]; !ok || at > e {
-			s.erased[user] = at
-		}
-		fmt.Fprintf(&b, "%s erased%s: %d contacts deleted", user, late, n)
-		return b.String()
+	if err := s.part.Finish(); err != nil {
+		s.t.Fatal(err)
 	}
-	if e, ok := s.erased[user]; ok && at <= e {
-		fmt.Fprintf(&b, "%s/%s %s%s: not stored, before the erasure at %s", user, biz, kind, late, fmtTime(e))
-		return b.String()
+	s.next++
+	if err := s.batch.Commit(s.next); err != nil {
+		s.t.Fatal(err)
 	}
-	c := s.contacts[user][biz]
-	if c != nil && s.pol.ExpiredBefore(c, at, w) {
-		// The runtime tests expiry on load, as of the task time, so that
-		// the outcome does not depend on when its sweeps ran.
-		delete(s.contacts[user], biz)
-		fmt.Fprintf(&b, "%s/%s expired: forgotten\n", user, biz)
-		c = nil
-	}
-	var next policy.Contact
-	if c != nil {
-		next = *c
-		next.Recent = slices.Clone(c.Recent)
-	}
-	if late != "" && next.LateSuppression(kind, at) {
-		late = " (late, after a delivery it would have stopped)"
-	}
-	if s.pol.Observe(&next, kind, at, w) {
-		if s.contacts[user] == nil {
-			s.contacts[user] = map[string]*policy.Contact{}
-		}
-		s.contacts[user][biz] = &next
-		fmt.Fprintf(&b, "%s/%s %s%s: changed", user, biz, kind, late)
-	} else {
-		fmt.Fprintf(&b, "%s/%s %s%s: unchanged", user, biz, kind, late)
-	}
-	return b.String()
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
-func (s *sim) campaign(c *schemas.Campaign) string {
-	var b strings.Builder
-	known := s.campaigns[c.CampaignID]
-	next, v := policy.Admit(known, c, s.pol.LateAsOf(s.pol.Watermark(s.now)))
-	if v != policy.Invalid {
-		if next == nil {
-			delete(s.campaigns, c.CampaignID)
+// storyStore is the transaction's batch, noting the contacts an
+// interaction (not a fan-out) writes.
+type storyStore struct {
+	*state.Batch
+	out *storyOutput
+	put map[[2]string]bool
+}
+
+func (st *storyStore) PutContact(user, business string, c *policy.Contact, known bool) error {
+	if st.out.fanout == nil {
+		st.put[[2]string{user, business}] = true
+	}
+	return st.Batch.PutContact(user, business, c, known)
+}
+
+// storyOutput prints a fan-out once it is finished: the campaign, then
+// each decision in user order, the watched users among them.
+type storyOutput struct {
+	s         *story
+	b         *strings.Builder
+	fanout    *policy.Progress // the fan-out whose chunk is running
+	decisions map[string]policy.Reason
+	tallies   map[policy.Tally]bool
+}
+
+func (o *storyOutput) Chunking(c *policy.Progress) {
+	if o.decisions == nil {
+		o.decisions = map[string]policy.Reason{}
+	}
+	o.fanout = c
+}
+
+func (o *storyOutput) Decided(c *policy.Progress, user string, reason policy.Reason) error {
+	o.decisions[user] = reason
+	return nil
+}
+
+func (o *storyOutput) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	o.fanout = nil
+	if !ch.Done {
+		return nil
+	}
+	// A watched user the fan-out passed over (no contact with the
+	// business in the partition's state, or one forgotten as of the fire
+	// time) is shown with the rules' decision for them, NO_CONTACT; the
+	// runtime writes no record for them.
+	for _, u := range o.s.watched {
+		if _, ok := o.decisions[u]; !ok {
+			o.decisions[u] = policy.NoContact
+		}
+	}
+	fmt.Fprintf(o.b, "fire %s %s as of %s\n", c.Campaign.ID, c.Campaign.Business, fmtTime(c.FireAt))
+	for _, u := range slices.Sorted(maps.Keys(o.decisions)) {
+		fmt.Fprintf(o.b, "  %s: %s\n", u, o.decisions[u])
+	}
+	clear(o.decisions)
+	return nil
+}
+
+func (o *storyOutput) Counted(tally policy.Tally, _ schemas.InteractionKind) {
+	if o.tallies == nil {
+		o.tallies = map[policy.Tally]bool{}
+	}
+	o.tallies[tally] = true
+}
+
+func (s *story) interaction(user, biz string, kind schemas.InteractionKind, at policy.Millis) string {
+	s.users[user] = true
+	if biz != "" {
+		s.pairs[[2]string{user, biz}] = true
+	}
+	return s.txn(func(b *strings.Builder) error {
+		clear(s.out.tallies)
+		ok, err := s.part.Interaction(user, biz, kind, at)
+		if err != nil || !ok {
+			return cmp.Or(err, errors.New("the fan-outs ran out of budget"))
+		}
+		tally := s.out.tallies
+		late := ""
+		if tally[policy.LateSuppression] {
+			late = " (late, after a delivery it would have stopped)"
+		} else if tally[policy.Late] {
+			late = " (late)"
+		}
+		if kind == schemas.UserErased {
+			e, _, err := s.batch.Erasure(user)
+			fmt.Fprintf(b, "%s erased%s: marked as of %s", user, late, fmtTime(e.At))
+			return err
+		}
+		if tally[policy.Erased] {
+			e, _, err := s.batch.Erasure(user)
+			fmt.Fprintf(b, "%s/%s %s%s: not stored, before the erasure at %s", user, biz, kind, late, fmtTime(e.At))
+			return err
+		}
+		if tally[policy.Forgot] {
+			fmt.Fprintf(b, "%s/%s expired: forgotten\n", user, biz)
+		}
+		if s.batch.put[[2]string{user, biz}] {
+			fmt.Fprintf(b, "%s/%s %s%s: changed", user, biz, kind, late)
 		} else {
-			s.campaigns[c.CampaignID] = next
+			fmt.Fprintf(b, "%s/%s %s%s: unchanged", user, biz, kind, late)
 		}
-	}
-	status := "none"
-	if p := s.campaigns[c.CampaignID]; p != nil {
-		status = p.Status.String()
-	}
-	fmt.Fprintf(&b, "%s %s: %s, %s", c.CampaignID, c.Action, v, status)
-	if next != nil && next.Status == policy.Firing && v == policy.Accepted {
-		b.WriteString("\n")
-		s.fanOut(&b, next)
-		return strings.TrimSuffix(b.String(), "\n")
-	}
-	return b.String()
+		return nil
+	})
 }
 
-func (s *sim) advance(to policy.Millis) string {
-	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByStreamTime(p, s.pol.Watermark(to)) })
-	s.now = max(s.now, to)
-	fmt.Fprintf(&b, "task time %s", fmtTime(s.now))
-	return b.String()
+func (s *story) campaign(c *schemas.Campaign) string {
+	return s.txn(func(b *strings.Builder) error {
+		v, err := s.part.Admit(c)
+		if err != nil {
+			return err
+		}
+		status := "none"
+		if p := s.part.Campaign(c.CampaignID); p != nil {
+			status = p.Status.String()
+		}
+		fmt.Fprintf(b, "%s %s: %s, %s\n", c.CampaignID, c.Action, v, status)
+		// A LAUNCH that fires at once runs before what the task reads
+		// next, as the runtime's first step of a transaction does.
+		_, err = s.part.Fanout()
+		return err
+	})
 }
 
-func (s *sim) wall(wall policy.Millis) string {
-	var b strings.Builder
-	s.fireDue(&b, func(p *policy.Progress) bool { return policy.DueByWallClock(p, wall-s.pol.Grace()) })
-	fmt.Fprintf(&b, "task time %s", fmtTime(s.now))
-	return b.String()
+func (s *story) advance(to policy.Millis) string {
+	return s.txn(func(b *strings.Builder) error {
+		// A BUSINESS_MESSAGE stores nothing: only the stream time moves.
+		ok, err := s.part.Interaction("", "", schemas.BusinessMessage, to)
+		if err != nil || !ok {
+			return cmp.Or(err, errors.New("the fan-outs ran out of budget"))
+		}
+		fmt.Fprintf(b, "task time %s", fmtTime(s.part.Time()))
+		return nil
+	})
 }
 
-func (s *sim) fireByID(id string) string {
-	p := s.campaigns[id]
+func (s *story) wall(wall policy.Millis) string {
+	return s.txn(func(b *strings.Builder) error {
+		if err := s.part.FireByWallClock(wall); err != nil {
+			return err
+		}
+		fmt.Fprintf(b, "task time %s", fmtTime(s.part.Time()))
+		return nil
+	})
+}
+
+// fireByID fires campaign id if it is pending, as the wall clock just past
+// its send time and grace would (with every campaign pending before it).
+func (s *story) fireByID(id string) string {
+	p := s.part.Campaign(id)
 	if p == nil {
 		return id + ": unknown"
 	}
 	if p.Status != policy.Pending {
 		return fmt.Sprintf("%s: not pending (%s)", id, p.Status)
 	}
-	var b strings.Builder
-	policy.Start(p)
-	s.fanOut(&b, p)
-	return strings.TrimSuffix(b.String(), "\n")
+	return s.txn(func(*strings.Builder) error {
+		return s.part.FireByWallClock(p.Campaign.SendAt + s.pol.Grace() + 1)
+	})
 }
 
-func (s *sim) contactString(user, biz string) string {
-	c := s.contacts[user][biz]
+// contact returns what the partition's state holds of the contact between
+// user and business: for an erased user, only what came after the erasure.
+func (s *story) contact(user, biz string) (*policy.Contact, error) {
+	b := s.store.NewBatch(partition)
+	defer b.Close()
+	c, ok, err := b.Contact(user, biz)
+	if err != nil || !ok {
+		return nil, err
+	}
+	e, erased, err := b.Erasure(user)
+	if err != nil {
+		return nil, err
+	}
+	if erased {
+		if c, _, ok = e.After(biz, &c); !ok {
+			return nil, nil
+		}
+	}
+	return &c, nil
+}
+
+func (s *story) contactString(user, biz string) string {
+	c, err := s.contact(user, biz)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	if c == nil {
 		return "none"
 	}
@@ -365,18 +427,34 @@ func (s *sim) contactString(user, biz string) string {
 	return strings.TrimSpace(b.String())
 }
 
-func (s *sim) expiry(at policy.Millis) string {
+func (s *story) expiry(at policy.Millis) string {
 	var lines []string
-	for u, bs := range s.contacts {
-		for biz, c := range bs {
-			lines = append(lines, fmt.Sprintf("contact %s/%s: %s", u, biz, keptOr(s.pol.ContactExpired(c, at), "expired")))
+	for pair := range s.pairs {
+		c, err := s.contact(pair[0], pair[1])
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if c != nil {
+			lines = append(lines, fmt.Sprintf("contact %s/%s: %s", pair[0], pair[1], keptOr(s.pol.ContactExpired(c, at), "expired")))
 		}
 	}
-	for u, r := range s.recipients {
-		lines = append(lines, fmt.Sprintf("recipient %s: %s", u, keptOr(s.pol.RecipientExpired(r, at), "expired")))
+	b := s.store.NewBatch(partition)
+	defer b.Close()
+	for u := range s.users {
+		r, ok, err := b.Recipient(u)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if ok {
+			lines = append(lines, fmt.Sprintf("recipient %s: %s", u, keptOr(s.pol.RecipientExpired(&r, at), "expired")))
+		}
 	}
-	for id, p := range s.campaigns {
-		lines = append(lines, fmt.Sprintf("campaign %s (%s): %s", id, p.Status, keptOr(policy.Forgettable(p, at), "forgettable")))
+	_, cs, err := s.store.LoadTask(partition)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, p := range cs {
+		lines = append(lines, fmt.Sprintf("campaign %s (%s): %s", p.Campaign.ID, p.Status, keptOr(policy.Forgettable(&p, at), "forgettable")))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

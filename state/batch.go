@@ -316,54 +316,27 @@ func (b *Batch) change(k []byte) ([]byte, bool) {
 	return nil, true
 }
 
-// Contact returns the contact between user and business; ok is false if the
-// task knows none, or only one from before the user's erasure.
+// Contact returns the stored contact between user and business. It does
+// not judge it: a contact from before the user's erasure is returned as
+// any other (policy.Erasure.Covers decides).
 func (b *Batch) Contact(user, business string) (c policy.Contact, ok bool, err error) {
-	c, ok, _, _, err = b.Lookup(user, business)
-	return c, ok, err
-}
-
-// Lookup is Contact together with ErasedAt, from one lookup of the user's
-// erasure marker (the two apart probe the marker's filter twice for a
-// known contact): the task's step for an interaction needs both.
-func (b *Batch) Lookup(user, business string) (c policy.Contact, ok bool, erasedAt policy.Millis, erased bool, err error) {
-	e, erased, err := b.erasure(user)
-	if err != nil {
-		return c, false, 0, false, err
-	}
 	b.rbuf = contactKey(b.rbuf[:0], user, business)
 	if b.filter != nil && !b.filter.MayContain(b.rbuf) {
-		return c, false, e.At, erased, nil // every key written, committed or in the batch, is in the filter
+		return c, false, nil // every key written, committed or in the batch, is in the filter
 	}
 	v, err := b.get(b.rbuf)
 	if err != nil || v == nil {
-		return c, false, e.At, erased, err
+		return c, false, err
 	}
 	c, err = DecodeContact(v)
 	if err != nil {
-		return c, false, 0, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
+		return c, false, fmt.Errorf("contact %q/%q: %w", user, business, err)
 	}
-	if erased && !e.has(business) {
-		// From before the erasure: what the contact holds of after it
-		// (recent interactions that arrived before it) counts, as a new
-		// contact: ok is false, so that PutContact marks the business
-		// fresh.
-		c, _ = c.Since(e.At)
-		return c, false, e.At, erased, nil
-	}
-	return c, true, e.At, erased, nil
+	return c, true, nil
 }
 
-// ErasedAt returns the event time of the user's latest erasure, and
-// whether the task still keeps its marker (see SweepErasures): an
-// interaction of the user at or before it must not be stored.
-func (b *Batch) ErasedAt(user string) (policy.Millis, bool, error) {
-	e, ok, err := b.erasure(user)
-	return e.At, ok, err
-}
-
-// erasure returns the user's erasure marker, if any.
-func (b *Batch) erasure(user string) (e Erasure, ok bool, err error) {
+// Erasure returns the user's erasure marker, if the store keeps one.
+func (b *Batch) Erasure(user string) (e policy.Erasure, ok bool, err error) {
 	b.ebuf = erasureKey(b.ebuf[:0], user)
 	if b.filter != nil && !b.filter.MayContain(b.ebuf) {
 		return e, false, nil // never erased: the common case, without a read
@@ -379,16 +352,21 @@ func (b *Batch) erasure(user string) (e Erasure, ok bool, err error) {
 	return e, true, nil
 }
 
-// stale reports whether a stored contact between user and business is from
-// before the user's erasure e.
-func (b *Batch) stale(user, business string) (e Erasure, stale bool, err error) {
-	e, ok, err := b.erasure(user)
-	return e, ok && !e.has(business), err
+// PutErasure stores the user's erasure marker.
+func (b *Batch) PutErasure(user string, e *policy.Erasure) error {
+	k := erasureKey(nil, user)
+	if err := b.set(k, AppendErasure(nil, e)); err != nil {
+		return err
+	}
+	if b.filter != nil {
+		b.filter.Add(k)
+	}
+	return nil
 }
 
-// PutContact stores the contact between user and business. known says the
-// contact exists already (Contact returned ok), so the filter and the
-// user's erasure marker, if any, know it already.
+// PutContact stores the contact between user and business. known says
+// the store holds the contact already (Contact returned it), so that the
+// filter knows its key.
 func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool) error {
 	k := contactKey(b.wbuf[:0], user, business)
 	b.wbuf = k
@@ -396,19 +374,10 @@ func (b *Batch) PutContact(user, business string, c *policy.Contact, known bool)
 	if err := b.set(k, b.vbuf); err != nil {
 		return err
 	}
-	if known {
-		return nil
-	}
-	if b.filter != nil {
+	if !known && b.filter != nil {
 		b.filter.Add(k)
 	}
-	// A contact made after the user's erasure counts again.
-	e, ok, err := b.erasure(user)
-	if err != nil || !ok || e.has(business) {
-		return err
-	}
-	e.Fresh = append(e.Fresh, business)
-	return b.set(erasureKey(nil, user), AppendErasure(nil, &e))
+	return nil
 }
 
 // DeleteContact forgets the contact between user and business.
@@ -439,38 +408,6 @@ func (b *Batch) DeleteRecipient(user string) error {
 	return b.del(recipientKey(nil, user))
 }
 
-// EraseUser forgets everything the task knows about user as of task time
-// at, with rounds the partition's complete sweep rounds so far
-// (Meta.Rounds): from now on the user is a stranger to every business.
-// Contacts are keyed by business, so rather than look for the user's, it
-// marks the user (Erasure): the reads (Contact, Audience) pass over the
-// contacts from before the mark at once, and the expiry sweep deletes them
-// when it comes across them (SweepContacts). The recipient record is
-// deleted at once.
-func (b *Batch) EraseUser(user string, at policy.Millis, rounds uint64) error {
-	k := erasureKey(nil, user)
-	if prev, ok, err := b.erasure(user); err != nil {
-		return err
-	} else if ok && at <= prev.At {
-		// A duplicate, or an erasure from before the one already kept:
-		// it erases nothing the first did not, and must not forget the
-		// contacts made after that one.
-		return nil
-	}
-	if err := b.set(k, AppendErasure(nil, &Erasure{At: at, Round: rounds})); err != nil {
-		return err
-	}
-	if b.filter != nil {
-		b.filter.Add(k)
-	}
-	if v, err := b.get(recipientKey(nil, user)); err != nil {
-		return err
-	} else if v != nil {
-		return b.DeleteRecipient(user)
-	}
-	return nil
-}
-
 // CountContacts returns how many contacts business has on the batch's
 // partition after user after ("": all), as the batch sees them: what a
 // fan-out of its campaigns from that cursor goes over, for its progress.
@@ -497,17 +434,13 @@ func (b *Batch) CountContacts(business, after string) (int64, error) {
 }
 
 // Audience calls fn, in ascending order of user, with each user of the
-// partition who has a contact with business (not one from before the
-// user's erasure) and whose id sorts after the cursor after (all users when
-// after is empty), for up to limit contacts. It returns the last user it
-// went past (the cursor to continue from) and whether the business's
-// contacts are exhausted. The contacts come with their values from one scan
-// of the business's keys.
-//
-// known is false for a contact from before the user's erasure that holds
-// recent interactions after it (policy.Contact.Since): fn sees only those,
-// and must store it as a new contact (PutContact with known false).
-func (b *Batch) Audience(business, after string, limit int, fn func(user string, c *policy.Contact, known bool) error) (last string, done bool, err error) {
+// partition who has a stored contact with business and whose id sorts
+// after the cursor after (all users when after is empty), for up to limit
+// contacts. It returns the last user it went past (the cursor to continue
+// from) and whether the business's contacts are exhausted. The contacts
+// come with their values from one scan of the business's keys; fn is
+// called after the scan, and may write to the batch.
+func (b *Batch) Audience(business, after string, limit int, fn func(user string, c *policy.Contact) error) (last string, done bool, err error) {
 	prefix := businessContactsPrefix(appendPartition(nil, b.p), business)
 	lower := append(append([]byte(nil), prefix...), after...)
 	if after != "" {
@@ -549,18 +482,8 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		m := &members[i]
 		user := users[start:m.end]
 		start = m.end
-		e, stale, err := b.stale(user, business)
-		if err != nil {
+		if err := fn(user, &m.c); err != nil {
 			return last, false, err
-		}
-		if !stale {
-			if err := fn(user, &m.c, true); err != nil {
-				return last, false, err
-			}
-		} else if since, ok := m.c.Since(e.At); ok {
-			if err := fn(user, &since, false); err != nil {
-				return last, false, err
-			}
 		}
 		last = user
 	}
@@ -568,31 +491,21 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 }
 
 // SweepContacts visits up to limit contacts of the partition after the
-// cursor after (from the start when nil) and deletes those for which
-// expired returns true, and those from before their user's erasure. It
-// returns the cursor to continue from, nil when the sweep reached the end.
-//
-// A contact from before its user's erasure that holds recent interactions
-// after it (policy.Contact.Since) is not deleted but rewritten with only
-// those, as a contact made after the erasure.
-func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Contact) bool) (next []byte, deleted int, err error) {
-	kept := map[string]policy.Contact{} // by Pebble key: the part after the erasure of a stale contact
+// cursor after (from the start when nil) and deletes those for which fn
+// returns true. It returns the cursor to continue from, nil when the sweep
+// reached the end, and how many it deleted. fn reads the batch; it must
+// not write it.
+func (b *Batch) SweepContacts(after []byte, limit int, fn func(user, business string, c *policy.Contact) (bool, error)) (next []byte, deleted int, err error) {
 	next, victims, err := b.sweep(kindBusinessContact, after, limit, func(k, v []byte) (bool, error) {
 		c, err := DecodeContact(v)
-		if err != nil || expired(&c) {
-			return err == nil, err
+		if err != nil {
+			return false, err
 		}
 		business, user, err := splitBusinessContact(k)
 		if err != nil {
 			return false, err
 		}
-		e, stale, err := b.stale(string(user), string(business))
-		if stale {
-			if since, ok := c.Since(e.At); ok {
-				kept[string(k)] = since
-			}
-		}
-		return stale, err
+		return fn(string(user), string(business), &c)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -602,17 +515,11 @@ func (b *Batch) SweepContacts(after []byte, limit int, expired func(c *policy.Co
 		if err != nil {
 			return nil, 0, err
 		}
-		if since, ok := kept[string(k)]; ok {
-			if err := b.PutContact(string(user), string(business), &since, false); err != nil {
-				return nil, 0, err
-			}
-			continue
-		}
 		if err := b.DeleteContact(string(user), string(business)); err != nil {
 			return nil, 0, err
 		}
 	}
-	return next, len(victims) - len(kept), nil
+	return next, len(victims), nil
 }
 
 // SweepRecipients is SweepContacts for the per-user delivery lists.
@@ -632,31 +539,15 @@ func (b *Batch) SweepRecipients(after []byte, limit int, expired func(r *policy.
 	return next, len(victims), nil
 }
 
-// SweepErasures is SweepContacts for the erasure markers: it deletes those
-// that a complete sweep round began after (ErasureSwept), given the
-// partition's complete rounds so far, and for which forgotten reports that
-// an interaction at the erasure's time would be forgotten on arrival
-// anyway (past the contact retention): until then the marker keeps every
-// late interaction from before the erasure out of the state.
-//
-// A marker whose user still has a contact made after the erasure (a
-// business in Fresh) stays too, whatever its age: an interaction from
-// before the erasure must not reach that contact however late it comes
-// (and once the contact is gone, an interaction that old would make a
-// contact forgotten on arrival, which the task does not store).
-func (b *Batch) SweepErasures(after []byte, limit int, rounds uint64, forgotten func(at policy.Millis) bool) (next []byte, deleted int, err error) {
+// SweepErasures is SweepContacts for the erasure markers: fn sees each
+// marker with its user.
+func (b *Batch) SweepErasures(after []byte, limit int, fn func(user string, e *policy.Erasure) (bool, error)) (next []byte, deleted int, err error) {
 	next, victims, err := b.sweep(kindErasure, after, limit, func(k, v []byte) (bool, error) {
 		e, err := DecodeErasure(v)
-		if err != nil || !ErasureSwept(e.Round, rounds) || !forgotten(e.At) {
+		if err != nil {
 			return false, err
 		}
-		user := string(k[1:])
-		for _, business := range e.Fresh {
-			if c, err := b.get(contactKey(nil, user, business)); err != nil || c != nil {
-				return false, err
-			}
-		}
-		return true, nil
+		return fn(string(k[1:]), &e)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -747,6 +638,6 @@ func (b *Batch) DeleteCampaign(id string) error {
 }
 
 // PutMeta stores the task's metadata.
-func (b *Batch) PutMeta(m *Meta) error {
+func (b *Batch) PutMeta(m *policy.Meta) error {
 	return b.set(metaKey(nil), AppendMeta(nil, m))
 }

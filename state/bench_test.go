@@ -168,9 +168,15 @@ func BenchmarkInteractionStep(b *testing.B) {
 			for b.Loop() {
 				u := users[i%n]
 				at++
-				c, _, _, erased, err := bt.Lookup(u, "biz-1")
+				// What the partition reads for an interaction: the
+				// user's erasure marker (none here), then the contact.
+				_, erased, err := bt.Erasure(u)
 				if err != nil || erased {
 					b.Fatal(err, erased)
+				}
+				c, known, err := bt.Contact(u, "biz-1")
+				if err != nil {
+					b.Fatal(err)
 				}
 				var changed bool
 				if tc.old {
@@ -179,7 +185,7 @@ func BenchmarkInteractionStep(b *testing.B) {
 					changed = pol.Observe(&c, schemas.UserMessage, at, at-tc.grace)
 				}
 				if changed {
-					if err := bt.PutContact(u, "biz-1", &c, false); err != nil {
+					if err := bt.PutContact(u, "biz-1", &c, known); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -206,7 +212,7 @@ func scanAudience(b *testing.B, s *Store, business string) int {
 	n, after, done := 0, "", false
 	for !done {
 		var err error
-		after, done, err = bt.Audience(business, after, 5000, func(string, *policy.Contact, bool) error {
+		after, done, err = bt.Audience(business, after, 5000, func(string, *policy.Contact) error {
 			n++
 			return nil
 		})
@@ -245,7 +251,7 @@ func BenchmarkCodecs(b *testing.B) {
 		Message: schemas.Message{Text: "Our spring sale starts today", CTALabel: &label},
 		Status:  policy.Firing, FireAt: 11, Cursor: "user-0001234",
 	}
-	meta := Meta{Input: 123456, Campaigns: []int64{10, 20, 30}, Time: 1_767_225_600_000}
+	meta := policy.Meta{Input: 123456, Campaigns: []int64{10, 20, 30}, Time: 1_767_225_600_000}
 	rec := policy.Recipient{Sent: []policy.Millis{1_767_225_600_000, 1_767_225_700_000}}
 	buf := make([]byte, 0, 256)
 	cv, mv, pv, rv := AppendContact(nil, &benchContact), AppendMeta(nil, &meta), AppendProgress(nil, &prog), AppendRecipient(nil, &rec)
@@ -336,8 +342,9 @@ func BenchmarkUserView(b *testing.B) {
 	if err := s.db.Flush(); err != nil {
 		b.Fatal(err)
 	}
+	pol := defaultPolicy(b)
 	for b.Loop() {
-		v, err := s.User(benchUser(n/20), "", nil)
+		v, err := s.User(benchUser(n/20), "", pol)
 		if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 10 {
 			b.Fatalf("view: %+v, %v", v, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
@@ -198,34 +197,9 @@ func DecodeRecipient(b []byte) (policy.Recipient, error) {
 	return r, d.done("recipient")
 }
 
-// Erasure is a user's erasure marker. An erasure does not look for the
-// user's contacts (they are keyed by business): it marks the user, and
-// from then on a contact of the user counts only if its business is in
-// Fresh, the businesses the user contacted after the erasure. The expiry
-// sweep deletes the stale contacts it passes, and the marker itself once a
-// whole round of the sweep over the partition's contacts began after the
-// erasure (ErasureSwept): every stale contact is deleted by then, whatever
-// the contact retention (which a restart may change).
-type Erasure struct {
-	// At is the task time when the user was erased.
-	At policy.Millis
-	// Round is the partition's count of complete sweep rounds
-	// (Meta.Rounds) when the user was erased.
-	Round uint64
-	Fresh []string
-}
-
-// ErasureSwept reports whether a marker written when the partition had
-// completed round sweep rounds may go now that it has completed rounds:
-// the round in progress at the erasure (round+1) may have passed the
-// user's contacts already, so it takes the one after it.
-func ErasureSwept(round, rounds uint64) bool { return rounds >= round+2 }
-
-// has reports whether the user contacted business after the erasure.
-func (e *Erasure) has(business string) bool { return slices.Contains(e.Fresh, business) }
-
-// AppendErasure appends the encoding of e to dst.
-func AppendErasure(dst []byte, e *Erasure) []byte {
+// AppendErasure appends the encoding of a user's erasure marker e to
+// dst.
+func AppendErasure(dst []byte, e *policy.Erasure) []byte {
 	en := encoder{dst}
 	en.byte(valueVersion)
 	en.int(e.At)
@@ -238,13 +212,13 @@ func AppendErasure(dst []byte, e *Erasure) []byte {
 }
 
 // DecodeErasure decodes what AppendErasure wrote.
-func DecodeErasure(b []byte) (Erasure, error) {
+func DecodeErasure(b []byte) (policy.Erasure, error) {
 	d := decoder{b: b}
 	d.version("erasure")
-	e := Erasure{At: d.int(), Round: d.uint()}
+	e := policy.Erasure{At: d.int(), Round: d.uint()}
 	n := d.uint()
 	if n > uint64(len(b)) {
-		return Erasure{}, fmt.Errorf("%w: erasure claims %d businesses", ErrCorrupt, n)
+		return policy.Erasure{}, fmt.Errorf("%w: erasure claims %d businesses", ErrCorrupt, n)
 	}
 	for range n {
 		e.Fresh = append(e.Fresh, d.str())
@@ -300,27 +274,8 @@ func DecodeProgress(b []byte) (policy.Progress, error) {
 	return p, d.done("campaign progress")
 }
 
-// Meta is a task's bookkeeping, kept in state so that it moves with the
-// partition and commits atomically with the outputs.
-type Meta struct {
-	// Input is the next interactions offset the task will process: every
-	// record below it has been applied. Records below it are skipped, so an
-	// offset reset over processed data sends nothing twice.
-	Input int64
-	// Campaigns is the next campaigns offset the task will read, per
-	// campaigns partition.
-	Campaigns []int64
-	// Time is the task's time: the largest event time it has processed or
-	// fired a campaign as of.
-	Time policy.Millis
-	// Rounds counts the expiry sweep's complete rounds over the partition's
-	// contacts. An erasure marker may go once a whole round began after it
-	// (Erasure.Round).
-	Rounds uint64
-}
-
 // AppendMeta appends the encoding of m to dst.
-func AppendMeta(dst []byte, m *Meta) []byte {
+func AppendMeta(dst []byte, m *policy.Meta) []byte {
 	e := encoder{dst}
 	e.byte(valueVersion)
 	e.int(m.Input)
@@ -334,9 +289,9 @@ func AppendMeta(dst []byte, m *Meta) []byte {
 }
 
 // DecodeMeta decodes what AppendMeta wrote.
-func DecodeMeta(b []byte) (Meta, error) {
+func DecodeMeta(b []byte) (policy.Meta, error) {
 	d := decoder{b: b}
-	var m Meta
+	var m policy.Meta
 	d.version("task metadata")
 	m.Input = d.int()
 	m.Time = d.int()

@@ -15,7 +15,7 @@
 // Key layout in Pebble, after the 4-byte big-endian partition number:
 //
 //	'b' uvarint(len(business)) business user -> Contact      (changelog key: 'c' uvarint(len(user)) user business)
-//	'x' user                                -> Erasure      (changelogged)
+//	'x' user                                -> policy.Erasure (changelogged)
 //	'r' user                                -> Recipient    (changelogged)
 //	'g' campaign                            -> Progress     (changelogged)
 //	'm' name                                -> task metadata (changelogged: input offset, campaign offsets, task time)
@@ -28,11 +28,17 @@
 // index, the layout before, cost a second key per contact: a third of the
 // steady state's CPU, docs/performance.md, eighth round). What the user
 // order gave, the contacts of one user, an erasure now gets from a marker
-// ('x', see Erasure) and `sponsor state get` from a scan of the partition.
+// ('x', see policy.Erasure) and `sponsor state get` from a scan of the
+// partition.
 // A store written with the layout before is dropped partition by partition
 // when opened, and rebuilt from the changelog, whose contact records did
 // not change (it gains the erasure markers; an earlier version ignores
 // them, so versions must not run mixed: docs/runbook.md).
+//
+// A Batch is the policy.Store of the partition core (policy.Partition): it
+// stores and returns the values it is given and judges none of them. The
+// rules that use them (which contacts an erasure marker covers, when a
+// marker may go, what expired) are policy's.
 //
 // Values start with a version byte (1) so the encoding can evolve.
 package state

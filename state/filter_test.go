@@ -102,7 +102,7 @@ func TestBatchWithContactFilter(t *testing.T) {
 			}
 		}
 		var users []string
-		_, _, err := b.Audience("biz", "", 10_000, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
+		_, _, err := b.Audience("biz", "", 10_000, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
 		must(err)
 		if len(users) != 1000 || slices.Contains(users, "u7") || !slices.Contains(users, "u8") || !slices.Contains(users, "u9") || !slices.Contains(users, "in-batch") {
 			t.Errorf("%s: audience of %d users (u7 %v, u8 %v, u9 %v)", name, len(users), slices.Contains(users, "u7"), slices.Contains(users, "u8"), slices.Contains(users, "u9"))
@@ -182,7 +182,7 @@ func TestRestoredStateWithFilter(t *testing.T) {
 	rb := dst.NewBatch(p)
 	defer rb.Close()
 	var users []string
-	if _, _, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil }); err != nil {
+	if _, _, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(users, []string{"u1", "u2", "u3"}) {

@@ -71,7 +71,7 @@ func TestCodecsRoundTrip(t *testing.T) {
 		*gp.Message.CTALabel != "Go" || gp.Message.CTAURL != nil || len(gp.Campaign.Audience) != 1 || gp.Campaign.Audience[0] != p.Campaign.Audience[0] {
 		t.Fatalf("progress: got %+v, %v; want %+v", gp, err, p)
 	}
-	m := Meta{Input: 42, Campaigns: []int64{3, 0, 9}, Time: 77}
+	m := policy.Meta{Input: 42, Campaigns: []int64{3, 0, 9}, Time: 77}
 	gm, err := DecodeMeta(AppendMeta(nil, &m))
 	if err != nil || gm.Input != 42 || gm.Time != 77 || !slices.Equal(gm.Campaigns, m.Campaigns) {
 		t.Fatalf("meta: got %+v, %v; want %+v", gm, err, m)
@@ -138,10 +138,10 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	if err := b.PutContact("u1", "other", &c, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.EraseUser("u2", 10, 0); err != nil {
+	if err := b.PutErasure("u2", &policy.Erasure{At: 10, Round: 3, Fresh: []string{"other"}}); err != nil {
 		t.Fatalf("erase: %v", err)
 	}
-	if err := b.PutMeta(&Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
+	if err := b.PutMeta(&policy.Meta{Input: 7, Campaigns: []int64{1}, Time: 10}); err != nil {
 		t.Fatal(err)
 	}
 	changes := b.Changes()
@@ -154,17 +154,20 @@ func TestChangelogRestoresTheSameState(t *testing.T) {
 	for _, s := range []*Store{src, dst} {
 		rb := s.NewBatch(1)
 		var users []string
-		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil }); err != nil || !done {
+		if _, done, err := rb.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil }); err != nil || !done {
 			t.Fatalf("audience: %v %v", done, err)
 		}
-		if !slices.Equal(users, []string{"u1", "u3"}) {
-			t.Errorf("audience of biz = %v, want [u1 u3] (u2 erased)", users)
+		if !slices.Equal(users, []string{"u1", "u2", "u3"}) {
+			t.Errorf("audience of biz = %v, want [u1 u2 u3] (the store does not judge u2's erasure)", users)
+		}
+		if e, ok, err := rb.Erasure("u2"); err != nil || !ok || !reflect.DeepEqual(e, policy.Erasure{At: 10, Round: 3, Fresh: []string{"other"}}) {
+			t.Errorf("u2's erasure marker = %+v, %v, %v; want it as written", e, ok, err)
 		}
 		// Resume after a cursor.
 		users = nil
-		rb.Audience("biz", "u1", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
+		rb.Audience("biz", "u2", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
 		if !slices.Equal(users, []string{"u3"}) {
-			t.Errorf("audience after u1 = %v, want [u3]", users)
+			t.Errorf("audience after u2 = %v, want [u3]", users)
 		}
 		rb.Close()
 		meta, _, err := s.LoadTask(1)
@@ -208,7 +211,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 	var cursor []byte
 	deleted := 0
 	for range 10 {
-		next, n, err := b.SweepContacts(cursor, 1, func(c *policy.Contact) bool { return c.Last[0] <= 2 })
+		next, n, err := b.SweepContacts(cursor, 1, func(_, _ string, c *policy.Contact) (bool, error) { return c.Last[0] <= 2, nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +224,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 		t.Fatalf("deleted %d, want 1 (a)", deleted)
 	}
 	var users []string
-	b.Audience("biz", "", 10, func(u string, _ *policy.Contact, _ bool) error { users = append(users, u); return nil })
+	b.Audience("biz", "", 10, func(u string, _ *policy.Contact) error { users = append(users, u); return nil })
 	if !slices.Equal(users, []string{"b", "c", "d"}) {
 		t.Fatalf("left %v, want [b c d]", users)
 	}
@@ -231,7 +234,7 @@ func TestSweepDeletesExpiredOnly(t *testing.T) {
 	}
 	b2 := s.NewBatch(0)
 	defer b2.Close()
-	if _, n, err := b2.SweepContacts(nil, 10, func(c *policy.Contact) bool { return c.Last[0] <= 2 }); err != nil || n != 1 {
+	if _, n, err := b2.SweepContacts(nil, 10, func(_, _ string, c *policy.Contact) (bool, error) { return c.Last[0] <= 2, nil }); err != nil || n != 1 {
 		t.Fatalf("second sweep deleted %d (%v), want 1 (b)", n, err)
 	}
 }
@@ -373,12 +376,12 @@ func TestFollowReadsThroughTheBatchBefore(t *testing.T) {
 // TestMetaRounds: the sweep-round count round-trips, and metadata written
 // before it existed decodes with 0.
 func TestMetaRounds(t *testing.T) {
-	m := Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9, Rounds: 300}
+	m := policy.Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9, Rounds: 300}
 	got, err := DecodeMeta(AppendMeta(nil, &m))
 	if err != nil || got.Rounds != 300 || got.Input != 7 || !slices.Equal(got.Campaigns, m.Campaigns) {
 		t.Fatalf("meta: %+v, %v", got, err)
 	}
-	old := AppendMeta(nil, &Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
+	old := AppendMeta(nil, &policy.Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
 	old = old[:len(old)-1] // the encoding before: no count at the end
 	if got, err := DecodeMeta(old); err != nil || got.Rounds != 0 || got.Time != 9 {
 		t.Fatalf("meta of the encoding before: %+v, %v", got, err)
@@ -485,4 +488,17 @@ func TestChangesKeepTheirValues(t *testing.T) {
 			t.Errorf("deleted contact's change: %x, want nil", ch.Value)
 		}
 	}
+}
+
+// audience returns the users Audience yields for business.
+func audience(t *testing.T, b *Batch, business string) []string {
+	t.Helper()
+	var users []string
+	if _, _, err := b.Audience(business, "", 100, func(u string, _ *policy.Contact) error {
+		users = append(users, u)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return users
 }

@@ -34,6 +34,9 @@ type Options struct {
 	MemTableSize uint64
 	// Logger receives Pebble's own logs at debug level. Default: discarded.
 	Logger *slog.Logger
+	// FS is the file system the store lives on. Default vfs.Default, the
+	// operating system's; vfs.NewMem() keeps a store in memory (tests).
+	FS vfs.FS
 }
 
 func (o *Options) ensureDefaults() {
@@ -45,6 +48,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.FS == nil {
+		o.FS = vfs.Default
 	}
 }
 
@@ -125,12 +131,12 @@ func OpenReadOnly(dir string, opts Options) (*Store, error) {
 func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 	opts.ensureDefaults()
 	if !readOnly {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open state store in %s: %w", dir, err)
 		}
 	}
 	// Take the lock first, to tell a folder in use from other failures.
-	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	lock, err := pebble.LockDirectory(dir, opts.FS)
 	if err != nil {
 		if _, ok := errors.AsType[*fs.PathError](err); ok {
 			return nil, fmt.Errorf("open state store in %s: %w", dir, err)
@@ -151,6 +157,7 @@ func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 		ErrorIfNotExists: readOnly,
 		Lock:             lock,
 		Logger:           pebbleLogger{opts.Logger},
+		FS:               opts.FS,
 	}
 	// A bloom filter (10 bits per key, about 1% false positives) on every
 	// level, L0 included (Pebble's default has none): most contact reads
@@ -330,8 +337,8 @@ func (r *Restorer) Flush(next int64) error {
 func (r *Restorer) Close() { r.b.Close() }
 
 // LoadTask reads partition p's metadata and campaigns.
-func (s *Store) LoadTask(p int32) (Meta, []policy.Progress, error) {
-	m := Meta{Input: -1}
+func (s *Store) LoadTask(p int32) (policy.Meta, []policy.Progress, error) {
+	m := policy.Meta{Input: -1}
 	if err := s.waitApplied(p); err != nil {
 		return m, nil, err
 	}

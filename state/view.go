@@ -160,14 +160,11 @@ func partitions(r reader) ([]int32, error) {
 // business when business is not empty. It reads the committed state (what
 // the tasks' batches applied after their transactions committed), so it is
 // safe to call while the tasks run. When no partition holds the user it
-// returns a *NotFoundError. Expiry is judged with the rules of pol (the
-// instance's: its contact retention and grace); nil takes the defaults.
+// returns a *NotFoundError. Expiry is judged with the rules of pol, which
+// must be the instance's (its contact retention and grace).
 func (s *Store) User(user, business string, pol *policy.Policy) (UserView, error) {
 	if pol == nil {
-		var err error
-		if pol, err = policy.New(policy.DefaultConfig()); err != nil {
-			return UserView{}, err
-		}
+		return UserView{}, errors.New("state: User needs the instance's policy to judge expiry")
 	}
 	v := UserView{User: user, Business: business, ContactRetention: pol.Config().ContactRetention.String(), Partitions: []PartitionView{}}
 	// One snapshot, so the partitions and their keys are read as of one
@@ -229,7 +226,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 	base := appendPartition(nil, p)
 
 	// The user's erasure marker: contacts from before it do not count.
-	var erasure *Erasure
+	var erasure *policy.Erasure
 	if ev, err := get(r, erasureKey(append([]byte(nil), base...), user)); err != nil {
 		return pv, false, err
 	} else if ev != nil {
@@ -263,9 +260,8 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 		if string(u) != user {
 			continue
 		}
-		stale := erasure != nil && !erasure.has(string(biz))
 		if business != "" && string(biz) != business {
-			found = found || !stale
+			found = found || erasure == nil || !erasure.Covers(string(biz))
 			continue
 		}
 		c, err := DecodeContact(it.Value())
@@ -273,10 +269,10 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			it.Close()
 			return pv, false, fmt.Errorf("contact with %q: %w", biz, err)
 		}
-		if stale {
+		if erasure != nil {
 			// From before the erasure: only what it holds of after it counts.
 			var ok bool
-			if c, ok = c.Since(erasure.At); !ok {
+			if c, _, ok = erasure.After(string(biz), &c); !ok {
 				continue
 			}
 		}
@@ -317,7 +313,7 @@ func partitionView(r reader, pol *policy.Policy, p int32, user, business string)
 			return pv, false, err
 		}
 	}
-	var meta Meta
+	var meta policy.Meta
 	if mv, err := get(r, metaKey(append([]byte(nil), base...))); err != nil {
 		return pv, false, err
 	} else if mv != nil {

@@ -53,7 +53,7 @@ func TestUserView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.PutMeta(&Meta{Input: 17, Time: ms("2025-03-06T00:00:00Z")}); err != nil {
+	if err := b.PutMeta(&policy.Meta{Input: 17, Time: ms("2025-03-06T00:00:00Z")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Commit(40); err != nil {
@@ -69,7 +69,7 @@ func TestUserView(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	v, err := s.User("u1", "", nil)
+	v, err := s.User("u1", "", defaultPolicy(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestUserView(t *testing.T) {
 		t.Errorf("recipient: got %v", pv.RecipientSentAt)
 	}
 
-	v, err = s.User("u1", "biz-b", nil)
+	v, err = s.User("u1", "biz-b", defaultPolicy(t))
 	if err != nil || len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 1 || v.Partitions[0].Contacts[0].Business != "biz-b" {
 		t.Errorf("--business biz-b: got %+v, %v", v, err)
 	}
@@ -125,7 +125,7 @@ func TestUserView(t *testing.T) {
 	}
 
 	for _, u := range []string{"u2", "u", "nobody"} {
-		_, err = s.User(u, "", nil)
+		_, err = s.User(u, "", defaultPolicy(t))
 		var nf *NotFoundError
 		if !errors.As(err, &nf) || !slices.Equal(nf.Partitions, []int32{3}) {
 			t.Errorf("User(%q): got %v, want a NotFoundError listing partition 3", u, err)
@@ -162,4 +162,14 @@ func TestLocked(t *testing.T) {
 	if _, err := OpenReadOnly(filepath.Join(t.TempDir(), "none"), Options{}); err == nil || errors.Is(err, ErrLocked) {
 		t.Errorf("OpenReadOnly of a missing folder: got %v, want a not-exist error", err)
 	}
+}
+
+// defaultPolicy is the rules with the default config, for the views.
+func defaultPolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	pol, err := policy.New(policy.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
 }

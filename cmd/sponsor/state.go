@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -29,7 +30,8 @@ const stateUsage = `Usage:
 get prints as indented JSON what the pipeline's state knows about a user:
 the partition(s) holding them, each contact (last interaction per kind,
 blocked or opted out and since when, last delivery, expired or not under
-the default retention), the deliveries the 24-hour windows count and the
+the instance's --contact-retention and --grace, given here as to
+sponsor run when reading a folder), the deliveries the 24-hour windows count and the
 recipient record. It reads a stopped instance's state folder, or asks a
 running instance through its --http address (GET /state/user).
 
@@ -49,10 +51,13 @@ const (
 
 func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 	var user, business, dir, from string
+	var retention, grace time.Duration
 	fs.StringVar(&user, "user", "", "the user id (required)")
 	fs.StringVar(&business, "business", "", "show only the contact with this business")
 	registerStateDir(fs.FlagSet, &dir, "state folder of a stopped instance (its --state-dir)")
 	fs.StringVar(&from, "from", "", "ask a running instance at its --http address, e.g. http://127.0.0.1:8080")
+	fs.DurationVar(&retention, "contact-retention", 365*24*time.Hour, "with --state-dir: the instance's --contact-retention, which judges a contact's expiry (a running instance asked --from uses its own)")
+	fs.DurationVar(&grace, "grace", 0, "with --state-dir: the instance's --grace, which judges a contact's expiry (a running instance asked --from uses its own)")
 	if _, err := fs.parse(); err != nil {
 		return err
 	}
@@ -67,7 +72,11 @@ func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 	if from != "" {
 		v, err = userFromHTTP(ctx, from, user, business)
 	} else {
-		v, err = userFromFolder(dir, user, business)
+		var pol *policy.Policy
+		if pol, err = policy.New(policy.Config{ContactRetention: retention, Grace: grace}); err != nil {
+			return err
+		}
+		v, err = userFromFolder(dir, user, business, pol)
 	}
 	if err != nil {
 		return err
@@ -78,8 +87,9 @@ func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 }
 
 // userFromFolder reads the user's view from a state folder, opened
-// read-only: a --state-dir, or the --data folder of `sponsor dev`.
-func userFromFolder(dir, user, business string) (state.UserView, error) {
+// read-only: a --state-dir, or the --data folder of `sponsor dev`; pol
+// judges expiry.
+func userFromFolder(dir, user, business string, pol *policy.Policy) (state.UserView, error) {
 	given := dir
 	dir = resolveStateDir(dir)
 	if !exists(pebbleDir(dir)) {
@@ -93,7 +103,7 @@ func userFromFolder(dir, user, business string) (state.UserView, error) {
 		return state.UserView{}, err
 	}
 	defer s.Close()
-	return s.User(user, business, nil)
+	return s.User(user, business, pol)
 }
 
 // userFromHTTP asks a running instance's /state/user endpoint.

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/sponsored/sponsor/pipeline"
+	"github.com/sponsored/sponsor/policy"
+	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/state"
 )
 
@@ -109,5 +111,51 @@ func TestStateGetDevDataFolder(t *testing.T) {
 	_, _, err = runCmd(t, cmdFunc("state"), "", "get", "--user", "u", "--state-dir", data)
 	if err == nil || !strings.Contains(err.Error(), "user u is not in this state") {
 		t.Fatalf("state get --state-dir %s (a sponsor dev --data folder): %v, want the empty store's 'user u is not in this state'", data, err)
+	}
+}
+
+// TestStateGetRetention: `state get --state-dir` judges expiry with the
+// --contact-retention it is given (the instance's), not a default: a
+// contact 4 days old is expired under 48h and kept under the default.
+func TestStateGetRetention(t *testing.T) {
+	dir := t.TempDir()
+	s, err := state.Open(pebbleDir(dir), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := policy.Day
+	b := s.NewBatch(0)
+	var c policy.Contact
+	c.Apply(schemas.UserMessage, 10*day)
+	if err := b.PutContact("u", "biz", &c, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutMeta(&policy.Meta{Input: 1, Time: 14 * day}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args    []string
+		expired bool
+	}{
+		{nil, false},
+		{[]string{"--contact-retention", "48h"}, true},
+	} {
+		out, _, err := runCmd(t, cmdFunc("state", "get"), "", append([]string{"--user", "u", "--state-dir", dir}, tc.args...)...)
+		if err != nil {
+			t.Fatalf("state get %v: %v", tc.args, err)
+		}
+		var v state.UserView
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("state get %v: %v\n%s", tc.args, err, out)
+		}
+		if len(v.Partitions) != 1 || len(v.Partitions[0].Contacts) != 1 || v.Partitions[0].Contacts[0].Expired != tc.expired {
+			t.Errorf("state get %v: got %+v, want the contact with expired %t", tc.args, v, tc.expired)
+		}
 	}
 }

@@ -1,0 +1,541 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/sponsored/sponsor/schemas"
+)
+
+// Store is the state of one partition as a Partition reads and writes it,
+// within one transaction: its writes are staged, and its reads see them.
+// Users and businesses are ids; the store keeps its own key layout and
+// encoding, and stores and returns what it is given: the rules (which
+// contact an erasure marker covers, what expired) are the Partition's. The
+// runtime's implementation is state.Batch.
+type Store interface {
+	// Contact returns the stored contact between user and business.
+	Contact(user, business string) (c Contact, ok bool, err error)
+	// PutContact stores the contact between user and business; known
+	// says the store holds it already (Contact or Audience returned it).
+	PutContact(user, business string, c *Contact, known bool) error
+	// Erasure returns the user's erasure marker.
+	Erasure(user string) (e Erasure, ok bool, err error)
+	// PutErasure stores the user's erasure marker.
+	PutErasure(user string, e *Erasure) error
+	// Recipient returns the user's recent deliveries across businesses.
+	Recipient(user string) (r Recipient, ok bool, err error)
+	// PutRecipient stores the user's recent deliveries.
+	PutRecipient(user string, r *Recipient) error
+	// DeleteRecipient forgets the user's recent deliveries.
+	DeleteRecipient(user string) error
+	// Audience calls fn, in ascending order of user, with each user after
+	// the cursor after ("": from the first) who has a stored contact with
+	// business, for up to limit contacts; it returns the last user it went
+	// past and whether the business's contacts are exhausted.
+	Audience(business, after string, limit int, fn func(user string, c *Contact) error) (last string, done bool, err error)
+	// CountContacts returns how many stored contacts business has after
+	// the cursor after ("": all).
+	CountContacts(business, after string) (int64, error)
+	// SweepContacts visits up to limit stored contacts after the cursor
+	// after (nil: from the start) and deletes those fn reports true for.
+	// It returns the cursor to continue from, nil when the round over the
+	// partition's contacts is complete, and how many it deleted. fn may
+	// read the store, not write it.
+	SweepContacts(after []byte, limit int, fn func(user, business string, c *Contact) (bool, error)) (next []byte, deleted int, err error)
+	// SweepRecipients is SweepContacts for the per-user delivery lists.
+	SweepRecipients(after []byte, limit int, expired func(r *Recipient) bool) (next []byte, deleted int, err error)
+	// SweepErasures is SweepContacts for the erasure markers.
+	SweepErasures(after []byte, limit int, fn func(user string, e *Erasure) (bool, error)) (next []byte, deleted int, err error)
+	// PutCampaign stores the partition's record of a campaign.
+	PutCampaign(p *Progress) error
+	// DeleteCampaign forgets the partition's record of a campaign.
+	DeleteCampaign(id string) error
+	// PutMeta stores the partition's metadata.
+	PutMeta(m *Meta) error
+}
+
+// Output receives what a Partition decides, for the runtime to turn into
+// records and metrics. Its methods are called on the partition's goroutine,
+// in the order of the decisions.
+type Output interface {
+	// Chunking reports that a chunk of c's fan-out begins.
+	Chunking(c *Progress)
+	// Decided reports the decision about user for campaign c, after the
+	// store has recorded a delivery. It is called for every candidate of a
+	// fan-out, in ascending user order.
+	Decided(c *Progress, user string, reason Reason) error
+	// Chunked reports one chunk of c's fan-out, after its decisions: what
+	// it went over. When ch.Done, c has fired (Status Fired).
+	Chunked(c *Progress, ch Chunk) error
+	// Counted reports one interaction of kind counted under tally.
+	Counted(tally Tally, kind schemas.InteractionKind)
+}
+
+// Chunk is what one chunk of a fan-out went over.
+type Chunk struct {
+	// Visited is the contacts it went over; Candidates, those it decided
+	// about (not forgotten as of the fire time); Delivered, those delivered.
+	Visited, Candidates, Delivered int64
+	// Done reports that the fan-out is finished.
+	Done bool
+}
+
+// Tally names what Output.Counted counts.
+type Tally uint8
+
+// The tallies.
+const (
+	// Late: an interaction behind the watermark, applied for later
+	// campaigns only.
+	Late Tally = iota + 1
+	// LateSuppression: a late BLOCK or SPONSORED_OPT_OUT that a delivery
+	// already made would not have been made with.
+	LateSuppression
+	// Erased: an interaction at or before its user's erasure, not stored.
+	Erased
+	// Forgot: an interaction found its stored contact past the retention
+	// (ExpiredBefore), which it starts over from nothing, whether or not
+	// the expiry sweep has deleted it yet.
+	Forgot
+)
+
+// Partition is the state machine of one partition: what a task decides. It
+// keeps the stream time and the campaigns the partition remembers (pending
+// in Compare order, firing in firing order), admits campaign records,
+// fires campaigns by stream time and by the wall clock, fans them out in
+// chunks over the contacts of their business with a cursor, applies
+// interactions (lateness, erasure) and sweeps what expired. It reads and
+// writes through a Store and reports through an Output, given for each
+// transaction (Begin); the wall clock is an argument.
+//
+// A Partition is used by one goroutine at a time.
+type Partition struct {
+	pol    *Policy
+	meta   Meta
+	camps  map[string]*Progress // every campaign the partition remembers
+	queue  []*Progress          // Pending, in Compare order
+	firing []*Progress          // Firing, in the order they fire
+	sweep  []byte               // contact expiry sweep cursor (in memory only)
+	sweepR []byte               // recipient expiry sweep cursor
+	sweepE []byte               // erasure-marker expiry sweep cursor
+
+	// Per transaction.
+	store       Store
+	out         Output
+	budget      int // decisions left in this transaction
+	metaChanged bool
+}
+
+// NewPartition returns a partition that applies pol, with no state: Load
+// gives it its state.
+func NewPartition(pol *Policy) *Partition {
+	return &Partition{pol: pol, meta: Meta{Input: -1}, camps: map[string]*Progress{}}
+}
+
+// Load replaces the partition's state with what its store holds: the
+// metadata and the records of the campaigns. Anything staged is dropped,
+// and the sweeps start their rounds over (an aborted transaction's sweep
+// deleted nothing, and a round must visit every key).
+func (p *Partition) Load(meta Meta, campaigns []Progress) {
+	p.meta = meta
+	p.sweep, p.sweepR, p.sweepE = nil, nil, nil
+	p.camps = make(map[string]*Progress, len(campaigns))
+	p.queue, p.firing = p.queue[:0], p.firing[:0]
+	for i := range campaigns {
+		c := &campaigns[i]
+		p.camps[c.Campaign.ID] = c
+		switch c.Status {
+		case Pending:
+			p.queue = append(p.queue, c)
+		case Firing:
+			p.firing = append(p.firing, c)
+		}
+	}
+	slices.SortFunc(p.queue, Compare)
+	// Fan-outs resume in the order they run (startFiring): the one in
+	// progress (it has a cursor; there is at most one) first, then by fire
+	// time and Compare.
+	slices.SortFunc(p.firing, func(a, b *Progress) int {
+		if (a.Cursor != "") != (b.Cursor != "") {
+			if a.Cursor != "" {
+				return -1
+			}
+			return 1
+		}
+		return firingOrder(a, b)
+	})
+}
+
+// Begin starts the partition's part of a transaction: reads and writes go
+// to store, decisions to out, and the fan-outs decide about at most budget
+// candidates until the next Begin.
+func (p *Partition) Begin(store Store, out Output, budget int) {
+	p.store, p.out, p.budget, p.metaChanged = store, out, budget, false
+}
+
+// Finish writes the metadata to the store if the transaction changed it.
+func (p *Partition) Finish() error {
+	if !p.metaChanged {
+		return nil
+	}
+	return p.store.PutMeta(&p.meta)
+}
+
+// Input returns the next interactions offset the partition processes
+// (Meta.Input): -1 before the first.
+func (p *Partition) Input() int64 { return p.meta.Input }
+
+// Consumed records that the interactions record at offset off has been
+// dealt with (applied, dead-lettered or a control record).
+func (p *Partition) Consumed(off int64) { p.meta.Input, p.metaChanged = off+1, true }
+
+// CampaignOffset returns the next offset of campaigns partition q the
+// partition reads (Meta.Campaigns).
+func (p *Partition) CampaignOffset(q int32) int64 {
+	if int(q) < len(p.meta.Campaigns) {
+		return p.meta.Campaigns[q]
+	}
+	return 0
+}
+
+// CampaignPartitions makes room for the offsets of n campaigns partitions
+// (Meta.Campaigns), at 0 for the new ones.
+func (p *Partition) CampaignPartitions(n int) {
+	for len(p.meta.Campaigns) < n {
+		p.meta.Campaigns = append(p.meta.Campaigns, 0)
+	}
+}
+
+// SetCampaignOffset records that the campaign records of partition q are
+// read up to next (exclusive).
+func (p *Partition) SetCampaignOffset(q int32, next int64) {
+	for len(p.meta.Campaigns) <= int(q) {
+		p.meta.Campaigns = append(p.meta.Campaigns, 0)
+	}
+	p.meta.Campaigns[q], p.metaChanged = next, true
+}
+
+// Meta returns a copy of the partition's metadata.
+func (p *Partition) Meta() Meta {
+	m := p.meta
+	m.Campaigns = slices.Clone(m.Campaigns)
+	return m
+}
+
+// Time returns the partition's stream time (Meta.Time).
+func (p *Partition) Time() Millis { return p.meta.Time }
+
+// Watermark returns the time every rule is judged as of: the stream time
+// minus the grace (Policy.Watermark).
+func (p *Partition) Watermark() Millis { return p.pol.Watermark(p.meta.Time) }
+
+// Campaign returns the partition's record of campaign id, nil if it
+// remembers none. The record must not be changed.
+func (p *Partition) Campaign(id string) *Progress { return p.camps[id] }
+
+// Campaigns returns how many campaigns the partition remembers.
+func (p *Partition) Campaigns() int { return len(p.camps) }
+
+// FanningOut reports whether a fan-out is in progress: the partition's
+// interactions wait until it is finished.
+func (p *Partition) FanningOut() bool { return len(p.firing) > 0 }
+
+// NextDue returns the send time of the first pending campaign, and false
+// when none is pending.
+func (p *Partition) NextDue() (Millis, bool) {
+	if len(p.queue) == 0 {
+		return 0, false
+	}
+	return p.queue[0].Campaign.SendAt, true
+}
+
+// DueByWallClock reports whether, with no fan-out in progress, a pending
+// campaign must fire by the wall clock wall once the partition is caught
+// up (FireByWallClock would start it).
+func (p *Partition) DueByWallClock(wall Millis) bool {
+	at, ok := p.NextDue()
+	return ok && !p.FanningOut() && at < wall-p.pol.Grace()
+}
+
+// Admit applies campaign record c (see the package function Admit) as of
+// the partition's time and returns the verdict. An Invalid record changes
+// nothing: the runtime dead-letters it. A LAUNCH that fires at once joins
+// the fan-outs; Fanout runs it.
+func (p *Partition) Admit(c *schemas.Campaign) (Verdict, error) {
+	known := p.camps[c.CampaignID]
+	next, verdict := Admit(known, c, p.pol.LateAsOf(p.Watermark()))
+	switch verdict {
+	case Invalid, Ignored:
+		return verdict, nil
+	case CancelledPending:
+		p.queue = slices.DeleteFunc(p.queue, func(q *Progress) bool { return q == known })
+	}
+	p.camps[c.CampaignID] = next
+	if next.Status == Pending {
+		i, _ := slices.BinarySearchFunc(p.queue, next, Compare)
+		p.queue = slices.Insert(p.queue, i, next)
+	} else if next.Status == Firing {
+		p.startFiring(next)
+	}
+	return verdict, p.store.PutCampaign(next)
+}
+
+// Interaction applies one interaction of user with business (empty for
+// USER_ERASED) of kind at event time at: it first starts the campaigns due
+// before it by stream time and continues the fan-outs. It reports false,
+// having applied nothing, when the fan-outs used the transaction's budget:
+// the interaction waits for the next transaction (event-time order is
+// kept).
+func (p *Partition) Interaction(user, business string, kind schemas.InteractionKind, at Millis) (bool, error) {
+	w := p.pol.Watermark(at)
+	p.startDue(func(c *Progress) bool { return DueByStreamTime(c, w) })
+	if ok, err := p.Fanout(); err != nil || !ok {
+		return false, err
+	}
+	if err := p.apply(user, business, kind, at); err != nil {
+		return false, err
+	}
+	if at > p.meta.Time {
+		p.meta.Time, p.metaChanged = at, true
+	}
+	return true, nil
+}
+
+// FireByWallClock starts the pending campaigns whose send time the wall
+// clock wall has passed (less the grace) and runs the fan-outs within the
+// budget; the runtime calls it only when the partition is caught up.
+func (p *Partition) FireByWallClock(wall Millis) error {
+	w := wall - p.pol.Grace()
+	p.startDue(func(c *Progress) bool { return DueByWallClock(c, w) })
+	_, err := p.Fanout()
+	// The metadata is written even if nothing fired: the stream time a
+	// firing raised (startFiring) goes with it.
+	p.metaChanged = true
+	return err
+}
+
+// startDue moves the pending campaigns that due reports true for to the
+// firing list, in order.
+func (p *Partition) startDue(due func(*Progress) bool) {
+	for len(p.queue) > 0 && due(p.queue[0]) {
+		c := p.queue[0]
+		p.queue = p.queue[1:]
+		Start(c)
+		p.startFiring(c)
+	}
+}
+
+// startFiring adds campaign c, just started, to the fan-outs in the order
+// they run: by fire time, then Compare (the order Load restores), behind
+// the fan-out in progress if one has begun. It raises the stream time to
+// what the fire time requires (Policy.AfterFire), so that a LAUNCH that
+// arrives late from now on fires as of no earlier time.
+func (p *Partition) startFiring(c *Progress) {
+	lo := 0
+	if len(p.firing) > 0 && p.firing[0].Cursor != "" {
+		lo = 1
+	}
+	i := lo
+	for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
+		i++
+	}
+	p.firing = slices.Insert(p.firing, i, c)
+	p.raiseTime(c.FireAt)
+}
+
+// firingOrder orders fan-outs: by fire time, then Compare.
+func firingOrder(a, b *Progress) int {
+	if a.FireAt != b.FireAt {
+		return cmp.Compare(a.FireAt, b.FireAt)
+	}
+	return Compare(a, b)
+}
+
+// raiseTime raises the stream time to what a campaign firing as of at
+// requires (Policy.AfterFire).
+func (p *Partition) raiseTime(at Millis) {
+	if at = p.pol.AfterFire(at); at > p.meta.Time {
+		p.meta.Time, p.metaChanged = at, true
+	}
+}
+
+// Fanout continues the fan-outs in progress within the transaction's
+// budget. It reports whether every fan-out finished.
+func (p *Partition) Fanout() (bool, error) {
+	for len(p.firing) > 0 {
+		if p.budget <= 0 {
+			return false, nil
+		}
+		c := p.firing[0]
+		p.out.Chunking(c)
+		ch, err := p.chunk(c)
+		if err != nil {
+			return false, fmt.Errorf("fan out campaign %s: %w", c.Campaign.ID, err)
+		}
+		if ch.Done {
+			c.Status, c.Cursor = Fired, ""
+			p.firing = p.firing[1:]
+		}
+		if err := p.out.Chunked(c, ch); err != nil {
+			return false, err
+		}
+		if err := p.store.PutCampaign(c); err != nil {
+			return false, err
+		}
+		p.raiseTime(c.FireAt)
+	}
+	return true, nil
+}
+
+// chunk decides about the next contacts of c's business after its cursor,
+// within the budget, and moves the cursor past them.
+func (p *Partition) chunk(c *Progress) (Chunk, error) {
+	var ch Chunk
+	var rec Recipient
+	userCap := p.pol.cfg.UserCap > 0
+	last, done, err := p.audience(c.Campaign.Business, c.Cursor, p.budget, func(user string, contact *Contact, known bool) error {
+		p.budget--
+		ch.Visited++
+		if asOf := p.pol.AsOf(contact, c.FireAt); p.pol.ContactExpired(&asOf, c.FireAt) {
+			// Forgotten as of the send time, whether or not a sweep
+			// has deleted it yet: not a candidate, as if swept, so
+			// that the decisions (and their NO_CONTACT records) do
+			// not depend on when sweeps happened to run.
+			return nil
+		}
+		var r *Recipient
+		if userCap {
+			var err error
+			rec, _, err = p.store.Recipient(user)
+			if err != nil {
+				return err
+			}
+			r = &rec
+		}
+		reason := p.pol.Decide(contact, r, &c.Campaign, c.FireAt)
+		ch.Candidates++
+		if reason == Delivered {
+			ch.Delivered++
+			if err := p.putContact(user, c.Campaign.Business, contact, known); err != nil {
+				return err
+			}
+			if r != nil {
+				if err := p.store.PutRecipient(user, r); err != nil {
+					return err
+				}
+			}
+		}
+		return p.out.Decided(c, user, reason)
+	})
+	if err != nil {
+		return ch, err
+	}
+	c.Cursor = last
+	ch.Done = done
+	return ch, nil
+}
+
+// apply records one interaction in the state. The campaigns due before it
+// have fired.
+func (p *Partition) apply(user, business string, kind schemas.InteractionKind, at Millis) error {
+	late := at < p.Watermark()
+	if late {
+		p.out.Counted(Late, kind)
+	}
+	if kind == schemas.UserErased {
+		// The marker covers every interaction of the user up to the
+		// erasure's own time, whenever it arrives.
+		return p.eraseUser(user, at)
+	}
+	if kind == schemas.BusinessMessage {
+		return nil
+	}
+	c, known, e, erased, err := p.lookup(user, business)
+	if err != nil {
+		return err
+	}
+	if erased && at <= e.At {
+		p.out.Counted(Erased, kind) // not dead-lettered: that would keep what the user asked to erase
+		return nil
+	}
+	// A contact past retention is forgotten whether or not the expiry sweep
+	// has reached it yet, so a replay decides the same.
+	// Folded in only what no campaign still to fire can be before: the
+	// earliest fire time from now on is LateAsOf of the watermark.
+	w := p.pol.LateAsOf(p.pol.Watermark(max(p.meta.Time, at)))
+	if p.pol.ExpiredBefore(&c, at, w) {
+		if !c.Empty() {
+			p.out.Counted(Forgot, kind)
+		}
+		c = Contact{}
+	}
+	if !known && c.Empty() && p.pol.Forgotten(at, w) {
+		// A new contact forgotten on arrival (the interaction is more than
+		// the retention behind the watermark): nothing to store, and not
+		// storing it keeps out an erased user's past once the marker is
+		// gone (sweepErasures).
+		return nil
+	}
+	if late && c.LateSuppression(kind, at) {
+		p.out.Counted(LateSuppression, kind)
+	}
+	if !p.pol.Observe(&c, kind, at, w) {
+		return nil
+	}
+	return p.putContact(user, business, &c, known)
+}
+
+// Expire forgets, within limit keys of each kind per call, what no rule
+// can use any more as of the partition's time: contacts past retention,
+// erasure markers that keep nothing out any more, per-user delivery lists
+// with nothing in the last 24 hours, finished campaigns past their expiry.
+func (p *Partition) Expire(limit int) error {
+	if p.meta.Time == 0 {
+		return nil
+	}
+	// As of the earliest time a campaign can still fire as of.
+	now := p.pol.LateAsOf(p.Watermark())
+	next, err := p.sweepContacts(p.sweep, limit, func(c *Contact) bool {
+		return p.pol.ContactExpired(c, now)
+	})
+	if err != nil {
+		return err
+	}
+	p.sweep = next
+	if next == nil {
+		// A round over every contact of the partition is complete: the
+		// erasure markers it began after have no stale contact left. The
+		// count is written with the next metadata (not on its own: an
+		// idle task would then write a transaction per tick); a restart
+		// may lose some increments, which only delays a marker's
+		// deletion.
+		p.meta.Rounds++
+	}
+	next, err = p.sweepErasures(p.sweepE, limit, func(at Millis) bool {
+		return p.pol.Forgotten(at, now)
+	})
+	if err != nil {
+		return err
+	}
+	p.sweepE = next
+	if p.pol.cfg.UserCap > 0 {
+		next, _, err := p.store.SweepRecipients(p.sweepR, limit, func(r *Recipient) bool {
+			return p.pol.RecipientExpired(r, now)
+		})
+		if err != nil {
+			return err
+		}
+		p.sweepR = next
+	}
+	for id, c := range p.camps {
+		if Forgettable(c, now) {
+			if err := p.store.DeleteCampaign(id); err != nil {
+				return err
+			}
+			delete(p.camps, id)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,312 @@
+package policy_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sponsored/sponsor/policy"
+	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/state"
+)
+
+// partitionRun drives a policy.Partition transaction by transaction as the
+// runtime does (begin, work, a small expiry sweep, finish, commit), over
+// state.Batch on a Pebble in memory, and records its outputs.
+type partitionRun struct {
+	t      *testing.T
+	pol    *policy.Policy
+	store  *state.Store
+	part   *policy.Partition
+	batch  *state.Batch
+	out    recorder
+	budget int   // decisions per transaction
+	next   int64 // the next checkpoint
+}
+
+// recorder is an Output that keeps the deliveries and the tallies of the
+// transaction in progress.
+type recorder struct {
+	delivered []string // users, in order
+	tallies   map[policy.Tally]int
+}
+
+func (*recorder) Chunking(*policy.Progress) {}
+func (r *recorder) Decided(_ *policy.Progress, user string, reason policy.Reason) error {
+	if reason == policy.Delivered {
+		r.delivered = append(r.delivered, user)
+	}
+	return nil
+}
+func (*recorder) Chunked(*policy.Progress, policy.Chunk) error { return nil }
+func (r *recorder) Counted(tally policy.Tally, _ schemas.InteractionKind) {
+	if r.tallies == nil {
+		r.tallies = map[policy.Tally]int{}
+	}
+	r.tallies[tally]++
+}
+
+// sweepPerTxn is the runtime's expiry sweep limit per transaction.
+const sweepPerTxn = 256
+
+// newPartitionRun starts a partition of the rules cfgf makes of the
+// defaults, with grace, in its first transaction.
+func newPartitionRun(t *testing.T, grace time.Duration, budget int, cfgf func(*policy.Config)) *partitionRun {
+	t.Helper()
+	cfg := policy.DefaultConfig()
+	cfg.Grace = grace
+	if cfgf != nil {
+		cfgf(&cfg)
+	}
+	pol, err := policy.New(cfg)
+	must(t, err)
+	r := &partitionRun{t: t, pol: pol, store: openStore(t), part: policy.NewPartition(pol), budget: budget}
+	r.load()
+	r.begin()
+	t.Cleanup(func() { r.batch.Close() })
+	return r
+}
+
+// load (re)reads the partition's state from the store, as a restart does.
+func (r *partitionRun) load() {
+	r.t.Helper()
+	meta, cs, err := r.store.LoadTask(partition)
+	must(r.t, err)
+	r.part.Load(meta, cs)
+}
+
+func (r *partitionRun) begin() {
+	r.batch = r.store.NewBatch(partition)
+	r.out = recorder{}
+	r.part.Begin(r.batch, &r.out, r.budget)
+}
+
+// commit ends the transaction (a sweep, the metadata, the commit), begins
+// the next and returns the users delivered to in the one it ended.
+func (r *partitionRun) commit() []string {
+	r.t.Helper()
+	must(r.t, r.part.Expire(sweepPerTxn))
+	must(r.t, r.part.Finish())
+	r.next++
+	must(r.t, r.batch.Commit(r.next))
+	delivered := r.out.delivered
+	r.begin()
+	return delivered
+}
+
+// restart drops the transaction in progress and reloads the state.
+func (r *partitionRun) restart() {
+	r.batch.Close()
+	r.load()
+	r.begin()
+}
+
+// interaction applies an interaction; it reports false when it had to wait
+// for the fan-outs (the budget).
+func (r *partitionRun) interaction(user, biz string, kind schemas.InteractionKind, at time.Time) bool {
+	r.t.Helper()
+	ok, err := r.part.Interaction(user, biz, kind, at.UnixMilli())
+	must(r.t, err)
+	return ok
+}
+
+// launch admits a LAUNCH of campaign id of biz, sent at send, expiring two
+// days later.
+func (r *partitionRun) launch(id, biz string, send time.Time) {
+	r.t.Helper()
+	c := &schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(48 * time.Hour), Message: schemas.Message{Text: "hi " + id}}
+	if _, err := r.part.Admit(c); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// count returns how many of users are u.
+func count(users []string, u string) int {
+	n := 0
+	for _, v := range users {
+		if v == u {
+			n++
+		}
+	}
+	return n
+}
+
+// lateLaunchBehindStarted plays the scenario of the two tests below and
+// returns how many messages user u gets from business B. Business A has
+// three contacts, B one (u); with a budget of 2, cA (01:00) and cB (02:00)
+// start at once on an interaction at 05:00, and cA's first chunk uses the
+// budget, so cB has not run a chunk yet when a late LAUNCH of B, cLate
+// (send 00:30), is read in the next transaction (after a restart, when
+// restart is set).
+func lateLaunchBehindStarted(t *testing.T, grace time.Duration, restart bool) int {
+	t.Helper()
+	r := newPartitionRun(t, grace, 2, nil)
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, u := range []string{"a1", "a2", "a3"} {
+		r.interaction(u, "A", schemas.UserMessage, t0)
+	}
+	r.interaction("u", "B", schemas.UserMessage, t0)
+	r.launch("cA", "A", t0.Add(1*time.Hour))
+	r.launch("cB", "B", t0.Add(2*time.Hour))
+	delivered := r.commit()
+	if r.interaction("x", "Z", schemas.UserMessage, t0.Add(5*time.Hour)) {
+		t.Fatal("the interaction was applied; want it to wait for the fan-outs")
+	}
+	delivered = append(delivered, r.commit()...)
+	if restart {
+		r.restart()
+	}
+	r.budget = 100
+	r.begin()
+	r.launch("cLate", "B", t0.Add(30*time.Minute))
+	r.interaction("x", "Z", schemas.UserMessage, t0.Add(5*time.Hour))
+	delivered = append(delivered, r.commit()...)
+	return count(delivered, "u")
+}
+
+// TestLateLaunchBehindStartedCampaign: a late LAUNCH read while an earlier
+// campaign of its business has started but not run a chunk must fire as of
+// no earlier time than that one (startFiring raises the stream time), so
+// the user gets one message from the business, not two within 24 hours.
+func TestLateLaunchBehindStartedCampaign(t *testing.T) {
+	for _, grace := range []time.Duration{0, 10 * time.Minute} {
+		if n := lateLaunchBehindStarted(t, grace, false); n != 1 {
+			t.Errorf("grace %s: u received %d messages from B within 24 hours (rule 4: at most one)", grace, n)
+		}
+	}
+}
+
+// TestLateLaunchAfterRestart: the same with the instance restarting (Load)
+// before the transaction that reads the late LAUNCH: the user gets the one
+// message as without the restart.
+func TestLateLaunchAfterRestart(t *testing.T) {
+	for _, grace := range []time.Duration{0, 10 * time.Minute} {
+		if n := lateLaunchBehindStarted(t, grace, true); n != 1 {
+			t.Errorf("grace %s, with a restart: u received %d messages from B within 24 hours, want 1", grace, n)
+		}
+	}
+}
+
+// TestDuplicateErasureKeepsLaterContact: a user erased at t1 contacts b1
+// again after it; the erasure's record is delivered again (a duplicate).
+// The contact made after the erasure stays, and the next campaign reaches
+// the user.
+func TestDuplicateErasureKeepsLaterContact(t *testing.T) {
+	for _, grace := range []time.Duration{0, 10 * time.Minute} {
+		t.Run(grace.String(), func(t *testing.T) {
+			r := newPartitionRun(t, grace, 100, nil)
+			t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+			r.interaction("u", "b1", schemas.UserMessage, t0)
+			r.interaction("u", "", schemas.UserErased, t0.Add(time.Hour))
+			r.interaction("u", "b1", schemas.UserMessage, t0.Add(2*time.Hour))
+			// the stream goes on past the grace
+			r.interaction("x", "Z", schemas.UserMessage, t0.Add(3*time.Hour))
+			r.interaction("u", "b1", schemas.BotStarted, t0.Add(3*time.Hour)) // folds the 2h message
+			r.commit()
+			c, known := contactOf(t, r.part, "u", "b1")
+			t.Logf("before the duplicate: known %v, contact %+v", known, c)
+			r.interaction("u", "", schemas.UserErased, t0.Add(time.Hour))
+			r.commit()
+			c, known = contactOf(t, r.part, "u", "b1")
+			t.Logf("after the duplicate: known %v, contact %+v", known, c)
+			if !known || c.LastContact() == 0 {
+				t.Errorf("after a duplicate of the erasure at t0+1h, the contact made at t0+2h and t0+3h is gone: known %v, %+v", known, c)
+			}
+			r.launch("c1", "b1", t0.Add(4*time.Hour))
+			r.interaction("x", "Z", schemas.UserMessage, t0.Add(5*time.Hour))
+			if got := r.commit(); len(got) != 1 {
+				t.Errorf("deliveries %v, want one to u (contact after the erasure)", got)
+			}
+		})
+	}
+}
+
+// TestErasedPastAfterTheMarker: long after an erasure (past the contact
+// retention, many sweep rounds), an interaction from before it is still not
+// stored: the marker stays while the user has a contact made after the
+// erasure (a late BLOCK from before it does not suppress that contact), and
+// a new contact forgotten on arrival is not written at all.
+func TestErasedPastAfterTheMarker(t *testing.T) {
+	r := newPartitionRun(t, 0, 100, func(c *policy.Config) { c.ContactRetention = 48 * time.Hour })
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	t1 := t0.Add(time.Hour) // the erasure
+	r.interaction("u", "b1", schemas.UserMessage, t0)
+	r.interaction("u", "", schemas.UserErased, t1)
+	r.interaction("u", "b1", schemas.UserMessage, t1.Add(time.Hour))
+	r.commit()
+	// The user keeps talking to b1 for days; the stream moves on.
+	for d := 1; d <= 4; d++ {
+		r.interaction("u", "b1", schemas.UserMessage, t1.Add(time.Duration(d)*24*time.Hour))
+		r.commit()
+		r.commit()
+	}
+	if _, ok, _ := r.batch.Erasure("u"); !ok {
+		t.Fatalf("the marker is gone while u has a contact made after the erasure")
+	}
+	// A very late BLOCK from before the erasure, and a late first contact
+	// with b2 from before the erasure.
+	r.interaction("u", "b1", schemas.Block, t1.Add(-30*time.Minute))
+	r.interaction("u", "b2", schemas.UserMessage, t1.Add(-20*time.Minute))
+	if c, ok, _ := r.batch.Contact("u", "b2"); ok {
+		t.Errorf("an interaction from before the erasure is stored: u/b2 %+v", c)
+	}
+	if c, _, _ := r.batch.Contact("u", "b1"); c.Blocked {
+		t.Errorf("a BLOCK from before the erasure suppresses the contact made after it: %+v", c)
+	}
+	for _, ch := range r.batch.Changes() {
+		if len(ch.Key) > 0 && ch.Key[0] == 'c' {
+			t.Errorf("changelog record for an interaction from before the erasure: %q", ch.Key)
+		}
+	}
+	if n := r.out.tallies[policy.Erased]; n != 2 {
+		t.Errorf("%d interactions counted as erased, want 2", n)
+	}
+}
+
+// TestWallClockGraceBoundary: a campaign fired by the wall clock raises the
+// stream time past send_at + grace, so a first contact exactly at send_at
+// read afterwards, which the campaign could not count, is counted late.
+func TestWallClockGraceBoundary(t *testing.T) {
+	r := newPartitionRun(t, 10*time.Minute, 100, nil)
+	s := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r.launch("c1", "b1", s)
+	must(t, r.part.FireByWallClock(s.Add(10*time.Minute+time.Millisecond).UnixMilli()))
+	r.commit()
+	t.Logf("stream time %d, watermark %d", r.part.Time(), r.part.Watermark())
+	r.interaction("u", "b1", schemas.UserMessage, s)
+	if r.out.tallies[policy.Late] == 0 {
+		t.Errorf("the interaction at send_at, read after c1 fired without it, is not counted late")
+	}
+	if st := r.part.Campaign("c1").Status; st != policy.Fired {
+		t.Fatalf("c1 %s", st)
+	}
+}
+
+// TestRetentionGapInGrace: the story testdata/grace-retention with a sweep
+// in every transaction (grace 1h, retention 2d): a block forgotten with its
+// contact before an interaction the grace holds apart stays forgotten, in
+// both arrival orders.
+func TestRetentionGapInGrace(t *testing.T) {
+	for _, order := range []string{"sorted", "u2-first"} {
+		t.Run(order, func(t *testing.T) {
+			r := newPartitionRun(t, time.Hour, 100, func(c *policy.Config) { c.ContactRetention = 48 * time.Hour })
+			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			r.interaction("u1", "b1", schemas.UserMessage, t0)
+			r.interaction("u1", "b1", schemas.Block, t0)
+			r.launch("c1", "b1", t0.Add(49*time.Hour))
+			um := func() { r.interaction("u1", "b1", schemas.UserMessage, t0.Add(48*time.Hour+30*time.Minute)) }
+			x := func() { r.interaction("u2", "b2", schemas.UserMessage, t0.Add(49*time.Hour+10*time.Minute)) }
+			if order == "sorted" {
+				um()
+				x()
+			} else {
+				x()
+				um()
+			}
+			r.commit()
+			r.interaction("u3", "b3", schemas.UserMessage, t0.Add(50*time.Hour+time.Minute))
+			if got := r.commit(); count(got, "u1") != 1 {
+				t.Errorf("%s: deliveries %v; the rules: 1 to u1 (the block of Jan 1 is forgotten on Jan 3 00:00, a new contact at 00:30)", order, got)
+			}
+		})
+	}
+}
