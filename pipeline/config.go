@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/sponsored/sponsor/kafkaconn"
@@ -17,6 +18,11 @@ import (
 // DefaultMaxPollRecords is Config.MaxPollRecords's default: the most
 // interactions one transaction processes.
 const DefaultMaxPollRecords = 5000
+
+// StoreDir is the folder of the Pebble store inside an instance's state
+// folder (Config.StateDir): where `sponsor run` keeps it, and where the
+// tools that read or rebuild a state folder find it.
+func StoreDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
 
 // DefaultMaxClockSkew is Config.MaxClockSkew's default: a phone's clock
 // that is a few minutes off is common; hours off is a wrong clock.

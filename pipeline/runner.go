@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -245,7 +244,7 @@ func (r *Runner) openParts(ctx context.Context, names topics.Names, lay layout, 
 		return nil, nil, err
 	}
 
-	store, err := state.Open(filepath.Join(cfg.StateDir, "pebble"), state.Options{Logger: r.log})
+	store, err := state.Open(StoreDir(cfg.StateDir), state.Options{Logger: r.log})
 	if err != nil {
 		return nil, nil, err
 	}

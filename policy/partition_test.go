@@ -310,3 +310,45 @@ func TestRetentionGapInGrace(t *testing.T) {
 		})
 	}
 }
+
+// TestWallClockFireRaisesStreamTime: a campaign fired by the wall clock on a
+// partition whose stream time is behind its send_at decides as of send_at,
+// so the partition's time moves past it as soon as it starts firing
+// (startFiring's raiseTime), before its first chunk: a LAUNCH of the same
+// business with an earlier send_at read before that chunk fires as of no
+// earlier time (rule 4 sees the business's deliveries in order, and the
+// user gets one message of the business), and, with a grace, an
+// interaction at the fire time read after the fan-out is late (it came
+// after the decision it would have counted in).
+func TestWallClockFireRaisesStreamTime(t *testing.T) {
+	for _, grace := range []time.Duration{0, 10 * time.Minute} {
+		r := newPartitionRun(t, grace, 0, nil) // no chunk in the firing transaction
+		t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		send := t0.Add(time.Hour)
+		r.interaction("u", "B", schemas.UserMessage, t0)
+		r.launch("c1", "B", send)
+		r.commit()
+		must(t, r.part.FireByWallClock(send.Add(grace+time.Second).UnixMilli()))
+		if want := r.pol.AfterFire(send.UnixMilli()); r.part.Time() < want {
+			t.Errorf("grace %s: stream time %d once c1 started firing, want at least %d (Policy.AfterFire)", grace, r.part.Time(), want)
+		}
+		r.launch("c2", "B", t0.Add(30*time.Minute))
+		c1, c2 := r.part.Campaign("c1"), r.part.Campaign("c2")
+		if c2 == nil || c2.FireAt < c1.FireAt {
+			t.Errorf("grace %s: c2 %+v read behind the started c1 (fire at %d), want it fired as of no earlier time", grace, c2, c1.FireAt)
+		}
+		r.budget = 100
+		delivered := r.commit()
+		must(t, r.part.FireByWallClock(send.Add(grace+2*time.Second).UnixMilli()))
+		delivered = append(delivered, r.commit()...)
+		if n := count(delivered, "u"); n != 1 {
+			t.Errorf("grace %s: u received %d messages from B within the hour, want 1", grace, n)
+		}
+		r.interaction("v", "B", schemas.UserMessage, send)
+		// With no grace an interaction at the watermark is not late
+		// (Policy.AfterFire); with one, the watermark is past the fire time.
+		if n, want := r.out.tallies[policy.Late], min(int(grace), 1); n != want {
+			t.Errorf("grace %s: an interaction at the fire time after the fire counted late %d times, want %d", grace, n, want)
+		}
+	}
+}

@@ -42,9 +42,13 @@ type Config struct {
 	Grace time.Duration
 }
 
+// DefaultContactRetention is Config.ContactRetention's default: 365 days,
+// the longest audience lookback.
+const DefaultContactRetention = 365 * 24 * time.Hour
+
 // DefaultConfig returns the rules as the design fixes them by default.
 func DefaultConfig() Config {
-	return Config{ContactRetention: 365 * 24 * time.Hour}
+	return Config{ContactRetention: DefaultContactRetention}
 }
 
 // Validate reports the first invalid field of c. Event times have millisecond

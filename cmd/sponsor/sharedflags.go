@@ -3,7 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"time"
 
+	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -44,6 +46,19 @@ func registerShadow(fs *flag.FlagSet, p *string, doc string) {
 // state (`sponsor run --state-dir`).
 func registerStateDir(fs *flag.FlagSet, p *string, doc string) {
 	fs.StringVar(p, "state-dir", "", doc)
+}
+
+// registerRetention registers --contact-retention, how long a contact is
+// kept without interaction (policy.Config.ContactRetention): the rule of
+// run and dev, and how state get judges a stored contact's expiry.
+func registerRetention(fs *flag.FlagSet, p *time.Duration, doc string) {
+	fs.DurationVar(p, "contact-retention", policy.DefaultContactRetention, doc)
+}
+
+// registerGrace registers --grace, the allowed lateness of interactions
+// (policy.Config.Grace), default 0.
+func registerGrace(fs *flag.FlagSet, p *time.Duration, doc string) {
+	fs.DurationVar(p, "grace", 0, doc)
 }
 
 // partitioners names the values of --partitioner, for its help.

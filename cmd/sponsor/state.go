@@ -56,8 +56,8 @@ func cmdStateGet(ctx context.Context, fs *flagSet, std stdio) error {
 	fs.StringVar(&business, "business", "", "show only the contact with this business")
 	registerStateDir(fs.FlagSet, &dir, "state folder of a stopped instance (its --state-dir)")
 	fs.StringVar(&from, "from", "", "ask a running instance at its --http address, e.g. http://127.0.0.1:8080")
-	fs.DurationVar(&retention, "contact-retention", 365*24*time.Hour, "with --state-dir: the instance's --contact-retention, which judges a contact's expiry (a running instance asked --from uses its own)")
-	fs.DurationVar(&grace, "grace", 0, "with --state-dir: the instance's --grace, which judges a contact's expiry (a running instance asked --from uses its own)")
+	registerRetention(fs.FlagSet, &retention, "with --state-dir: the instance's --contact-retention, which judges a contact's expiry (a running instance asked --from uses its own)")
+	registerGrace(fs.FlagSet, &grace, "with --state-dir: the instance's --grace, which judges a contact's expiry (a running instance asked --from uses its own)")
 	if _, err := fs.parse(); err != nil {
 		return err
 	}

@@ -3,13 +3,15 @@ package main
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/sponsored/sponsor/pipeline"
 )
 
 // The layout of a state folder, as the commands that open one (state get,
 // state rebuild) and make one (dev) find it.
 
 // pebbleDir is where `sponsor run --state-dir DIR` keeps its Pebble store.
-func pebbleDir(stateDir string) string { return filepath.Join(stateDir, "pebble") }
+func pebbleDir(stateDir string) string { return pipeline.StoreDir(stateDir) }
 
 // devStateDir is the state folder of `sponsor dev --data DIR` (and of
 // `make run`, whose DIR is ./data).
