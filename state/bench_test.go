@@ -1,8 +1,13 @@
 package state
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
@@ -350,4 +355,120 @@ func BenchmarkUserView(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/contact")
+}
+
+var benchRestoreRecords = flag.Int("bench.restore", 1_000_000, "changelog records of BenchmarkRestore")
+
+// restoreChangelog is a generated changelog of n records of one partition,
+// shaped as a task's: contacts of realistic identifiers (user ids of 20-36
+// characters, business ids of 15) in random order, about 5% of them
+// rewritten later and 2% deleted, a recipient record per 20 contacts and
+// the task's metadata every 5000 records (a transaction's).
+func restoreChangelog(n int) (keys, values [][]byte) {
+	rng := rand.New(rand.NewPCG(17, 17))
+	keys, values = make([][]byte, 0, n), make([][]byte, 0, n)
+	var written [][]byte
+	user := func() string {
+		id := fmt.Sprintf("%016x%016x%016x", rng.Uint64(), rng.Uint64(), rng.Uint64())
+		return "u-" + id[:18+rng.IntN(17)]
+	}
+	c := benchContact
+	for i := 0; len(keys) < n; i++ {
+		var k, v []byte
+		switch r := rng.IntN(1000); {
+		case i%5000 == 4999:
+			k, v = MetaChangelogKey(), AppendMeta(nil, &policy.Meta{Input: int64(i), Time: int64(i), Campaigns: []int64{int64(i)}})
+		case r < 50 && len(written) > 0:
+			k = written[rng.IntN(len(written))]
+			c.Last[0] = int64(i)
+			v = AppendContact(nil, &c)
+		case r < 70 && len(written) > 0:
+			k = written[rng.IntN(len(written))] // a deletion
+		case r < 120:
+			k = recipientKey(nil, user())
+			v = AppendRecipient(nil, &policy.Recipient{Sent: []policy.Millis{int64(i)}})
+		default:
+			k = ContactChangelogKey(user(), fmt.Sprintf("b-%013d", rng.IntN(100_000)))
+			v = AppendContact(nil, &c)
+			written = append(written, k)
+		}
+		keys, values = append(keys, k), append(values, v)
+	}
+	return keys, values
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRestore restores the same generated changelog
+// (-bench.restore records, 1M by default) into an empty store with both
+// paths, interleaved in each round: the Restorer (batches of 20 000
+// through the memtable, as pipeline.Restore does for a small catch-up)
+// and the Ingester (sorted runs, tables, one ingest). Each is timed from
+// its first record to its return (the checkpoint written), without Kafka;
+// CPU is the process's, Pebble's background work included. It reports
+// both rates, their ratio and the CPU per record of each.
+func BenchmarkRestore(b *testing.B) {
+	keys, values := restoreChangelog(*benchRestoreRecords)
+	n := len(keys)
+	var batchWall, ingestWall, batchCPU, ingestCPU time.Duration
+	for b.Loop() {
+		// The batch path.
+		s, err := Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start, cpu := time.Now(), cpuTime(b)
+		r := s.NewRestorer(0)
+		for i := range keys {
+			if err := r.Add(keys[i], values[i]); err != nil {
+				b.Fatal(err)
+			}
+			if r.Len() >= 20_000 || i == n-1 {
+				if err := r.Flush(int64(i + 1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		r.Close()
+		batchWall += time.Since(start)
+		batchCPU += cpuTime(b) - cpu
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+
+		// The ingest path.
+		s, err = Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start, cpu = time.Now(), cpuTime(b)
+		in := s.NewIngester(0, true)
+		for i := range keys {
+			if err := in.Add(keys[i], values[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := in.Finish(context.Background(), int64(n)); err != nil {
+			b.Fatal(err)
+		}
+		in.Close()
+		ingestWall += time.Since(start)
+		ingestCPU += cpuTime(b) - cpu
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	recs := float64(n) * float64(b.N)
+	b.ReportMetric(recs/batchWall.Seconds(), "batch_rec/s")
+	b.ReportMetric(recs/ingestWall.Seconds(), "ingest_rec/s")
+	b.ReportMetric(batchWall.Seconds()/ingestWall.Seconds(), "ratio")
+	b.ReportMetric(float64(batchCPU.Microseconds())/recs, "batch_cpu_us/rec")
+	b.ReportMetric(float64(ingestCPU.Microseconds())/recs, "ingest_cpu_us/rec")
 }
