@@ -2,9 +2,11 @@ package state
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -357,15 +359,19 @@ func BenchmarkUserView(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/contact")
 }
 
-var benchRestoreRecords = flag.Int("bench.restore", 1_000_000, "changelog records of BenchmarkRestore")
+var (
+	benchRestoreRecords    = flag.Int("bench.restore", 1_000_000, "changelog records of BenchmarkRestore")
+	benchRestorePartitions = flag.Int("bench.restore.partitions", 4, "partitions BenchmarkRestore restores at once")
+)
 
-// restoreChangelog is a generated changelog of n records of one partition,
+// restoreChangelog is a generated changelog of n records of one partition
+// (seed picks it),
 // shaped as a task's: contacts of realistic identifiers (user ids of 20-36
 // characters, business ids of 15) in random order, about 5% of them
 // rewritten later and 2% deleted, a recipient record per 20 contacts and
 // the task's metadata every 5000 records (a transaction's).
-func restoreChangelog(n int) (keys, values [][]byte) {
-	rng := rand.New(rand.NewPCG(17, 17))
+func restoreChangelog(seed uint64, n int) (keys, values [][]byte) {
+	rng := rand.New(rand.NewPCG(seed, 17))
 	keys, values = make([][]byte, 0, n), make([][]byte, 0, n)
 	var written [][]byte
 	user := func() string {
@@ -407,63 +413,79 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // BenchmarkRestore restores the same generated changelog
-// (-bench.restore records, 1M by default) into an empty store with both
+// (-bench.restore records, 1M by default, split over
+// -bench.restore.partitions partitions, 4 by default, restored at once as
+// pipeline.DefaultRestoreParallelism does) into an empty store with both
 // paths, interleaved in each round: the Restorer (batches of 20 000
 // through the memtable, as pipeline.Restore does for a small catch-up)
 // and the Ingester (sorted runs, tables, one ingest). Each is timed from
-// its first record to its return (the checkpoint written), without Kafka;
-// CPU is the process's, Pebble's background work included. It reports
-// both rates, their ratio and the CPU per record of each.
+// its first record to the return of the last partition's restore (every
+// checkpoint written), without Kafka; CPU is the process's, Pebble's
+// background work included. It reports both rates, their ratio and the
+// CPU per record of each.
 func BenchmarkRestore(b *testing.B) {
-	keys, values := restoreChangelog(*benchRestoreRecords)
-	n := len(keys)
-	var batchWall, ingestWall, batchCPU, ingestCPU time.Duration
-	for b.Loop() {
-		// The batch path.
+	parts := *benchRestorePartitions
+	type partition struct{ keys, values [][]byte }
+	ps := make([]partition, parts)
+	n := 0
+	for p := range ps {
+		ps[p].keys, ps[p].values = restoreChangelog(uint64(p), *benchRestoreRecords/parts)
+		n += len(ps[p].keys)
+	}
+	// each runs restore for every partition at once, and returns how long
+	// it took and the CPU it used.
+	each := func(restore func(s *Store, p int32, keys, values [][]byte) error) (wall, cpu time.Duration) {
 		s, err := Open(b.TempDir(), Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		start, cpu := time.Now(), cpuTime(b)
-		r := s.NewRestorer(0)
+		start, cpu0 := time.Now(), cpuTime(b)
+		var wg sync.WaitGroup
+		errs := make([]error, parts)
+		for p := range ps {
+			wg.Go(func() { errs[p] = restore(s, int32(p), ps[p].keys, ps[p].values) })
+		}
+		wg.Wait()
+		wall, cpu = time.Since(start), cpuTime(b)-cpu0
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		return wall, cpu
+	}
+	batch := func(s *Store, p int32, keys, values [][]byte) error {
+		r := s.NewRestorer(p)
+		defer r.Close()
 		for i := range keys {
 			if err := r.Add(keys[i], values[i]); err != nil {
-				b.Fatal(err)
+				return err
 			}
-			if r.Len() >= 20_000 || i == n-1 {
+			if r.Len() >= 20_000 || i == len(keys)-1 {
 				if err := r.Flush(int64(i + 1)); err != nil {
-					b.Fatal(err)
+					return err
 				}
 			}
 		}
-		r.Close()
-		batchWall += time.Since(start)
-		batchCPU += cpuTime(b) - cpu
-		if err := s.Close(); err != nil {
-			b.Fatal(err)
-		}
-
-		// The ingest path.
-		s, err = Open(b.TempDir(), Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		start, cpu = time.Now(), cpuTime(b)
-		in := s.NewIngester(0, true)
+		return nil
+	}
+	ingest := func(s *Store, p int32, keys, values [][]byte) error {
+		in := s.NewIngester(p, true)
+		defer in.Close()
 		for i := range keys {
 			if err := in.Add(keys[i], values[i]); err != nil {
-				b.Fatal(err)
+				return err
 			}
 		}
-		if err := in.Finish(context.Background(), int64(n)); err != nil {
-			b.Fatal(err)
-		}
-		in.Close()
-		ingestWall += time.Since(start)
-		ingestCPU += cpuTime(b) - cpu
-		if err := s.Close(); err != nil {
-			b.Fatal(err)
-		}
+		return in.Finish(context.Background(), int64(len(keys)))
+	}
+	var batchWall, ingestWall, batchCPU, ingestCPU time.Duration
+	for b.Loop() {
+		w, c := each(batch)
+		batchWall, batchCPU = batchWall+w, batchCPU+c
+		w, c = each(ingest)
+		ingestWall, ingestCPU = ingestWall+w, ingestCPU+c
 	}
 	recs := float64(n) * float64(b.N)
 	b.ReportMetric(recs/batchWall.Seconds(), "batch_rec/s")

@@ -3,14 +3,13 @@ package state
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"container/heap"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
+	"math/bits"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -69,6 +68,9 @@ type Ingester struct {
 	// between tables).
 	tableWritten func(n int) error
 }
+
+// abbrevLen is the length of ingestEntry.abbr in bytes.
+const abbrevLen = 24
 
 // ingestEntry is one changelog record of a run.
 type ingestEntry struct {
@@ -144,7 +146,7 @@ func (in *Ingester) Add(key, value []byte) error {
 func (in *Ingester) Len() int { return in.n }
 
 func abbrev(k []byte) [3]uint64 {
-	var b [24]byte
+	var b [abbrevLen]byte
 	copy(b[:], k)
 	return [3]uint64{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:16]), binary.BigEndian.Uint64(b[16:])}
 }
@@ -161,21 +163,8 @@ func (in *Ingester) value(e ingestEntry) []byte {
 
 // sortRun sorts the run by key and keeps the last record of each key.
 func (in *Ingester) sortRun() {
-	slices.SortFunc(in.ents, func(a, b ingestEntry) int {
-		for i := range a.abbr {
-			if a.abbr[i] != b.abbr[i] {
-				return cmp.Compare(a.abbr[i], b.abbr[i])
-			}
-		}
-		if a.klen > 24 || b.klen > 24 {
-			if c := bytes.Compare(in.key(a), in.key(b)); c != 0 {
-				return c
-			}
-		} else if a.klen != b.klen { // equal words, one key padded
-			return cmp.Compare(a.klen, b.klen)
-		}
-		return cmp.Compare(a.seq, b.seq)
-	})
+	depth := 2 * bits.Len(uint(len(in.ents)))
+	in.sortEntries(in.ents, depth)
 	out := in.ents[:0]
 	for i, e := range in.ents {
 		if i+1 < len(in.ents) {
@@ -317,6 +306,15 @@ func (in *Ingester) writeTables(srcs []ingestSource, next int64) error {
 		}
 		return nil
 	}
+	if len(srcs) == 1 { // one run, in memory: no merge
+		for ok := len(h) == 1; ok; {
+			if err := tw.add(srcs[0].key(), srcs[0].value(), srcs[0].deletion()); err != nil {
+				return err
+			}
+			ok, _ = srcs[0].next()
+		}
+		return tw.finish()
+	}
 	var last []byte
 	for len(h) > 0 {
 		src := h[0].src
@@ -347,15 +345,15 @@ type tableWriter struct {
 }
 
 func (t *tableWriter) add(k, v []byte, deletion bool) error {
-	if !t.wroteCheckpoint {
-		if c := bytes.Compare(k, t.cpKey); c >= 0 {
-			t.wroteCheckpoint = true
-			if err := t.write(t.cpKey, t.cpValue, false); err != nil {
-				return err
-			}
-			if c == 0 {
-				return nil // the checkpoint is the store's, as the Restorer's Flush writes it over
-			}
+	// The checkpoint's key is the one byte kindCheckpoint: it goes before
+	// the first key from that byte up (a byte compared, not the keys).
+	if !t.wroteCheckpoint && k[0] >= kindCheckpoint {
+		t.wroteCheckpoint = true
+		if err := t.write(t.cpKey, t.cpValue, false); err != nil {
+			return err
+		}
+		if len(k) == 1 && k[0] == kindCheckpoint {
+			return nil // the checkpoint is the store's, as the Restorer's Flush writes it over
 		}
 	}
 	if deletion && t.in.fresh {

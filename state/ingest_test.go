@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -323,5 +324,48 @@ func TestIngestRejectsAnEmptyKey(t *testing.T) {
 	}
 	if err := in.Add([]byte{kindContact, 200}, []byte("x")); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Add(bad contact key) = %v, want ErrCorrupt", err)
+	}
+}
+
+// TestIngestSortsAnyOrder: a run sorts to key order, with the last version
+// of each key kept, whatever order the changelog brings: random, sorted,
+// reversed, one key over and over, keys longer and shorter than the
+// abbreviation that differ after it or in their padding.
+func TestIngestSortsAnyOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	long := func(i int) []byte { return fmt.Appendf(nil, "r%s-%06d", bytes.Repeat([]byte("x"), 30), i) }
+	orders := map[string]func(i int) []byte{
+		"random":   func(int) []byte { return long(rng.IntN(3000)) },
+		"sorted":   func(i int) []byte { return long(i / 2) },
+		"reversed": func(i int) []byte { return long(100_000 - i) },
+		"one key":  func(int) []byte { return []byte("m-task") },
+		"short":    func(int) []byte { return append([]byte("r"), bytes.Repeat([]byte{0}, rng.IntN(30))...) },
+	}
+	for name, key := range orders {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			in := s.NewIngester(0, true)
+			defer in.Close()
+			want := map[string]string{}
+			for i := range 5000 {
+				k, v := key(i), fmt.Appendf(nil, "%d", i)
+				if err := in.Add(k, v); err != nil {
+					t.Fatal(err)
+				}
+				want[string(k)] = string(v)
+			}
+			in.sortRun()
+			if len(in.ents) != len(want) {
+				t.Errorf("%d records after the sort, want %d keys", len(in.ents), len(want))
+			}
+			for i, e := range in.ents {
+				if i > 0 && bytes.Compare(in.key(in.ents[i-1]), in.key(e)) >= 0 {
+					t.Fatalf("record %d: %q after %q", i, in.key(e), in.key(in.ents[i-1]))
+				}
+				if got := string(in.value(e)); got != want[string(in.key(e))] {
+					t.Errorf("key %q has value %s, want the last, %s", in.key(e), got, want[string(in.key(e))])
+				}
+			}
+		})
 	}
 }
