@@ -40,9 +40,10 @@ type Options struct {
 	FS vfs.FS
 	// IngestRunBytes is the memory, in bytes, an Ingester sorts changelog
 	// records in before it writes them out as one sorted run (the records'
-	// keys and values plus 24 bytes each). Default 64 MiB. A restore of
+	// keys and values plus 40 bytes each). Default 32 MiB. A restore of
 	// more records than fit writes several runs to the store's folder and
-	// merges them; each restore in flight holds up to this much.
+	// merges them; each restore in flight holds this much, so the default
+	// keeps pipeline.DefaultRestoreParallelism restores at 128 MiB.
 	IngestRunBytes int
 }
 
@@ -60,7 +61,7 @@ func (o *Options) ensureDefaults() {
 		o.FS = vfs.Default
 	}
 	if o.IngestRunBytes <= 0 {
-		o.IngestRunBytes = 64 << 20
+		o.IngestRunBytes = 32 << 20
 	}
 }
 
