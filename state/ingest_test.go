@@ -369,3 +369,24 @@ func TestIngestSortsAnyOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestIngestNoRecord: a fresh ingest of a changelog range that holds no
+// record (only transaction markers) over a stale state leaves the
+// partition empty but for the checkpoint, and the other partitions as
+// they were.
+func TestIngestNoRecord(t *testing.T) {
+	s := open(t)
+	restoreBatches(t, s, 1, 0, testChangelog(8, 500))
+	restoreBatches(t, s, 2, 0, testChangelog(9, 500))
+	before := dump(t, s, 2)
+	ingest(t, s.NewIngester(1, true), 42, nil)
+	if d := dump(t, s, 1); len(d) != 1 {
+		t.Errorf("partition 1 holds %v, want only its checkpoint", d)
+	}
+	if cp, err := s.Checkpoint(1); err != nil || cp != 42 {
+		t.Errorf("checkpoint = %d, %v; want 42", cp, err)
+	}
+	if after := dump(t, s, 2); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Error("the ingest of partition 1 changed partition 2")
+	}
+}
