@@ -45,7 +45,10 @@ const ingestEntrySize = 40
 //
 // Nothing is visible in the store, checkpoint included, until Finish has
 // ingested every table: a crash or an error before leaves the partition as
-// it was (or dropped, for a fresh restore), and the restore starts again.
+// it was, with its old checkpoint or none, and the restore starts again
+// from there. (A fresh Ingester drops the partition's keys just before the
+// ingest: an ingest that fails after it leaves the partition empty, with
+// no checkpoint, which a restore from the changelog's start mends too.)
 //
 // An Ingester is used by one goroutine.
 type Ingester struct {
@@ -128,8 +131,10 @@ func (in *Ingester) Add(key, value []byte) error {
 	if in.arena == nil {
 		// At once, rather than grown by copies: a restore from far behind
 		// fills a run or more.
-		in.arena = make([]byte, 0, in.runBytes)
-		in.ents = make([]ingestEntry, 0, in.runBytes/(ingestEntrySize+64))
+		// Sized for records of 64 bytes, the budget split between them.
+		n := in.runBytes / (ingestEntrySize + 64)
+		in.arena = make([]byte, 0, in.runBytes-n*ingestEntrySize)
+		in.ents = make([]ingestEntry, 0, n)
 	}
 	e := ingestEntry{abbr: abbrev(k), off: uint32(len(in.arena)), klen: uint32(len(k)), vlen: int32(len(value)), seq: uint32(len(in.ents))}
 	if value == nil {
