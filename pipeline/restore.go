@@ -49,8 +49,9 @@ type RestoreProgress struct {
 // folder). A restore of restoreIngestMin offsets or more sorts the records
 // and ingests them into the store as tables (state.Ingester), the
 // checkpoint with them, once it has read them all; a shorter one writes
-// batches (state.Restorer), each with its checkpoint. It waits until no transaction is open on the partition (its
-// last stable offset equals its high watermark), then reads to that end.
+// batches (state.Restorer), each with its checkpoint. It waits until no
+// transaction is open on the partition (its last stable offset equals its
+// high watermark), then reads to that end.
 // opts are the Kafka client options (seed brokers, security). progress, if
 // not nil, is called once the range to read is known and after each fetch.
 // It returns the number of changelog records applied. A wait longer than
@@ -116,8 +117,9 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 		Topics: map[string][]int32{changelog: {p}},
 		Starts: map[string]map[int32]int64{changelog: {p: from}},
 		Ends:   map[string]map[int32]int64{changelog: {p: end}},
-		// After each fetch: flush every restoreFlushEvery records and at
-		// the end, with the offset the flushed state reflects.
+		// After each fetch: batches are flushed every restoreFlushEvery
+		// records and at the end, an ingestion at the end, with the offset
+		// the written state reflects.
 		Progress: func(pos kafkaconn.Position) error {
 			if err := flush(pos.Next); err != nil {
 				return err
