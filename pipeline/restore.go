@@ -19,6 +19,13 @@ import (
 // while restoring.
 const restoreFlushEvery = 20000
 
+// restoreIngestMin is the number of changelog offsets from which a restore
+// builds sorted tables and ingests them (state.Ingester) rather than
+// writing batches through the memtable (state.Restorer): a lost or stale
+// state folder, or a gap that large. Below it the batches cost less than
+// sorting and writing tables. A variable for tests.
+var restoreIngestMin int64 = 100_000
+
 // slowRestoreWait is how long a restore waits (for a transaction to end,
 // for offsets, for its state to catch up with the group) before it logs
 // what it is waiting for.
@@ -39,8 +46,12 @@ type RestoreProgress struct {
 // Restore brings partition p's state in the store up to the end of its
 // changelog partition: from the store's checkpoint when it has one the
 // changelog still holds, from the start otherwise (a lost or stale state
-// folder). It waits until no transaction is open on the partition (its
-// last stable offset equals its high watermark), then reads to that end.
+// folder). A restore of restoreIngestMin offsets or more sorts the records
+// and ingests them into the store as tables (state.Ingester), the
+// checkpoint with them, once it has read them all; a shorter one writes
+// batches (state.Restorer), each with its checkpoint. It waits until no
+// transaction is open on the partition (its last stable offset equals its
+// high watermark), then reads to that end.
 // opts are the Kafka client options (seed brokers, security). progress, if
 // not nil, is called once the range to read is known and after each fetch.
 // It returns the number of changelog records applied. A wait longer than
@@ -58,13 +69,17 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 	if err != nil {
 		return 0, err
 	}
-	if !checkpointUsable(from, start, end) {
-		// Nothing usable: the changelog was truncated past our checkpoint,
-		// or it is younger than our state (a recreated topic). Rebuild.
+	// Nothing usable: the changelog was truncated past our checkpoint, or
+	// it is younger than our state (a recreated topic). Rebuild.
+	rebuild := !checkpointUsable(from, start, end)
+	if rebuild {
+		from = start
+	}
+	ingest := end-from >= restoreIngestMin
+	if rebuild && !ingest { // an Ingester from the start replaces the partition's keys itself
 		if err := store.DropPartition(p); err != nil {
 			return 0, err
 		}
-		from = start
 	}
 	if progress != nil {
 		progress(RestoreProgress{Partition: p, From: from, Next: from, End: end})
@@ -72,21 +87,42 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 	if from >= end {
 		return 0, nil
 	}
-	rs := store.NewRestorer(p)
-	defer rs.Close()
+	// add stages a record, flush writes what was staged up to next.
+	var add func(key, value []byte) error
+	var flush func(next int64) error
+	if ingest {
+		in := store.NewIngester(p, from == start)
+		defer in.Close()
+		add = in.Add
+		flush = func(next int64) error {
+			if next < end {
+				return nil // nothing is written before the end
+			}
+			return in.Finish(ctx, next)
+		}
+	} else {
+		rs := store.NewRestorer(p)
+		defer rs.Close()
+		add = rs.Add
+		flush = func(next int64) error {
+			if rs.Len() >= restoreFlushEvery || next >= end {
+				return rs.Flush(next)
+			}
+			return nil
+		}
+	}
 	var n int64
 	rd := kafkaconn.Reader{
 		Opts:   append(append([]kgo.Opt(nil), opts...), kgo.FetchMaxBytes(64<<20)),
 		Topics: map[string][]int32{changelog: {p}},
 		Starts: map[string]map[int32]int64{changelog: {p: from}},
 		Ends:   map[string]map[int32]int64{changelog: {p: end}},
-		// After each fetch: flush every restoreFlushEvery records and at
-		// the end, with the offset the flushed state reflects.
+		// After each fetch: batches are flushed every restoreFlushEvery
+		// records and at the end, an ingestion at the end, with the offset
+		// the written state reflects.
 		Progress: func(pos kafkaconn.Position) error {
-			if rs.Len() >= restoreFlushEvery || pos.Next >= end {
-				if err := rs.Flush(pos.Next); err != nil {
-					return err
-				}
+			if err := flush(pos.Next); err != nil {
+				return err
 			}
 			if progress != nil {
 				progress(RestoreProgress{Partition: p, From: from, Next: pos.Next, End: end, Records: n})
@@ -96,7 +132,7 @@ func Restore(ctx context.Context, adm *kadm.Client, store *state.Store, changelo
 	}
 	var aerr error
 	err = rd.Read(ctx, func(r *kgo.Record) error {
-		if aerr = rs.Add(r.Key, r.Value); aerr != nil {
+		if aerr = add(r.Key, r.Value); aerr != nil {
 			return aerr
 		}
 		n++

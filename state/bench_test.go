@@ -1,8 +1,15 @@
 package state
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"math/rand/v2"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
@@ -350,4 +357,140 @@ func BenchmarkUserView(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/contact")
+}
+
+var (
+	benchRestoreRecords    = flag.Int("bench.restore", 1_000_000, "changelog records of BenchmarkRestore")
+	benchRestorePartitions = flag.Int("bench.restore.partitions", 4, "partitions BenchmarkRestore restores at once")
+)
+
+// restoreChangelog is a generated changelog of n records of one partition
+// (seed picks it),
+// shaped as a task's: contacts of realistic identifiers (user ids of 20-36
+// characters, business ids of 15) in random order, about 5% of them
+// rewritten later and 2% deleted, a recipient record per 20 contacts and
+// the task's metadata every 5000 records (a transaction's).
+func restoreChangelog(seed uint64, n int) (keys, values [][]byte) {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	keys, values = make([][]byte, 0, n), make([][]byte, 0, n)
+	var written [][]byte
+	user := func() string {
+		id := fmt.Sprintf("%016x%016x%016x", rng.Uint64(), rng.Uint64(), rng.Uint64())
+		return "u-" + id[:18+rng.IntN(17)]
+	}
+	c := benchContact
+	for i := 0; len(keys) < n; i++ {
+		var k, v []byte
+		switch r := rng.IntN(1000); {
+		case i%5000 == 4999:
+			k, v = MetaChangelogKey(), AppendMeta(nil, &policy.Meta{Input: int64(i), Time: int64(i), Campaigns: []int64{int64(i)}})
+		case r < 50 && len(written) > 0:
+			k = written[rng.IntN(len(written))]
+			c.Last[0] = int64(i)
+			v = AppendContact(nil, &c)
+		case r < 70 && len(written) > 0:
+			k = written[rng.IntN(len(written))] // a deletion
+		case r < 120:
+			k = recipientKey(nil, user())
+			v = AppendRecipient(nil, &policy.Recipient{Sent: []policy.Millis{int64(i)}})
+		default:
+			k = ContactChangelogKey(user(), fmt.Sprintf("b-%013d", rng.IntN(100_000)))
+			v = AppendContact(nil, &c)
+			written = append(written, k)
+		}
+		keys, values = append(keys, k), append(values, v)
+	}
+	return keys, values
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRestore restores the same generated changelog
+// (-bench.restore records, 1M by default, split over
+// -bench.restore.partitions partitions, 4 by default, restored at once as
+// pipeline.DefaultRestoreParallelism does) into an empty store with both
+// paths, interleaved in each round: the Restorer (batches of 20 000
+// through the memtable, as pipeline.Restore does for a small catch-up)
+// and the Ingester (sorted runs, tables, one ingest). Each is timed from
+// its first record to the return of the last partition's restore (every
+// checkpoint written), without Kafka; CPU is the process's, Pebble's
+// background work included. It reports both rates, their ratio and the
+// CPU per record of each.
+func BenchmarkRestore(b *testing.B) {
+	parts := *benchRestorePartitions
+	type partition struct{ keys, values [][]byte }
+	ps := make([]partition, parts)
+	n := 0
+	for p := range ps {
+		ps[p].keys, ps[p].values = restoreChangelog(uint64(p), *benchRestoreRecords/parts)
+		n += len(ps[p].keys)
+	}
+	// each runs restore for every partition at once, and returns how long
+	// it took and the CPU it used.
+	each := func(restore func(s *Store, p int32, keys, values [][]byte) error) (wall, cpu time.Duration) {
+		s, err := Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start, cpu0 := time.Now(), cpuTime(b)
+		var wg sync.WaitGroup
+		errs := make([]error, parts)
+		for p := range ps {
+			wg.Go(func() { errs[p] = restore(s, int32(p), ps[p].keys, ps[p].values) })
+		}
+		wg.Wait()
+		wall, cpu = time.Since(start), cpuTime(b)-cpu0
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		return wall, cpu
+	}
+	batch := func(s *Store, p int32, keys, values [][]byte) error {
+		r := s.NewRestorer(p)
+		defer r.Close()
+		for i := range keys {
+			if err := r.Add(keys[i], values[i]); err != nil {
+				return err
+			}
+			if r.Len() >= 20_000 || i == len(keys)-1 {
+				if err := r.Flush(int64(i + 1)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	ingest := func(s *Store, p int32, keys, values [][]byte) error {
+		in := s.NewIngester(p, true)
+		defer in.Close()
+		for i := range keys {
+			if err := in.Add(keys[i], values[i]); err != nil {
+				return err
+			}
+		}
+		return in.Finish(context.Background(), int64(len(keys)))
+	}
+	var batchWall, ingestWall, batchCPU, ingestCPU time.Duration
+	for b.Loop() {
+		w, c := each(batch)
+		batchWall, batchCPU = batchWall+w, batchCPU+c
+		w, c = each(ingest)
+		ingestWall, ingestCPU = ingestWall+w, ingestCPU+c
+	}
+	recs := float64(n) * float64(b.N)
+	b.ReportMetric(recs/batchWall.Seconds(), "batch_rec/s")
+	b.ReportMetric(recs/ingestWall.Seconds(), "ingest_rec/s")
+	b.ReportMetric(batchWall.Seconds()/ingestWall.Seconds(), "ratio")
+	b.ReportMetric(float64(batchCPU.Microseconds())/recs, "batch_cpu_us/rec")
+	b.ReportMetric(float64(ingestCPU.Microseconds())/recs, "ingest_cpu_us/rec")
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -37,6 +38,13 @@ type Options struct {
 	// FS is the file system the store lives on. Default vfs.Default, the
 	// operating system's; vfs.NewMem() keeps a store in memory (tests).
 	FS vfs.FS
+	// IngestRunBytes is the memory, in bytes, an Ingester sorts changelog
+	// records in before it writes them out as one sorted run (the records'
+	// keys and values plus 40 bytes each). Default 32 MiB. A restore of
+	// more records than fit writes several runs to the store's folder and
+	// merges them; each restore in flight holds this much, so the default
+	// keeps pipeline.DefaultRestoreParallelism restores at 128 MiB.
+	IngestRunBytes int
 }
 
 func (o *Options) ensureDefaults() {
@@ -52,6 +60,9 @@ func (o *Options) ensureDefaults() {
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
+	if o.IngestRunBytes <= 0 {
+		o.IngestRunBytes = 32 << 20
+	}
 }
 
 // Store is the Pebble database that holds the state of every task of one
@@ -62,6 +73,12 @@ type Store struct {
 	cacheCap int64 // the block cache's size (Options.CacheSize)
 	lock     *pebble.Lock
 	readOnly bool
+
+	po        *pebble.Options // the options the store was opened with, defaults filled in
+	fs        vfs.FS
+	ingestDir string       // where Ingesters write their runs and tables (ingestFolder)
+	runBytes  int          // Options.IngestRunBytes
+	ingests   atomic.Int64 // Ingesters made, for their folders' names
 
 	mu       sync.Mutex
 	applying map[int32]*Batch // each partition's apply in flight (Batch.Apply)
@@ -167,12 +184,25 @@ func openStore(dir string, opts Options, readOnly bool) (*Store, error) {
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	// Filled in here (Open does it on a copy) for the writer options of
+	// the tables an Ingester builds.
+	po.EnsureDefaults()
+	ingestDir := opts.FS.PathJoin(dir, ingestFolder)
+	if !readOnly {
+		// Runs and tables of a restore a crash interrupted: that restore
+		// wrote no checkpoint, and starts again.
+		if err := opts.FS.RemoveAll(ingestDir); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("open state store in %s: remove an interrupted restore's files: %w", dir, err)
+		}
+	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open state store in %s: %w", dir, err)
 	}
-	s := &Store{db: db, cacheCap: opts.CacheSize, lock: lock, readOnly: readOnly}
+	s := &Store{db: db, cacheCap: opts.CacheSize, lock: lock, readOnly: readOnly,
+		po: po, fs: opts.FS, ingestDir: ingestDir, runBytes: opts.IngestRunBytes}
 	if err := s.dropLegacy(dir, opts.Logger); err != nil {
 		s.Close()
 		return nil, err
@@ -267,6 +297,40 @@ func checkpointValue(off int64) []byte {
 	e.byte(valueVersion)
 	e.int(off)
 	return e.b
+}
+
+// EachRecord calls fn with each key of partition p's state as the
+// changelog record that wrote it (its changelog key and value), in the
+// store's order; the checkpoint, which is the store's and no changelog
+// record, is left out. fn must not keep key or value. For tools and tests
+// that compare states.
+func (s *Store) EachRecord(p int32, fn func(key, value []byte) error) error {
+	if err := s.waitApplied(p); err != nil {
+		return err
+	}
+	start := appendPartition(nil, p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: appendPartition(nil, p+1)})
+	if err != nil {
+		return fmt.Errorf("read state of partition %d: %w", p, err)
+	}
+	defer it.Close()
+	var ck []byte
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[prefixLen:]
+		if len(k) == 1 && k[0] == kindCheckpoint {
+			continue
+		}
+		if ck, err = appendChangelogKey(ck[:0], k); err != nil {
+			return fmt.Errorf("read state of partition %d: %w", p, err)
+		}
+		if err := fn(ck, it.Value()); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("read state of partition %d: %w", p, err)
+	}
+	return nil
 }
 
 // DropPartition deletes every key of partition p, checkpoint included.
