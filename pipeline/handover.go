@@ -36,6 +36,9 @@ type handover struct {
 	env   *env
 	base  []kgo.Opt    // seed brokers and the user's options, for the restore consumers
 	ready *atomic.Bool // the Runner's: not ready while a restore runs
+	// standbys, if not nil, follows partitions as a standby: a partition
+	// is claimed from it before its restore (Config.StandbyReplicas).
+	standbys *standbys
 
 	// restoring counts restores in progress (the instance is not ready).
 	restoring atomic.Int32
@@ -87,6 +90,12 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 	ps := slices.Sorted(maps.Keys(parts))
 	var tasksMu sync.Mutex
 	tasks := make(map[int32]*task, len(ps))
+	var promoted map[int32]promotion
+	if h.standbys != nil {
+		// Its follower stops first: the restore continues from the
+		// checkpoint it flushed, and the range has one writer.
+		promoted = h.standbys.claim(ps)
+	}
 	h.stats.RestoringPartitions.Add(int64(len(parts)))
 	results := RestorePartitions(ctx, h.adm, h.env.store, h.names.Changelog, ps, RestoreOptions{
 		Kafka:         h.base,
@@ -140,6 +149,11 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		h.log.Info("task restored", "partition", res.Partition, "changelog_records", res.Records, "took", res.Took.Round(time.Millisecond),
 			"records_per_sec", int64(rate), "input_offset", t.part.Input(), "campaigns", t.part.Campaigns(),
 			"contacts", t.contacts.Keys(), "contact_filter_bytes", t.contacts.Bytes())
+		if pr := promoted[res.Partition]; pr.followed {
+			h.stats.StandbyPromotions.Add(1)
+			h.log.Info("standby promoted", "partition", res.Partition, "standby_checkpoint", pr.next, "standby_applied_records", pr.applied,
+				"changelog_records", res.Records, "changelog_from", res.From, "changelog_end", res.End, "took", res.Took.Round(time.Millisecond))
+		}
 		if in := t.part.Input(); in >= 0 && !h.cfg.UnsafeNoTransactions {
 			out[res.Partition] = kgo.NewOffset().At(in).WithEpoch(-1)
 		}
@@ -188,6 +202,9 @@ func (l *txnLoop) adopt() error {
 			delete(l.tasks, p)
 		}
 		delete(h.revoked, p)
+		if h.standbys != nil {
+			h.standbys.release([]int32{p}) // no task writes its range any more
+		}
 	}
 	adopted := len(h.incoming) > 0
 	for p, t := range h.incoming {

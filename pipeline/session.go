@@ -77,8 +77,14 @@ type member struct {
 // groupOpts returns the options of the session's client on top of base: the
 // group over the interactions topic, read_committed, the rebalance
 // callbacks of h, the output partitioner, and static membership with
-// instance id id unless Config.DynamicMembership.
-func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *handover) []kgo.Opt {
+// instance id id unless Config.DynamicMembership. standby, if not nil, is
+// the balancer offered first (Config.StandbyReplicas), cooperative-sticky
+// the fallback.
+func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *handover, standby kgo.GroupBalancer) []kgo.Opt {
+	balancers := []kgo.GroupBalancer{kgo.CooperativeStickyBalancer()}
+	if standby != nil {
+		balancers = append([]kgo.GroupBalancer{standby}, balancers...)
+	}
 	opts := append(slices.Clone(base),
 		kgo.ConsumerGroup(cfg.Run().ConsumerGroup()),
 		kgo.ConsumeTopics(names.Interactions),
@@ -93,8 +99,9 @@ func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *ha
 		// Cooperative rebalancing (franz-go's default, pinned here): a
 		// rebalance moves only the partitions that change owner, and
 		// adjustOffsets relies on a partition kept across one being
-		// offered again when its restore was interrupted.
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// offered again when its restore was interrupted. The standby
+		// balancer is cooperative and sticky too.
+		kgo.Balancers(balancers...),
 		kgo.RecordPartitioner(outputPartitioner{deadletter: names.DeadLetter}),
 		kgo.ProducerLinger(5*time.Millisecond),
 		// A produce that fails with a retriable error waits for a
