@@ -55,6 +55,11 @@ type standbys struct {
 	want    map[int32]bool      // the standbys of the last assignment
 	claimed map[int32]bool      // partitions the instance restores or owns
 	running map[int32]*follower // followers started and not stopped
+	// stopped is what the followers stopped because the assignment no
+	// longer wanted them did: the assignment that makes a partition
+	// active here takes its standby away first (ParseSyncAssignment runs
+	// before the partition is claimed), and claim reports it still.
+	stopped map[int32]promotion
 }
 
 // follower is the follow of one changelog partition.
@@ -69,7 +74,7 @@ type follower struct {
 
 func newStandbys(log *slog.Logger, stats *Stats, adm *kadm.Client, store *state.Store, changelog string, opts []kgo.Opt) *standbys {
 	return &standbys{log: log, stats: stats, adm: adm, store: store, changelog: changelog, opts: opts,
-		wake: make(chan struct{}, 1), want: map[int32]bool{}, claimed: map[int32]bool{}, running: map[int32]*follower{}}
+		wake: make(chan struct{}, 1), want: map[int32]bool{}, claimed: map[int32]bool{}, running: map[int32]*follower{}, stopped: map[int32]promotion{}}
 }
 
 // set makes ps the partitions to follow (the balancer's onStandbys).
@@ -103,15 +108,18 @@ type promotion struct {
 func (s *standbys) claim(ps []int32) map[int32]promotion {
 	s.mu.Lock()
 	var stop []*follower
+	out := map[int32]promotion{}
 	for _, p := range ps {
 		s.claimed[p] = true
 		if f, ok := s.running[p]; ok {
 			stop = append(stop, f)
 			delete(s.running, p)
+		} else if pr, ok := s.stopped[p]; ok {
+			out[p] = pr
 		}
+		delete(s.stopped, p)
 	}
 	s.mu.Unlock()
-	out := map[int32]promotion{}
 	for _, f := range stop {
 		f.cancel()
 		<-f.done
@@ -171,14 +179,17 @@ func (s *standbys) reconcile(ctx context.Context) {
 		default:
 		}
 		if !s.want[p] || s.claimed[p] {
+			// It stays in running until it ended, so that a claim
+			// meanwhile waits for it too.
 			stop = append(stop, f)
-			delete(s.running, p)
+			f.cancel()
 		}
 	}
 	for p := range s.want {
 		if _, ok := s.running[p]; ok || s.claimed[p] || ctx.Err() != nil {
 			continue
 		}
+		delete(s.stopped, p)
 		fctx, cancel := context.WithCancel(ctx)
 		f := &follower{p: p, cancel: cancel, done: make(chan struct{})}
 		f.next.Store(-1)
@@ -193,6 +204,14 @@ func (s *standbys) reconcile(ctx context.Context) {
 		f.cancel()
 		<-f.done
 	}
+	s.mu.Lock()
+	for _, f := range stop {
+		if s.running[f.p] == f { // else a claim took it and reports it
+			delete(s.running, f.p)
+			s.stopped[f.p] = promotion{followed: true, next: f.next.Load(), applied: f.applied.Load()}
+		}
+	}
+	s.mu.Unlock()
 	if len(stop) > 0 {
 		s.updateLag(nil)
 	}
