@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -164,23 +162,15 @@ func groupMembersOf(b *testing.B, c *cluster, group string) map[string][]int32 {
 	return c.groupMembers(b)
 }
 
-// metricSum returns the sum of every sample of the metric name at url.
+// metricSum returns the sum of every sample of the metric name (all its
+// series) at url, -1 if the instance does not answer.
 func metricSum(url, name string) float64 {
-	if url == "" {
-		return -1
-	}
-	cl := http.Client{Timeout: 2 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
+	body, ok := scrapeText(url)
+	if !ok {
 		return -1
 	}
 	var total float64
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		f := strings.Fields(l)
 		if len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
 			if v, err := strconv.ParseFloat(f[1], 64); err == nil {

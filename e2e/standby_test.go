@@ -2,14 +2,11 @@ package e2e
 
 import (
 	"bytes"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -45,7 +42,7 @@ func TestStandbyPromotedMidFanout(t *testing.T) {
 		waitInbox(t, c, g, total/5)
 		url := metricsURL(g.procs["a"])
 		deadline := time.Now().Add(60 * time.Second)
-		for !fanoutInProgress(url) {
+		for metricSum(url, "sponsor_fanout_contacts_visited") <= 0 {
 			if err := g.alive(); err != nil {
 				t.Fatal(err)
 			}
@@ -138,32 +135,6 @@ func standbys(p *proc) int {
 		return int(v)
 	}
 	return -1
-}
-
-// fanoutInProgress reports whether the instance's /metrics at url shows a
-// fan-out in progress that has visited contacts and has some left.
-func fanoutInProgress(url string) bool {
-	if url == "" {
-		return false
-	}
-	cl := http.Client{Timeout: 2 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return false
-	}
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if f := strings.Fields(string(l)); len(f) == 2 && strings.HasPrefix(f[0], "sponsor_fanout_contacts_visited{") {
-			if v, err := strconv.ParseFloat(f[1], 64); err == nil && v > 0 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 var promotedLine = regexp.MustCompile(`msg="standby promoted".* partition=(\d+) .*changelog_records=(\d+)`)

@@ -345,19 +345,27 @@ func encodeCheckpoints(cps map[int32]int64) []byte {
 
 var errStandbyData = errors.New("malformed standby user data")
 
+// userDataHeader reads the version (0) and the count of entries that
+// begin the standby user data b, and returns the count and the rest.
+func userDataHeader(b []byte) (uint64, []byte, error) {
+	if b[0] != 0 {
+		return 0, nil, fmt.Errorf("%w: version %d", errStandbyData, b[0])
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > uint64(len(b)) {
+		return 0, nil, errStandbyData
+	}
+	return n, b[1+k:], nil
+}
+
 func decodeCheckpoints(b []byte) (map[int32]int64, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	if b[0] != 0 {
-		return nil, fmt.Errorf("%w: version %d", errStandbyData, b[0])
+	n, b, err := userDataHeader(b)
+	if err != nil {
+		return nil, err
 	}
-	b = b[1:]
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)) {
-		return nil, errStandbyData
-	}
-	b = b[k:]
 	cps := make(map[int32]int64, n)
 	for range n {
 		p, k := binary.Varint(b)
@@ -390,15 +398,10 @@ func decodePartitions(b []byte) ([]int32, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	if b[0] != 0 {
-		return nil, fmt.Errorf("%w: version %d", errStandbyData, b[0])
+	n, b, err := userDataHeader(b)
+	if err != nil {
+		return nil, err
 	}
-	b = b[1:]
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)) {
-		return nil, errStandbyData
-	}
-	b = b[k:]
 	ps := make([]int32, 0, n)
 	for range n {
 		p, k := binary.Varint(b)
