@@ -224,6 +224,9 @@ func balance(members []groupMember, topics map[string]int32) map[string][]int {
 					best = i
 				}
 			}
+			if best < 0 {
+				continue // cannot be: the shares add up to n
+			}
 			owner[p] = best
 			if count[best] == floor {
 				extra-- // best takes one of the shares above the floor

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/state"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -104,7 +105,7 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		SkipChangelog: h.cfg.UnsafeNoTransactions,
 		Progress:      h.stats.restoreProgress,
 		Loaded: func(p int32) error {
-			t, err := newTask(p, h.env)
+			t, err := newTaskFilter(p, h.env, h.standbyFilter(p, promoted[p]))
 			if err != nil {
 				return err
 			}
@@ -152,7 +153,8 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		if pr := promoted[res.Partition]; pr.followed {
 			h.stats.StandbyPromotions.Add(1)
 			h.log.Info("standby promoted", "partition", res.Partition, "standby_checkpoint", pr.next, "standby_applied_records", pr.applied,
-				"changelog_records", res.Records, "changelog_from", res.From, "changelog_end", res.End, "took", res.Took.Round(time.Millisecond))
+				"changelog_records", res.Records, "changelog_from", res.From, "changelog_end", res.End, "took", res.Took.Round(time.Millisecond),
+				"standby_contact_filter", pr.contacts != nil && t.contacts == pr.contacts)
 		}
 		if in := t.part.Input(); in >= 0 && !h.cfg.UnsafeNoTransactions {
 			out[res.Partition] = kgo.NewOffset().At(in).WithEpoch(-1)
@@ -173,6 +175,20 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		h.mu.Unlock()
 	}
 	return offsets, nil
+}
+
+// standbyFilter returns the contact filter the standby of partition p
+// kept, when the state the restore left is the one it was kept for (the
+// restore applied nothing after the standby's checkpoint); nil otherwise,
+// and the task builds its own.
+func (h *handover) standbyFilter(p int32, pr promotion) *state.ContactFilter {
+	if pr.contacts == nil {
+		return nil
+	}
+	if cp, err := h.env.store.Checkpoint(p); err != nil || cp != pr.next {
+		return nil
+	}
+	return pr.contacts
 }
 
 // reset forgets everything handed over and not taken, and the join: the

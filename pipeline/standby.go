@@ -67,9 +67,13 @@ type follower struct {
 	p       int32
 	next    atomic.Int64 // the next changelog offset, as of its last flush; -1 before the first
 	applied atomic.Int64 // changelog records applied
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error // why it ended; read once done is closed
+	// contacts is the partition's contact filter, built when the follow
+	// starts and kept up with every record applied (flushed or not: a
+	// superset); nil until then. Read once done is closed.
+	contacts *state.ContactFilter
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error // why it ended; read once done is closed
 }
 
 func newStandbys(log *slog.Logger, stats *Stats, adm *kadm.Client, store *state.Store, changelog string, opts []kgo.Opt) *standbys {
@@ -77,9 +81,21 @@ func newStandbys(log *slog.Logger, stats *Stats, adm *kadm.Client, store *state.
 		wake: make(chan struct{}, 1), want: map[int32]bool{}, claimed: map[int32]bool{}, running: map[int32]*follower{}, stopped: map[int32]promotion{}}
 }
 
+// promotion returns what f did; f has ended.
+func (f *follower) promotion() promotion {
+	return promotion{followed: true, next: f.next.Load(), applied: f.applied.Load(), contacts: f.contacts}
+}
+
 // set makes ps the partitions to follow (the balancer's onStandbys).
 func (s *standbys) set(ps []int32) {
 	s.mu.Lock()
+	// The filters of the followers an earlier assignment stopped are not
+	// worth their memory any more: a claim follows the assignment that
+	// stopped them at once, or never.
+	for p, pr := range s.stopped {
+		pr.contacts = nil
+		s.stopped[p] = pr
+	}
 	s.want = map[int32]bool{}
 	for _, p := range ps {
 		s.want[p] = true
@@ -100,6 +116,10 @@ type promotion struct {
 	followed bool  // a follower was running
 	next     int64 // its checkpoint: the restore continues from it
 	applied  int64 // changelog records it applied
+	// contacts is its contact filter, nil if it had none: it holds every
+	// contact of the state at checkpoint next, so a task whose restore
+	// applied nothing after next can take it instead of building one.
+	contacts *state.ContactFilter
 }
 
 // claim stops the followers of ps and waits for them to end, and keeps ps
@@ -123,7 +143,7 @@ func (s *standbys) claim(ps []int32) map[int32]promotion {
 	for _, f := range stop {
 		f.cancel()
 		<-f.done
-		out[f.p] = promotion{followed: true, next: f.next.Load(), applied: f.applied.Load()}
+		out[f.p] = f.promotion()
 	}
 	if len(stop) > 0 {
 		s.updateLag(nil)
@@ -208,7 +228,7 @@ func (s *standbys) reconcile(ctx context.Context) {
 	for _, f := range stop {
 		if s.running[f.p] == f { // else a claim took it and reports it
 			delete(s.running, f.p)
-			s.stopped[f.p] = promotion{followed: true, next: f.next.Load(), applied: f.applied.Load()}
+			s.stopped[f.p] = f.promotion()
 		}
 	}
 	s.mu.Unlock()
@@ -310,6 +330,10 @@ func (s *standbys) follow(ctx context.Context, f *follower) error {
 		from = so.Offset
 	}
 	f.next.Store(from)
+	contacts, err := s.store.ContactFilter(p)
+	if err != nil {
+		return err
+	}
 	cl, err := kgo.NewClient(append(slices.Clone(s.opts),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.changelog: {p: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -319,7 +343,6 @@ func (s *standbys) follow(ctx context.Context, f *follower) error {
 		// An offset the changelog no longer has (records deleted) is an
 		// error, not a silent jump: the follow starts again and rebuilds.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
-		kgo.FetchMaxBytes(64<<20),
 	)...)
 	if err != nil {
 		return fmt.Errorf("standby consumer: %w", err)
@@ -329,6 +352,7 @@ func (s *standbys) follow(ctx context.Context, f *follower) error {
 	defer rs.Close() // what is not flushed is not in the checkpoint either
 	s.log.Debug("standby follows", "partition", p, "changelog", s.changelog, "from", from)
 	next := from
+	f.contacts = contacts // from here on, every record applied is in it
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -352,6 +376,9 @@ func (s *standbys) follow(ctx context.Context, f *follower) error {
 			}
 			if aerr = rs.Add(r.Key, r.Value); aerr == nil {
 				f.applied.Add(1)
+				if r.Value != nil {
+					contacts.AddChangelog(r.Key)
+				}
 			}
 		})
 		if aerr != nil {
