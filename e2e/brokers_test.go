@@ -518,24 +518,34 @@ func metricsURL(p *proc) string {
 	return ""
 }
 
-// scrapeCounters reads the unlabelled sponsor_* samples of an instance's
-// /metrics; nil if it does not answer.
-func scrapeCounters(url string) map[string]float64 {
+// scrapeText returns an instance's /metrics at url, in the text format;
+// false if it does not answer.
+func scrapeText(url string) (string, bool) {
 	if url == "" {
-		return nil
+		return "", false
 	}
 	cl := http.Client{Timeout: 2 * time.Second}
 	resp, err := cl.Get(url)
 	if err != nil {
-		return nil
+		return "", false
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// scrapeCounters reads the unlabelled sponsor_* samples of an instance's
+// /metrics; nil if it does not answer.
+func scrapeCounters(url string) map[string]float64 {
+	b, ok := scrapeText(url)
+	if !ok {
 		return nil
 	}
 	out := map[string]float64{}
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(b, "\n") {
 		f := strings.Fields(l)
 		if len(f) == 2 && strings.HasPrefix(f[0], "sponsor_") {
 			if v, err := strconv.ParseFloat(f[1], 64); err == nil {

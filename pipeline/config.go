@@ -74,6 +74,17 @@ type Config struct {
 	// error always leaves (a failed instance should not hold partitions),
 	// and a dynamic member always leaves.
 	LeaveGroupOnShutdown bool
+	// StandbyReplicas is how many other instances keep a warm copy of
+	// each partition's state, as Kafka Streams' num.standby.replicas:
+	// they follow its changelog partition into their own store, so that
+	// when its owner dies for good, the partition moves to one of them
+	// (the group's balancer prefers the member whose checkpoint of it is
+	// furthest) and its restore only reads the tail. At most the group's
+	// other members hold one. Every instance of the group must be
+	// configured alike: the standby balancer is used only when all offer
+	// it, else the group stays on cooperative-sticky with no standby.
+	// Ignored with UnsafeNoTransactions (no changelog). Default 0: none.
+	StandbyReplicas int
 	// TopicPrefix is prepended to every topic name. Default "".
 	TopicPrefix string
 	// CreateTopics also creates the input topics when missing, with
@@ -237,6 +248,9 @@ func (c *Config) Validate() error {
 	}
 	if err := topics.Partitioner(c.Partitioner).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("Partitioner: %w (--partitioner)", err))
+	}
+	if c.StandbyReplicas < 0 {
+		errs = append(errs, fmt.Errorf("StandbyReplicas: must be 0 or more, got %d (--standby-replicas)", c.StandbyReplicas))
 	}
 	if c.FanoutChunk < 1 {
 		errs = append(errs, fmt.Errorf("FanoutChunk: must be positive, got %d", c.FanoutChunk))

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sponsored/sponsor/topics"
@@ -31,6 +32,19 @@ func TestEnsureDefaultsKeepsGroup(t *testing.T) {
 		want := topics.Run{Group: tc.wantGroup, Shadow: tc.shadow}.Names()
 		if got := c.Run().Names(); got != want {
 			t.Errorf("Group %q, Shadow %q: Run().Names() = %+v, want %+v", tc.group, tc.shadow, got, want)
+		}
+	}
+}
+
+// TestValidateStandbyReplicas: a negative count is refused with the flag's
+// name; 0 (the default) and more are accepted.
+func TestValidateStandbyReplicas(t *testing.T) {
+	for _, n := range []int{-1, 0, 2} {
+		c := Config{Brokers: []string{"k:9092"}, Registry: "http://r", StateDir: t.TempDir(), StandbyReplicas: n}
+		c.EnsureDefaults()
+		err := c.Validate()
+		if bad := n < 0; bad != (err != nil) || bad && !strings.Contains(err.Error(), "--standby-replicas") {
+			t.Errorf("StandbyReplicas %d: Validate() = %v", n, err)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/state"
 	"github.com/sponsored/sponsor/topics"
 )
 
@@ -36,6 +37,9 @@ type handover struct {
 	env   *env
 	base  []kgo.Opt    // seed brokers and the user's options, for the restore consumers
 	ready *atomic.Bool // the Runner's: not ready while a restore runs
+	// standbys, if not nil, follows partitions as a standby: a partition
+	// is claimed from it before its restore (Config.StandbyReplicas).
+	standbys *standbys
 
 	// restoring counts restores in progress (the instance is not ready).
 	restoring atomic.Int32
@@ -87,6 +91,12 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 	ps := slices.Sorted(maps.Keys(parts))
 	var tasksMu sync.Mutex
 	tasks := make(map[int32]*task, len(ps))
+	var promoted map[int32]promotion
+	if h.standbys != nil {
+		// Its follower stops first: the restore continues from the
+		// checkpoint it flushed, and the range has one writer.
+		promoted = h.standbys.claim(ps)
+	}
 	h.stats.RestoringPartitions.Add(int64(len(parts)))
 	results := RestorePartitions(ctx, h.adm, h.env.store, h.names.Changelog, ps, RestoreOptions{
 		Kafka:         h.base,
@@ -95,7 +105,7 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		SkipChangelog: h.cfg.UnsafeNoTransactions,
 		Progress:      h.stats.restoreProgress,
 		Loaded: func(p int32) error {
-			t, err := newTask(p, h.env)
+			t, err := newTaskFilter(p, h.env, h.standbyFilter(p, promoted[p]))
 			if err != nil {
 				return err
 			}
@@ -140,6 +150,12 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		h.log.Info("task restored", "partition", res.Partition, "changelog_records", res.Records, "took", res.Took.Round(time.Millisecond),
 			"records_per_sec", int64(rate), "input_offset", t.part.Input(), "campaigns", t.part.Campaigns(),
 			"contacts", t.contacts.Keys(), "contact_filter_bytes", t.contacts.Bytes())
+		if pr := promoted[res.Partition]; pr.followed {
+			h.stats.StandbyPromotions.Add(1)
+			h.log.Info("standby promoted", "partition", res.Partition, "standby_checkpoint", pr.next, "standby_applied_records", pr.applied,
+				"changelog_records", res.Records, "changelog_from", res.From, "changelog_end", res.End, "took", res.Took.Round(time.Millisecond),
+				"standby_contact_filter", pr.contacts != nil && t.contacts == pr.contacts)
+		}
 		if in := t.part.Input(); in >= 0 && !h.cfg.UnsafeNoTransactions {
 			out[res.Partition] = kgo.NewOffset().At(in).WithEpoch(-1)
 		}
@@ -159,6 +175,20 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		h.mu.Unlock()
 	}
 	return offsets, nil
+}
+
+// standbyFilter returns the contact filter the standby of partition p
+// kept, when the state the restore left is the one it was kept for (the
+// restore applied nothing after the standby's checkpoint); nil otherwise,
+// and the task builds its own.
+func (h *handover) standbyFilter(p int32, pr promotion) *state.ContactFilter {
+	if pr.contacts == nil {
+		return nil
+	}
+	if cp, err := h.env.store.Checkpoint(p); err != nil || cp != pr.next {
+		return nil
+	}
+	return pr.contacts
 }
 
 // reset forgets everything handed over and not taken, and the join: the
@@ -188,6 +218,9 @@ func (l *txnLoop) adopt() error {
 			delete(l.tasks, p)
 		}
 		delete(h.revoked, p)
+		if h.standbys != nil {
+			h.standbys.release([]int32{p}) // no task writes its range any more
+		}
 	}
 	adopted := len(h.incoming) > 0
 	for p, t := range h.incoming {

@@ -144,6 +144,9 @@ func (l *txnLoop) drop() {
 	l.owned.Store(nil)
 	l.stats.TasksAssigned.Store(0)
 	l.stats.setLag(nil)
+	if l.hand.standbys != nil {
+		l.hand.standbys.release(nil) // the session is closed: no task, no restore
+	}
 }
 
 func (l *txnLoop) sortedTasks() []*task {

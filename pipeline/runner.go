@@ -130,11 +130,27 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 
 	hand := &handover{cfg: cfg, log: log, stats: &r.stats, names: names, adm: adm, env: env, base: base, ready: &r.ready,
 		incoming: map[int32]*task{}, revoked: map[int32]bool{}}
+	var balancer kgo.GroupBalancer
+	if cfg.StandbyReplicas > 0 && !cfg.UnsafeNoTransactions {
+		// No kprom on the followers' clients: one per partition followed,
+		// they would collide under one client label.
+		st := newStandbys(log, &r.stats, adm, env.store, names.Changelog, base)
+		hand.standbys = st
+		balancer = &standbyBalancer{topic: names.Interactions, replicas: cfg.StandbyReplicas,
+			checkpoints: func() map[int32]int64 { return localCheckpoints(env.store, lay.nparts) }, onStandbys: st.set}
+		stCtx, stopStandbys := context.WithCancel(context.WithoutCancel(ctx))
+		var stDone sync.WaitGroup
+		stDone.Go(func() { st.run(stCtx) })
+		defer func() { // before closeParts closes the store
+			stopStandbys()
+			stDone.Wait()
+		}()
+	}
 	loop := &txnLoop{cfg: cfg, log: log, stats: &r.stats, names: names, ncamp: lay.ncamp, interactionsID: lay.interactionsID,
 		adm: adm, env: env, hand: hand, ready: &r.ready, owned: &r.owned, tasks: map[int32]*task{},
 		lag: lagMonitor{adm: adm, names: names, stats: &r.stats}, fanouts: fanoutReport{log: log, stats: &r.stats}}
 	m := &member{cfg: cfg, log: log, stats: &r.stats, adm: adm, id: id, txnID: cfg.Run().TransactionalID(id),
-		opts: groupOpts(cfg, names, id, slices.Concat(base, r.kafkaMetrics(ClientSession)), hand)}
+		opts: groupOpts(cfg, names, id, slices.Concat(base, r.kafkaMetrics(ClientSession)), hand, balancer)}
 	if cfg.UnsafeNoTransactions {
 		log.Warn("EXACTLY-ONCE IS OFF (UnsafeNoTransactions): a crash can lose or repeat inbox records; for negative-control tests only")
 	}
@@ -143,7 +159,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	}
 	log.Info("pipeline started", "interactions", names.Interactions, "partitions", lay.nparts, "partitioner", cfg.Partitioner,
 		"campaigns", names.Campaigns, "inbox", names.Inbox, "changelog", names.Changelog, "decisions", names.Decisions, "transactional_id", m.txnID,
-		"security", cfg.Security, "static_member", !cfg.DynamicMembership)
+		"security", cfg.Security, "static_member", !cfg.DynamicMembership, "standby_replicas", cfg.StandbyReplicas)
 
 	looping = true
 	for {

@@ -77,13 +77,26 @@ type member struct {
 // groupOpts returns the options of the session's client on top of base: the
 // group over the interactions topic, read_committed, the rebalance
 // callbacks of h, the output partitioner, and static membership with
-// instance id id unless Config.DynamicMembership.
-func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *handover) []kgo.Opt {
+// instance id id unless Config.DynamicMembership. standby, if not nil, is
+// the balancer offered first (Config.StandbyReplicas), cooperative-sticky
+// the fallback.
+func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *handover, standby kgo.GroupBalancer) []kgo.Opt {
+	balancers := []kgo.GroupBalancer{kgo.CooperativeStickyBalancer()}
+	if standby != nil {
+		balancers = append([]kgo.GroupBalancer{standby}, balancers...)
+	}
 	opts := append(slices.Clone(base),
 		kgo.ConsumerGroup(cfg.Run().ConsumerGroup()),
 		kgo.ConsumeTopics(names.Interactions),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A partition assigned while a fetch is parked on the broker is
+		// fetched only after that fetch returns: with franz-go's 5 s
+		// default, a failover's partitions waited up to 5 s after their
+		// restore (seen on Kafka 4.4: processing again 10.3 s after an
+		// owner's SIGKILL with a 6 s session timeout, its restore done at
+		// 6.3 s). 500 ms is the Java consumer's fetch.max.wait.ms.
+		kgo.FetchMaxWait(sessionFetchMaxWait),
 		kgo.RequireStableFetchOffsets(),
 		kgo.KeepControlRecords(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
@@ -93,8 +106,9 @@ func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *ha
 		// Cooperative rebalancing (franz-go's default, pinned here): a
 		// rebalance moves only the partitions that change owner, and
 		// adjustOffsets relies on a partition kept across one being
-		// offered again when its restore was interrupted.
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// offered again when its restore was interrupted. The standby
+		// balancer is cooperative and sticky too.
+		kgo.Balancers(balancers...),
 		kgo.RecordPartitioner(outputPartitioner{deadletter: names.DeadLetter}),
 		kgo.ProducerLinger(5*time.Millisecond),
 		// A produce that fails with a retriable error waits for a
@@ -117,6 +131,10 @@ func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *ha
 	}
 	return opts
 }
+
+// sessionFetchMaxWait is how long the broker may hold the session's fetch
+// for data.
+const sessionFetchMaxWait = 500 * time.Millisecond
 
 // instanceID returns the configured identity or the one kept in the state
 // folder, creating it on first start.

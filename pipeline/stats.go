@@ -51,6 +51,9 @@ type Stats struct {
 	// whose restore from the changelog has not finished (waiting for their
 	// turn or reading).
 	RestoringPartitions atomic.Int64
+	// StandbyPromotions counts the partitions assigned to the instance
+	// while it followed them as a standby (Config.StandbyReplicas).
+	StandbyPromotions atomic.Int64
 
 	// Histograms, set by Register, before Run; nil when not registered.
 	commitLatency  prometheus.Histogram
@@ -65,6 +68,7 @@ type Stats struct {
 	stable      []StableOffsets  // LSO behind HWM, per owned partition of each topic
 	deadLetters map[string]int64 // by reason
 	remaining   map[int32]int64  // changelog records left to read, per partition restoring
+	standby     map[int32]int64  // changelog records a standby is behind, per partition followed
 }
 
 // observeCommit records how long ending a committed transaction took.
@@ -125,6 +129,32 @@ func (s *Stats) restoreEnded(p int32, took time.Duration) {
 	if took > 0 && s.restoreSeconds != nil {
 		s.restoreSeconds.Observe(took.Seconds())
 	}
+}
+
+// setStandbyLag records the standbys' lag: the partitions followed are
+// running; lag, if not nil, has their new lag, else they keep theirs (0
+// for a new one).
+func (s *Stats) setStandbyLag(lag map[int32]int64, running map[int32]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.standby
+	s.standby = make(map[int32]int64, len(running))
+	for p := range running {
+		if l, ok := lag[p]; ok {
+			s.standby[p] = l
+		} else {
+			s.standby[p] = old[p]
+		}
+	}
+}
+
+// StandbyLag returns, per changelog partition this instance follows as a
+// standby, how many changelog offsets its follower is behind the
+// partition's last stable offset, as of the last check (every second).
+func (s *Stats) StandbyLag() map[int32]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.standby)
 }
 
 // RestoreRemaining returns the changelog records the partitions being
@@ -282,6 +312,8 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_transaction_aborts_total", "Transactions aborted.", &s.Aborts),
 		counter("sponsor_producer_resets_total", "Times the transactional producer was found fenced (e.g. the coordinator aborted a transaction that outlived the transaction timeout) and the instance rejoined with a new producer epoch.", &s.ProducerResets),
 		counter("sponsor_restored_records_total", "Changelog records applied while restoring tasks.", &s.RestoredRecords),
+		counter("sponsor_standby_promotions_total", "Partitions assigned to this instance while it followed them as a standby (their restore only read the tail).", &s.StandbyPromotions),
+		standbyCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sponsor_restoring_partitions",
@@ -436,5 +468,29 @@ func (c stableCollector) Collect(ch chan<- prometheus.Metric) {
 		p := strconv.Itoa(int(o.Partition))
 		ch <- prometheus.MustNewConstMetric(stableBehindDesc, prometheus.GaugeValue, float64(o.Behind), o.Topic, p)
 		ch <- prometheus.MustNewConstMetric(stableStuckDesc, prometheus.GaugeValue, o.Stuck.Seconds(), o.Topic, p)
+	}
+}
+
+// standbyCollector exports the standbys: how many partitions the instance
+// follows, and each one's lag.
+type standbyCollector struct{ s *Stats }
+
+var (
+	standbyPartitionsDesc = prometheus.NewDesc("sponsor_standby_partitions",
+		"Changelog partitions this instance follows as a standby replica (--standby-replicas).", nil, nil)
+	standbyLagDesc = prometheus.NewDesc("sponsor_standby_lag_records",
+		"Changelog offsets a standby replica is behind its partition's last stable offset, per followed partition, checked every second.", []string{"partition"}, nil)
+)
+
+func (c standbyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- standbyPartitionsDesc
+	ch <- standbyLagDesc
+}
+
+func (c standbyCollector) Collect(ch chan<- prometheus.Metric) {
+	lag := c.s.StandbyLag()
+	ch <- prometheus.MustNewConstMetric(standbyPartitionsDesc, prometheus.GaugeValue, float64(len(lag)))
+	for _, p := range slices.Sorted(maps.Keys(lag)) {
+		ch <- prometheus.MustNewConstMetric(standbyLagDesc, prometheus.GaugeValue, float64(lag[p]), strconv.Itoa(int(p)))
 	}
 }

@@ -104,13 +104,23 @@ type env struct {
 // newTask returns task p of env, its state restored in the store: loaded,
 // with the partition's contact filter built from every contact key.
 func newTask(p int32, env *env) (*task, error) {
+	return newTaskFilter(p, env, nil)
+}
+
+// newTaskFilter is newTask with the partition's contact filter, when
+// contacts is not nil (a standby's, kept as it applied the changelog),
+// instead of one built from the store.
+func newTaskFilter(p int32, env *env, contacts *state.ContactFilter) (*task, error) {
 	t := &task{p: p, env: env}
 	if err := t.load(); err != nil {
 		return nil, err
 	}
-	var err error
-	if t.contacts, err = env.store.ContactFilter(p); err != nil {
-		return nil, err
+	t.contacts = contacts
+	if contacts == nil {
+		var err error
+		if t.contacts, err = env.store.ContactFilter(p); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }

@@ -105,6 +105,16 @@ func (f *ContactFilter) of(k []byte) *layers {
 	return &f.contacts
 }
 
+// AddChangelog records changelog key k if it is a contact's or an erasure
+// marker's, and ignores any other key: a standby that applies a
+// partition's changelog keeps the partition's filter with it (a superset
+// of the keys the store holds, as a filter may be).
+func (f *ContactFilter) AddChangelog(k []byte) {
+	if len(k) > 0 && (k[0] == kindContact || k[0] == kindErasure) {
+		f.Add(k)
+	}
+}
+
 // Add records the changelog key k of a contact or an erasure marker.
 func (f *ContactFilter) Add(k []byte) { f.of(k).add(k) }
 

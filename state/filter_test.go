@@ -192,3 +192,20 @@ func TestRestoredStateWithFilter(t *testing.T) {
 		t.Fatalf("u2 after the update: %+v", c)
 	}
 }
+
+// TestContactFilterAddChangelog: a standby's filter takes the contact and
+// erasure keys of the changelog it applies, and no other.
+func TestContactFilterAddChangelog(t *testing.T) {
+	f := NewContactFilter(0)
+	f.AddChangelog(contactKey(nil, "user-1", "biz"))
+	f.AddChangelog(erasureKey(nil, "user-2"))
+	f.AddChangelog(recipientKey(nil, "user-3"))
+	f.AddChangelog(metaKey(nil))
+	f.AddChangelog(nil)
+	if !f.MayContain(contactKey(nil, "user-1", "biz")) || !f.MayContain(erasureKey(nil, "user-2")) {
+		t.Fatal("a contact or erasure key applied is not in the filter")
+	}
+	if f.Keys() != 1 || f.erasures.keys != 1 {
+		t.Fatalf("contacts %d, erasures %d; want 1 and 1 (other keys ignored)", f.Keys(), f.erasures.keys)
+	}
+}

@@ -221,3 +221,23 @@ func TestGraceAndClockSkewSettings(t *testing.T) {
 		t.Errorf("--grace -1s: want an error naming Grace, got %v", err)
 	}
 }
+
+// TestStandbyReplicasSources: --standby-replicas is also the YAML key
+// standby-replicas and SPONSOR_STANDBY_REPLICAS, into
+// Config.StandbyReplicas; 0 by default.
+func TestStandbyReplicasSources(t *testing.T) {
+	if _, f, err := parseRun(nil); err != nil || f.cfg.StandbyReplicas != 0 {
+		t.Fatalf("default: standby replicas %d, err %v; want 0, nil", f.cfg.StandbyReplicas, err)
+	}
+	file := writeFile(t, "sponsor.yaml", "standby-replicas: 2\n")
+	if _, f, err := parseRun([]string{"--config", file}); err != nil || f.cfg.StandbyReplicas != 2 {
+		t.Errorf("from the file: standby replicas %d, err %v; want 2, nil", f.cfg.StandbyReplicas, err)
+	}
+	t.Setenv("SPONSOR_STANDBY_REPLICAS", "1")
+	if _, f, err := parseRun([]string{"--config", file}); err != nil || f.cfg.StandbyReplicas != 1 {
+		t.Errorf("from the environment: standby replicas %d, err %v; want 1 (env over file), nil", f.cfg.StandbyReplicas, err)
+	}
+	if _, f, err := parseRun([]string{"--config", file, "--standby-replicas", "3"}); err != nil || f.cfg.StandbyReplicas != 3 {
+		t.Errorf("from the flag: standby replicas %d, err %v; want 3, nil", f.cfg.StandbyReplicas, err)
+	}
+}

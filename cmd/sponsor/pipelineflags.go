@@ -35,6 +35,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet, defaultHTTP string) {
 	fs.BoolVar(&f.static, "static", true, "join as a static group member with the instance id (the default): a restart within the session timeout does not rebalance, and SIGTERM does not leave the group; --static=false is --dynamic")
 	fs.BoolVar(&f.cfg.DynamicMembership, "dynamic", false, "join as a dynamic group member (no instance id in the group): SIGTERM leaves the group and a restart rebalances")
 	fs.BoolVar(&f.cfg.LeaveGroupOnShutdown, "leave-group-on-shutdown", false, "a static member leaves the group on SIGTERM, so its partitions move at once (scaling in); without it only SIGUSR1 does")
+	fs.IntVar(&f.cfg.StandbyReplicas, "standby-replicas", 0, "warm standby replicas per partition, as Kafka Streams' num.standby.replicas: this many other instances follow each partition's changelog into their own state, so a partition whose owner dies moves to one of them and restores only the tail (at most the other instances; set it alike on every instance of the group; 0: none)")
 	registerTopicPrefix(fs, &f.cfg.TopicPrefix, "prefix of every topic name")
 	registerPartitioner(fs, &f.cfg.Partitioner, "the platform's partitioner of interactions, which every producer must use: "+partitioners+"; an interaction on another partition than its key maps to is dead-lettered (wrong-partition)")
 	registerShadow(fs, &f.cfg.Shadow, "run as the shadow run NAME of the group: same inputs, its own group, state and output topics (shadow-NAME-inbox...), for 'sponsor diff'")
