@@ -131,6 +131,8 @@ func TestStuckTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Abort: %v", err)
 	}
+	t.Logf("the drill: %s/%d held by producer %d epoch %d (%q, %s, timeout %s) from offset %d, LSO %d, HWM %d; abort: LSO %d -> %d (HWM %d)",
+		o.Topic, o.Partition, o.ProducerID, o.ProducerEpoch, o.TransactionalID, o.State, o.Timeout, o.StartOffset, o.LSO, o.HWM, res.Before, res.After, res.HWM)
 	if res.Before != first || res.After != res.HWM || res.HWM <= first+3 || len(res.Remaining) != 0 {
 		t.Errorf("Abort: LSO %d -> %d, HWM %d, still open %v; want %d -> the HWM, past the 3 records and the marker, nothing open", res.Before, res.After, res.HWM, res.Remaining, first)
 	}
