@@ -161,6 +161,13 @@ type Config struct {
 	// delivered or suppressed and why, is written in the transaction that
 	// makes it, which costs one more record per candidate in a fan-out.
 	NoDecisions bool
+	// NoFence turns off fencing dead instances' transactions: by default,
+	// when partitions are assigned, the open transaction of an instance of
+	// the group that is no longer a member (static membership only) and
+	// holds one of them is aborted by initialising a producer with its
+	// transactional id, so the new owner need not wait for the transaction
+	// timeout. Default false (fencing on).
+	NoFence bool
 	// UnsafeNoTransactions turns exactly-once off: no transactions, no
 	// changelog, offsets auto-committed, state only in Pebble (no WAL). A
 	// crash then loses or repeats inbox records. It exists only so the crash

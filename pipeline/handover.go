@@ -33,6 +33,7 @@ type handover struct {
 	log   *slog.Logger
 	stats *Stats
 	names topics.Names
+	txnID string // the instance's own transactional id, never fenced
 	adm   *kadm.Client
 	env   *env
 	base  []kgo.Opt    // seed brokers and the user's options, for the restore consumers
@@ -53,8 +54,11 @@ type handover struct {
 	restoreErr error // a failed restore: the loop stops the instance
 }
 
-func (h *handover) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (h *handover) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	h.log.Info("partitions assigned", "partitions", assigned[h.names.Interactions])
+	// Before the offsets are fetched (stable: they would wait for a dead
+	// instance's open transaction) and the tasks restored.
+	h.fenceDead(ctx, assigned[h.names.Interactions])
 	h.joined.Store(true)
 }
 

@@ -128,7 +128,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	}
 	defer closeParts()
 
-	hand := &handover{cfg: cfg, log: log, stats: &r.stats, names: names, adm: adm, env: env, base: base, ready: &r.ready,
+	hand := &handover{cfg: cfg, log: log, stats: &r.stats, names: names, txnID: cfg.Run().TransactionalID(id), adm: adm, env: env, base: base, ready: &r.ready,
 		incoming: map[int32]*task{}, revoked: map[int32]bool{}}
 	var balancer kgo.GroupBalancer
 	if cfg.StandbyReplicas > 0 && !cfg.UnsafeNoTransactions {

@@ -44,9 +44,12 @@ type Stats struct {
 	Aborts       atomic.Int64
 	// ProducerResets counts the new producer epochs taken after the
 	// transactional producer was found fenced or otherwise unusable.
-	ProducerResets  atomic.Int64
-	RestoredRecords atomic.Int64
-	TasksAssigned   atomic.Int64 // tasks currently owned and restored
+	ProducerResets atomic.Int64
+	// FencedTransactions counts the open transactions of instances no
+	// longer in the group that this instance fenced on an assignment.
+	FencedTransactions atomic.Int64
+	RestoredRecords    atomic.Int64
+	TasksAssigned      atomic.Int64 // tasks currently owned and restored
 	// RestoringPartitions counts the partitions assigned to the instance
 	// whose restore from the changelog has not finished (waiting for their
 	// turn or reading).
@@ -311,6 +314,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_transactions_total", "Transactions committed.", &s.Transactions),
 		counter("sponsor_transaction_aborts_total", "Transactions aborted.", &s.Aborts),
 		counter("sponsor_producer_resets_total", "Times the transactional producer was found fenced (e.g. the coordinator aborted a transaction that outlived the transaction timeout) and the instance rejoined with a new producer epoch.", &s.ProducerResets),
+		counter("sponsor_fenced_transactions_total", "Open transactions of instances no longer in the group that this instance fenced (aborted by initialising their transactional id) when it was assigned their partitions.", &s.FencedTransactions),
 		counter("sponsor_restored_records_total", "Changelog records applied while restoring tasks.", &s.RestoredRecords),
 		counter("sponsor_standby_promotions_total", "Partitions assigned to this instance while it followed them as a standby (their restore only read the tail).", &s.StandbyPromotions),
 		standbyCollector{s},
