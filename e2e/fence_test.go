@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,13 +27,45 @@ func TestFailoverFencesDeadTransaction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("failover test: slow; skipped in -short mode")
 	}
+	fenceFailover(t, "fence", true, "5m")
+}
+
+// BenchmarkFenceFailover measures, against a real Kafka (KAFKA_BROKERS;
+// skipped on kfake, whose transaction timeouts this does not rely on), the
+// time from the SIGKILL of an instance that leaves a transaction open
+// (TestFailoverFencesDeadTransaction's setup, with the default
+// --transaction-timeout 20s and --session-timeout 6s) until the survivor
+// has settled the whole history, with the fence and with --no-fence, in the
+// same run. Nothing here asserts a time.
+//
+//	KAFKA_BROKERS=127.0.0.1:29092 go test -run '^$' -bench FenceFailover -benchtime 1x ./e2e/
+func BenchmarkFenceFailover(b *testing.B) {
+	if os.Getenv("KAFKA_BROKERS") == "" {
+		b.Skip("BenchmarkFenceFailover needs a real Kafka (KAFKA_BROKERS)")
+	}
+	for i := range b.N {
+		b.StopTimer()
+		with := fenceFailover(b, fmt.Sprintf("fence-bench%d", i), true, "20s")
+		without := fenceFailover(b, fmt.Sprintf("nofence-bench%d", i), false, "20s")
+		b.ReportMetric(with.Seconds(), "failover_fence_s")
+		b.ReportMetric(without.Seconds(), "failover_nofence_s")
+		b.ReportMetric(with.Seconds()/without.Seconds(), "ratio")
+		b.StartTimer()
+	}
+}
+
+// fenceFailover runs TestFailoverFencesDeadTransaction's scenario in the
+// group and returns the time from the kill until the survivor settled.
+func fenceFailover(t testing.TB, group string, fence bool, txnTimeout string) time.Duration {
+	t.Helper()
 	sc := newScenario(scenarioConfig{Seed: 71, Users: 2000, Businesses: 10, Interactions: 8000, Campaigns: 8})
 	want, _ := expectedDeliveries(sc.Interactions, sc.Campaigns, defaultOracle)
 	const parts = 4
-	c := newCluster(t, "fence", parts)
+	c := newCluster(t, group, parts)
 	c.produceScenario(t, sc)
 	dirs := map[string]string{"a": filepath.Join(t.TempDir(), "a"), "b": filepath.Join(t.TempDir(), "b")}
-	g := startProcGroup(t, c, parts, []string{"a", "b"}, func(n string) string { return dirs[n] }, "--transaction-timeout", "5m")
+	g := startProcGroup(t, c, parts, []string{"a", "b"}, func(n string) string { return dirs[n] },
+		"--transaction-timeout", txnTimeout, "--session-timeout", "6s", "--no-fence="+strconv.FormatBool(!fence))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		m := c.groupMembers(t)
@@ -45,9 +80,19 @@ func TestFailoverFencesDeadTransaction(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
 	}
-	waitInbox(t, c, g, int64(len(want))/4)
+	deadline = time.Now().Add(60 * time.Second)
+	for sum(c.offsets(t, c.names.Inbox, false)) < int64(len(want))/4 {
+		if err := g.alive(); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the inbox did not reach %d records within 60s", len(want)/4)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
 	victim := c.groupMembers(t)["a"]
 	g.procs["a"].kill(t)
+	kill := time.Now()
 
 	// The dead instance's transaction, left open on its partitions.
 	txnID := topics.Run{Prefix: c.prefix, Group: c.group}.TransactionalID("a")
@@ -71,7 +116,8 @@ func TestFailoverFencesDeadTransaction(t *testing.T) {
 
 	b := g.procs["b"]
 	c.waitSettled(t, campaignIDs(sc.Campaigns), 120*time.Second, b.exited)
-	if n := scrapeCounters(metricsURL(b))["sponsor_fenced_transactions_total"]; n < 1 {
+	took := time.Since(kill)
+	if n := scrapeCounters(metricsURL(b))["sponsor_fenced_transactions_total"]; fence && n < 1 {
 		t.Errorf("b fenced %v transactions, want the dead instance's", n)
 	}
 	if err := zombie.EndTransaction(ctx, kgo.TryCommit); err == nil {
@@ -81,4 +127,6 @@ func TestFailoverFencesDeadTransaction(t *testing.T) {
 	rep := c.checkInbox(t, sc, want)
 	t.Logf("inbox records %d, deliveries %d, expected %d, duplicates %d, missing %d, extra %d", rep.Records, rep.Deliveries, rep.Expected,
 		len(rep.Duplicates), len(rep.Missing), len(rep.Extra))
+	t.Logf("fence %v: settled %s after the kill", fence, took.Round(time.Millisecond))
+	return took
 }
