@@ -96,7 +96,11 @@ func fenceFailover(t testing.TB, group string, fence bool, txnTimeout string) ti
 
 	// The dead instance's transaction, left open on its partitions.
 	txnID := topics.Run{Prefix: c.prefix, Group: c.group}.TransactionalID("a")
-	zombie, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.TransactionalID(txnID), kgo.TransactionTimeout(5*time.Minute),
+	timeout, err := time.ParseDuration(txnTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zombie, err := kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.TransactionalID(txnID), kgo.TransactionTimeout(timeout),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
