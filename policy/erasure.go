@@ -68,15 +68,25 @@ func (p *Partition) lookup(user, business string) (c Contact, known bool, e Eras
 // lookup (or the audience) returned it as known. A contact made after the
 // user's erasure counts again: its business joins the marker's Fresh.
 func (p *Partition) putContact(user, business string, c *Contact, known bool) error {
+	if known {
+		return p.store.PutContact(user, business, c, true)
+	}
+	e, erased, err := p.store.Erasure(user)
+	if err != nil {
+		return err
+	}
+	return p.putLookedUp(user, business, c, false, e, erased)
+}
+
+// putLookedUp is putContact for a contact whose user's erasure marker e
+// (erased: there is one) the caller has just read (lookup), so that an
+// interaction reads the marker once.
+func (p *Partition) putLookedUp(user, business string, c *Contact, known bool, e Erasure, erased bool) error {
 	if err := p.store.PutContact(user, business, c, known); err != nil {
 		return err
 	}
-	if known {
+	if known || !erased || !e.Covers(business) {
 		return nil
-	}
-	e, ok, err := p.store.Erasure(user)
-	if err != nil || !ok || !e.Covers(business) {
-		return err
 	}
 	e.Fresh = append(e.Fresh, business)
 	return p.store.PutErasure(user, &e)

@@ -484,7 +484,7 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 	if !p.pol.Observe(&c, kind, at, w) {
 		return nil
 	}
-	return p.putContact(user, business, &c, known)
+	return p.putLookedUp(user, business, &c, known, e, erased)
 }
 
 // Expire forgets, within limit keys of each kind per call, what no rule
