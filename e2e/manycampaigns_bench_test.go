@@ -77,17 +77,20 @@ import (
 var (
 	mcBusinesses  = flagInt("bench.camp.businesses", 5_000, "businesses of BenchmarkManyCampaigns' long tail (issue 16: 20000)")
 	mcContacts    = flagInt("bench.camp.contacts", 200_000, "contacts of the long tail, Zipf-like over its businesses (issue 16: 1000000)")
-	mcLarge       = flagInt("bench.camp.large", 20_000, "contacts of the one large business whose fan-out the probes are published during (issue 16: 100000)")
-	mcCampaigns   = flagInt("bench.camp.campaigns", 3_000, "campaigns of the campaign phase (issue 16: 100000)")
-	mcRate        = flagInt("bench.camp.rate", 100, "campaigns published a second in the campaign phase")
+	mcLarge       = flagInt("bench.camp.large", 100_000, "contacts of the one large business whose fan-out the probes are published during (issue 16: 100000)")
+	mcCampaigns   = flagInt("bench.camp.campaigns", 6_000, "campaigns of the campaign phase (issue 16: 100000)")
+	mcRate        = flagInt("bench.camp.rate", 200, "campaigns published a second in the campaign phase")
 	mcInterRate   = flagInt("bench.camp.interaction-rate", 500, "interactions of existing contacts produced a second during the campaign phase")
 	mcProbes      = flagInt("bench.camp.probes", 20, "~300-contact campaigns published right after the large one")
-	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 50*time.Millisecond, "time between two probes")
+	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
 	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
 	mcRounds      = flagInt("bench.rounds", 1, "rounds of BenchmarkManyCampaigns; each runs every binary once, base first")
 	mcSponsor     = flag.String("bench.sponsor", "", "the sponsor binary BenchmarkManyCampaigns measures, label new (default: built from this tree)")
 	mcSponsorBase = flag.String("bench.sponsor-base", "", "a second sponsor binary to compare with, label base, e.g. built from the previous main (default: none)")
 )
+
+// mcExpiry is how long after its send_at a campaign of the phase expires.
+const mcExpiry = time.Minute
 
 func BenchmarkManyCampaigns(b *testing.B) {
 	bins := []mcBinary{}
@@ -231,6 +234,7 @@ type mcBusiness struct {
 type mcWorkload struct {
 	users  int
 	parts  int32
+	part   []int32      // user index -> its partition
 	biz    []mcBusiness // 0: the large business; 1..: the tail, largest first
 	probes []int        // businesses of about 300 contacts, reserved for probes
 	cycle  []int        // the other businesses of the tail, shuffled: the campaigns' targets in turn
@@ -261,6 +265,7 @@ func newMCWorkload(n, contacts, large int, parts int32, probes int) *mcWorkload 
 	for u := range w.users {
 		part[u] = userPartition(mcUser(int32(u)), parts)
 	}
+	w.part = part
 	add := func(id string, from, k int) {
 		bz := mcBusiness{id: id, users: make([]int32, k)}
 		for i := range k {
@@ -305,6 +310,7 @@ type mcCampaign struct {
 	biz       int
 	kind      string // "small", "large", "probe", "startup"
 	published time.Time
+	sentAt    time.Time // the time it fires as of: its send_at, or for a late one the tasks' stream time
 }
 
 // mcPhase is the campaign phase's published campaigns, in publish order.
@@ -349,8 +355,8 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 	ingestAt := time.Now()
 	p := start("ingest")
 	pr := waitCommitted(b, c, c.group, ends, ingestAt, p.exited)
-	b.Logf("%s: ingested %d contacts in %s (%.0f rec/s), RSS %.0f MiB", name, len(all), pr.total.Round(time.Millisecond),
-		float64(len(all))/pr.total.Seconds(), vmRSS(p))
+	b.Logf("%s: ingested %d contacts in %s (%.0f rec/s; the instance counted %.0f interactions), RSS %.0f MiB", name, len(all), pr.total.Round(time.Millisecond),
+		float64(len(all))/pr.total.Seconds(), scrapeCounters(metricsURL(p))["sponsor_interactions_total"], vmRSS(p))
 
 	// 2. the campaign phase.
 	chStart := c.offsets(b, c.names.Changelog, true)
@@ -360,8 +366,15 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 	newCampaign := func(bi int, kind string, sendAt time.Time) mcCampaign {
 		seq++
 		id := fmt.Sprintf("camp-%s-%07d", kind[:1], seq)
-		return mcCampaign{biz: bi, kind: kind, c: schemas.Campaign{CampaignID: id, BusinessID: w.biz[bi].id, Action: schemas.Launch,
-			SendAt: sendAt, ExpiresAt: sendAt.Add(7 * 24 * time.Hour), Message: schemas.Message{Text: "many campaigns " + id}}}
+		// The phase's campaigns expire soon, so that the run sees a task
+		// forget them too (see the expiry below); the start-up ones fire
+		// late, as of the stream time the expiry moved on.
+		expires := sendAt.Add(mcExpiry)
+		if kind == "startup" {
+			expires = sendAt.Add(7 * 24 * time.Hour)
+		}
+		return mcCampaign{biz: bi, kind: kind, sentAt: sendAt, c: schemas.Campaign{CampaignID: id, BusinessID: w.biz[bi].id, Action: schemas.Launch,
+			SendAt: sendAt, ExpiresAt: expires, Message: schemas.Message{Text: "many campaigns " + id}}}
 	}
 	publish := func(cs ...mcCampaign) {
 		recs := make([]*kgo.Record, len(cs))
@@ -499,6 +512,32 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 	wg.Wait()
 	after := scrapeDecisions(metricsURL(p))
 	peak := vmHWM(p)
+	rssEnd := vmRSS(p)
+
+	// Expiry: one interaction per partition, a second after the last
+	// campaign's expiry (ahead of the wall clock by less than the allowed
+	// clock skew), moves every task's stream time past every expiry; once
+	// it is committed, a task has forgotten what it would.
+	var lastExpiry time.Time
+	for _, mc := range camps {
+		if mc.c.ExpiresAt.After(lastExpiry) {
+			lastExpiry = mc.c.ExpiresAt
+		}
+	}
+	tickAt := lastExpiry.Add(time.Second)
+	var ticks []*kgo.Record
+	for q := range w.parts {
+		for _, ct := range all {
+			if w.part[ct.user] == q {
+				in := schemas.Interaction{EventID: fmt.Sprintf("mct-%d", q), UserID: mcUser(ct.user), BusinessID: w.biz[ct.biz].id, Kind: schemas.UserMessage, OccurredAt: tickAt}
+				ticks = append(ticks, c.interactionRecord(b, &in))
+				break
+			}
+		}
+	}
+	c.produce(b, ticks...)
+	expiryAt := time.Now()
+	waitCommitted(b, c, c.group, c.offsets(b, c.names.Interactions, false), expiryAt, p.exited)
 	chEnd := c.offsets(b, c.names.Changelog, true)
 	res["campaigns/s"] = float64(len(camps)) / done.Seconds()
 	res["decisions/s"] = float64(after.total()-before.total()) / done.Seconds()
@@ -525,11 +564,13 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 		return 0
 	}
 	total := int64(len(camps))
-	res["rss_q1_MiB"], res["rss_half_MiB"], res["rss_all_MiB"] = rssAt(total/4), rssAt(total/2), rssAt(total)
-	res["rss_end_MiB"] = vmRSS(p)
+	// The large fan-out is at a third: the samples are after it.
+	res["rss_half_MiB"], res["rss_3q_MiB"], res["rss_all_MiB"] = rssAt(total/2), rssAt(3*total/4), rssAt(total)
+	res["rss_end_MiB"] = rssEnd
 	res["peak_rss_MiB"] = peak
+	res["drain_s"] = (done - published).Seconds()
 	b.Logf("%s: RSS after %d, %d, %d campaigns published: %.0f, %.0f, %.0f MiB; at the phase's end %.0f MiB; peak (ingest included) %.0f MiB",
-		name, total/4, total/2, total, res["rss_q1_MiB"], res["rss_half_MiB"], res["rss_all_MiB"], res["rss_end_MiB"], peak)
+		name, total/2, 3*total/4, total, res["rss_half_MiB"], res["rss_3q_MiB"], res["rss_all_MiB"], rssEnd, peak)
 
 	// Changelog records of the phase, by key kind.
 	mcChangelog(b, c, w, camps, chStart, chEnd, res, name)
@@ -599,6 +640,7 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 			}
 		}
 		mc := newCampaign(w.probes[probe], "startup", time.Now().UTC().Truncate(time.Millisecond))
+		mc.sentAt = tickAt // late: the stream time is past its send_at
 		publish(mc)
 		at := time.Now()
 		q := start(what)
@@ -645,7 +687,7 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 		}
 		first[mc.biz] = true
 		for _, u := range w.biz[mc.biz].users {
-			want[pairKey{mc.c.CampaignID, mcUser(u)}] = delivery{Campaign: mc.c.CampaignID, User: mcUser(u), Business: mc.c.BusinessID, SentAt: mc.c.SendAt}
+			want[pairKey{mc.c.CampaignID, mcUser(u)}] = delivery{Campaign: mc.c.CampaignID, User: mcUser(u), Business: mc.c.BusinessID, SentAt: mc.sentAt}
 		}
 	}
 	rep := compareInbox(c.serde, c.readAll(b, c.names.Inbox), want, recs, c.parts)
