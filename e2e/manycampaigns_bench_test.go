@@ -50,7 +50,7 @@ import (
 //     cycle over the tail (so their sizes follow the tail: most small, a few
 //     large), send_at = their publish time (due at once by the wall clock),
 //     while interactions of existing contacts flow at
-//     -bench.camp.interaction-rate a second; a third of the way in, one
+//     -bench.camp.interactions a second; a third of the way in, one
 //     campaign of the large business, and right after it
 //     -bench.camp.probes campaigns of businesses of about 300 contacts,
 //     every -bench.camp.probe-every; the phase ends when every decision the
@@ -80,7 +80,7 @@ var (
 	mcLarge       = flagInt("bench.camp.large", 100_000, "contacts of the one large business whose fan-out the probes are published during (issue 16: 100000)")
 	mcCampaigns   = flagInt("bench.camp.campaigns", 6_000, "campaigns of the campaign phase (issue 16: 100000)")
 	mcRate        = flagInt("bench.camp.rate", 200, "campaigns published a second in the campaign phase")
-	mcInterRate   = flagInt("bench.camp.interaction-rate", 500, "interactions of existing contacts produced a second during the campaign phase")
+	mcInterRate   = flagInt("bench.camp.interactions", 500, "interactions of existing contacts produced a second during the campaign phase")
 	mcProbes      = flagInt("bench.camp.probes", 20, "~300-contact campaigns published right after the large one")
 	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
 	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
