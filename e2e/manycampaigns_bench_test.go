@@ -32,8 +32,9 @@ import (
 // many campaigns, `sponsor run` as its own process, so that two binaries
 // can be compared in one run on one broker: -bench.sponsor (default: built
 // from this tree, label "new") and, if given, -bench.sponsor-base (label
-// "base"), run interleaved (base, new, base, new, ... for -bench.rounds),
-// each on fresh topics. Every figure is reported per label (the unit ends
+// "base"), run interleaved for -bench.rounds (base, new, then new, base,
+// ...; after a warm-up run whose figures are dropped, -bench.warmup), each
+// on fresh topics. Every figure is reported per label (the unit ends
 // in "-base" or "-new") as the mean over the rounds, and as new/base when
 // both ran ("-ratio"): the machine is shared and noisy, the ratios are what
 // a run says.
@@ -85,6 +86,7 @@ var (
 	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
 	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
 	mcRounds      = flagInt("bench.rounds", 1, "rounds of BenchmarkManyCampaigns; each runs every binary once, base first")
+	mcWarmup      = flag.Bool("bench.warmup", true, "run the first binary once before the measured rounds, its figures dropped")
 	mcSponsor     = flag.String("bench.sponsor", "", "the sponsor binary BenchmarkManyCampaigns measures, label new (default: built from this tree)")
 	mcSponsorBase = flag.String("bench.sponsor-base", "", "a second sponsor binary to compare with, label base, e.g. built from the previous main (default: none)")
 )
@@ -114,8 +116,17 @@ func BenchmarkManyCampaigns(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		figures := map[string][]float64{} // "unit-label" -> one value per round
+		if *mcWarmup {
+			// A cold broker (the JVM's JIT, kfake's heap) would slow
+			// down whichever binary runs first.
+			runManyCampaigns(b, env, w, bins[0], -1)
+		}
 		for round := range *mcRounds {
-			for _, bin := range bins {
+			order := slices.Clone(bins)
+			if round%2 == 1 {
+				slices.Reverse(order) // base, new, new, base, ...: neither always runs first
+			}
+			for _, bin := range order {
 				res := runManyCampaigns(b, env, w, bin, round)
 				for unit, v := range res {
 					figures[unit+"-"+bin.label] = append(figures[unit+"-"+bin.label], v)
@@ -323,6 +334,9 @@ type mcPhase struct {
 // runManyCampaigns is one run of one binary; it returns its figures by unit.
 func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, round int) map[string]float64 {
 	name := fmt.Sprintf("r%d-%s", round, bin.label)
+	if round < 0 {
+		name = "warmup-" + bin.label
+	}
 	c, drop := env.cluster(b, name, w.parts)
 	defer drop()
 	res := map[string]float64{}
