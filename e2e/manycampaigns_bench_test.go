@@ -725,7 +725,7 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 		byID[camps[i].c.CampaignID] = &camps[i]
 	}
 	kinds := map[string]int{}
-	var campRecs, noContactRecs, unknown int
+	var campRecs, noContactRecs, unknown, metaRecs, metaBytes, campBytes int
 	rd := kafkaconn.Reader{Opts: []kgo.Opt{kgo.SeedBrokers(c.brokers...)}, Topics: map[string][]int32{c.names.Changelog: nil},
 		Starts: map[string]map[int32]int64{c.names.Changelog: from}, Ends: map[string]map[int32]int64{c.names.Changelog: to}}
 	ctx := testContext(b, 5*time.Minute)
@@ -736,7 +736,12 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 		}
 		kind := r.Key[0]
 		switch kind {
-		case 'c', 'r', 'x', 'm', 'k':
+		case 'm':
+			kinds["m"]++
+			metaRecs++
+			metaBytes += len(r.Key) + len(r.Value)
+			return nil
+		case 'c', 'r', 'x', 'k':
 			kinds[string(kind)]++
 			return nil
 		case changelogCampaignKind:
@@ -746,6 +751,7 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 			unknown++
 		}
 		campRecs++
+		campBytes += len(r.Key) + len(r.Value)
 		if i := bytes.Index(r.Key, []byte("camp-")); i >= 0 {
 			if mc := byID[string(r.Key[i:])]; mc != nil && w.biz[mc.biz].parts&(1<<r.Partition) == 0 {
 				noContactRecs++
@@ -769,6 +775,13 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 	if noContactPairs > 0 {
 		res["chlog_camp_rec/camp/nocontact_part"] = float64(noContactRecs) / float64(noContactPairs)
 	}
+	// A layout may keep campaign state in the task's metadata record
+	// (written with every transaction anyway): its size, and the bytes of
+	// campaign and metadata records together per campaign per partition.
+	if metaRecs > 0 {
+		res["chlog_meta_B/rec"] = float64(metaBytes) / float64(metaRecs)
+	}
+	res["chlog_camp+meta_B/camp/part"] = float64(campBytes+metaBytes) / float64(pairs)
 	var ks []string
 	for _, k := range slices.Sorted(func(yield func(string) bool) {
 		for k := range kinds {
@@ -779,8 +792,9 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 	}) {
 		ks = append(ks, fmt.Sprintf("%s=%d", k, kinds[k]))
 	}
-	b.Logf("%s: changelog records of the campaign phase by key kind: %s (c contact, r recipient window, m task metadata, g campaign; other kinds counted as campaign state); campaign records %d = %.2f per campaign per partition; on the %d (campaign, partition) pairs with no contact of the business: %d = %.2f per pair",
-		name, strings.Join(ks, " "), campRecs, res["chlog_camp_rec/camp/part"], noContactPairs, noContactRecs, res["chlog_camp_rec/camp/nocontact_part"])
+	b.Logf("%s: changelog records of the campaign phase by key kind: %s (c contact, r recipient window, m task metadata, g campaign; other kinds counted as campaign state); campaign records %d = %.2f per campaign per partition; on the %d (campaign, partition) pairs with no contact of the business: %d = %.2f per pair; campaign records %d bytes, metadata records %d bytes (%.0f each), together %.1f bytes per campaign per partition",
+		name, strings.Join(ks, " "), campRecs, res["chlog_camp_rec/camp/part"], noContactPairs, noContactRecs, res["chlog_camp_rec/camp/nocontact_part"],
+		campBytes, metaBytes, res["chlog_meta_B/rec"], res["chlog_camp+meta_B/camp/part"])
 }
 
 // mcDecisions are an instance's committed decisions.
