@@ -57,9 +57,12 @@ import (
 //     every -bench.camp.probe-every; the phase ends when every decision the
 //     campaigns imply is committed. Figures: campaigns/s and decisions/s;
 //     changelog records of campaign keys per campaign per partition, in all
-//     and on the partitions with no contact of the campaign's business; the
-//     instance's RSS after a quarter, half and all of the campaigns were
-//     published, and its peak; the publish-to-inbox latency (the last inbox
+//     and on the partitions with no contact of the campaign's business, up
+//     to the point where every task's stream time has passed every
+//     campaign's expiry (a minute after send_at), so forgetting counts too;
+//     the instance's RSS after a half, three quarters and all of the
+//     campaigns were published (after the large fan-out), and its peak; the
+//     publish-to-inbox latency (the last inbox
 //     record's timestamp minus the campaign record's) of the probes
 //     published while the large fan-out ran, and of the other campaigns;
 //  3. start-up: the instance stopped (SIGTERM), -bench.camp.past expired
@@ -73,8 +76,11 @@ import (
 // none): no duplicate, none missing, nothing extra, every field right.
 // Nothing asserts a time.
 //
-//	go test -run '^$' -bench ManyCampaigns -benchtime 1x -timeout 60m ./e2e/ \
+//	go test -v -run '^$' -bench ManyCampaigns -benchtime 1x -timeout 60m ./e2e/ \
 //		-bench.sponsor-base /tmp/sponsor-base -bench.rounds 2
+//
+// (-v: the log lines give each run's figures; docs/performance.md, "Many
+// campaigns", says what each means.)
 var (
 	mcBusinesses  = flagInt("bench.camp.businesses", 5_000, "businesses of BenchmarkManyCampaigns' long tail (issue 16: 20000)")
 	mcContacts    = flagInt("bench.camp.contacts", 200_000, "contacts of the long tail, Zipf-like over its businesses (issue 16: 1000000)")
