@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -27,6 +28,26 @@ import (
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
 )
+
+// The sizes and binaries of BenchmarkManyCampaigns.
+var (
+	mcBusinesses  = flagInt("bench.camp.businesses", 5_000, "businesses of BenchmarkManyCampaigns' long tail (issue 16: 20000)")
+	mcContacts    = flagInt("bench.camp.contacts", 200_000, "contacts of the long tail, Zipf-like over its businesses (issue 16: 1000000)")
+	mcLarge       = flagInt("bench.camp.large", 100_000, "contacts of the one large business whose fan-out the probes are published during (issue 16: 100000)")
+	mcCampaigns   = flagInt("bench.camp.campaigns", 6_000, "campaigns of the campaign phase (issue 16: 100000)")
+	mcRate        = flagInt("bench.camp.rate", 200, "campaigns published a second in the campaign phase")
+	mcInterRate   = flagInt("bench.camp.interactions", 500, "interactions of existing contacts produced a second during the campaign phase")
+	mcProbes      = flagInt("bench.camp.probes", 20, "~300-contact campaigns published right after the large one")
+	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
+	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
+	mcRounds      = flagInt("bench.rounds", 1, "rounds of BenchmarkManyCampaigns; each runs every binary once, base first")
+	mcWarmup      = flag.Bool("bench.warmup", true, "run the first binary once before the measured rounds, its figures dropped")
+	mcSponsor     = flag.String("bench.sponsor", "", "the sponsor binary BenchmarkManyCampaigns measures, label new (default: built from this tree)")
+	mcSponsorBase = flag.String("bench.sponsor-base", "", "a second sponsor binary to compare with, label base, e.g. built from the previous main (default: none)")
+)
+
+// mcExpiry is how long after its send_at a campaign of the phase expires.
+const mcExpiry = time.Minute
 
 // BenchmarkManyCampaigns (issue 16) measures the pipeline under a stream of
 // many campaigns, `sponsor run` as its own process, so that two binaries
@@ -81,25 +102,6 @@ import (
 //
 // (-v: the log lines give each run's figures; docs/performance.md, "Many
 // campaigns", says what each means.)
-var (
-	mcBusinesses  = flagInt("bench.camp.businesses", 5_000, "businesses of BenchmarkManyCampaigns' long tail (issue 16: 20000)")
-	mcContacts    = flagInt("bench.camp.contacts", 200_000, "contacts of the long tail, Zipf-like over its businesses (issue 16: 1000000)")
-	mcLarge       = flagInt("bench.camp.large", 100_000, "contacts of the one large business whose fan-out the probes are published during (issue 16: 100000)")
-	mcCampaigns   = flagInt("bench.camp.campaigns", 6_000, "campaigns of the campaign phase (issue 16: 100000)")
-	mcRate        = flagInt("bench.camp.rate", 200, "campaigns published a second in the campaign phase")
-	mcInterRate   = flagInt("bench.camp.interactions", 500, "interactions of existing contacts produced a second during the campaign phase")
-	mcProbes      = flagInt("bench.camp.probes", 20, "~300-contact campaigns published right after the large one")
-	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
-	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
-	mcRounds      = flagInt("bench.rounds", 1, "rounds of BenchmarkManyCampaigns; each runs every binary once, base first")
-	mcWarmup      = flag.Bool("bench.warmup", true, "run the first binary once before the measured rounds, its figures dropped")
-	mcSponsor     = flag.String("bench.sponsor", "", "the sponsor binary BenchmarkManyCampaigns measures, label new (default: built from this tree)")
-	mcSponsorBase = flag.String("bench.sponsor-base", "", "a second sponsor binary to compare with, label base, e.g. built from the previous main (default: none)")
-)
-
-// mcExpiry is how long after its send_at a campaign of the phase expires.
-const mcExpiry = time.Minute
-
 func BenchmarkManyCampaigns(b *testing.B) {
 	bins := []mcBinary{}
 	if *mcSponsorBase != "" {
@@ -146,13 +148,7 @@ func BenchmarkManyCampaigns(b *testing.B) {
 			}
 			return s / float64(len(xs))
 		}
-		units := slices.Sorted(func(yield func(string) bool) {
-			for k := range figures {
-				if !yield(k) {
-					return
-				}
-			}
-		})
+		units := slices.Sorted(maps.Keys(figures))
 		for _, k := range units {
 			b.ReportMetric(mean(figures[k]), k)
 		}
@@ -791,13 +787,7 @@ func mcChangelog(b *testing.B, c *cluster, w *mcWorkload, camps []mcCampaign, fr
 	}
 	res["chlog_camp+meta_B/camp/part"] = float64(campBytes+metaBytes) / float64(pairs)
 	var ks []string
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range kinds {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
 		ks = append(ks, fmt.Sprintf("%s=%d", k, kinds[k]))
 	}
 	b.Logf("%s: changelog records of the campaign phase by key kind: %s (c contact, r recipient window, m task metadata, g campaign; other kinds counted as campaign state); campaign records %d = %.2f per campaign per partition; on the %d (campaign, partition) pairs with no contact of the business: %d = %.2f per pair; campaign records %d bytes, metadata records %d bytes (%.0f each), together %.1f bytes per campaign per partition",
