@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"errors"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
