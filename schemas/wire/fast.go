@@ -9,9 +9,10 @@ import (
 	"github.com/sponsored/sponsor/schemas"
 )
 
-// The fast paths of the two records the pipeline handles once per event: the
-// interactions it reads (the steady state) and the inbox records and decisions
-// a fan-out writes (one per candidate, and one decision record per chunk). twmb/avro decodes and encodes through
+// The fast paths of the records the pipeline handles once per event: the
+// interactions it reads (the steady state) and the inbox records a fan-out
+// writes (one per delivery), with its decisions records (one per chunk, a
+// string and a byte per candidate). twmb/avro decodes and encodes through
 // reflection, at about 350 ns per interaction read and 170-400 ns per inbox
 // record written (BenchmarkInteraction, BenchmarkInbox); these paths do the
 // same work in a fraction of it. They are written by hand because the library
