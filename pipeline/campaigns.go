@@ -150,4 +150,10 @@ func (b *broadcast) since(p int32, from, end int64) []*kgo.Record {
 	return recs[lo:j]
 }
 
+// hold makes sure the reader holds, for task p, the records of each
+// campaigns partition from the offsets from on.
+func (b *broadcast) hold(ctx context.Context, p int32, from map[int32]int64) error {
+	return nil // every record is kept from the start of the topic
+}
+
 func (b *broadcast) close() { b.cl.Close() }

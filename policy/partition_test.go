@@ -114,7 +114,7 @@ func (r *partitionRun) interaction(user, biz string, kind schemas.InteractionKin
 func (r *partitionRun) launch(id, biz string, send time.Time) {
 	r.t.Helper()
 	c := &schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(48 * time.Hour), Message: schemas.Message{Text: "hi " + id}}
-	if _, err := r.part.Admit(c); err != nil {
+	if _, err := r.part.Admit(c, policy.NoSource); err != nil {
 		r.t.Fatal(err)
 	}
 }
