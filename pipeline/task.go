@@ -97,8 +97,8 @@ type env struct {
 	// campaignRetention is the campaigns topic's retention.ms (0:
 	// infinite), read at start: policy.Partition.SetRetention.
 	campaignRetention policy.Millis
-	unsafe   bool          // Config.UnsafeNoTransactions
-	skew     policy.Millis // Config.MaxClockSkew
+	unsafe            bool          // Config.UnsafeNoTransactions
+	skew              policy.Millis // Config.MaxClockSkew
 	// partitions and partitioner say where each interaction belongs: the
 	// interactions topic's partition count and Config.Partitioner.
 	partitions  int32
