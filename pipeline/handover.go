@@ -220,6 +220,7 @@ func (l *txnLoop) adopt() error {
 		if t, ok := l.tasks[p]; ok {
 			t.discard()
 			delete(l.tasks, p)
+			l.env.campaign.release(t)
 		}
 		delete(h.revoked, p)
 		if h.standbys != nil {

@@ -140,6 +140,7 @@ func (l *txnLoop) drop() {
 	for p, t := range l.tasks {
 		t.discard()
 		delete(l.tasks, p)
+		l.env.campaign.release(t)
 	}
 	l.owned.Store(nil)
 	l.stats.TasksAssigned.Store(0)

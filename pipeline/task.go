@@ -159,6 +159,9 @@ func (t *task) replayCampaigns(ctx context.Context) error {
 		return nil
 	}
 	m := t.part.Meta()
+	if err := bc.hold(ctx, t, replayFrom(m)); err != nil {
+		return fmt.Errorf("partition %d: %w", t.p, err)
+	}
 	ends := map[int32]int64{}
 	for q, end := range m.Campaigns {
 		if m.Replay[q] < end {
@@ -167,9 +170,6 @@ func (t *task) replayCampaigns(ctx context.Context) error {
 	}
 	if len(ends) == 0 {
 		return nil
-	}
-	if err := bc.hold(ctx, t.p, replayFrom(m)); err != nil {
-		return err
 	}
 	if err := bc.waitFor(ctx, ends); err != nil {
 		return fmt.Errorf("partition %d: read the campaigns to replay up to %v: %w", t.p, ends, err)
@@ -238,6 +238,11 @@ func (t *task) settle(next int64, changed bool) (bool, error) {
 		return true, err
 	}
 	t.last = b
+	if t.env.campaign != nil {
+		// What the task may need again on a restore is committed: the
+		// reader may drop what is below it.
+		t.env.campaign.progress(t, t.part.Meta().Replay)
+	}
 	return true, nil
 }
 
