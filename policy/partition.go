@@ -171,9 +171,10 @@ func (p *Partition) Load(meta Meta, campaigns []Progress) {
 		}
 	}
 	slices.SortFunc(p.queue, Compare)
-	// Fan-outs resume in the order they run (startFiring): the one in
-	// progress (it has a cursor; there is at most one) first, then by fire
-	// time and Compare.
+	// Fan-outs resume in the order they run (startFiring): those in
+	// progress (with a cursor; at most one per business) first, then by
+	// fire time and Compare. Among those of one business, which is the
+	// order rule 4 depends on, that is the order they had.
 	slices.SortFunc(p.firing, func(a, b *Progress) int {
 		if (a.Cursor != "") != (b.Cursor != "") {
 			if a.Cursor != "" {
@@ -528,8 +529,10 @@ func (p *Partition) startDue(due func(*Progress) bool) {
 // arrives late from now on fires as of no earlier time.
 func (p *Partition) startFiring(c *Progress) {
 	lo := 0
-	if len(p.firing) > 0 && p.firing[0].Cursor != "" {
-		lo = 1
+	for i, f := range p.firing {
+		if f.Cursor != "" {
+			lo = i + 1 // behind every fan-out that has begun
+		}
 	}
 	i := lo
 	for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
@@ -560,55 +563,93 @@ func (p *Partition) raiseTime(at Millis) {
 
 // Fanout continues the fan-outs in progress within the transaction's
 // budget. It reports whether every fan-out finished.
+//
+// Fan-outs that commute share the budget, chunk by chunk: each runnable
+// one decides about at most an equal share of what is left per round, so
+// that a small campaign is not held back for the whole of a large one. A
+// fan-out is runnable when no fan-out before it (in firing order) is of
+// its business, since rule 4 sees a business's campaigns in (send_at,
+// campaign_id) order; with the per-user cap on (rule 5 counts across
+// businesses) only the first runs, one at a time as before. Campaigns of
+// different businesses read and write different contacts, so the order of
+// their chunks changes no decision.
 func (p *Partition) Fanout() (bool, error) {
 	for len(p.firing) > 0 {
 		if p.budget <= 0 {
 			return false, nil
 		}
-		c := p.firing[0]
-		p.out.Chunking(c)
-		ch, err := p.chunk(c)
-		if err != nil {
-			return false, fmt.Errorf("fan out campaign %s: %w", c.Campaign.ID, err)
-		}
-		if ch.Done {
-			c.Status, c.Cursor = Fired, ""
-			p.firing = p.firing[1:]
-		} else {
-			c.dirty = true // Finish writes the cursor
-		}
-		if err := p.out.Chunked(c, ch); err != nil {
-			return false, err
-		}
-		if ch.Done {
-			// A fan-out that began and ended in this transaction
-			// writes nothing: the frontier says it is done. One whose
-			// record was written deletes it, unless the record must be
-			// kept until the campaign's expiry.
-			var err error
-			if c.Keep {
-				c.forget()
-				err = p.put(c)
-			} else {
-				err = p.unstore(c)
-				c.forget()
+		runnable := p.runnable()
+		share := max(1, p.budget/len(runnable))
+		for _, c := range runnable {
+			if p.budget <= 0 {
+				break
 			}
-			if err != nil {
+			if err := p.fanoutChunk(c, min(share, p.budget)); err != nil {
 				return false, err
 			}
 		}
-		p.raiseTime(c.FireAt)
 	}
 	return true, nil
 }
 
+// runnable returns the fan-outs that may run a chunk now, in firing order.
+func (p *Partition) runnable() []*Progress {
+	if p.pol.cfg.UserCap > 0 || len(p.firing) == 1 {
+		return p.firing[:1]
+	}
+	out := make([]*Progress, 0, len(p.firing))
+	for i, c := range p.firing {
+		if !slices.ContainsFunc(p.firing[:i], func(o *Progress) bool { return o.Campaign.Business == c.Campaign.Business }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// fanoutChunk runs one chunk of c's fan-out, of at most limit decisions.
+func (p *Partition) fanoutChunk(c *Progress, limit int) error {
+	p.out.Chunking(c)
+	ch, err := p.chunk(c, limit)
+	if err != nil {
+		return fmt.Errorf("fan out campaign %s: %w", c.Campaign.ID, err)
+	}
+	if ch.Done {
+		c.Status, c.Cursor = Fired, ""
+		p.firing = slices.DeleteFunc(p.firing, func(o *Progress) bool { return o == c })
+	} else {
+		c.dirty = true // Finish writes the cursor
+	}
+	if err := p.out.Chunked(c, ch); err != nil {
+		return err
+	}
+	if ch.Done {
+		// A fan-out that began and ended in this transaction
+		// writes nothing: the frontier says it is done. One whose
+		// record was written deletes it, unless the record must be
+		// kept until the campaign's expiry.
+		var err error
+		if c.Keep {
+			c.forget()
+			err = p.put(c)
+		} else {
+			err = p.unstore(c)
+			c.forget()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	p.raiseTime(c.FireAt)
+	return nil
+}
+
 // chunk decides about the next contacts of c's business after its cursor,
 // within the budget, and moves the cursor past them.
-func (p *Partition) chunk(c *Progress) (Chunk, error) {
+func (p *Partition) chunk(c *Progress, limit int) (Chunk, error) {
 	var ch Chunk
 	var rec Recipient
 	userCap := p.pol.cfg.UserCap > 0
-	last, done, err := p.audience(c.Campaign.Business, c.Cursor, p.budget, func(user string, contact *Contact, known bool) error {
+	last, done, err := p.audience(c.Campaign.Business, c.Cursor, limit, func(user string, contact *Contact, known bool) error {
 		p.budget--
 		ch.Visited++
 		if asOf := p.pol.AsOf(contact, c.FireAt); p.pol.ContactExpired(&asOf, c.FireAt) {

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ type recorder struct {
 	delivered []string // users, in order
 	tallies   map[policy.Tally]int
 	pairs     map[string]int // if set, counts each campaign/user delivered
+	chunks    *[]string      // if set, gets each chunk's campaign, "+" when it finished it
 }
 
 func (*recorder) Chunking(*policy.Progress) {}
@@ -48,7 +50,16 @@ func (r *recorder) Decided(c *policy.Progress, user string, reason policy.Reason
 	}
 	return nil
 }
-func (*recorder) Chunked(*policy.Progress, policy.Chunk) error { return nil }
+func (r *recorder) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	if r.chunks != nil {
+		id := c.Campaign.ID
+		if ch.Done {
+			id += "+"
+		}
+		*r.chunks = append(*r.chunks, id)
+	}
+	return nil
+}
 func (r *recorder) Counted(tally policy.Tally, _ schemas.InteractionKind) {
 	if r.tallies == nil {
 		r.tallies = map[policy.Tally]int{}
@@ -512,5 +523,66 @@ func TestNoRecordWithoutWork(t *testing.T) {
 		if records != tc.records {
 			t.Errorf("campaign of %s: %d campaign records, want %d", tc.biz, records, tc.records)
 		}
+	}
+}
+
+// fairnessRun fans out cBig (20 contacts of business big) and cSmall (3
+// contacts of small, or of big when sameBusiness), due at once, with 6
+// decisions a transaction, and returns the chunks in order.
+func fairnessRun(t *testing.T, sameBusiness bool, userCap int) []string {
+	r := newPartitionRun(t, 0, 6, func(c *policy.Config) { c.UserCap = userCap })
+	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	small := "small"
+	if sameBusiness {
+		small = "big"
+	}
+	for u := range 20 {
+		r.interaction(fmt.Sprintf("u%02d", u), "big", schemas.UserMessage, day)
+	}
+	for u := range 3 {
+		r.interaction(fmt.Sprintf("s%d", u), small, schemas.UserMessage, day)
+	}
+	r.commit()
+	r.launchAt("cBig", "big", day.Add(time.Hour), 0)
+	r.launchAt("cSmall", small, day.Add(time.Hour+time.Minute), 1)
+	r.commit()
+	var chunks []string
+	r.out.chunks = &chunks
+	for !r.interaction("u00", "big", schemas.UserMessage, day.Add(48*time.Hour)) {
+		r.commit()
+		r.out.chunks = &chunks
+	}
+	r.commit()
+	return chunks
+}
+
+// TestSmallCampaignNotHeldBack: the fan-outs of two businesses share a
+// transaction's budget, so the small one finishes in the first
+// transaction, long before the large one.
+func TestSmallCampaignNotHeldBack(t *testing.T) {
+	got := fairnessRun(t, false, 0)
+	want := []string{"cBig", "cSmall+", "cBig", "cBig", "cBig+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
+}
+
+// TestSameBusinessKeepsOrder: campaigns of one business fan out one after
+// the other in (send_at, campaign_id) order, which rule 4 depends on.
+func TestSameBusinessKeepsOrder(t *testing.T) {
+	got := fairnessRun(t, true, 0)
+	want := []string{"cBig", "cBig", "cBig", "cBig+", "cSmall", "cSmall", "cSmall", "cSmall", "cSmall+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
+}
+
+// TestUserCapKeepsOrder: with the per-user cap on (rule 5 counts across
+// businesses), fan-outs run one at a time in firing order.
+func TestUserCapKeepsOrder(t *testing.T) {
+	got := fairnessRun(t, false, 3)
+	want := []string{"cBig", "cBig", "cBig", "cBig+", "cSmall+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
 	}
 }

@@ -297,19 +297,22 @@ type storyOutput struct {
 	s         *story
 	b         *strings.Builder
 	fanout    *policy.Progress // the fan-out whose chunk is running
-	decisions map[string]policy.Reason
+	decisions map[string]map[string]policy.Reason // by campaign, then user
 	tallies   map[policy.Tally]bool
 }
 
 func (o *storyOutput) Chunking(c *policy.Progress) {
 	if o.decisions == nil {
-		o.decisions = map[string]policy.Reason{}
+		o.decisions = map[string]map[string]policy.Reason{}
+	}
+	if o.decisions[c.Campaign.ID] == nil {
+		o.decisions[c.Campaign.ID] = map[string]policy.Reason{}
 	}
 	o.fanout = c
 }
 
 func (o *storyOutput) Decided(c *policy.Progress, user string, reason policy.Reason) error {
-	o.decisions[user] = reason
+	o.decisions[c.Campaign.ID][user] = reason
 	return nil
 }
 
@@ -322,16 +325,17 @@ func (o *storyOutput) Chunked(c *policy.Progress, ch policy.Chunk) error {
 	// business in the partition's state, or one forgotten as of the fire
 	// time) is shown with the rules' decision for them, NO_CONTACT; the
 	// runtime writes no record for them.
+	decisions := o.decisions[c.Campaign.ID]
 	for _, u := range o.s.watched {
-		if _, ok := o.decisions[u]; !ok {
-			o.decisions[u] = policy.NoContact
+		if _, ok := decisions[u]; !ok {
+			decisions[u] = policy.NoContact
 		}
 	}
 	fmt.Fprintf(o.b, "fire %s %s as of %s\n", c.Campaign.ID, c.Campaign.Business, fmtTime(c.FireAt))
-	for _, u := range slices.Sorted(maps.Keys(o.decisions)) {
-		fmt.Fprintf(o.b, "  %s: %s\n", u, o.decisions[u])
+	for _, u := range slices.Sorted(maps.Keys(decisions)) {
+		fmt.Fprintf(o.b, "  %s: %s\n", u, decisions[u])
 	}
-	clear(o.decisions)
+	delete(o.decisions, c.Campaign.ID)
 	return nil
 }
 
