@@ -296,7 +296,7 @@ func (st *storyStore) PutContact(user, business string, c *policy.Contact, known
 type storyOutput struct {
 	s         *story
 	b         *strings.Builder
-	fanout    *policy.Progress // the fan-out whose chunk is running
+	fanout    *policy.Progress                    // the fan-out whose chunk is running
 	decisions map[string]map[string]policy.Reason // by campaign, then user
 	tallies   map[policy.Tally]bool
 }
