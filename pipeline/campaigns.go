@@ -32,6 +32,10 @@ type broadcast struct {
 	nparts int32
 	log    *slog.Logger
 	opts   []kgo.Opt // for the readers
+	// metrics is the option that exports the reader's client metrics:
+	// on the reader only, one client at a time (kprom's names are per
+	// registry).
+	metrics []kgo.Opt
 	adm    *kadm.Client
 	admCl  *kgo.Client
 
@@ -60,12 +64,12 @@ type broadcast struct {
 // longer holds records a task needs to rebuild its campaigns.
 var errCampaignsDeleted = errors.New("the campaigns topic no longer holds records a task needs")
 
-func newBroadcast(topic string, nparts int, log *slog.Logger, opts []kgo.Opt) (*broadcast, error) {
+func newBroadcast(topic string, nparts int, log *slog.Logger, opts, metrics []kgo.Opt) (*broadcast, error) {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("campaign reader: %w", err)
 	}
-	b := &broadcast{topic: topic, nparts: int32(nparts), log: log, opts: opts, adm: kadm.NewClient(admCl), admCl: admCl,
+	b := &broadcast{topic: topic, nparts: int32(nparts), log: log, opts: opts, metrics: metrics, adm: kadm.NewClient(admCl), admCl: admCl,
 		parts: map[int32][]*kgo.Record{}, start: map[int32]int64{}, next: map[int32]int64{}, needs: map[*task][]int64{},
 		refilling: map[int32]int64{}, prefix: map[int32][]*kgo.Record{}, arrived: make(chan struct{}, 1)}
 	b.cond = sync.NewCond(&b.mu)
@@ -79,7 +83,7 @@ func (b *broadcast) readerOpts(from map[int32]int64) []kgo.Opt {
 	for q, o := range from {
 		offs[q] = kgo.NewOffset().At(o)
 	}
-	return append(slices.Clone(b.opts),
+	return append(slices.Concat(b.opts, b.metrics),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{b.topic: offs}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // markers move our position to the LSO
@@ -263,13 +267,16 @@ func (b *broadcast) reread(need []int64) error {
 		}
 		offs[q] = o
 	}
+	// The old reader closes first: its metrics go with it. run drops
+	// what it still read.
+	b.cl.Close()
 	cl, err := kgo.NewClient(b.readerOpts(offs)...)
 	if err != nil {
-		return fmt.Errorf("campaign reader: %w", err)
+		b.err = fmt.Errorf("campaign reader: %w", err)
+		b.cond.Broadcast()
+		return b.err
 	}
-	old := b.cl
 	b.cl = cl
-	go old.Close() // run drops what it still reads
 	b.log.Info("campaign reader restarted for a task behind the others", "from", offs)
 	return nil
 }

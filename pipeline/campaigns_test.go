@@ -36,7 +36,7 @@ func newTestBroadcast(t *testing.T, n int) (*broadcast, *kadm.Client) {
 			t.Fatal(err)
 		}
 	}
-	b, err := newBroadcast(topic, 1, slog.New(slog.DiscardHandler), opts)
+	b, err := newBroadcast(topic, 1, slog.New(slog.DiscardHandler), opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

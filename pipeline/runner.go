@@ -272,7 +272,7 @@ func (r *Runner) openParts(ctx context.Context, names topics.Names, lay layout, 
 			r.log.Error("close state", "err", err)
 		}
 	}
-	bc, err := newBroadcast(names.Campaigns, lay.ncamp, r.log, slices.Concat(base, r.kafkaMetrics(ClientCampaigns)))
+	bc, err := newBroadcast(names.Campaigns, lay.ncamp, r.log, base, r.kafkaMetrics(ClientCampaigns))
 	if err != nil {
 		closeStore()
 		return nil, nil, err
