@@ -36,8 +36,8 @@ type broadcast struct {
 	// on the reader only, one client at a time (kprom's names are per
 	// registry).
 	metrics []kgo.Opt
-	adm    *kadm.Client
-	admCl  *kgo.Client
+	adm     *kadm.Client
+	admCl   *kgo.Client
 
 	mu    sync.Mutex
 	cond  *sync.Cond
