@@ -523,20 +523,32 @@ func (p *Partition) startDue(due func(*Progress) bool) {
 }
 
 // startFiring adds campaign c, just started, to the fan-outs in the order
-// they run: by fire time, then Compare (the order Load restores), behind
-// the fan-out in progress if one has begun. It raises the stream time to
-// what the fire time requires (Policy.AfterFire), so that a LAUNCH that
-// arrives late from now on fires as of no earlier time.
+// they run, the order Load restores (fan-outs with a cursor first, then by
+// fire time and Compare): with the per-user cap on, where every fan-out
+// runs in turn, behind the one in progress and by fire order after it;
+// without, where only the order within a business counts, before the first
+// fan-out of c's business that has not begun and comes after c in fire
+// order (at the end if none). It raises the stream time to what the fire
+// time requires (Policy.AfterFire), so that a LAUNCH that arrives late
+// from now on fires as of no earlier time, and moves the frontier.
 func (p *Partition) startFiring(c *Progress) {
-	lo := 0
-	for i, f := range p.firing {
-		if f.Cursor != "" {
-			lo = i + 1 // behind every fan-out that has begun
+	i := len(p.firing)
+	if p.pol.cfg.UserCap > 0 {
+		lo := 0
+		if len(p.firing) > 0 && p.firing[0].Cursor != "" {
+			lo = 1
 		}
-	}
-	i := lo
-	for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
-		i++
+		i = lo
+		for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
+			i++
+		}
+	} else {
+		for j, f := range p.firing {
+			if f.Campaign.Business == c.Campaign.Business && f.Cursor == "" && firingOrder(f, c) > 0 {
+				i = j
+				break
+			}
+		}
 	}
 	p.firing = slices.Insert(p.firing, i, c)
 	p.raiseTime(c.FireAt)
