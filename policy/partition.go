@@ -350,7 +350,7 @@ func (p *Partition) Admit(c *schemas.Campaign, src Source) (Verdict, error) {
 	case Invalid:
 		return verdict, nil
 	case Ignored:
-		if p.extend(known, c) && known.stored {
+		if extend(known, c) && known.stored {
 			return verdict, p.put(known)
 		}
 		return verdict, nil
@@ -414,8 +414,6 @@ func extend(known *Progress, c *schemas.Campaign) bool {
 	}
 	return false
 }
-
-func (p *Partition) extend(known *Progress, c *schemas.Campaign) bool { return extend(known, c) }
 
 // Replay rebuilds, on restore, what reading campaign record c at src did:
 // the runtime feeds it, after Load, the records of the campaigns topic
