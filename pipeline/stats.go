@@ -50,6 +50,12 @@ type Stats struct {
 	FencedTransactions atomic.Int64
 	RestoredRecords    atomic.Int64
 	TasksAssigned      atomic.Int64 // tasks currently owned and restored
+	// CampaignRecordsHeld is the campaign records the broadcast reader
+	// holds, and CampaignsRemembered the campaigns the tasks remember
+	// (pending, firing, or done until their expiry), summed: as of the
+	// last transaction's start. Both follow the pending work, not the
+	// campaigns topic's history.
+	CampaignRecordsHeld, CampaignsRemembered atomic.Int64
 	// RestoringPartitions counts the partitions assigned to the instance
 	// whose restore from the changelog has not finished (waiting for their
 	// turn or reading).
@@ -319,6 +325,14 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		counter("sponsor_standby_promotions_total", "Partitions assigned to this instance while it followed them as a standby (their restore only read the tail).", &s.StandbyPromotions),
 		standbyCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_campaign_records_held",
+			Help: "Campaign records the broadcast reader holds in memory: from the lowest replay offset of the instance's tasks on.",
+		}, func() float64 { return float64(s.CampaignRecordsHeld.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_campaigns_remembered",
+			Help: "Campaigns the instance's tasks remember (pending, firing, or done until their expiry), summed over tasks.",
+		}, func() float64 { return float64(s.CampaignsRemembered.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sponsor_restoring_partitions",
 			Help: "Partitions assigned to this instance whose restore from the changelog has not finished.",

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -100,8 +101,11 @@ type env struct {
 	store    *state.Store
 	chunk    int
 	campaign *broadcast
-	unsafe   bool          // Config.UnsafeNoTransactions
-	skew     policy.Millis // Config.MaxClockSkew
+	// campaignRetention is the campaigns topic's retention.ms (0:
+	// infinite), read at start: policy.Partition.SetRetention.
+	campaignRetention policy.Millis
+	unsafe            bool          // Config.UnsafeNoTransactions
+	skew              policy.Millis // Config.MaxClockSkew
 	// partitions and partitioner say where each interaction belongs: the
 	// interactions topic's partition count and Config.Partitioner.
 	partitions  int32
@@ -110,16 +114,16 @@ type env struct {
 
 // newTask returns task p of env, its state restored in the store: loaded,
 // with the partition's contact filter built from every contact key.
-func newTask(p int32, env *env) (*task, error) {
-	return newTaskFilter(p, env, nil)
+func newTask(ctx context.Context, p int32, env *env) (*task, error) {
+	return newTaskFilter(ctx, p, env, nil)
 }
 
 // newTaskFilter is newTask with the partition's contact filter, when
 // contacts is not nil (a standby's, kept as it applied the changelog),
 // instead of one built from the store.
-func newTaskFilter(p int32, env *env, contacts *state.ContactFilter) (*task, error) {
+func newTaskFilter(ctx context.Context, p int32, env *env, contacts *state.ContactFilter) (*task, error) {
 	t := &task{p: p, env: env}
-	if err := t.load(); err != nil {
+	if err := t.load(ctx); err != nil {
 		return nil, err
 	}
 	t.contacts = contacts
@@ -133,8 +137,10 @@ func newTaskFilter(p int32, env *env, contacts *state.ContactFilter) (*task, err
 }
 
 // load (re)reads the task's in-memory view from the store, dropping anything
-// staged: used after a restore and after an aborted transaction.
-func (t *task) load() error {
+// staged: used after a restore and after an aborted transaction. The
+// campaigns the store has no record of are rebuilt from the campaigns
+// topic (replayCampaigns).
+func (t *task) load(ctx context.Context) error {
 	t.discard()
 	meta, cs, err := t.env.store.LoadTask(t.p) // after the last batch's apply
 	if err != nil {
@@ -143,9 +149,68 @@ func (t *task) load() error {
 	t.last = nil
 	if t.part == nil {
 		t.part = policy.NewPartition(t.env.policy)
+		t.part.SetRetention(t.env.campaignRetention)
 	}
 	t.part.Load(meta, cs)
+	return t.replayCampaigns(ctx)
+}
+
+// replayCampaigns feeds the partition (policy.Partition.Replay) the
+// campaign records it read before from its replay offsets up to its
+// campaigns offsets, waiting for the broadcast reader to hold them. It
+// writes nothing: the records at and after the campaigns offsets are new,
+// as always (syncCampaigns).
+func (t *task) replayCampaigns(ctx context.Context) error {
+	bc := t.env.campaign
+	if bc == nil {
+		return nil
+	}
+	m := t.part.Meta()
+	if err := bc.hold(ctx, t, replayFrom(m)); err != nil {
+		return fmt.Errorf("partition %d: %w", t.p, err)
+	}
+	ends := map[int32]int64{}
+	for q, end := range m.Campaigns {
+		if m.Replay[q] < end {
+			ends[int32(q)] = end
+		}
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	if err := bc.waitFor(ctx, ends); err != nil {
+		return fmt.Errorf("partition %d: read the campaigns to replay up to %v: %w", t.p, ends, err)
+	}
+	for q, end := range ends {
+		for _, r := range bc.since(q, m.Replay[q], end) {
+			if r.Attrs.IsControl() {
+				continue
+			}
+			c, reason, err := decodeCampaign(t.env.serde, r)
+			if reason != "" {
+				continue // dead-lettered when first read
+			}
+			if err != nil {
+				return fmt.Errorf("partition %d: replay campaigns: %w", t.p, err)
+			}
+			t.part.Replay(&c, campaignSource(r))
+		}
+	}
 	return nil
+}
+
+// replayFrom returns the replay offsets of m by campaigns partition.
+func replayFrom(m policy.Meta) map[int32]int64 {
+	from := make(map[int32]int64, len(m.Replay))
+	for q, off := range m.Replay {
+		from[int32(q)] = off
+	}
+	return from
+}
+
+// campaignSource returns where campaign record r is in the topic.
+func campaignSource(r *kgo.Record) policy.Source {
+	return policy.Source{Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp.UnixMilli()}
 }
 
 // discard drops what the task staged in the transaction in progress, if
@@ -180,6 +245,11 @@ func (t *task) settle(next int64, changed bool) (bool, error) {
 		return true, err
 	}
 	t.last = b
+	if t.env.campaign != nil {
+		// What the task may need again on a restore is committed: the
+		// reader may drop what is below it.
+		t.env.campaign.progress(t, t.part.Meta().Replay)
+	}
 	return true, nil
 }
 
@@ -241,7 +311,7 @@ func (t *task) applyCampaign(r *kgo.Record) error {
 		return err
 	}
 	t.counts.campaignsSeen++
-	verdict, err := t.part.Admit(&c)
+	verdict, err := t.part.Admit(&c, campaignSource(r))
 	if err != nil {
 		return err
 	}
@@ -615,8 +685,15 @@ func (t *task) fireByWallClock(wall policy.Millis) error {
 }
 
 // expire forgets, within a small budget per transaction, what no rule can
-// use any more as of the task's time (policy.Partition.Expire).
-func (t *task) expire(limit int) error { return t.part.Expire(limit) }
+// use any more as of the task's time (policy.Partition.Expire), and adopts
+// the campaigns whose topic record may be deleted by the topic's retention
+// before the task is done with them (policy.Partition.Adopt).
+func (t *task) expire(limit int) error {
+	if err := t.part.Expire(limit); err != nil {
+		return err
+	}
+	return t.part.Adopt(t.wall)
+}
 
 // finish writes the metadata and turns the batch into changelog records.
 func (t *task) finish() error {

@@ -59,7 +59,7 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		if committed {
 			return
 		}
-		if rerr := l.reset(); rerr != nil {
+		if rerr := l.reset(ctx); rerr != nil {
 			// A task that cannot reload its committed state would go on
 			// from the aborted one: stop, and let a restore rebuild it.
 			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
@@ -345,11 +345,15 @@ func (l *txnLoop) taskOffsets(req *kmsg.TxnOffsetCommitRequest, tasks []*task) {
 // puts each partition's fetch position back to what its state processed. It
 // returns the tasks that could not reload their state (the instance must
 // stop then).
-func (l *txnLoop) reset() error {
+func (l *txnLoop) reset(ctx context.Context) error {
 	set := map[int32]kgo.EpochOffset{}
 	var errs []error
+	// The campaigns a task rebuilds from the topic are read again even
+	// when the transaction failed because the session is ending.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	for _, t := range l.tasks {
-		if err := t.load(); err != nil {
+		if err := t.load(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("reload task %d: %w", t.p, err))
 			continue
 		}

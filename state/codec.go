@@ -245,6 +245,16 @@ func AppendProgress(dst []byte, p *policy.Progress) []byte {
 	e.optStr(p.Message.CTAURL)
 	e.int(p.FireAt)
 	e.str(p.Cursor)
+	// Since the campaign state follows the campaigns topic: where the
+	// campaign's first record is and whether the record is kept.
+	e.int(int64(p.Source.Partition))
+	e.int(p.Source.Offset)
+	e.int(p.Source.Time)
+	var keep byte
+	if p.Keep {
+		keep = 1
+	}
+	e.byte(keep)
 	return e.b
 }
 
@@ -271,6 +281,16 @@ func DecodeProgress(b []byte) (policy.Progress, error) {
 	p.Message.CTAURL = d.optStr()
 	p.FireAt = d.int()
 	p.Cursor = d.str()
+	if len(d.b) > 0 && d.err == nil {
+		p.Source.Partition = int32(d.int())
+		p.Source.Offset = d.int()
+		p.Source.Time = d.int()
+		p.Keep = d.byte() != 0
+	} else {
+		// Written when every campaign had a record until forgotten:
+		// nothing in the topic is known to rebuild it from.
+		p.Source, p.Keep = policy.NoSource, true
+	}
 	return p, d.done("campaign progress")
 }
 
@@ -285,6 +305,13 @@ func AppendMeta(dst []byte, m *policy.Meta) []byte {
 		e.int(o)
 	}
 	e.uint(m.Rounds)
+	// Since the campaign state follows the campaigns topic.
+	e.int(m.Frontier.SendAt)
+	e.str(m.Frontier.ID)
+	e.uint(uint64(len(m.Replay)))
+	for _, o := range m.Replay {
+		e.int(o)
+	}
 	return e.b
 }
 
@@ -305,5 +332,18 @@ func DecodeMeta(b []byte) (policy.Meta, error) {
 	if len(d.b) > 0 { // written since the erasure markers
 		m.Rounds = d.uint()
 	}
+	if len(d.b) > 0 && d.err == nil { // written since the frontier
+		m.Frontier.SendAt = d.int()
+		m.Frontier.ID = d.str()
+		n := d.uint()
+		if n > uint64(len(b)) {
+			return m, fmt.Errorf("%w: metadata claims %d replay offsets", ErrCorrupt, n)
+		}
+		for range n {
+			m.Replay = append(m.Replay, d.int())
+		}
+	}
+	// A metadata without replay offsets (before the frontier) is read as
+	// Replay = Campaigns by policy.Partition.Load.
 	return m, d.done("task metadata")
 }

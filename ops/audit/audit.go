@@ -216,6 +216,9 @@ type PartitionState struct {
 	// TaskTime is the task's time: the largest event time it processed or
 	// fired a campaign as of. Zero if the task never committed.
 	TaskTime time.Time
+	// Frontier is the task's firing frontier (policy.Meta.Frontier): a
+	// campaign with no record at or below it is done there.
+	Frontier policy.Key
 	// Contact is the user's contact with the campaign's business; nil if
 	// there is none (never, expired, or erased).
 	Contact *policy.Contact
@@ -395,6 +398,7 @@ func readPartitionState(ctx context.Context, r *reader, ex *Explanation) error {
 		if m.Time > 0 {
 			st.TaskTime = time.UnixMilli(m.Time).UTC()
 		}
+		st.Frontier = m.Frontier
 	}
 	if v := latest[erasureKey]; v != nil {
 		e, err := state.DecodeErasure(v)
@@ -460,8 +464,13 @@ func verdict(ex *Explanation) (string, bool) {
 		return fmt.Sprintf("no decision: the campaign was cancelled, and it decided nothing on partition %d (whose task has forgotten it since its expiry)", ex.Partition), true
 	case pr == nil && !st.TaskTime.IsZero() && st.TaskTime.After(ex.Launch.ExpiresAt):
 		return fmt.Sprintf("no decision: the campaign decided nothing on partition %d, whose task has forgotten it since its expiry %s: the business had no contact there when it fired, or it expired before it could fire", ex.Partition, ex.Launch.ExpiresAt.UTC().Format(time.RFC3339)), true
+	case pr == nil && (policy.Key{SendAt: ex.Launch.SendAt.UnixMilli(), ID: ex.Launch.CampaignID}).Compare(st.Frontier) <= 0:
+		// A campaign that fired within one transaction leaves no record,
+		// only the frontier past it.
+		return fmt.Sprintf("no decision: the campaign is done on partition %d (its task's firing frontier, %s %s, is past it, and it keeps no record of it): the business had no contact there when it fired, or it was cancelled or expired", ex.Partition,
+			time.UnixMilli(st.Frontier.SendAt).UTC().Format(time.RFC3339), st.Frontier.ID), true
 	case pr == nil:
-		return fmt.Sprintf("no decision: the task of partition %d has no record of the campaign: it has not read it yet (the pipeline is stopped or behind on the campaigns topic); %s", ex.Partition, taskTime), true
+		return fmt.Sprintf("no decision: the task of partition %d has no record of the campaign: it has not read it yet, or it is pending (a pending campaign has no record unless adopted) (the pipeline is stopped or behind on the campaigns topic); %s", ex.Partition, taskTime), true
 	}
 	switch pr.Status {
 	case policy.Pending:
