@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/kafkaconn"
+	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 )
 
@@ -78,6 +79,51 @@ func BenchmarkBytesPerDelivery(b *testing.B) {
 			"during the fan-out: inbox %d B in %d records (%v), changelog %d B in %d records, decisions %d B in %d records (%v)",
 			m, in.bytes, in.records, cl0.bytes, cl0.records, cl0.codecs, inbox.bytes, inbox.records, inbox.codecs,
 			cld.bytes, cld.records, dec.bytes, dec.records, dec.codecs)
+	}
+}
+
+// TestProducerCompression: the pipeline's record batches on the inbox,
+// changelog and decisions topics are zstd by default, and Snappy with
+// --compression snappy (transaction markers are control batches, never
+// compressed).
+func TestProducerCompression(t *testing.T) {
+	for _, tc := range []struct{ flag, want string }{{"", "zstd"}, {"snappy", "snappy"}} {
+		t.Run("compression="+tc.flag, func(t *testing.T) {
+			c := newCluster(t, "codec", 2)
+			const m = 300
+			biz := realisticBusiness(0)
+			ins, sendAt := realisticFanoutWorkload(m, biz)
+			for i := range ins {
+				c.produce(t, c.interactionRecord(t, &ins[i]))
+			}
+			h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.Compression = tc.flag })
+			camp := schemas.Campaign{CampaignID: "codec", BusinessID: biz, Action: schemas.Launch, SendAt: sendAt,
+				ExpiresAt: sendAt.Add(time.Hour), Message: benchMessage}
+			c.produce(t, c.campaignRecord(t, &camp))
+			deadline := time.Now().Add(2 * time.Minute)
+			for h.r.Stats().Delivered() < m {
+				if err := h.alive(); err != nil {
+					t.Fatalf("pipeline stopped: %v", err)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d delivered after 2 minutes", h.r.Stats().Delivered(), m)
+				}
+				time.Sleep(10 * time.Millisecond) // a polling interval, not an assertion
+			}
+			h.stop(t)
+			for _, topic := range []string{c.names.Inbox, c.names.Changelog, c.names.Decisions} {
+				s := c.topicBytes(t, topic)
+				for codec := range s.codecs {
+					if codec != tc.want && codec != "none" {
+						t.Errorf("%s holds %s batches, want only %s (and uncompressed control batches): %v", topic, codec, tc.want, s.codecs)
+					}
+				}
+				t.Logf("%s: %d records in %d bytes, batches %v", topic, s.records, s.bytes, s.codecs)
+				if s.codecs[tc.want] == 0 {
+					t.Errorf("%s holds no %s batch: %v", topic, tc.want, s.codecs)
+				}
+			}
+		})
 	}
 }
 
