@@ -166,8 +166,9 @@ type Config struct {
 	// its fastest level), "lz4", "snappy" (franz-go's default) or "none".
 	// zstd stores a delivery in 120 bytes over the three topics where
 	// Snappy takes 193 (ids that are random shrink only under an entropy
-	// coder; lz4 gains nothing over Snappy), for about 1 us more CPU per
-	// delivery of a fan-out (docs/performance.md, the bytes round).
+	// coder; lz4 gains nothing over Snappy), for 0.5-1 us more CPU per
+	// delivery of a fan-out on Apache Kafka; the steady state showed no
+	// difference (docs/performance.md, the bytes round).
 	Compression string
 	// NoFence turns off fencing dead instances' transactions: by default,
 	// when partitions are assigned, the open transaction of an instance of
