@@ -220,6 +220,7 @@ func BenchmarkFanout(b *testing.B) {
 		fanRSS := peakRSSMiB()
 		txns := h.r.Stats().Transactions.Load() - txns0
 		h.stop(b)
+		decRecs, decBytes := topicVolume(b, c, c.names.Decisions)
 
 		// The inbox value of one delivery, to size the baseline's records.
 		size := inboxSize(b, c, &camp, userID(0))
@@ -236,6 +237,9 @@ func BenchmarkFanout(b *testing.B) {
 		b.ReportMetric(rate/baseRate, "ratio")
 		b.ReportMetric(ingestRSS, "peak_rss_ingest_MiB")
 		b.ReportMetric(fanRSS, "peak_rss_fanout_MiB")
+		b.ReportMetric(float64(decRecs)/float64(m), "decision_rec/delivery")
+		b.ReportMetric(float64(decBytes)/float64(m), "decision_B/delivery")
+		b.Logf("decisions topic: %d records, %d bytes of keys and values (%.4f records, %.1f bytes per delivery)", decRecs, decBytes, float64(decRecs)/float64(m), float64(decBytes)/float64(m))
 		b.Logf("fan-out to %d contacts: %s (first delivery committed after %s) = %.0f deliveries/s in %d transactions; raw transactional produce of %d records of %d bytes: %s = %.0f rec/s; ratio %.2f; peak RSS during ingest %.0f MiB, during fan-out %.0f MiB",
 			m, pipe.Round(time.Millisecond), firstAt.Round(time.Millisecond), rate, txns, m, size, base.Round(time.Millisecond), baseRate, rate/baseRate, ingestRSS, fanRSS)
 		b.StartTimer()
@@ -340,6 +344,20 @@ func fanoutWorkload(m int, biz string) ([]schemas.Interaction, time.Time) {
 			Kind: schemas.UserMessage, OccurredAt: benchT0.Add(time.Duration(i) * time.Millisecond)}
 	}
 	return out, benchT0.Add(time.Duration(m)*time.Millisecond + time.Hour)
+}
+
+// topicVolume returns the committed records of topic and the bytes of
+// their keys and values (before the batches' compression and headers).
+func topicVolume(b *testing.B, c *cluster, topic string) (records, bytes int64) {
+	b.Helper()
+	if topic == "" {
+		return 0, 0
+	}
+	for _, r := range c.readAll(b, topic) {
+		records++
+		bytes += int64(len(r.Key) + len(r.Value))
+	}
+	return records, bytes
 }
 
 func avgValue(recs []*kgo.Record) int {

@@ -157,9 +157,9 @@ type Config struct {
 	// then compare with `sponsor diff`. Default "": the real pipeline.
 	Shadow string
 	// NoDecisions turns the audit trail off: no record on the decisions
-	// topic per (campaign, user) decision. Default off: every decision,
-	// delivered or suppressed and why, is written in the transaction that
-	// makes it, which costs one more record per candidate in a fan-out.
+	// topic. Default off: every decision, delivered or suppressed and why,
+	// is written in the transaction that makes it, one record per chunk of
+	// a fan-out (at most FanoutChunk candidates each).
 	NoDecisions bool
 	// Compression is the codec of the record batches the pipeline writes
 	// (inbox, changelog, decisions, dead letters): "zstd" (the default, at
@@ -170,6 +170,13 @@ type Config struct {
 	// delivery of a fan-out on Apache Kafka; the steady state showed no
 	// difference (docs/performance.md, the bytes round).
 	Compression string
+	// DecisionsRetention is how long the decisions topic keeps records
+	// (its retention.ms) when Run creates it, independent of the inbox's
+	// (the broker's default, the downstream consumers' decision): the audit
+	// trail's horizon. Negative keeps them for ever (retention.ms -1). An
+	// existing topic is not altered: change its retention.ms with the
+	// Kafka tools. Default topics.DecisionsRetention (90 days).
+	DecisionsRetention time.Duration
 	// NoFence turns off fencing dead instances' transactions: by default,
 	// when partitions are assigned, the open transaction of an instance of
 	// the group that is no longer a member (static membership only) and
@@ -204,6 +211,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.Policy == (policy.Config{}) {
 		c.Policy = policy.DefaultConfig()
+	}
+	if c.DecisionsRetention == 0 {
+		c.DecisionsRetention = topics.DecisionsRetention
 	}
 	if c.FanoutChunk == 0 {
 		c.FanoutChunk = 5000

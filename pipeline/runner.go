@@ -217,7 +217,7 @@ func (r *Runner) checkCluster(ctx context.Context, adm *kadm.Client, names topic
 	if err := bounds.check(cfg.SessionTimeout); err != nil {
 		return lay, err
 	}
-	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1}
+	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1, DecisionsRetention: cfg.DecisionsRetention}
 	var err error
 	lay.nparts, err = cat.Ensure(ctx, adm, cfg.CreateTopics)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -47,6 +48,12 @@ type task struct {
 	// and kept for the rest of the transaction.
 	enc    *encoders
 	encFor *policy.Progress
+	// The chunk in progress: the cursor it began after, and its
+	// candidates and their outcomes, gathered for its one decisions
+	// record (copies in the arena, valid until the transaction ends).
+	chunkAfter    string
+	chunkUsers    []string
+	chunkOutcomes []schemas.Outcome
 
 	// The records of a transaction and the bytes of the keys and values
 	// the task encodes for them, reused from one transaction to the next:
@@ -287,9 +294,11 @@ func (t *task) fanout() (bool, error) {
 	return ok, nil
 }
 
-// Chunking implements policy.Output: it starts the tally of a fan-out
-// the task has not seen begin.
+// Chunking implements policy.Output: it starts gathering the chunk's
+// decisions, and the tally of a fan-out the task has not seen begin.
 func (t *task) Chunking(c *policy.Progress) {
+	t.chunkAfter = c.Cursor
+	t.chunkUsers, t.chunkOutcomes = t.chunkUsers[:0], t.chunkOutcomes[:0]
 	if t.fanning[c.Campaign.ID] == nil {
 		if t.fanning == nil {
 			t.fanning = map[string]*fanoutTally{}
@@ -298,36 +307,44 @@ func (t *task) Chunking(c *policy.Progress) {
 	}
 }
 
-// Decided implements policy.Output: it counts the decision and adds its
-// records (the decision's audit record, the inbox message of a delivery)
-// to the transaction.
+// Decided implements policy.Output: it counts the decision, adds the
+// inbox message of a delivery to the transaction and gathers the decision
+// for the chunk's decisions record (written by Chunked).
 func (t *task) Decided(c *policy.Progress, user string, reason policy.Reason) error {
 	t.counts.decisions[reason]++
-	if t.env.names.Decisions == "" && reason != policy.Delivered {
+	decisions := t.env.names.Decisions != ""
+	if !decisions && reason != policy.Delivered {
 		return nil
 	}
-	if t.encFor != c {
-		enc, err := t.templates(c)
-		if err != nil {
-			return err
-		}
-		t.enc, t.encFor = enc, c
-	}
-	// One delivery id and one copy of the key for the decision and the
-	// inbox record.
-	id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
-	if t.enc.decision != nil {
-		t.decided(t.enc.decision, key, id, user, reason)
+	// One copy of the user for the inbox record's key and the chunk's
+	// list.
+	key := t.key(user)
+	if decisions {
+		t.chunkUsers = append(t.chunkUsers, unsafe.String(unsafe.SliceData(key), len(key)))
+		t.chunkOutcomes = append(t.chunkOutcomes, schemas.Outcome(reason)) // the same order: TestOutcomesFollowReasons
 	}
 	if reason == policy.Delivered {
-		t.deliver(t.enc.inbox, key, id, user)
+		if t.encFor != c {
+			enc, err := t.templates(c)
+			if err != nil {
+				return err
+			}
+			t.enc, t.encFor = enc, c
+		}
+		t.deliver(t.enc.inbox, key, policy.DeliveryID(c.Campaign.ID, user), user)
 	}
 	return nil
 }
 
-// Chunked implements policy.Output: it tallies a chunk of a fan-out for
-// the metrics.
+// Chunked implements policy.Output: it writes the chunk's decisions
+// record, when the chunk had candidates, and tallies the chunk for the
+// metrics.
 func (t *task) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	if len(t.chunkUsers) > 0 {
+		if err := t.decidedChunk(c, ch.Done); err != nil {
+			return err
+		}
+	}
 	if t.counts.candidates == nil {
 		t.counts.candidates = map[string]int64{}
 	}
@@ -415,19 +432,16 @@ func (t *task) key(user string) []byte {
 	return t.arena[start:len(t.arena):len(t.arena)]
 }
 
-// encoders are the templates of a campaign's records, encoded once per chunk
-// of its fan-out (a campaign runs at most one chunk per transaction) rather
-// than once per candidate.
+// encoders are the templates of a campaign's inbox records, encoded once
+// per chunk of its fan-out that delivers (a campaign runs at most one chunk
+// per transaction) rather than once per delivery.
 type encoders struct {
-	inbox    *wire.InboxTemplate
-	decision *wire.DecisionTemplate // nil without a decisions topic
+	inbox *wire.InboxTemplate
 }
 
 // templates returns the encoders of campaign c's records.
 func (t *task) templates(c *policy.Progress) (*encoders, error) {
-	enc := &encoders{}
-	var err error
-	enc.inbox, err = t.env.serde.InboxTemplate(&schemas.InboxMessage{
+	tpl, err := t.env.serde.InboxTemplate(&schemas.InboxMessage{
 		BusinessID: c.Campaign.Business,
 		CampaignID: c.Campaign.ID,
 		SentAt:     millisTime(c.FireAt),
@@ -436,24 +450,32 @@ func (t *task) templates(c *policy.Progress) (*encoders, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode inbox message: %w", err)
 	}
-	if t.env.names.Decisions != "" {
-		enc.decision, err = t.env.serde.DecisionTemplate(&schemas.Decision{
-			BusinessID:  c.Campaign.Business,
-			CampaignID:  c.Campaign.ID,
-			DecidedAsOf: millisTime(c.FireAt),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("encode decision: %w", err)
-		}
-	}
-	return enc, nil
+	return &encoders{inbox: tpl}, nil
 }
 
-// decided writes the audit record of one decision to the decisions topic.
-func (t *task) decided(tpl *wire.DecisionTemplate, key []byte, id, user string, reason policy.Reason) {
+// decidedChunk writes the decisions record of the chunk of c's fan-out
+// that just ended (its candidates gathered by Decided), keyed by the
+// campaign, to the task's partition of the decisions topic: one record for
+// the chunk, not one per candidate (the decision record per candidate was
+// a third of a fan-out's CPU and the largest topic).
+func (t *task) decidedChunk(c *policy.Progress, done bool) error {
+	tpl, err := t.env.serde.DecisionChunkTemplate(&schemas.DecisionChunk{
+		BusinessID:  c.Campaign.Business,
+		CampaignID:  c.Campaign.ID,
+		DecidedAsOf: millisTime(c.FireAt),
+		Partition:   t.p,
+	})
+	if err != nil {
+		return fmt.Errorf("encode decisions of %s: %w", c.Campaign.ID, err)
+	}
 	start := len(t.arena)
-	t.arena = tpl.Append(t.arena, id, user, schemas.Outcome(reason)) // the same order: TestOutcomesFollowReasons
-	t.emit(t.env.names.Decisions, key, t.arena[start:len(t.arena):len(t.arena)])
+	if t.arena, err = tpl.Append(t.arena, t.chunkAfter, done, t.chunkUsers, t.chunkOutcomes); err != nil {
+		return fmt.Errorf("encode decisions of %s: %w", c.Campaign.ID, err)
+	}
+	value := t.arena[start:len(t.arena):len(t.arena)]
+	t.emit(t.env.names.Decisions, t.key(c.Campaign.ID), value)
+	t.chunkUsers, t.chunkOutcomes = t.chunkUsers[:0], t.chunkOutcomes[:0]
+	return nil
 }
 
 // deliver adds the inbox record for user to the transaction.

@@ -485,3 +485,29 @@ func TestEnsureRefusesDecisionsPartitionMismatch(t *testing.T) {
 		t.Fatalf("Ensure with a 2-partition decisions topic and 3 interactions partitions = %v, want ErrCoPartitioning on decisions", err)
 	}
 }
+
+// TestSpecsDecisionsRetention checks that the decisions topic's retention
+// is its own setting, and leaves the inbox's (broker default) alone.
+func TestSpecsDecisionsRetention(t *testing.T) {
+	for _, tc := range []struct {
+		set  time.Duration
+		want string
+	}{
+		{0, strconv.FormatInt(DecisionsRetention.Milliseconds(), 10)},
+		{365 * 24 * time.Hour, "31536000000"},
+		{-1, "-1"},
+	} {
+		for _, s := range (Catalog{Names: NewNames("", "g"), DecisionsRetention: tc.set}).Specs(3) {
+			switch s.Role {
+			case RoleDecisions:
+				if got := s.Configs["retention.ms"]; got == nil || *got != tc.want {
+					t.Errorf("DecisionsRetention %v: decisions retention.ms %v, want %s", tc.set, got, tc.want)
+				}
+			case RoleInbox:
+				if s.Configs["retention.ms"] != nil {
+					t.Errorf("DecisionsRetention %v: the inbox has retention.ms %s, want the broker's default", tc.set, *s.Configs["retention.ms"])
+				}
+			}
+		}
+	}
+}

@@ -1,6 +1,8 @@
 // Package audit answers questions about what the pipeline decided, from the
-// decisions topic (one record per (campaign, user) candidate, written in the
-// transaction that made the decision) and the inbox: per-campaign totals
+// decisions topic (one record per chunk of a campaign's fan-out on a
+// partition, holding every candidate's outcome, written in the transaction
+// that made the decisions; or, in a topic written before version 2 of its
+// schema, one record per (campaign, user) candidate) and the inbox: per-campaign totals
 // ([CampaignReport]) and why one user did or did not get one campaign
 // ([Explain]). It reads with read_committed, as a downstream consumer does,
 // up to each partition's last stable offset as of the call.
@@ -103,22 +105,16 @@ func CampaignReport(ctx context.Context, cfg Config, campaign string, checkInbox
 	rep := &Report{Campaign: campaign, Partitions: map[int32]*Counts{}, InboxRecords: -1}
 	err = r.scan(ctx, cfg.Names.Decisions, nil, func(rec *kgo.Record) error {
 		rep.Decisions++
-		d, err := r.serde.DecodeDecision(rec.Value)
-		if err != nil {
-			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-		}
-		if d.CampaignID != campaign {
-			return nil
-		}
-		c := rep.Partitions[rec.Partition]
-		if c == nil {
-			c = new(Counts)
-			rep.Partitions[rec.Partition] = c
-		}
-		c[d.Outcome]++
-		rep.Total[d.Outcome]++
-		rep.Business, rep.DecidedAsOf = d.BusinessID, d.DecidedAsOf
-		return nil
+		return eachDecision(r.serde, rec, campaign, func(d *schemas.Decision, _ bool) {
+			c := rep.Partitions[rec.Partition]
+			if c == nil {
+				c = new(Counts)
+				rep.Partitions[rec.Partition] = c
+			}
+			c[d.Outcome]++
+			rep.Total[d.Outcome]++
+			rep.Business, rep.DecidedAsOf = d.BusinessID, d.DecidedAsOf
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -140,6 +136,31 @@ func CampaignReport(ctx context.Context, cfg Config, campaign string, checkInbox
 		}
 	}
 	return rep, nil
+}
+
+// eachDecision calls fn with each decision of the decisions record rec, in
+// either form, about campaign ("" for all), and whether it came from a
+// chunk. A chunk of another campaign is skipped without expanding it.
+func eachDecision(serde *wire.Serde, rec *kgo.Record, campaign string, fn func(d *schemas.Decision, chunk bool)) error {
+	c, chunk, err := serde.DecodeDecisionChunk(rec.Value)
+	if err != nil {
+		return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+	}
+	if chunk && campaign != "" && c.CampaignID != campaign {
+		return nil
+	}
+	var ds []schemas.Decision
+	if chunk {
+		ds = c.Decisions(nil)
+	} else if ds, err = serde.DecodeDecisions(nil, rec.Value); err != nil {
+		return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+	}
+	for i := range ds {
+		if campaign == "" || ds[i].CampaignID == campaign {
+			fn(&ds[i], chunk)
+		}
+	}
+	return nil
 }
 
 // SortedPartitions returns the report's partitions in order.
@@ -272,20 +293,16 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 		return nil, err
 	}
 	err = r.scan(ctx, cfg.Names.Decisions, []int32{p}, func(rec *kgo.Record) error {
-		d, err := r.serde.DecodeDecision(rec.Value)
-		if err != nil {
-			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-		}
-		if d.CampaignID != campaign {
-			return nil
-		}
-		if d.UserID == user && string(rec.Key) == user {
-			ex.Decision = &d
-		} else {
-			ex.OthersDecided++
-			ex.OthersAsOf = d.DecidedAsOf
-		}
-		return nil
+		return eachDecision(r.serde, rec, campaign, func(d *schemas.Decision, chunk bool) {
+			// A per-candidate record is keyed by its user; a chunk by
+			// its campaign.
+			if d.UserID == user && (chunk || string(rec.Key) == user) {
+				ex.Decision = d
+			} else {
+				ex.OthersDecided++
+				ex.OthersAsOf = d.DecidedAsOf
+			}
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -628,14 +645,9 @@ func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string)
 	decisions := func(rd *reader, topic string) (map[pair]schemas.Outcome, error) {
 		out := map[pair]schemas.Outcome{}
 		err := rd.scan(ctx, topic, nil, func(rec *kgo.Record) error {
-			d, err := rd.serde.DecodeDecision(rec.Value)
-			if err != nil {
-				return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-			}
-			if campaign == "" || d.CampaignID == campaign {
+			return eachDecision(rd.serde, rec, campaign, func(d *schemas.Decision, _ bool) {
 				out[pair{d.CampaignID, d.UserID}] = d.Outcome
-			}
-			return nil
+			})
 		})
 		return out, err
 	}
