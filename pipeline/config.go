@@ -164,8 +164,8 @@ type Config struct {
 	// Compression is the codec of the record batches the pipeline writes
 	// (inbox, changelog, decisions, dead letters): "zstd" (the default, at
 	// its fastest level), "lz4", "snappy" (franz-go's default) or "none".
-	// zstd stores a delivery in 120 bytes over the three topics where
-	// Snappy takes 193 (ids that are random shrink only under an entropy
+	// zstd stores a fan-out's delivery in 103 bytes over the three topics
+	// where Snappy takes 149 (ids that are random shrink only under an entropy
 	// coder; lz4 gains nothing over Snappy), for 0.5-1 us more CPU per
 	// delivery of a fan-out on Apache Kafka; the steady state showed no
 	// difference (docs/performance.md, the bytes round).
