@@ -125,7 +125,10 @@ func TestProducerCompression(t *testing.T) {
 					}
 				}
 				t.Logf("%s: %d records in %d bytes, batches %v", topic, s.records, s.bytes, s.codecs)
-				if s.codecs[want] == 0 {
+				// A decisions record per chunk may sit alone in its batch,
+				// which franz-go sends uncompressed when the codec does not
+				// shrink it (Snappy, on random ids).
+				if s.codecs[want] == 0 && topic != c.names.Decisions {
 					t.Errorf("%s holds no %s batch: %v", topic, want, s.codecs)
 				}
 			}
