@@ -50,6 +50,7 @@ var (
 	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
 	benchMaxPoll      = flagInt("bench.maxpoll", 0, "MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction, of the pipeline and of its baseline alike (0: the pipeline's default)")
 	benchNoDecisions  = flag.Bool("bench.nodecisions", false, "run the pipeline of BenchmarkFanout with the decisions topic off (--decisions=false): two records per delivery instead of three")
+	benchCompression  = flag.String("bench.compression", "", "the pipeline's --compression in every runner the e2e tests and benchmarks start (empty: its default, zstd)")
 	benchProfile      = flag.String("bench.cpuprofile", "", "a folder to write a CPU profile of each benchmark's measured pipeline phase to (steady.prof, fanout.prof), without the ingest or the baselines that -test.cpuprofile would mix in")
 )
 

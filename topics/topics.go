@@ -229,11 +229,11 @@ type Catalog struct {
 //   - changelog: the interactions count (task p's state is in partition p),
 //     cleanup.policy=compact: it is the truth the state is rebuilt from, so it
 //     must keep the latest value of every key for ever; deletions stay in
-//     the log for ChangelogDeleteRetention.
+//     the log for ChangelogDeleteRetention. compression.type=zstd.
 //   - decisions (unless Names.Decisions is empty): the interactions count,
 //     task p writing the decisions about its users to partition p;
 //     cleanup.policy=delete with retention.ms = Catalog.DecisionsRetention
-//     (default DecisionsRetention).
+//     (default DecisionsRetention), compression.type=zstd.
 func (c Catalog) Specs(interactionPartitions int32) []Spec {
 	rf := c.replicationFactor()
 	specs := []Spec{
@@ -255,6 +255,10 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 				// from its checkpoint: the deletions since are still in
 				// the log (see docs/design.md, known limits).
 				"delete.retention.ms": kadm.StringPtr(strconv.FormatInt(ChangelogDeleteRetention.Milliseconds(), 10)),
+				// Kept compressed with zstd whatever wrote it (the
+				// pipeline's producer writes zstd already): random ids
+				// need an entropy coder to shrink.
+				"compression.type": kadm.StringPtr("zstd"),
 			},
 		},
 	}
@@ -264,6 +268,8 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 			Configs: map[string]*string{
 				"cleanup.policy": kadm.StringPtr("delete"),
 				"retention.ms":   kadm.StringPtr(strconv.FormatInt(c.decisionsRetentionMs(), 10)),
+				// As the changelog: only this project's tools read it.
+				"compression.type": kadm.StringPtr("zstd"),
 			},
 		})
 	}
