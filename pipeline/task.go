@@ -64,6 +64,7 @@ type task struct {
 	// encoding buffer per inbox and decision record.
 	slab  []kgo.Record
 	arena []byte
+	idbuf []byte // the delivery id of the last delivery
 
 	// contacts is the partition's contact filter, built once the task's
 	// state is restored (a task is handed over only with one).
@@ -331,7 +332,9 @@ func (t *task) Decided(c *policy.Progress, user string, reason policy.Reason) er
 			}
 			t.enc, t.encFor = enc, c
 		}
-		t.deliver(t.enc.inbox, key, policy.DeliveryID(c.Campaign.ID, user), user)
+		// The id in a reused buffer: deliver copies it into the record.
+		t.idbuf = schemas.AppendDeliveryID(t.idbuf[:0], c.Campaign.ID, user)
+		t.deliver(t.enc.inbox, key, unsafe.String(unsafe.SliceData(t.idbuf), len(t.idbuf)), user)
 	}
 	return nil
 }
