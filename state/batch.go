@@ -460,8 +460,8 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		end int // of the user in users
 		c   policy.Contact
 	}
-	members := make([]member, 0, min(limit, 1024))
-	buf := make([]byte, 0, 16*cap(members)) // the members' users, end to end: one string for all
+	members := make([]member, 0, min(limit, 1<<13)) // a chunk's worth at FanoutChunk's default: no regrowth
+	buf := make([]byte, 0, 16*cap(members))         // the members' users, end to end: one string for all
 	for it.First(); it.Valid() && len(members) < limit; it.Next() {
 		user := it.Key()[len(prefix):]
 		c, err := DecodeContact(it.Value())
