@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/kafkaconn"
@@ -62,6 +63,30 @@ func benchPoll() int {
 		return *benchMaxPoll
 	}
 	return pipeline.DefaultMaxPollRecords
+}
+
+// phaseSums returns the total time of each phase of the committed
+// transactions (sponsor_transaction_phase_seconds) in reg.
+func phaseSums(b *testing.B, reg *prometheus.Registry) map[string]time.Duration {
+	b.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatalf("gather metrics: %v", err)
+	}
+	out := map[string]time.Duration{}
+	for _, mf := range mfs {
+		if mf.GetName() != "sponsor_transaction_phase_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "phase" {
+					out[l.GetValue()] = time.Duration(m.GetHistogram().GetSampleSum() * float64(time.Second))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // fanoutChunk is BenchmarkFanout's FanoutChunk, the pipeline's and its
@@ -195,10 +220,11 @@ func BenchmarkFanout(b *testing.B) {
 		recs = nil
 		ends := c.offsets(b, c.names.Interactions, false)
 		resetPeakRSS()
-		h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) {
+		reg := prometheus.NewRegistry()
+		h := startRunnerMetrics(b, c, b.TempDir(), func(cfg *pipeline.Config) {
 			cfg.NoDecisions = *benchNoDecisions
 			cfg.FanoutChunk = *benchChunk
-		})
+		}, reg)
 		ingest := waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
 		ingestRSS := peakRSSMiB()
 		b.Logf("ingested %d contacts of %s in %s (%.0f rec/s, first progress after %s)", m, biz, ingest.total.Round(time.Millisecond),
@@ -212,6 +238,7 @@ func BenchmarkFanout(b *testing.B) {
 		crec := c.campaignRecord(b, &camp)
 		resetPeakRSS()
 		txns0 := h.r.Stats().Transactions.Load()
+		phases0 := phaseSums(b, reg)
 		b.StartTimer()
 		cpu0 := processCPU()
 		stopProfile := profilePhase(b, "fanout")
@@ -236,6 +263,13 @@ func BenchmarkFanout(b *testing.B) {
 		b.StopTimer()
 		fanRSS := peakRSSMiB()
 		txns := h.r.Stats().Transactions.Load() - txns0
+		phases := phaseSums(b, reg)
+		var phaseLine []string
+		for _, ph := range []string{"process", "produce", "flush", "end"} {
+			phaseLine = append(phaseLine, fmt.Sprintf("%s %s", ph, (phases[ph]-phases0[ph]).Round(time.Millisecond)))
+		}
+		b.Logf("fan-out: the transactions' phases, summed (sponsor_transaction_phase_seconds; the apply to Pebble runs beside the next transaction): %s",
+			strings.Join(phaseLine, ", "))
 		h.stop(b)
 		decRecs, decBytes := topicVolume(b, c, c.names.Decisions)
 		// Publish to inbox: each inbox record's timestamp (set when the
