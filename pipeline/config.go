@@ -19,6 +19,10 @@ import (
 // interactions one transaction processes.
 const DefaultMaxPollRecords = 5000
 
+// DefaultFanoutChunk is Config.FanoutChunk's default: the most decisions a
+// task makes in one transaction.
+const DefaultFanoutChunk = 5000
+
 // StoreDir is the folder of the Pebble store inside an instance's state
 // folder (Config.StateDir): where `sponsor run` keeps it, and where the
 // tools that read or rebuild a state folder find it.
@@ -106,7 +110,7 @@ type Config struct {
 	Policy policy.Config
 	// FanoutChunk is the most (campaign, user) decisions a task makes in
 	// one transaction; a larger fan-out continues in the next ones, its
-	// cursor in the task's state. Default 5000.
+	// cursor in the task's state. Default DefaultFanoutChunk.
 	FanoutChunk int
 	// MaxPollRecords bounds the interactions processed in one transaction.
 	// Default DefaultMaxPollRecords.
@@ -216,7 +220,7 @@ func (c *Config) EnsureDefaults() {
 		c.DecisionsRetention = topics.DecisionsRetention
 	}
 	if c.FanoutChunk == 0 {
-		c.FanoutChunk = 5000
+		c.FanoutChunk = DefaultFanoutChunk
 	}
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = DefaultMaxPollRecords

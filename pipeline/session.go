@@ -116,6 +116,7 @@ func groupOpts(cfg *Config, names topics.Names, id string, base []kgo.Opt, h *ha
 		kgo.RecordPartitioner(outputPartitioner{deadletter: names.DeadLetter}),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchCompression(codecs...),
+		kgo.MaxBufferedRecords(producerBufferedRecords),
 		// A produce that fails with a retriable error waits for a
 		// metadata refresh, which franz-go holds back until the last one
 		// is MetadataMinAge old (5 s by default). Under transaction
@@ -162,6 +163,17 @@ func producerCompression(name string) ([]kgo.CompressionCodec, error) {
 	}
 	return nil, fmt.Errorf("want zstd, lz4, snappy or none, got %q", name)
 }
+
+// producerBufferedRecords is the most records the session's producer holds
+// before a Produce blocks (franz-go's default is 10,000). A transaction's
+// records are all in the tasks' memory until it ends anyway, so the bound
+// costs no memory; with 10,000 a fan-out's tasks, which hand their records
+// over while they work (task.send), waited for the broker's acknowledgements
+// every 10,000 records of the 60,000 a transaction of 6 partitions carries.
+// Measured, a 1M-contact fan-out on kfake, two interleaved pairs: 2.63 and
+// 2.57 us of CPU per delivery against 2.84 and 2.88, 671k and 664k
+// deliveries/s against 604k and 592k (docs/performance.md).
+const producerBufferedRecords = 1 << 18
 
 // sessionFetchMaxWait is how long the broker may hold the session's fetch
 // for data.

@@ -91,7 +91,7 @@ func (s *Stats) observeCommit(d time.Duration) {
 // sponsor_transaction_phase_seconds.
 const (
 	phaseProcess = "process" // the tasks' work: decode, rules, state, records
-	phaseProduce = "produce" // handing the records to the client
+	phaseProduce = "produce" // handing the records the tasks did not hand over while they worked to the client
 	phaseFlush   = "flush"   // until the broker acknowledged every record
 	phaseEnd     = "end"     // the offset commit and EndTxn
 )
@@ -366,7 +366,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 	})
 	s.phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sponsor_transaction_phase_seconds",
-		Help:    "Time each phase of a committed transaction took: process (the tasks' work: decode, rules, state, records), produce (handing the records to the client), flush (until the broker acknowledged them), end (offset commit and EndTxn). The apply to Pebble runs after the commit, beside the next transaction.",
+		Help:    "Time each phase of a committed transaction took: process (the tasks' work: decode, rules, state, records), produce (handing the records to the client that the tasks did not hand over during their work: a task hands them over every 512 records), flush (until the broker acknowledged them), end (offset commit and EndTxn). The apply to Pebble runs after the commit, beside the next transaction.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 	}, []string{"phase"})
 	for _, p := range []string{phaseProcess, phaseProduce, phaseFlush, phaseEnd} {

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 )
 
@@ -12,13 +13,27 @@ import (
 // contract, so readers of the decisions topic derive it from a chunk's
 // (campaign, user) pairs rather than the chunk storing it.
 func DeliveryID(campaignID, userID string) string {
-	h := sha256.New()
-	var n [4]byte
-	for _, s := range [2]string{campaignID, userID} {
-		n[0], n[1], n[2], n[3] = byte(len(s)>>24), byte(len(s)>>16), byte(len(s)>>8), byte(len(s))
-		h.Write(n[:])
-		h.Write([]byte(s))
+	var buf [DeliveryIDLen]byte
+	return string(AppendDeliveryID(buf[:0], campaignID, userID))
+}
+
+// DeliveryIDLen is the length of a delivery id: 16 bytes in hex.
+const DeliveryIDLen = 32
+
+// AppendDeliveryID appends DeliveryID(campaignID, userID) to dst and returns
+// the extended slice. For ids of up to 120 bytes together it allocates
+// nothing: a fan-out computes one per delivery.
+func AppendDeliveryID(dst []byte, campaignID, userID string) []byte {
+	var stack [128]byte
+	in := stack[:0]
+	if n := 8 + len(campaignID) + len(userID); n > len(stack) {
+		in = make([]byte, 0, n)
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	// The hash's input: each id after its length, 4 bytes big-endian.
+	in = binary.BigEndian.AppendUint32(in, uint32(len(campaignID)))
+	in = append(in, campaignID...)
+	in = binary.BigEndian.AppendUint32(in, uint32(len(userID)))
+	in = append(in, userID...)
+	sum := sha256.Sum256(in)
+	return hex.AppendEncode(dst, sum[:16])
 }

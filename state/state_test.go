@@ -543,3 +543,62 @@ func audience(t *testing.T, b *Batch, business string) []string {
 	}
 	return users
 }
+
+// TestAudienceReadsTheBatchOnlyWhenItChangedContacts: a batch that changed
+// no contact scans the DB and stays unindexed, so that the fan-out's writes
+// after its scan are cheap; one that did (an interaction or an earlier
+// chunk in the same transaction) scans its own writes over the DB: a
+// contact added, one rewritten, one deleted.
+func TestAudienceReadsTheBatchOnlyWhenItChangedContacts(t *testing.T) {
+	s := open(t)
+	old, fresh := policy.Contact{Last: [3]int64{1, 0, 0}}, policy.Contact{Last: [3]int64{5, 0, 0}}
+	b0 := s.NewBatch(0)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if err := b0.PutContact(u, "biz", &old, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b0.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	lasts := func(b *Batch) map[string]int64 {
+		t.Helper()
+		got := map[string]int64{}
+		if _, _, err := b.Audience("biz", "", 100, func(u string, c *policy.Contact) error {
+			got[u] = c.Last[0]
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	b1 := s.NewBatch(0)
+	defer b1.Close()
+	if err := b1.PutMeta(&policy.Meta{Input: 3}); err != nil { // not a contact
+		t.Fatal(err)
+	}
+	if got, want := lasts(b1), map[string]int64{"u1": 1, "u2": 1, "u3": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("audience of a batch without contact changes = %v, want %v", got, want)
+	}
+	if b1.b.Indexed() {
+		t.Fatal("a scan by a batch without contact changes indexed it")
+	}
+	// The chunk's writes after its scan, then another scan in the same
+	// batch: it sees them.
+	if err := b1.PutContact("u1", "biz", &fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.PutContact("u0", "biz", &fresh, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.DeleteContact("u3", "biz"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lasts(b1), map[string]int64{"u0": 5, "u1": 5, "u2": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("audience of a batch with contact changes = %v, want %v", got, want)
+	}
+	if !b1.b.Indexed() {
+		t.Fatal("a scan by a batch with contact changes did not read them through the indexed batch")
+	}
+}
