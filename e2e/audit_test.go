@@ -3,12 +3,14 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 )
 
@@ -211,3 +213,115 @@ type cmdError struct {
 }
 
 func (e *cmdError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }
+
+// TestDecisionsOneRecordPerChunk runs a fan-out of 250 contacts on 3
+// partitions in chunks of 40 and checks that the decisions topic holds one
+// record per chunk, in the chunk form: per partition, ceil(contacts/40)
+// records, each keyed by the campaign, chained by their cursors from the
+// first (cursor empty) to the one that finished the fan-out; that the
+// records hold every candidate's outcome (the oracle's, checkInbox); and
+// that `sponsor report` and `sponsor explain`, reading those records, agree
+// with the inbox.
+func TestDecisionsOneRecordPerChunk(t *testing.T) {
+	bin := sponsorBinary(t)
+	const contacts, chunk = 250, 40
+	c := newCluster(t, "chunks", 3)
+	send := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	camp := schemas.Campaign{CampaignID: "camp-chunks", BusinessID: "biz-chunks", Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(time.Hour), Message: schemas.Message{Text: "chunks"}}
+	var ins []schemas.Interaction
+	perPartition := map[int32]int{}
+	for i := range contacts {
+		u := userID(i)
+		perPartition[userPartition(u, c.parts)]++
+		ins = append(ins, schemas.Interaction{EventID: fmt.Sprint("m", i), UserID: u, BusinessID: camp.BusinessID, Kind: schemas.UserMessage, OccurredAt: send.Add(-time.Duration(contacts-i) * time.Minute)})
+		if i%5 == 0 { // a fifth block the business afterwards
+			ins = append(ins, schemas.Interaction{EventID: fmt.Sprint("b", i), UserID: u, BusinessID: camp.BusinessID, Kind: schemas.Block, OccurredAt: send.Add(-time.Second)})
+		}
+	}
+	sc := scenario{Campaigns: []schemas.Campaign{camp}, Interactions: ins}
+	c.produceScenario(t, sc)
+	want, _ := expectedDeliveries(ins, sc.Campaigns, defaultOracle)
+	if len(want) != contacts*4/5 {
+		t.Fatalf("the oracle delivers %d, want %d", len(want), contacts*4/5)
+	}
+	h := startRunner(t, c, t.TempDir(), func(cfg *pipeline.Config) { cfg.FanoutChunk = chunk })
+	c.waitSettled(t, campaignIDs(sc.Campaigns), 60*time.Second, h.alive)
+	c.checkInbox(t, sc, want)
+
+	recs := c.readAll(t, c.names.Decisions)
+	drep := compareDecisions(c.serde, recs, want, oracleOutcomes(ins, sc.Campaigns, defaultOracle), c.parts)
+	if !drep.ok() || drep.Chunks != drep.Records || drep.Candidates != contacts {
+		t.Errorf("decisions: %s; want only chunk records, %d candidates", drep, contacts)
+	}
+	wantRecords := 0
+	for _, n := range perPartition {
+		wantRecords += (n + chunk - 1) / chunk
+	}
+	if len(recs) != wantRecords {
+		t.Errorf("decisions topic has %d records for %d candidates on %d partitions in chunks of %d, want %d (one per chunk)", len(recs), contacts, c.parts, chunk, wantRecords)
+	}
+	byPartition := map[int32][]schemas.DecisionChunk{}
+	for _, r := range recs {
+		ch, ok, err := c.serde.DecodeDecisionChunk(r.Value)
+		if err != nil || !ok {
+			t.Fatalf("decisions %d@%d: chunk %v, %v", r.Partition, r.Offset, ok, err)
+		}
+		byPartition[r.Partition] = append(byPartition[r.Partition], ch)
+	}
+	for p, chs := range byPartition {
+		after := ""
+		for i, ch := range chs {
+			if ch.After != after || len(ch.Users) > chunk || ch.Done != (i == len(chs)-1) {
+				t.Errorf("partition %d chunk %d: after %q (want %q), %d users (at most %d), done %v", p, i, ch.After, after, len(ch.Users), chunk, ch.Done)
+			}
+			after = ch.Users[len(ch.Users)-1]
+		}
+	}
+
+	run := func(args ...string) ([]byte, error) {
+		args = append(args, "--brokers", strings.Join(c.brokers, ","), "--registry", c.registry, "--topic-prefix", c.prefix)
+		out, err := exec.Command(bin, args...).Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return out, &cmdError{err: ee, stderr: string(ee.Stderr)}
+		}
+		return out, err
+	}
+	out, err := run("report", "--campaign", camp.CampaignID, "--inbox", "--json")
+	if err != nil {
+		t.Fatalf("sponsor report: %v", err)
+	}
+	var rep struct {
+		Total struct {
+			Delivered int64            `json:"delivered"`
+			ByOutcome map[string]int64 `json:"by_outcome"`
+		} `json:"total"`
+		InboxRecords *int64 `json:"inbox_records"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report --json: %v\n%s", err, out)
+	}
+	if rep.Total.Delivered != int64(len(want)) || rep.InboxRecords == nil || *rep.InboxRecords != int64(len(want)) || rep.Total.ByOutcome["BLOCKED"] != contacts/5 {
+		t.Errorf("report: delivered %d, inbox %v, by outcome %v; want %d delivered and in the inbox, %d BLOCKED", rep.Total.Delivered, rep.InboxRecords, rep.Total.ByOutcome, len(want), contacts/5)
+	}
+	for _, tc := range []struct {
+		user, outcome string
+	}{{userID(1), "DELIVERED"}, {userID(contacts - 1), "DELIVERED"}, {userID(5), "BLOCKED"}} {
+		out, err := run("explain", "--campaign", camp.CampaignID, "--user", tc.user, "--group", c.group, "--json")
+		if err != nil {
+			t.Errorf("explain %s: %v", tc.user, err)
+			continue
+		}
+		var ex struct {
+			Outcome    string          `json:"outcome"`
+			DeliveryID string          `json:"delivery_id"`
+			Consistent bool            `json:"consistent"`
+			Inbox      json.RawMessage `json:"inbox"`
+		}
+		if err := json.Unmarshal(out, &ex); err != nil {
+			t.Fatalf("explain --json: %v\n%s", err, out)
+		}
+		if ex.Outcome != tc.outcome || !ex.Consistent || (ex.Inbox != nil) != (tc.outcome == "DELIVERED") || ex.DeliveryID != schemas.DeliveryID(camp.CampaignID, tc.user) {
+			t.Errorf("explain %s: %s; want %s, consistent, the inbox record exactly when delivered, delivery id %s", tc.user, out, tc.outcome, schemas.DeliveryID(camp.CampaignID, tc.user))
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/kafkaconn"
@@ -50,6 +51,9 @@ var (
 	benchParts        = flagInt("bench.partitions", 6, "partitions of every topic (the pipeline's default)")
 	benchMaxPoll      = flagInt("bench.maxpoll", 0, "MaxPollRecords in BenchmarkSteadyState, i.e. the most interactions per transaction, of the pipeline and of its baseline alike (0: the pipeline's default)")
 	benchNoDecisions  = flag.Bool("bench.nodecisions", false, "run the pipeline of BenchmarkFanout with the decisions topic off (--decisions=false): two records per delivery instead of three")
+	benchCompression  = flag.String("bench.compression", "", "the pipeline's --compression in every runner the e2e tests and benchmarks start (empty: its default, zstd)")
+	benchChunk        = flagInt("bench.fanoutchunk", 0, "FanoutChunk of BenchmarkFanout's pipeline, and the records per partition of its baseline's transactions (0: the pipeline's default)")
+	benchSettle       = flag.Duration("bench.settle", 0, "how long BenchmarkFanout waits after its ingest before it publishes the campaign, so that Pebble's compactions of the ingest end before the measured phase (0: at once, as before)")
 	benchProfile      = flag.String("bench.cpuprofile", "", "a folder to write a CPU profile of each benchmark's measured pipeline phase to (steady.prof, fanout.prof), without the ingest or the baselines that -test.cpuprofile would mix in")
 )
 
@@ -60,6 +64,39 @@ func benchPoll() int {
 		return *benchMaxPoll
 	}
 	return pipeline.DefaultMaxPollRecords
+}
+
+// phaseSums returns the total time of each phase of the committed
+// transactions (sponsor_transaction_phase_seconds) in reg.
+func phaseSums(b *testing.B, reg *prometheus.Registry) map[string]time.Duration {
+	b.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatalf("gather metrics: %v", err)
+	}
+	out := map[string]time.Duration{}
+	for _, mf := range mfs {
+		if mf.GetName() != "sponsor_transaction_phase_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "phase" {
+					out[l.GetValue()] = time.Duration(m.GetHistogram().GetSampleSum() * float64(time.Second))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// fanoutChunk is BenchmarkFanout's FanoutChunk, the pipeline's and its
+// baseline's: a comparison at equal transaction sizes.
+func fanoutChunk() int {
+	if *benchChunk > 0 {
+		return *benchChunk
+	}
+	return pipeline.DefaultFanoutChunk
 }
 
 // profilePhase starts a CPU profile of one phase into -bench.cpuprofile's
@@ -161,7 +198,8 @@ func BenchmarkSteadyState(b *testing.B) {
 
 // BenchmarkFanout: one campaign to a business with M contacts spread over
 // every partition; deliveries/s from the moment the campaign is published
-// until every delivery is committed, against a raw transactional produce of
+// until every delivery is committed, and the percentiles of the time from
+// the publish to each inbox record (p50_ms, p99_ms), against a raw transactional produce of
 // M records of the inbox record's size, in transactions of as many records
 // as one of the pipeline's (FanoutChunk per partition). The pipeline also
 // writes one changelog record per delivery (the contact's last delivery
@@ -183,17 +221,25 @@ func BenchmarkFanout(b *testing.B) {
 		recs = nil
 		ends := c.offsets(b, c.names.Interactions, false)
 		resetPeakRSS()
-		h := startRunner(b, c, b.TempDir(), func(cfg *pipeline.Config) { cfg.NoDecisions = *benchNoDecisions })
+		reg := prometheus.NewRegistry()
+		h := startRunnerMetrics(b, c, b.TempDir(), func(cfg *pipeline.Config) {
+			cfg.NoDecisions = *benchNoDecisions
+			cfg.FanoutChunk = *benchChunk
+		}, reg)
 		ingest := waitCommitted(b, c, c.group, ends, time.Now(), h.alive)
 		ingestRSS := peakRSSMiB()
 		b.Logf("ingested %d contacts of %s in %s (%.0f rec/s, first progress after %s)", m, biz, ingest.total.Round(time.Millisecond),
 			float64(m)/ingest.total.Seconds(), ingest.first.Round(time.Millisecond))
 
+		if *benchSettle > 0 {
+			time.Sleep(*benchSettle) // a pause the flag asks for, not a wait on a condition
+		}
 		camp := schemas.Campaign{CampaignID: "camp-fanout", BusinessID: biz, Action: schemas.Launch, SendAt: sendAt,
 			ExpiresAt: sendAt.Add(365 * 24 * time.Hour), Message: benchMessage}
 		crec := c.campaignRecord(b, &camp)
 		resetPeakRSS()
 		txns0 := h.r.Stats().Transactions.Load()
+		phases0 := phaseSums(b, reg)
 		b.StartTimer()
 		cpu0 := processCPU()
 		stopProfile := profilePhase(b, "fanout")
@@ -218,13 +264,25 @@ func BenchmarkFanout(b *testing.B) {
 		b.StopTimer()
 		fanRSS := peakRSSMiB()
 		txns := h.r.Stats().Transactions.Load() - txns0
+		phases := phaseSums(b, reg)
+		var phaseLine []string
+		for _, ph := range []string{"process", "produce", "flush", "end"} {
+			phaseLine = append(phaseLine, fmt.Sprintf("%s %s", ph, (phases[ph]-phases0[ph]).Round(time.Millisecond)))
+		}
+		b.Logf("fan-out: the transactions' phases, summed (sponsor_transaction_phase_seconds; the apply to Pebble runs beside the next transaction): %s",
+			strings.Join(phaseLine, ", "))
 		h.stop(b)
+		decRecs, decBytes := topicVolume(b, c, c.names.Decisions)
+		// Publish to inbox: each inbox record's timestamp (set when the
+		// pipeline produced it, in its transaction) after the campaign's
+		// publish, as BenchmarkScale reports for its 1M fan-out.
+		lat := deliveryLatencies(b, c, camp.CampaignID, start)
 
 		// The inbox value of one delivery, to size the baseline's records.
 		size := inboxSize(b, c, &camp, userID(0))
 		b.StartTimer()
 		cpu2 := processCPU()
-		base := rawTransactProduce(b, c, m, size, *benchParts*5000)
+		base := rawTransactProduce(b, c, m, size, *benchParts*fanoutChunk())
 		cpu3 := processCPU()
 		b.StopTimer()
 		reportCPU(b, "fan-out (per delivery; baseline: raw produce)", cpu1-cpu0, m, cpu3-cpu2, m)
@@ -235,6 +293,13 @@ func BenchmarkFanout(b *testing.B) {
 		b.ReportMetric(rate/baseRate, "ratio")
 		b.ReportMetric(ingestRSS, "peak_rss_ingest_MiB")
 		b.ReportMetric(fanRSS, "peak_rss_fanout_MiB")
+		b.ReportMetric(float64(decRecs)/float64(m), "decision_rec/delivery")
+		b.ReportMetric(float64(pct(lat, 50).Milliseconds()), "p50_ms")
+		b.ReportMetric(float64(pct(lat, 99).Milliseconds()), "p99_ms")
+		b.Logf("fan-out: time from the campaign's publish to each of its %d inbox records: p50 %s, p90 %s, p99 %s, max %s",
+			len(lat), pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100))
+		b.ReportMetric(float64(decBytes)/float64(m), "decision_B/delivery")
+		b.Logf("decisions topic: %d records, %d bytes of keys and values (%.4f records, %.1f bytes per delivery)", decRecs, decBytes, float64(decRecs)/float64(m), float64(decBytes)/float64(m))
 		b.Logf("fan-out to %d contacts: %s (first delivery committed after %s) = %.0f deliveries/s in %d transactions; raw transactional produce of %d records of %d bytes: %s = %.0f rec/s; ratio %.2f; peak RSS during ingest %.0f MiB, during fan-out %.0f MiB",
 			m, pipe.Round(time.Millisecond), firstAt.Round(time.Millisecond), rate, txns, m, size, base.Round(time.Millisecond), baseRate, rate/baseRate, ingestRSS, fanRSS)
 		b.StartTimer()
@@ -339,6 +404,20 @@ func fanoutWorkload(m int, biz string) ([]schemas.Interaction, time.Time) {
 			Kind: schemas.UserMessage, OccurredAt: benchT0.Add(time.Duration(i) * time.Millisecond)}
 	}
 	return out, benchT0.Add(time.Duration(m)*time.Millisecond + time.Hour)
+}
+
+// topicVolume returns the committed records of topic and the bytes of
+// their keys and values (before the batches' compression and headers).
+func topicVolume(b *testing.B, c *cluster, topic string) (records, bytes int64) {
+	b.Helper()
+	if topic == "" {
+		return 0, 0
+	}
+	for _, r := range c.readAll(b, topic) {
+		records++
+		bytes += int64(len(r.Key) + len(r.Value))
+	}
+	return records, bytes
 }
 
 func avgValue(recs []*kgo.Record) int {

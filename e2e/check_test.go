@@ -143,6 +143,8 @@ func (c *cluster) checkInbox(t testing.TB, sc scenario, want map[pairKey]deliver
 // decisionReport is the comparison of the decisions topic with the oracle.
 type decisionReport struct {
 	Records    int
+	Chunks     int // records of the chunk form; the rest are per candidate
+	Candidates int // decisions in the records, of both forms
 	ByOutcome  map[schemas.Outcome]int
 	Duplicates []string // a second decision about a (campaign, user) pair
 	Missing    []string // an expected delivery (or suppression) with no decision
@@ -152,8 +154,8 @@ type decisionReport struct {
 func (r decisionReport) ok() bool { return len(r.Duplicates)+len(r.Missing)+len(r.Wrong) == 0 }
 
 func (r decisionReport) String() string {
-	return fmt.Sprintf("records %d, by outcome %v; duplicates %d [%s]; missing %d [%s]; wrong %d [%s]",
-		r.Records, r.ByOutcome, len(r.Duplicates), firstFew(r.Duplicates), len(r.Missing), firstFew(r.Missing), len(r.Wrong), firstFew(r.Wrong))
+	return fmt.Sprintf("records %d (%d chunks), candidates %d, by outcome %v; duplicates %d [%s]; missing %d [%s]; wrong %d [%s]",
+		r.Records, r.Chunks, r.Candidates, r.ByOutcome, len(r.Duplicates), firstFew(r.Duplicates), len(r.Missing), firstFew(r.Missing), len(r.Wrong), firstFew(r.Wrong))
 }
 
 // oracleOutcome maps an outcome of the oracle's decide to the pipeline's;
@@ -166,51 +168,53 @@ var oracleOutcome = map[string]schemas.Outcome{
 	outWindow: schemas.FrequencyBusiness,
 }
 
-// compareDecisions checks the decision records: each decodes, is keyed by
-// its user on the user's partition, carries DeliveryID(campaign, user), and
-// is the only one of its pair; the DELIVERED ones are exactly want. With
-// outcomes (the oracle's outcome of every pair, see oracleOutcomes), every
-// decision's outcome must be the oracle's, and every pair the oracle
-// suppresses for a reason other than no contact (so the user is among the
-// business's contacts) must have its decision.
+// compareDecisions checks the decision records, of either form: each
+// decodes; a per-candidate record is keyed by its user on the user's
+// partition and carries DeliveryID(campaign, user); a chunk record is keyed
+// by its campaign, names the partition it is on, and holds users of that
+// partition in ascending order after its cursor. Each decision is the only
+// one of its pair; the DELIVERED ones are exactly want. With outcomes (the
+// oracle's outcome of every pair, see oracleOutcomes), every decision's
+// outcome must be the oracle's, and every pair the oracle suppresses for a
+// reason other than no contact (so the user is among the business's
+// contacts) must have its decision.
 func compareDecisions(serde *wire.Serde, recs []*kgo.Record, want map[pairKey]delivery, outcomes map[pairKey]string, parts int32) decisionReport {
 	rep := decisionReport{Records: len(recs), ByOutcome: map[schemas.Outcome]int{}}
 	seen := map[pairKey]schemas.Outcome{}
 	for _, r := range recs {
 		where := fmt.Sprintf("decisions %d@%d", r.Partition, r.Offset)
-		d, err := serde.DecodeDecision(r.Value)
+		c, chunk, err := serde.DecodeDecisionChunk(r.Value)
+		var ds []schemas.Decision
+		if err == nil && chunk {
+			rep.Chunks++
+			switch {
+			case string(r.Key) != c.CampaignID:
+				rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: chunk key %q, want the campaign_id %q", where, r.Key, c.CampaignID))
+			case c.Partition != r.Partition:
+				rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: chunk of partition %d on partition %d", where, c.Partition, r.Partition))
+			case !slices.IsSorted(c.Users) || c.Users[0] <= c.After && c.After != "":
+				rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: chunk users %q after %q, want ascending after the cursor", where, firstFew(c.Users), c.After))
+			}
+			ds = c.Decisions(nil)
+		} else if err == nil {
+			ds, err = serde.DecodeDecisions(nil, r.Value)
+			if err == nil {
+				d := ds[0]
+				switch {
+				case string(r.Key) != d.UserID:
+					rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: key %q, want the user_id %q", where, r.Key, d.UserID))
+				case d.DeliveryID != policy.DeliveryID(d.CampaignID, d.UserID):
+					rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: delivery id %q, want %q", where, d.DeliveryID, policy.DeliveryID(d.CampaignID, d.UserID)))
+				}
+			}
+		}
 		if err != nil {
 			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: value does not decode: %v", where, err))
 			continue
 		}
-		k := pairKey{d.CampaignID, d.UserID}
-		if prev, ok := seen[k]; ok {
-			rep.Duplicates = append(rep.Duplicates, fmt.Sprintf("%s: %s->%s %s again (first %s)", where, d.CampaignID, d.UserID, d.Outcome, prev))
-			continue
-		}
-		seen[k] = d.Outcome
-		rep.ByOutcome[d.Outcome]++
-		switch {
-		case string(r.Key) != d.UserID:
-			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: key %q, want the user_id %q", where, r.Key, d.UserID))
-		case r.Partition != userPartition(d.UserID, parts):
-			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: user %s on partition %d, want %d", where, d.UserID, r.Partition, userPartition(d.UserID, parts)))
-		case d.DeliveryID != policy.DeliveryID(d.CampaignID, d.UserID):
-			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: delivery id %q, want %q", where, d.DeliveryID, policy.DeliveryID(d.CampaignID, d.UserID)))
-		}
-		_, delivered := want[k]
-		if (d.Outcome == schemas.Delivered) != delivered {
-			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, but the oracle's deliveries %s it", where, d.CampaignID, d.UserID, d.Outcome,
-				map[bool]string{true: "include", false: "do not include"}[delivered]))
-			continue
-		}
-		if delivered && !d.DecidedAsOf.Equal(want[k].SentAt) {
-			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %v decided as of %s, want the sent_at %s", where, k, d.DecidedAsOf.UTC(), want[k].SentAt.UTC()))
-		}
-		if outcomes != nil {
-			if o, ok := oracleOutcome[outcomes[k]]; !ok || o != d.Outcome {
-				rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, the oracle says %q", where, d.CampaignID, d.UserID, d.Outcome, outcomes[k]))
-			}
+		for _, d := range ds {
+			rep.Candidates++
+			compareDecision(&rep, where, r.Partition, d, seen, want, outcomes, parts)
 		}
 	}
 	for k, d := range want {
@@ -227,6 +231,35 @@ func compareDecisions(serde *wire.Serde, recs []*kgo.Record, want map[pairKey]de
 	return rep
 }
 
+// compareDecision checks one decision d, of the record at where on
+// partition p, for compareDecisions.
+func compareDecision(rep *decisionReport, where string, p int32, d schemas.Decision, seen map[pairKey]schemas.Outcome, want map[pairKey]delivery, outcomes map[pairKey]string, parts int32) {
+	k := pairKey{d.CampaignID, d.UserID}
+	if prev, ok := seen[k]; ok {
+		rep.Duplicates = append(rep.Duplicates, fmt.Sprintf("%s: %s->%s %s again (first %s)", where, d.CampaignID, d.UserID, d.Outcome, prev))
+		return
+	}
+	seen[k] = d.Outcome
+	rep.ByOutcome[d.Outcome]++
+	if p != userPartition(d.UserID, parts) {
+		rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: user %s on partition %d, want %d", where, d.UserID, p, userPartition(d.UserID, parts)))
+	}
+	_, delivered := want[k]
+	if (d.Outcome == schemas.Delivered) != delivered {
+		rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, but the oracle's deliveries %s it", where, d.CampaignID, d.UserID, d.Outcome,
+			map[bool]string{true: "include", false: "do not include"}[delivered]))
+		return
+	}
+	if delivered && !d.DecidedAsOf.Equal(want[k].SentAt) {
+		rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %v decided as of %s, want the sent_at %s", where, k, d.DecidedAsOf.UTC(), want[k].SentAt.UTC()))
+	}
+	if outcomes != nil {
+		if o, ok := oracleOutcome[outcomes[k]]; !ok || o != d.Outcome {
+			rep.Wrong = append(rep.Wrong, fmt.Sprintf("%s: %s->%s %s, the oracle says %q", where, d.CampaignID, d.UserID, d.Outcome, outcomes[k]))
+		}
+	}
+}
+
 // TestCompareDecisionsCatches is the decision checker's negative control: a
 // duplicate, a missing decision, a wrong outcome and a DELIVERED the oracle
 // does not expect must each be reported.
@@ -241,11 +274,36 @@ func TestCompareDecisionsCatches(t *testing.T) {
 		}
 		return &kgo.Record{Key: []byte(u), Value: v}
 	}
+	chunk := func(key, after string, users []string, os ...schemas.Outcome) *kgo.Record {
+		v, err := c.serde.AppendDecisionChunk(nil, &schemas.DecisionChunk{BusinessID: "b", CampaignID: "c1", DecidedAsOf: send, After: after, Users: users, Outcomes: os})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Key: []byte(key), Value: v}
+	}
 	want := map[pairKey]delivery{{"c1", "u1"}: {Campaign: "c1", User: "u1", Business: "b", SentAt: send}}
 	outcomes := map[pairKey]string{{"c1", "u1"}: outDelivered, {"c1", "u2"}: outBlocked, {"c1", "u3"}: outStranger}
 	good := []*kgo.Record{rec("u1", schemas.Delivered), rec("u2", schemas.Blocked)}
 	if rep := compareDecisions(c.serde, good, want, outcomes, 1); !rep.ok() {
 		t.Fatalf("good decisions reported: %s", rep)
+	}
+	goodChunks := []*kgo.Record{chunk("c1", "", []string{"u1"}, schemas.Delivered), chunk("c1", "u1", []string{"u2"}, schemas.Blocked)}
+	if rep := compareDecisions(c.serde, goodChunks, want, outcomes, 1); !rep.ok() || rep.Chunks != 2 || rep.Candidates != 2 {
+		t.Fatalf("good chunks reported: %s", rep)
+	}
+	for _, tc := range []struct {
+		name string
+		recs []*kgo.Record
+	}{
+		{"chunk duplicate", append(goodChunks[:2:2], chunk("c1", "u2", []string{"u2"}, schemas.Blocked))},
+		{"chunk missing", goodChunks[1:]},
+		{"chunk wrong reason", []*kgo.Record{goodChunks[0], chunk("c1", "u1", []string{"u2"}, schemas.OptedOut)}},
+		{"chunk keyed by user", []*kgo.Record{goodChunks[0], chunk("u2", "u1", []string{"u2"}, schemas.Blocked)}},
+		{"chunk out of order", []*kgo.Record{chunk("c1", "", []string{"u2", "u1"}, schemas.Blocked, schemas.Delivered)}},
+	} {
+		if rep := compareDecisions(c.serde, tc.recs, want, outcomes, 1); rep.ok() {
+			t.Errorf("%s: not reported: %s", tc.name, rep)
+		}
 	}
 	for _, tc := range []struct {
 		name string

@@ -165,11 +165,13 @@ func TestReplayAndShadowDiff(t *testing.T) {
 	decided := func(cl *cluster) map[pairKey]schemas.Outcome {
 		out := map[pairKey]schemas.Outcome{}
 		for _, r := range cl.readAll(t, cl.names.Decisions) {
-			d, err := cl.serde.DecodeDecision(r.Value)
+			ds, err := cl.serde.DecodeDecisions(nil, r.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out[pairKey{d.CampaignID, d.UserID}] = d.Outcome
+			for _, d := range ds {
+				out[pairKey{d.CampaignID, d.UserID}] = d.Outcome
+			}
 		}
 		return out
 	}

@@ -47,6 +47,7 @@ func startRunnerMetrics(t testing.TB, c *cluster, stateDir string, mod func(*pip
 		// out the session timeout of a static member that stays.
 		// TestStaticMembership covers the stop that stays.
 		LeaveGroupOnShutdown: true,
+		Compression:          *benchCompression,
 	}
 	if mod != nil {
 		mod(&cfg)

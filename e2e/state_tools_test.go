@@ -140,7 +140,7 @@ func checkStateViews(t *testing.T, parts int32, f stateFacts, args ...string) {
 		t.Errorf("alice/shop-2: got %+v, want blocked since %s, a BOT_STARTED at %s, nothing sent", s2, want(f.aliceBlock), want(f.aliceBot))
 	}
 	if len(pv.Deliveries) != 1 || pv.Deliveries[0].Business != "shop-1" || !pv.Deliveries[0].SentAt.Equal(f.sendAt) ||
-		!slices.Equal(pv.Deliveries[0].Campaigns, []string{"camp-1"}) {
+		!firedOrUnnamed(pv.Deliveries[0].Campaigns, "camp-1") {
 		t.Errorf("alice: deliveries %+v, want camp-1 of shop-1 sent at %s", pv.Deliveries, want(f.sendAt))
 	}
 	if len(pv.RecipientSentAt) != 1 || !pv.RecipientSentAt[0].Equal(f.sendAt) {
@@ -156,7 +156,7 @@ func checkStateViews(t *testing.T, parts int32, f stateFacts, args ...string) {
 	if c := pv.Contacts[0]; c.Business != "shop-1" || c.Blocked || !c.LastInteraction["USER_MESSAGE"].Equal(f.bobMsg) || at(c.LastSent) != want(f.sendAt) {
 		t.Errorf("bob/shop-1: got %+v", c)
 	}
-	if len(pv.Deliveries) != 1 || !slices.Equal(pv.Deliveries[0].Campaigns, []string{"camp-1"}) || !pv.Deliveries[0].SentAt.Equal(f.sendAt) {
+	if len(pv.Deliveries) != 1 || !firedOrUnnamed(pv.Deliveries[0].Campaigns, "camp-1") || !pv.Deliveries[0].SentAt.Equal(f.sendAt) {
 		t.Errorf("bob: deliveries %+v, want camp-1 sent at %s", pv.Deliveries, want(f.sendAt))
 	}
 
@@ -358,4 +358,12 @@ func diffKV(t *testing.T, want, got map[string]string) {
 	} else {
 		t.Logf("%d keys, all equal", len(want))
 	}
+}
+
+// firedOrUnnamed reports whether a delivery's campaigns name the one that
+// delivered, or none: a partition whose fan-out ended within one
+// transaction keeps no record of the campaign (docs/design.md, "Campaign
+// state"), and the state remembers only when the business delivered.
+func firedOrUnnamed(campaigns []string, want string) bool {
+	return len(campaigns) == 0 || slices.Equal(campaigns, []string{want})
 }

@@ -48,3 +48,22 @@ func TestValidateStandbyReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateCompression: the four codecs are accepted, zstd by default;
+// anything else is refused with the flag's name.
+func TestValidateCompression(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{{"", true}, {"zstd", true}, {"lz4", true}, {"snappy", true}, {"none", true}, {"gzip", false}, {"ZSTD", false}} {
+		c := Config{Brokers: []string{"k:9092"}, Registry: "http://r", StateDir: t.TempDir(), Compression: tc.name}
+		c.EnsureDefaults()
+		if tc.name == "" && c.Compression != "zstd" {
+			t.Errorf("default Compression = %q, want zstd", c.Compression)
+		}
+		err := c.Validate()
+		if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "--compression") {
+			t.Errorf("Compression %q: Validate() = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}

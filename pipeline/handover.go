@@ -109,7 +109,7 @@ func (h *handover) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		SkipChangelog: h.cfg.UnsafeNoTransactions,
 		Progress:      h.stats.restoreProgress,
 		Loaded: func(p int32) error {
-			t, err := newTaskFilter(p, h.env, h.standbyFilter(p, promoted[p]))
+			t, err := newTaskFilter(ctx, p, h.env, h.standbyFilter(p, promoted[p]))
 			if err != nil {
 				return err
 			}
@@ -220,6 +220,7 @@ func (l *txnLoop) adopt() error {
 		if t, ok := l.tasks[p]; ok {
 			t.discard()
 			delete(l.tasks, p)
+			l.env.campaign.release(t)
 		}
 		delete(h.revoked, p)
 		if h.standbys != nil {

@@ -140,6 +140,7 @@ func (l *txnLoop) drop() {
 	for p, t := range l.tasks {
 		t.discard()
 		delete(l.tasks, p)
+		l.env.campaign.release(t)
 	}
 	l.owned.Store(nil)
 	l.stats.TasksAssigned.Store(0)
@@ -171,6 +172,12 @@ func (l *txnLoop) work(ctx context.Context, byPart map[int32][]*kgo.Record) erro
 	}
 	wall := policy.ToMillis(l.cfg.Now())
 	tasks := l.sortedTasks()
+	remembered := 0
+	for _, t := range tasks {
+		remembered += t.part.Campaigns()
+	}
+	l.stats.CampaignsRemembered.Store(int64(remembered))
+	l.stats.CampaignRecordsHeld.Store(int64(l.env.campaign.held()))
 	needLag, err := l.process(tasks, byPart, endOffsets, wall)
 	if err != nil {
 		return err

@@ -53,7 +53,7 @@ func testEnv(t testing.TB, n int32, part topics.Partitioner) *env {
 func newTestTask(t testing.TB, e *env, p int32) *task {
 	t.Helper()
 	tk := &task{p: p, env: e}
-	if err := tk.load(); err != nil {
+	if err := tk.load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	tk.begin(tk.wall)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,7 +218,7 @@ func (r *Runner) checkCluster(ctx context.Context, adm *kadm.Client, names topic
 	if err := bounds.check(cfg.SessionTimeout); err != nil {
 		return lay, err
 	}
-	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1}
+	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1, DecisionsRetention: cfg.DecisionsRetention}
 	var err error
 	lay.nparts, err = cat.Ensure(ctx, adm, cfg.CreateTopics)
 	if err != nil {
@@ -271,11 +272,18 @@ func (r *Runner) openParts(ctx context.Context, names topics.Names, lay layout, 
 			r.log.Error("close state", "err", err)
 		}
 	}
-	bc, err := newBroadcast(names.Campaigns, r.log, slices.Concat(base, r.kafkaMetrics(ClientCampaigns)))
+	bc, err := newBroadcast(names.Campaigns, lay.ncamp, r.log, base, r.kafkaMetrics(ClientCampaigns))
 	if err != nil {
 		closeStore()
 		return nil, nil, err
 	}
+	retention, err := topicRetention(ctx, bc.adm, names.Campaigns)
+	if err != nil {
+		bc.close()
+		closeStore()
+		return nil, nil, err
+	}
+	r.log.Info("campaigns topic retention", "topic", names.Campaigns, "retention_ms", retention)
 	bcCtx, stopBC := context.WithCancel(context.WithoutCancel(ctx))
 	var bcDone sync.WaitGroup
 	bcDone.Go(func() { bc.run(bcCtx) })
@@ -286,6 +294,34 @@ func (r *Runner) openParts(ctx context.Context, names topics.Names, lay layout, 
 		bc.close()
 		closeStore()
 	}
-	return &env{names: names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, unsafe: cfg.UnsafeNoTransactions,
+	return &env{names: names, policy: pol, serde: serde, store: store, chunk: cfg.FanoutChunk, campaign: bc, campaignRetention: retention, unsafe: cfg.UnsafeNoTransactions,
 		partitions: lay.nparts, partitioner: topics.Partitioner(cfg.Partitioner), skew: cfg.MaxClockSkew.Milliseconds()}, closeParts, nil
+}
+
+// topicRetention returns the retention.ms of topic, 0 when it is infinite
+// (-1) or not set: a campaign that must be remembered longer than half of
+// it is adopted (policy.Partition.SetRetention).
+func topicRetention(ctx context.Context, adm *kadm.Client, topic string) (policy.Millis, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("describe the configs of %s: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return 0, fmt.Errorf("describe the configs of %s: %w", topic, err)
+	}
+	if rc.Err != nil {
+		return 0, fmt.Errorf("describe the configs of %s: %w", topic, rc.Err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key != "retention.ms" || c.Value == nil {
+			continue
+		}
+		ms, err := strconv.ParseInt(*c.Value, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("retention.ms of %s: %q: %w", topic, *c.Value, err)
+		}
+		return max(ms, 0), nil
+	}
+	return 0, nil
 }

@@ -50,6 +50,12 @@ type Stats struct {
 	FencedTransactions atomic.Int64
 	RestoredRecords    atomic.Int64
 	TasksAssigned      atomic.Int64 // tasks currently owned and restored
+	// CampaignRecordsHeld is the campaign records the broadcast reader
+	// holds, and CampaignsRemembered the campaigns the tasks remember
+	// (pending, firing, or done until their expiry), summed: as of the
+	// last transaction's start. Both follow the pending work, not the
+	// campaigns topic's history.
+	CampaignRecordsHeld, CampaignsRemembered atomic.Int64
 	// RestoringPartitions counts the partitions assigned to the instance
 	// whose restore from the changelog has not finished (waiting for their
 	// turn or reading).
@@ -85,7 +91,7 @@ func (s *Stats) observeCommit(d time.Duration) {
 // sponsor_transaction_phase_seconds.
 const (
 	phaseProcess = "process" // the tasks' work: decode, rules, state, records
-	phaseProduce = "produce" // handing the records to the client
+	phaseProduce = "produce" // handing the records the tasks did not hand over while they worked to the client
 	phaseFlush   = "flush"   // until the broker acknowledged every record
 	phaseEnd     = "end"     // the offset commit and EndTxn
 )
@@ -320,6 +326,14 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 		standbyCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sponsor_tasks", Help: "Tasks owned and restored."}, func() float64 { return float64(s.TasksAssigned.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_campaign_records_held",
+			Help: "Campaign records the broadcast reader holds in memory: from the lowest replay offset of the instance's tasks on.",
+		}, func() float64 { return float64(s.CampaignRecordsHeld.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sponsor_campaigns_remembered",
+			Help: "Campaigns the instance's tasks remember (pending, firing, or done until their expiry), summed over tasks.",
+		}, func() float64 { return float64(s.CampaignsRemembered.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sponsor_restoring_partitions",
 			Help: "Partitions assigned to this instance whose restore from the changelog has not finished.",
 		}, func() float64 { return float64(s.RestoringPartitions.Load()) }),
@@ -352,7 +366,7 @@ func (s *Stats) Register(reg prometheus.Registerer) error {
 	})
 	s.phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sponsor_transaction_phase_seconds",
-		Help:    "Time each phase of a committed transaction took: process (the tasks' work: decode, rules, state, records), produce (handing the records to the client), flush (until the broker acknowledged them), end (offset commit and EndTxn). The apply to Pebble runs after the commit, beside the next transaction.",
+		Help:    "Time each phase of a committed transaction took: process (the tasks' work: decode, rules, state, records), produce (handing the records to the client that the tasks did not hand over during their work: a task hands them over every 512 records), flush (until the broker acknowledged them), end (offset commit and EndTxn). The apply to Pebble runs after the commit, beside the next transaction.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 	}, []string{"phase"})
 	for _, p := range []string{phaseProcess, phaseProduce, phaseFlush, phaseEnd} {

@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -37,8 +39,13 @@ type task struct {
 	last *state.Batch
 
 	// Per transaction.
-	batch  *state.Batch
-	out    []*kgo.Record
+	batch *state.Batch
+	out   []*kgo.Record
+	// sink, when the loop gives one (attach), takes the records of out
+	// while the task works, from sent on, so that the client sends them
+	// while the task decides the next ones (see sendEvery).
+	sink   *recordSink
+	sent   int
 	counts counts
 	fired  []string      // campaigns whose fan-out finished, for the log and the metrics
 	wall   policy.Millis // the wall clock as the transaction began
@@ -47,6 +54,12 @@ type task struct {
 	// and kept for the rest of the transaction.
 	enc    *encoders
 	encFor *policy.Progress
+	// The chunk in progress: the cursor it began after, and its
+	// candidates and their outcomes, gathered for its one decisions
+	// record (copies in the arena, valid until the transaction ends).
+	chunkAfter    string
+	chunkUsers    []string
+	chunkOutcomes []schemas.Outcome
 
 	// The records of a transaction and the bytes of the keys and values
 	// the task encodes for them, reused from one transaction to the next:
@@ -57,6 +70,7 @@ type task struct {
 	// encoding buffer per inbox and decision record.
 	slab  []kgo.Record
 	arena []byte
+	idbuf []byte // the delivery id of the last delivery
 
 	// contacts is the partition's contact filter, built once the task's
 	// state is restored (a task is handed over only with one).
@@ -93,8 +107,11 @@ type env struct {
 	store    *state.Store
 	chunk    int
 	campaign *broadcast
-	unsafe   bool          // Config.UnsafeNoTransactions
-	skew     policy.Millis // Config.MaxClockSkew
+	// campaignRetention is the campaigns topic's retention.ms (0:
+	// infinite), read at start: policy.Partition.SetRetention.
+	campaignRetention policy.Millis
+	unsafe            bool          // Config.UnsafeNoTransactions
+	skew              policy.Millis // Config.MaxClockSkew
 	// partitions and partitioner say where each interaction belongs: the
 	// interactions topic's partition count and Config.Partitioner.
 	partitions  int32
@@ -103,16 +120,16 @@ type env struct {
 
 // newTask returns task p of env, its state restored in the store: loaded,
 // with the partition's contact filter built from every contact key.
-func newTask(p int32, env *env) (*task, error) {
-	return newTaskFilter(p, env, nil)
+func newTask(ctx context.Context, p int32, env *env) (*task, error) {
+	return newTaskFilter(ctx, p, env, nil)
 }
 
 // newTaskFilter is newTask with the partition's contact filter, when
 // contacts is not nil (a standby's, kept as it applied the changelog),
 // instead of one built from the store.
-func newTaskFilter(p int32, env *env, contacts *state.ContactFilter) (*task, error) {
+func newTaskFilter(ctx context.Context, p int32, env *env, contacts *state.ContactFilter) (*task, error) {
 	t := &task{p: p, env: env}
-	if err := t.load(); err != nil {
+	if err := t.load(ctx); err != nil {
 		return nil, err
 	}
 	t.contacts = contacts
@@ -126,8 +143,10 @@ func newTaskFilter(p int32, env *env, contacts *state.ContactFilter) (*task, err
 }
 
 // load (re)reads the task's in-memory view from the store, dropping anything
-// staged: used after a restore and after an aborted transaction.
-func (t *task) load() error {
+// staged: used after a restore and after an aborted transaction. The
+// campaigns the store has no record of are rebuilt from the campaigns
+// topic (replayCampaigns).
+func (t *task) load(ctx context.Context) error {
 	t.discard()
 	meta, cs, err := t.env.store.LoadTask(t.p) // after the last batch's apply
 	if err != nil {
@@ -136,9 +155,68 @@ func (t *task) load() error {
 	t.last = nil
 	if t.part == nil {
 		t.part = policy.NewPartition(t.env.policy)
+		t.part.SetRetention(t.env.campaignRetention)
 	}
 	t.part.Load(meta, cs)
+	return t.replayCampaigns(ctx)
+}
+
+// replayCampaigns feeds the partition (policy.Partition.Replay) the
+// campaign records it read before from its replay offsets up to its
+// campaigns offsets, waiting for the broadcast reader to hold them. It
+// writes nothing: the records at and after the campaigns offsets are new,
+// as always (syncCampaigns).
+func (t *task) replayCampaigns(ctx context.Context) error {
+	bc := t.env.campaign
+	if bc == nil {
+		return nil
+	}
+	m := t.part.Meta()
+	if err := bc.hold(ctx, t, replayFrom(m)); err != nil {
+		return fmt.Errorf("partition %d: %w", t.p, err)
+	}
+	ends := map[int32]int64{}
+	for q, end := range m.Campaigns {
+		if m.Replay[q] < end {
+			ends[int32(q)] = end
+		}
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	if err := bc.waitFor(ctx, ends); err != nil {
+		return fmt.Errorf("partition %d: read the campaigns to replay up to %v: %w", t.p, ends, err)
+	}
+	for q, end := range ends {
+		for _, r := range bc.since(q, m.Replay[q], end) {
+			if r.Attrs.IsControl() {
+				continue
+			}
+			c, reason, err := decodeCampaign(t.env.serde, r)
+			if reason != "" {
+				continue // dead-lettered when first read
+			}
+			if err != nil {
+				return fmt.Errorf("partition %d: replay campaigns: %w", t.p, err)
+			}
+			t.part.Replay(&c, campaignSource(r))
+		}
+	}
 	return nil
+}
+
+// replayFrom returns the replay offsets of m by campaigns partition.
+func replayFrom(m policy.Meta) map[int32]int64 {
+	from := make(map[int32]int64, len(m.Replay))
+	for q, off := range m.Replay {
+		from[int32(q)] = off
+	}
+	return from
+}
+
+// campaignSource returns where campaign record r is in the topic.
+func campaignSource(r *kgo.Record) policy.Source {
+	return policy.Source{Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp.UnixMilli()}
 }
 
 // discard drops what the task staged in the transaction in progress, if
@@ -173,6 +251,11 @@ func (t *task) settle(next int64, changed bool) (bool, error) {
 		return true, err
 	}
 	t.last = b
+	if t.env.campaign != nil {
+		// What the task may need again on a restore is committed: the
+		// reader may drop what is below it.
+		t.env.campaign.progress(t, t.part.Meta().Replay)
+	}
 	return true, nil
 }
 
@@ -187,7 +270,7 @@ func (t *task) begin(wall policy.Millis) {
 	if t.contacts != nil {
 		t.batch.UseFilter(t.contacts)
 	}
-	t.out = t.out[:0]
+	t.out, t.sent = t.out[:0], 0
 	t.slab, t.arena = t.slab[:0], t.arena[:0]
 	t.counts = counts{}
 	t.fired = t.fired[:0]
@@ -234,7 +317,7 @@ func (t *task) applyCampaign(r *kgo.Record) error {
 		return err
 	}
 	t.counts.campaignsSeen++
-	verdict, err := t.part.Admit(&c)
+	verdict, err := t.part.Admit(&c, campaignSource(r))
 	if err != nil {
 		return err
 	}
@@ -287,9 +370,11 @@ func (t *task) fanout() (bool, error) {
 	return ok, nil
 }
 
-// Chunking implements policy.Output: it starts the tally of a fan-out
-// the task has not seen begin.
+// Chunking implements policy.Output: it starts gathering the chunk's
+// decisions, and the tally of a fan-out the task has not seen begin.
 func (t *task) Chunking(c *policy.Progress) {
+	t.chunkAfter = c.Cursor
+	t.chunkUsers, t.chunkOutcomes = t.chunkUsers[:0], t.chunkOutcomes[:0]
 	if t.fanning[c.Campaign.ID] == nil {
 		if t.fanning == nil {
 			t.fanning = map[string]*fanoutTally{}
@@ -298,36 +383,46 @@ func (t *task) Chunking(c *policy.Progress) {
 	}
 }
 
-// Decided implements policy.Output: it counts the decision and adds its
-// records (the decision's audit record, the inbox message of a delivery)
-// to the transaction.
+// Decided implements policy.Output: it counts the decision, adds the
+// inbox message of a delivery to the transaction and gathers the decision
+// for the chunk's decisions record (written by Chunked).
 func (t *task) Decided(c *policy.Progress, user string, reason policy.Reason) error {
 	t.counts.decisions[reason]++
-	if t.env.names.Decisions == "" && reason != policy.Delivered {
+	decisions := t.env.names.Decisions != ""
+	if !decisions && reason != policy.Delivered {
 		return nil
 	}
-	if t.encFor != c {
-		enc, err := t.templates(c)
-		if err != nil {
-			return err
-		}
-		t.enc, t.encFor = enc, c
-	}
-	// One delivery id and one copy of the key for the decision and the
-	// inbox record.
-	id, key := policy.DeliveryID(c.Campaign.ID, user), t.key(user)
-	if t.enc.decision != nil {
-		t.decided(t.enc.decision, key, id, user, reason)
+	// One copy of the user for the inbox record's key and the chunk's
+	// list.
+	key := t.key(user)
+	if decisions {
+		t.chunkUsers = append(t.chunkUsers, unsafe.String(unsafe.SliceData(key), len(key)))
+		t.chunkOutcomes = append(t.chunkOutcomes, schemas.Outcome(reason)) // the same order: TestOutcomesFollowReasons
 	}
 	if reason == policy.Delivered {
-		t.deliver(t.enc.inbox, key, id, user)
+		if t.encFor != c {
+			enc, err := t.templates(c)
+			if err != nil {
+				return err
+			}
+			t.enc, t.encFor = enc, c
+		}
+		// The id in a reused buffer: deliver copies it into the record.
+		t.idbuf = schemas.AppendDeliveryID(t.idbuf[:0], c.Campaign.ID, user)
+		t.deliver(t.enc.inbox, key, unsafe.String(unsafe.SliceData(t.idbuf), len(t.idbuf)), user)
 	}
 	return nil
 }
 
-// Chunked implements policy.Output: it tallies a chunk of a fan-out for
-// the metrics.
+// Chunked implements policy.Output: it writes the chunk's decisions
+// record, when the chunk had candidates, and tallies the chunk for the
+// metrics.
 func (t *task) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	if len(t.chunkUsers) > 0 {
+		if err := t.decidedChunk(c, ch.Done); err != nil {
+			return err
+		}
+	}
 	if t.counts.candidates == nil {
 		t.counts.candidates = map[string]int64{}
 	}
@@ -415,19 +510,16 @@ func (t *task) key(user string) []byte {
 	return t.arena[start:len(t.arena):len(t.arena)]
 }
 
-// encoders are the templates of a campaign's records, encoded once per chunk
-// of its fan-out (a campaign runs at most one chunk per transaction) rather
-// than once per candidate.
+// encoders are the templates of a campaign's inbox records, encoded once
+// per chunk of its fan-out that delivers (a campaign runs at most one chunk
+// per transaction) rather than once per delivery.
 type encoders struct {
-	inbox    *wire.InboxTemplate
-	decision *wire.DecisionTemplate // nil without a decisions topic
+	inbox *wire.InboxTemplate
 }
 
 // templates returns the encoders of campaign c's records.
 func (t *task) templates(c *policy.Progress) (*encoders, error) {
-	enc := &encoders{}
-	var err error
-	enc.inbox, err = t.env.serde.InboxTemplate(&schemas.InboxMessage{
+	tpl, err := t.env.serde.InboxTemplate(&schemas.InboxMessage{
 		BusinessID: c.Campaign.Business,
 		CampaignID: c.Campaign.ID,
 		SentAt:     millisTime(c.FireAt),
@@ -436,24 +528,32 @@ func (t *task) templates(c *policy.Progress) (*encoders, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode inbox message: %w", err)
 	}
-	if t.env.names.Decisions != "" {
-		enc.decision, err = t.env.serde.DecisionTemplate(&schemas.Decision{
-			BusinessID:  c.Campaign.Business,
-			CampaignID:  c.Campaign.ID,
-			DecidedAsOf: millisTime(c.FireAt),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("encode decision: %w", err)
-		}
-	}
-	return enc, nil
+	return &encoders{inbox: tpl}, nil
 }
 
-// decided writes the audit record of one decision to the decisions topic.
-func (t *task) decided(tpl *wire.DecisionTemplate, key []byte, id, user string, reason policy.Reason) {
+// decidedChunk writes the decisions record of the chunk of c's fan-out
+// that just ended (its candidates gathered by Decided), keyed by the
+// campaign, to the task's partition of the decisions topic: one record for
+// the chunk, not one per candidate (the decision record per candidate was
+// a third of a fan-out's CPU and the largest topic).
+func (t *task) decidedChunk(c *policy.Progress, done bool) error {
+	tpl, err := t.env.serde.DecisionChunkTemplate(&schemas.DecisionChunk{
+		BusinessID:  c.Campaign.Business,
+		CampaignID:  c.Campaign.ID,
+		DecidedAsOf: millisTime(c.FireAt),
+		Partition:   t.p,
+	})
+	if err != nil {
+		return fmt.Errorf("encode decisions of %s: %w", c.Campaign.ID, err)
+	}
 	start := len(t.arena)
-	t.arena = tpl.Append(t.arena, id, user, schemas.Outcome(reason)) // the same order: TestOutcomesFollowReasons
-	t.emit(t.env.names.Decisions, key, t.arena[start:len(t.arena):len(t.arena)])
+	if t.arena, err = tpl.Append(t.arena, t.chunkAfter, done, t.chunkUsers, t.chunkOutcomes); err != nil {
+		return fmt.Errorf("encode decisions of %s: %w", c.Campaign.ID, err)
+	}
+	value := t.arena[start:len(t.arena):len(t.arena)]
+	t.emit(t.env.names.Decisions, t.key(c.Campaign.ID), value)
+	t.chunkUsers, t.chunkOutcomes = t.chunkUsers[:0], t.chunkOutcomes[:0]
+	return nil
 }
 
 // deliver adds the inbox record for user to the transaction.
@@ -476,7 +576,28 @@ func (t *task) emit(topic string, key, value []byte) {
 	r := &t.slab[len(t.slab)-1]
 	*r = kgo.Record{Topic: topic, Partition: t.p, Key: key, Value: value}
 	t.out = append(t.out, r)
+	if t.sink != nil && len(t.out)-t.sent >= sendEvery {
+		t.send()
+	}
 }
+
+// sendEvery is how many records a task gathers before it hands them to the
+// transaction's producer (its sink), while it works: a fan-out's 10,000
+// records per chunk then go out while the task decides, rather than all
+// after every task's work (measured: the produce phase was as long as the
+// tasks' work, and did not overlap it).
+const sendEvery = 512
+
+// send hands the records the task added since the last send to its sink,
+// in the order the task added them. Records are never changed once added
+// (emit), so the client may hold them while the task goes on.
+func (t *task) send() {
+	t.sink.produce(t.out[t.sent:])
+	t.sent = len(t.out)
+}
+
+// unsent returns the records the task added since the last send.
+func (t *task) unsent() []*kgo.Record { return t.out[t.sent:] }
 
 // process applies the task's records in order. It stops early, returning the
 // index of the first record it did not process, when a fan-out runs out of
@@ -593,8 +714,15 @@ func (t *task) fireByWallClock(wall policy.Millis) error {
 }
 
 // expire forgets, within a small budget per transaction, what no rule can
-// use any more as of the task's time (policy.Partition.Expire).
-func (t *task) expire(limit int) error { return t.part.Expire(limit) }
+// use any more as of the task's time (policy.Partition.Expire), and adopts
+// the campaigns whose topic record may be deleted by the topic's retention
+// before the task is done with them (policy.Partition.Adopt).
+func (t *task) expire(limit int) error {
+	if err := t.part.Expire(limit); err != nil {
+		return err
+	}
+	return t.part.Adopt(t.wall)
+}
 
 // finish writes the metadata and turns the batch into changelog records.
 func (t *task) finish() error {

@@ -59,7 +59,7 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 		if committed {
 			return
 		}
-		if rerr := l.reset(); rerr != nil {
+		if rerr := l.reset(ctx); rerr != nil {
 			// A task that cannot reload its committed state would go on
 			// from the aborted one: stop, and let a restore rebuild it.
 			err = errors.Join(err, fmt.Errorf("%w: reload the tasks after the transaction failed: %w", errStop, rerr))
@@ -67,13 +67,15 @@ func (l *txnLoop) iteration(ctx context.Context, fs kgo.Fetches) (err error) {
 	}()
 	var at txnTimes
 	at.work = time.Now()
+	out := newTxnOutputs(l.names.Changelog)
+	l.attach(ctx, out)
 	if err := l.work(ctx, byPart); err != nil {
-		return l.abortWork(ctx, err)
+		return l.abortWork(ctx, err, out)
 	}
 
 	at.produce = time.Now()
 	tasks := l.sortedTasks()
-	out, any := l.produce(ctx, tasks)
+	any := l.produce(ctx, tasks, out)
 	if !any && len(byPart) == 0 {
 		// Nothing consumed, nothing changed: end the empty transaction
 		// without a round trip.
@@ -138,30 +140,60 @@ func (l *txnLoop) begin(ctx context.Context) error {
 }
 
 // abortWork aborts the transaction after the tasks' work failed with err.
-func (l *txnLoop) abortWork(ctx context.Context, err error) error {
+// The tasks may have handed records to the producer during their work
+// (attach): the abort fails those the client still holds, and abortWork
+// waits for every promise, since the tasks reuse their records next time.
+func (l *txnLoop) abortWork(ctx context.Context, err error, out *txnOutputs) error {
+	for _, t := range l.tasks {
+		t.sink = nil
+	}
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
 	defer cancel()
 	if _, aerr := l.sess.End(endCtx, kgo.TryAbort); aerr != nil {
-		return errors.Join(err, l.abortInFlight(ctx))
+		return errors.Join(err, l.abortInFlight(ctx), out.wait(l.cfg.TransactionTimeout))
 	}
 	l.stats.Aborts.Add(1)
-	return err
+	return errors.Join(err, out.wait(l.cfg.TransactionTimeout))
 }
 
-// produce produces every task's records, remembering each task's last
-// changelog offset, and reports whether there was any.
-func (l *txnLoop) produce(ctx context.Context, tasks []*task) (*txnOutputs, bool) {
-	out := &txnOutputs{changelog: l.names.Changelog, lastChange: map[int32]int64{}}
-	any := false
-	promise := out.promise // one closure for all records, not one per record
-	for _, t := range tasks {
-		for _, rec := range t.records() {
-			any = true
-			out.wg.Add(1)
-			l.sess.Produce(ctx, rec, promise)
-		}
+// recordSink produces a task's records into the transaction in progress,
+// from the task's goroutine while it works (task.send).
+type recordSink struct {
+	ctx  context.Context
+	sess session
+	out  *txnOutputs
+}
+
+func (s *recordSink) produce(recs []*kgo.Record) {
+	promise := s.out.promise // one closure for all records, not one per record
+	s.out.wg.Add(len(recs))
+	for _, rec := range recs {
+		s.sess.Produce(s.ctx, rec, promise)
 	}
-	return out, any
+}
+
+// attach gives every task the transaction's producer, so that each hands
+// its records over while it works; produce hands over the rest.
+func (l *txnLoop) attach(ctx context.Context, out *txnOutputs) {
+	sink := &recordSink{ctx: ctx, sess: l.sess, out: out}
+	for _, t := range l.tasks {
+		t.sink = sink
+	}
+}
+
+// produce produces the records every task has not handed over yet and
+// detaches the tasks from the transaction's producer; it reports whether
+// the transaction has any record.
+func (l *txnLoop) produce(ctx context.Context, tasks []*task, out *txnOutputs) bool {
+	sink := &recordSink{ctx: ctx, sess: l.sess, out: out}
+	any := false
+	for _, t := range tasks {
+		t.sink = nil
+		sink.produce(t.unsent())
+		t.sent = len(t.out)
+		any = any || len(t.records()) > 0
+	}
+	return any
 }
 
 // endEmpty ends a transaction in which nothing was consumed or produced.
@@ -257,6 +289,10 @@ func (l *txnLoop) apply(tasks []*task, lastChange map[int32]int64) error {
 // it is buffered, e.g. when its produce context expires while the client's
 // buffer is full, has its promise run later on another goroutine), keeps
 // the first failure, and each task's last changelog offset.
+func newTxnOutputs(changelog string) *txnOutputs {
+	return &txnOutputs{changelog: changelog, lastChange: map[int32]int64{}}
+}
+
 type txnOutputs struct {
 	wg         sync.WaitGroup
 	changelog  string
@@ -345,11 +381,15 @@ func (l *txnLoop) taskOffsets(req *kmsg.TxnOffsetCommitRequest, tasks []*task) {
 // puts each partition's fetch position back to what its state processed. It
 // returns the tasks that could not reload their state (the instance must
 // stop then).
-func (l *txnLoop) reset() error {
+func (l *txnLoop) reset(ctx context.Context) error {
 	set := map[int32]kgo.EpochOffset{}
 	var errs []error
+	// The campaigns a task rebuilds from the topic are read again even
+	// when the transaction failed because the session is ending.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	for _, t := range l.tasks {
-		if err := t.load(); err != nil {
+		if err := t.load(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("reload task %d: %w", t.p, err))
 			continue
 		}

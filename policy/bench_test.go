@@ -1,11 +1,14 @@
 package policy_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/state"
 )
 
 // BenchmarkDecide measures one decision of a fan-out, with every rule on
@@ -82,5 +85,68 @@ func BenchmarkDeliveryID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		policy.DeliveryID("camp-000123", "user-0123456")
+	}
+}
+
+// BenchmarkManyCampaigns measures what many campaigns over a long tail of
+// businesses cost one partition in changelog records: 2,000 businesses
+// with Zipf-like contact counts on the partition (most have none there, as
+// on one partition of thousands), 3,000 campaigns of businesses drawn
+// uniformly, ten read per transaction and fired by the stream time a
+// transaction later, with fan-out chunks of 500 decisions. It reports the
+// campaign records (puts and deletes) per campaign, and the metadata
+// records per transaction, which stay one.
+func BenchmarkManyCampaigns(b *testing.B) {
+	const (
+		businesses = 2000
+		campaigns  = 3000
+		perTxn     = 10
+		chunk      = 500
+	)
+	for b.Loop() {
+		r := newPartitionRun(b, 0, chunk, nil)
+		day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		// Contacts: business i has about 4000/(i+1) users on the
+		// partition, none past the first few hundred businesses.
+		for i := range businesses {
+			n := 4000 / (i + 1)
+			for u := range n {
+				r.interaction(fmt.Sprintf("u%05d", u), fmt.Sprintf("b%04d", i), schemas.UserMessage, day)
+			}
+			if i%50 == 0 {
+				r.commit()
+			}
+		}
+		r.commit()
+		campaignRecords, metaRecords, txns := 0, 0, 0
+		r.finished = func(batch *state.Batch) {
+			for _, ch := range batch.Changes() {
+				switch ch.Key[0] {
+				case state.CampaignChangelogKey("")[0]:
+					campaignRecords++
+				case state.MetaChangelogKey()[0]:
+					metaRecords++
+				}
+			}
+			txns++
+		}
+		at := day.Add(time.Hour)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < campaigns; i += perTxn {
+			for j := range perTxn {
+				biz := fmt.Sprintf("b%04d", rng.IntN(businesses))
+				r.launchAt(fmt.Sprintf("c%05d", i+j), biz, at.Add(time.Duration(j)*time.Second), int64(i+j))
+			}
+			r.commit()
+			at = at.Add(time.Minute)
+			// The next interaction fires the campaigns due before it;
+			// the fan-outs may take more transactions.
+			for !r.interaction("u00000", "b0000", schemas.UserMessage, at) {
+				r.commit()
+			}
+			r.commit()
+		}
+		b.ReportMetric(float64(campaignRecords)/campaigns, "campaign-records/campaign")
+		b.ReportMetric(float64(metaRecords)/float64(txns), "meta-records/txn")
 	}
 }

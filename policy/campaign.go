@@ -47,7 +47,55 @@ type Progress struct {
 	// Cursor is the last user the fan-out decided about; empty before the
 	// first chunk. Users are visited in ascending byte order.
 	Cursor string
+	// Source is where the campaign's first record (its LAUNCH, or a
+	// CANCEL read before it) is in the campaigns topic; Offset -1 when
+	// unknown (a record written before sources were kept).
+	Source Source
+	// Keep says the task's store keeps this record until the campaign is
+	// forgettable (Forgettable), because the campaigns topic may no longer
+	// hold what rebuilding it needs: adopted past the topic's retention,
+	// cancelled before its LAUNCH was read, or written before sources
+	// were kept. A record without Keep is an exception of the moment (a
+	// fan-out across transactions, a pending campaign at or below the
+	// frontier) and is deleted once the campaign is done.
+	Keep bool
+
+	// stored says the store holds a record of the campaign; dirty, that
+	// the record in memory changed since it was written. Both in memory
+	// only.
+	stored, dirty bool
 }
+
+// Source is where a campaign record is in the campaigns topic.
+type Source struct {
+	// Partition and Offset locate the record; Offset -1: unknown.
+	Partition int32
+	Offset    int64
+	// Time is the record's timestamp (0: unknown), against which the
+	// topic's retention deletes it.
+	Time Millis
+}
+
+// NoSource is the Source of a record whose place in the topic is unknown:
+// a campaign admitted from it is kept in the store as before sources.
+var NoSource = Source{Offset: -1}
+
+// Key is a campaign's place in firing order: (send time, id).
+type Key struct {
+	SendAt Millis
+	ID     string
+}
+
+// Compare orders keys as campaigns fire: by send time, then id.
+func (k Key) Compare(o Key) int {
+	if c := cmp.Compare(k.SendAt, o.SendAt); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.ID, o.ID)
+}
+
+// Key returns the campaign's place in firing order.
+func (p *Progress) Key() Key { return Key{SendAt: p.Campaign.SendAt, ID: p.Campaign.ID} }
 
 // Verdict says what reading a campaign record did.
 type Verdict uint8

@@ -1,22 +1,9 @@
 package policy
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-)
+import "github.com/sponsored/sponsor/schemas"
 
-// DeliveryID returns the id of the inbox record for (campaignID, userID): the
-// first 16 bytes of SHA-256 over the two ids (length-prefixed, so that no two
-// pairs collide by concatenation), in hex. Consumers deduplicate on it; it is
-// the same across crashes, rebalances and replays.
-func DeliveryID(campaignID, userID string) string {
-	h := sha256.New()
-	var n [4]byte
-	for _, s := range [2]string{campaignID, userID} {
-		n[0], n[1], n[2], n[3] = byte(len(s)>>24), byte(len(s)>>16), byte(len(s)>>8), byte(len(s))
-		h.Write(n[:])
-		h.Write([]byte(s))
-	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
-}
+// DeliveryID returns the id of the inbox record for (campaignID, userID):
+// schemas.DeliveryID, the inbox contract's deterministic function of the
+// pair. Consumers deduplicate on it; it is the same across crashes,
+// rebalances and replays.
+func DeliveryID(campaignID, userID string) string { return schemas.DeliveryID(campaignID, userID) }

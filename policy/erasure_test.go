@@ -18,7 +18,7 @@ import (
 // after a restore of the changelog, and the sweeps delete it.
 
 // openStore opens a store in memory.
-func openStore(t *testing.T) *state.Store {
+func openStore(t testing.TB) *state.Store {
 	t.Helper()
 	s, err := state.Open("/state", state.Options{FS: vfs.NewMem()})
 	if err != nil {
@@ -48,7 +48,7 @@ func (discard) Chunking(*policy.Progress)                             {}
 func (discard) Decided(*policy.Progress, string, policy.Reason) error { return nil }
 func (discard) Chunked(*policy.Progress, policy.Chunk) error          { return nil }
 func (discard) Counted(policy.Tally, schemas.InteractionKind)         {}
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -13,3 +13,12 @@ var (
 
 // SetRounds sets the partition's count of complete sweep rounds.
 func (p *Partition) SetRounds(n uint64) { p.meta.Rounds = n }
+
+// CampaignIDs returns the ids of the campaigns the partition remembers.
+func (p *Partition) CampaignIDs() []string {
+	ids := make([]string, 0, len(p.camps))
+	for id := range p.camps {
+		ids = append(ids, id)
+	}
+	return ids
+}

@@ -20,4 +20,18 @@ type Meta struct {
 	// contacts. An erasure marker may go once a whole round began after it
 	// (Erasure.Round).
 	Rounds uint64
+	// Frontier is the firing-order key of the last campaign that started
+	// firing (in order by stream time or the wall clock, or late at
+	// once). A campaign the task has read (below Campaigns) whose key is
+	// at or below it and that has no record in the store is done: its
+	// fan-out finished, or it expired, or it was a duplicate.
+	Frontier Key
+	// Replay is, per campaigns partition, the lowest offset whose record
+	// the task may still need to rebuild its campaigns on restore: the
+	// first record of a campaign it still remembers and has no kept
+	// record of (pending, or done but not past its expiry, for dedup).
+	// A restore reads the campaigns topic from Replay up to Campaigns
+	// (Partition.Replay). Missing (a metadata written before it): equal
+	// to Campaigns, since every campaign then had a record.
+	Replay []int64
 }

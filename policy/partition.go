@@ -120,6 +120,10 @@ type Partition struct {
 	sweep  []byte               // contact expiry sweep cursor (in memory only)
 	sweepR []byte               // recipient expiry sweep cursor
 	sweepE []byte               // erasure-marker expiry sweep cursor
+	// retention is the campaigns topic's retention (0: infinite): a
+	// campaign that must be remembered longer than half of it after its
+	// record was written is adopted (Progress.Keep).
+	retention Millis
 
 	// Per transaction.
 	store       Store
@@ -138,13 +142,26 @@ func NewPartition(pol *Policy) *Partition {
 // metadata and the records of the campaigns. Anything staged is dropped,
 // and the sweeps start their rounds over (an aborted transaction's sweep
 // deleted nothing, and a round must visit every key).
+//
+// The store holds only the campaigns that are exceptions (Progress): the
+// others are rebuilt by Replay from the campaigns topic's records from
+// Meta.Replay up to Meta.Campaigns, which the runtime feeds it after Load.
 func (p *Partition) Load(meta Meta, campaigns []Progress) {
 	p.meta = meta
+	// A metadata written before replay offsets: every campaign had a
+	// record, so nothing is to be read again.
+	for q := len(p.meta.Replay); q < len(p.meta.Campaigns); q++ {
+		p.meta.Replay = append(p.meta.Replay, p.meta.Campaigns[q])
+	}
 	p.sweep, p.sweepR, p.sweepE = nil, nil, nil
 	p.camps = make(map[string]*Progress, len(campaigns))
 	p.queue, p.firing = p.queue[:0], p.firing[:0]
 	for i := range campaigns {
 		c := &campaigns[i]
+		c.stored, c.dirty = true, false
+		if c.Source.Offset < 0 {
+			c.Keep = true // nothing in the topic is known to rebuild it from
+		}
 		p.camps[c.Campaign.ID] = c
 		switch c.Status {
 		case Pending:
@@ -154,9 +171,10 @@ func (p *Partition) Load(meta Meta, campaigns []Progress) {
 		}
 	}
 	slices.SortFunc(p.queue, Compare)
-	// Fan-outs resume in the order they run (startFiring): the one in
-	// progress (it has a cursor; there is at most one) first, then by fire
-	// time and Compare.
+	// Fan-outs resume in the order they run (startFiring): those in
+	// progress (with a cursor; at most one per business) first, then by
+	// fire time and Compare. Among those of one business, which is the
+	// order rule 4 depends on, that is the order they had.
 	slices.SortFunc(p.firing, func(a, b *Progress) int {
 		if (a.Cursor != "") != (b.Cursor != "") {
 			if a.Cursor != "" {
@@ -175,12 +193,56 @@ func (p *Partition) Begin(store Store, out Output, budget int) {
 	p.store, p.out, p.budget, p.metaChanged = store, out, budget, false
 }
 
-// Finish writes the metadata to the store if the transaction changed it.
+// SetRetention sets the campaigns topic's retention (0: infinite), which
+// decides which campaigns are adopted (Progress.Keep).
+func (p *Partition) SetRetention(r Millis) { p.retention = r }
+
+// Finish writes what the transaction leaves as exceptions: the record of
+// every fan-out still in progress (its cursor) or started and not run yet,
+// and the metadata, with its replay offsets, if the transaction changed it.
 func (p *Partition) Finish() error {
+	for _, c := range p.firing {
+		if !c.stored || c.dirty {
+			if err := p.put(c); err != nil {
+				return err
+			}
+		}
+	}
 	if !p.metaChanged {
 		return nil
 	}
+	p.replayOffsets()
 	return p.store.PutMeta(&p.meta)
+}
+
+// replayOffsets sets Meta.Replay: per campaigns partition, the first record
+// of a campaign the partition remembers that Replay must read again (one
+// not kept in the store), or Meta.Campaigns when there is none.
+func (p *Partition) replayOffsets() {
+	r := append(p.meta.Replay[:0], p.meta.Campaigns...)
+	for _, c := range p.camps {
+		q, off := c.Source.Partition, c.Source.Offset
+		if c.Keep || off < 0 || int(q) >= len(r) {
+			continue
+		}
+		r[q] = min(r[q], off)
+	}
+	p.meta.Replay = r
+}
+
+// put writes c's record to the store.
+func (p *Partition) put(c *Progress) error {
+	c.stored, c.dirty = true, false
+	return p.store.PutCampaign(c)
+}
+
+// unstore deletes c's record from the store, if it has one.
+func (p *Partition) unstore(c *Progress) error {
+	if !c.stored {
+		return nil
+	}
+	c.stored, c.dirty = false, false
+	return p.store.DeleteCampaign(c.Campaign.ID)
 }
 
 // Input returns the next interactions offset the partition processes
@@ -206,14 +268,24 @@ func (p *Partition) CampaignPartitions(n int) {
 	for len(p.meta.Campaigns) < n {
 		p.meta.Campaigns = append(p.meta.Campaigns, 0)
 	}
+	for len(p.meta.Replay) < n {
+		p.meta.Replay = append(p.meta.Replay, 0)
+	}
+}
+
+// ReplayOffset returns the first offset of campaigns partition q that a
+// restore reads again (Meta.Replay), as of the last Load or Finish.
+func (p *Partition) ReplayOffset(q int32) int64 {
+	if int(q) < len(p.meta.Replay) {
+		return p.meta.Replay[q]
+	}
+	return p.CampaignOffset(q)
 }
 
 // SetCampaignOffset records that the campaign records of partition q are
 // read up to next (exclusive).
 func (p *Partition) SetCampaignOffset(q int32, next int64) {
-	for len(p.meta.Campaigns) <= int(q) {
-		p.meta.Campaigns = append(p.meta.Campaigns, 0)
-	}
+	p.CampaignPartitions(int(q) + 1)
 	p.meta.Campaigns[q], p.metaChanged = next, true
 }
 
@@ -221,6 +293,7 @@ func (p *Partition) SetCampaignOffset(q int32, next int64) {
 func (p *Partition) Meta() Meta {
 	m := p.meta
 	m.Campaigns = slices.Clone(m.Campaigns)
+	m.Replay = slices.Clone(m.Replay)
 	return m
 }
 
@@ -259,27 +332,147 @@ func (p *Partition) DueByWallClock(wall Millis) bool {
 	return ok && !p.FanningOut() && at < wall-p.pol.Grace()
 }
 
-// Admit applies campaign record c (see the package function Admit) as of
-// the partition's time and returns the verdict. An Invalid record changes
-// nothing: the runtime dead-letters it. A LAUNCH that fires at once joins
-// the fan-outs; Fanout runs it.
-func (p *Partition) Admit(c *schemas.Campaign) (Verdict, error) {
+// Admit applies campaign record c, read at src in the campaigns topic (see
+// the package function Admit), as of the partition's time and returns the
+// verdict. An Invalid record changes nothing: the runtime dead-letters it.
+// A LAUNCH that fires at once joins the fan-outs; Fanout runs it.
+//
+// Admission writes nothing to the store, except for the exceptions that
+// Replay could not rebuild from the topic: a campaign that must be
+// remembered longer than half the topic's retention after its record
+// (adopted, Progress.Keep), a CANCEL read before its LAUNCH, a pending
+// campaign at or below the frontier (a send time equal to the last fired
+// one's), and any campaign whose source is unknown (NoSource).
+func (p *Partition) Admit(c *schemas.Campaign, src Source) (Verdict, error) {
 	known := p.camps[c.CampaignID]
 	next, verdict := Admit(known, c, p.pol.LateAsOf(p.Watermark()))
 	switch verdict {
-	case Invalid, Ignored:
+	case Invalid:
+		return verdict, nil
+	case Ignored:
+		if extend(known, c) && known.stored {
+			return verdict, p.put(known)
+		}
 		return verdict, nil
 	case CancelledPending:
 		p.queue = slices.DeleteFunc(p.queue, func(q *Progress) bool { return q == known })
 	}
+	if known == nil {
+		next.Source = src
+		next.Keep = src.Offset < 0 || p.outlives(next) || verdict == CancelledUnknown
+	}
 	p.camps[c.CampaignID] = next
-	if next.Status == Pending {
+	switch next.Status {
+	case Pending:
 		i, _ := slices.BinarySearchFunc(p.queue, next, Compare)
 		p.queue = slices.Insert(p.queue, i, next)
-	} else if next.Status == Firing {
+		if next.Keep || next.Key().Compare(p.meta.Frontier) <= 0 {
+			return verdict, p.put(next)
+		}
+	case Firing:
 		p.startFiring(next)
+		if next.Keep {
+			return verdict, p.put(next)
+		}
+		// Finish writes it if its fan-out outlasts the transaction.
+	case Cancelled:
+		if next.Keep {
+			return verdict, p.put(next)
+		}
+		// Cancelled while pending: Replay reads the CANCEL again (a
+		// pending campaign at or below the frontier rebuilds as done,
+		// which a CANCEL leaves as it is).
+		return verdict, p.unstore(next)
+	case Expired:
+		// A repeated LAUNCH expires on arrival again: nothing to keep.
 	}
-	return verdict, p.store.PutCampaign(next)
+	return verdict, nil
+}
+
+// outlives reports whether campaign c must be remembered (until its
+// expiry, for dedup; its send time is before) longer than half the
+// campaigns topic's retention after its record was written: the topic may
+// delete the record before the task is done with it.
+func (p *Partition) outlives(c *Progress) bool {
+	if p.retention <= 0 || c.Source.Time <= 0 {
+		return false
+	}
+	return c.Campaign.ExpiresAt > c.Source.Time+p.retention/2
+}
+
+// extend makes a repeated LAUNCH of a known campaign keep it remembered
+// until the repeat's expiry too, if later: until then the repeat, which a
+// restore reads again, must find the campaign known. It reports whether it
+// changed anything.
+func extend(known *Progress, c *schemas.Campaign) bool {
+	if c.Action != schemas.Launch || known.Campaign.ExpiresAt == 0 {
+		return false
+	}
+	if at := ToMillis(c.ExpiresAt); at > known.Campaign.ExpiresAt {
+		known.Campaign.ExpiresAt = at
+		return true
+	}
+	return false
+}
+
+// Replay rebuilds, on restore, what reading campaign record c at src did:
+// the runtime feeds it, after Load, the records of the campaigns topic
+// from Meta.Replay up to Meta.Campaigns, in offset order per partition. It
+// writes nothing. A campaign the store holds a record of is as the record
+// says. Of the others, a LAUNCH at or below the frontier, or whose send
+// time the partition's time has passed, is done (pending campaigns are
+// always after both: they fire as soon as the time passes them, which
+// moves the frontier, and one admitted at or below it has a record); any
+// other is pending, and a CANCEL after it cancels it.
+func (p *Partition) Replay(c *schemas.Campaign, src Source) {
+	known := p.camps[c.CampaignID]
+	if known != nil && known.stored {
+		return
+	}
+	now := p.pol.LateAsOf(p.Watermark())
+	switch c.Action {
+	case schemas.Cancel:
+		// A CANCEL of a campaign not known had its record (Keep) when it
+		// was first read; one of a done campaign changed nothing.
+		if known != nil && known.Status == Pending {
+			known.Status = Cancelled
+			p.queue = slices.DeleteFunc(p.queue, func(q *Progress) bool { return q == known })
+		}
+	case schemas.Launch:
+		sendAt, expiresAt := ToMillis(c.SendAt), ToMillis(c.ExpiresAt)
+		if expiresAt < sendAt || !validAudience(c.Audience) {
+			return // dead-lettered when first read
+		}
+		if known != nil {
+			extend(known, c)
+			return
+		}
+		pr := &Progress{
+			Campaign: Campaign{ID: c.CampaignID, Business: c.BusinessID, SendAt: sendAt, ExpiresAt: expiresAt, Audience: c.Audience},
+			Message:  c.Message,
+			Status:   Pending,
+			Source:   src,
+		}
+		if pr.Key().Compare(p.meta.Frontier) <= 0 || sendAt < now {
+			if now > expiresAt {
+				return // forgotten: past its expiry
+			}
+			pr.Status = Fired
+			pr.forget()
+			p.camps[c.CampaignID] = pr
+			return
+		}
+		p.camps[c.CampaignID] = pr
+		i, _ := slices.BinarySearchFunc(p.queue, pr, Compare)
+		p.queue = slices.Insert(p.queue, i, pr)
+	}
+}
+
+// forget drops what a done campaign no longer needs: dedup needs only its
+// id and expiry (and its source, for the replay offsets).
+func (c *Progress) forget() {
+	c.Message = schemas.Message{}
+	c.Campaign.Audience = nil
 }
 
 // Interaction applies one interaction of user with business (empty for
@@ -328,21 +521,38 @@ func (p *Partition) startDue(due func(*Progress) bool) {
 }
 
 // startFiring adds campaign c, just started, to the fan-outs in the order
-// they run: by fire time, then Compare (the order Load restores), behind
-// the fan-out in progress if one has begun. It raises the stream time to
-// what the fire time requires (Policy.AfterFire), so that a LAUNCH that
-// arrives late from now on fires as of no earlier time.
+// they run, the order Load restores (fan-outs with a cursor first, then by
+// fire time and Compare): with the per-user cap on, where every fan-out
+// runs in turn, behind the one in progress and by fire order after it;
+// without, where only the order within a business counts, before the first
+// fan-out of c's business that has not begun and comes after c in fire
+// order (at the end if none). It raises the stream time to what the fire
+// time requires (Policy.AfterFire), so that a LAUNCH that arrives late
+// from now on fires as of no earlier time, and moves the frontier.
 func (p *Partition) startFiring(c *Progress) {
-	lo := 0
-	if len(p.firing) > 0 && p.firing[0].Cursor != "" {
-		lo = 1
-	}
-	i := lo
-	for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
-		i++
+	i := len(p.firing)
+	if p.pol.cfg.UserCap > 0 {
+		lo := 0
+		if len(p.firing) > 0 && p.firing[0].Cursor != "" {
+			lo = 1
+		}
+		i = lo
+		for i < len(p.firing) && firingOrder(p.firing[i], c) <= 0 {
+			i++
+		}
+	} else {
+		for j, f := range p.firing {
+			if f.Campaign.Business == c.Campaign.Business && f.Cursor == "" && firingOrder(f, c) > 0 {
+				i = j
+				break
+			}
+		}
 	}
 	p.firing = slices.Insert(p.firing, i, c)
 	p.raiseTime(c.FireAt)
+	if k := c.Key(); k.Compare(p.meta.Frontier) > 0 {
+		p.meta.Frontier, p.metaChanged = k, true
+	}
 }
 
 // firingOrder orders fan-outs: by fire time, then Compare.
@@ -363,39 +573,93 @@ func (p *Partition) raiseTime(at Millis) {
 
 // Fanout continues the fan-outs in progress within the transaction's
 // budget. It reports whether every fan-out finished.
+//
+// Fan-outs that commute share the budget, chunk by chunk: each runnable
+// one decides about at most an equal share of what is left per round, so
+// that a small campaign is not held back for the whole of a large one. A
+// fan-out is runnable when no fan-out before it (in firing order) is of
+// its business, since rule 4 sees a business's campaigns in (send_at,
+// campaign_id) order; with the per-user cap on (rule 5 counts across
+// businesses) only the first runs, one at a time as before. Campaigns of
+// different businesses read and write different contacts, so the order of
+// their chunks changes no decision.
 func (p *Partition) Fanout() (bool, error) {
 	for len(p.firing) > 0 {
 		if p.budget <= 0 {
 			return false, nil
 		}
-		c := p.firing[0]
-		p.out.Chunking(c)
-		ch, err := p.chunk(c)
-		if err != nil {
-			return false, fmt.Errorf("fan out campaign %s: %w", c.Campaign.ID, err)
+		runnable := p.runnable()
+		share := max(1, p.budget/len(runnable))
+		for _, c := range runnable {
+			if p.budget <= 0 {
+				break
+			}
+			if err := p.fanoutChunk(c, min(share, p.budget)); err != nil {
+				return false, err
+			}
 		}
-		if ch.Done {
-			c.Status, c.Cursor = Fired, ""
-			p.firing = p.firing[1:]
-		}
-		if err := p.out.Chunked(c, ch); err != nil {
-			return false, err
-		}
-		if err := p.store.PutCampaign(c); err != nil {
-			return false, err
-		}
-		p.raiseTime(c.FireAt)
 	}
 	return true, nil
 }
 
+// runnable returns the fan-outs that may run a chunk now, in firing order.
+func (p *Partition) runnable() []*Progress {
+	if p.pol.cfg.UserCap > 0 || len(p.firing) == 1 {
+		return p.firing[:1]
+	}
+	out := make([]*Progress, 0, len(p.firing))
+	for i, c := range p.firing {
+		if !slices.ContainsFunc(p.firing[:i], func(o *Progress) bool { return o.Campaign.Business == c.Campaign.Business }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// fanoutChunk runs one chunk of c's fan-out, of at most limit decisions.
+func (p *Partition) fanoutChunk(c *Progress, limit int) error {
+	p.out.Chunking(c)
+	ch, err := p.chunk(c, limit)
+	if err != nil {
+		return fmt.Errorf("fan out campaign %s: %w", c.Campaign.ID, err)
+	}
+	if ch.Done {
+		c.Status, c.Cursor = Fired, ""
+		p.firing = slices.DeleteFunc(p.firing, func(o *Progress) bool { return o == c })
+	} else {
+		c.dirty = true // Finish writes the cursor
+	}
+	if err := p.out.Chunked(c, ch); err != nil {
+		return err
+	}
+	if ch.Done {
+		// A fan-out that began and ended in this transaction
+		// writes nothing: the frontier says it is done. One whose
+		// record was written deletes it, unless the record must be
+		// kept until the campaign's expiry.
+		var err error
+		if c.Keep {
+			c.forget()
+			err = p.put(c)
+		} else {
+			err = p.unstore(c)
+			c.forget()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	p.raiseTime(c.FireAt)
+	return nil
+}
+
 // chunk decides about the next contacts of c's business after its cursor,
 // within the budget, and moves the cursor past them.
-func (p *Partition) chunk(c *Progress) (Chunk, error) {
+func (p *Partition) chunk(c *Progress, limit int) (Chunk, error) {
 	var ch Chunk
 	var rec Recipient
 	userCap := p.pol.cfg.UserCap > 0
-	last, done, err := p.audience(c.Campaign.Business, c.Cursor, p.budget, func(user string, contact *Contact, known bool) error {
+	last, done, err := p.audience(c.Campaign.Business, c.Cursor, limit, func(user string, contact *Contact, known bool) error {
 		p.budget--
 		ch.Visited++
 		if asOf := p.pol.AsOf(contact, c.FireAt); p.pol.ContactExpired(&asOf, c.FireAt) {
@@ -531,11 +795,34 @@ func (p *Partition) Expire(limit int) error {
 	}
 	for id, c := range p.camps {
 		if Forgettable(c, now) {
-			if err := p.store.DeleteCampaign(id); err != nil {
+			if err := p.unstore(c); err != nil {
 				return err
 			}
 			delete(p.camps, id)
 		}
+	}
+	return nil
+}
+
+// Adopt writes the record (Progress.Keep) of every campaign the partition
+// remembers through the campaigns topic only whose topic record is older
+// than half the topic's retention by the wall clock wall: the topic may
+// delete it before the partition is done with it (a quiet partition whose
+// time moves slowly keeps done campaigns until their expiry). Admission
+// adopts most such campaigns already; this is the safety net.
+func (p *Partition) Adopt(wall Millis) error {
+	if p.retention <= 0 {
+		return nil
+	}
+	for _, c := range p.camps {
+		if c.Keep || c.Source.Offset < 0 || c.Source.Time <= 0 || c.Source.Time >= wall-p.retention/2 {
+			continue
+		}
+		c.Keep = true
+		if err := p.put(c); err != nil {
+			return err
+		}
+		p.metaChanged = true // the replay offsets move on
 	}
 	return nil
 }

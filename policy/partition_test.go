@@ -1,6 +1,9 @@
 package policy_test
 
 import (
+	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,7 +16,7 @@ import (
 // runtime does (begin, work, a small expiry sweep, finish, commit), over
 // state.Batch on a Pebble in memory, and records its outputs.
 type partitionRun struct {
-	t      *testing.T
+	t      testing.TB
 	pol    *policy.Policy
 	store  *state.Store
 	part   *policy.Partition
@@ -21,6 +24,11 @@ type partitionRun struct {
 	out    recorder
 	budget int   // decisions per transaction
 	next   int64 // the next checkpoint
+	// finished, if set, sees each transaction's batch before it commits.
+	finished func(*state.Batch)
+	// topic is the campaigns records launchAt read, by offset: restart
+	// replays them.
+	topic []schemas.Campaign
 }
 
 // recorder is an Output that keeps the deliveries and the tallies of the
@@ -28,16 +36,30 @@ type partitionRun struct {
 type recorder struct {
 	delivered []string // users, in order
 	tallies   map[policy.Tally]int
+	pairs     map[string]int // if set, counts each campaign/user delivered
+	chunks    *[]string      // if set, gets each chunk's campaign, "+" when it finished it
 }
 
 func (*recorder) Chunking(*policy.Progress) {}
-func (r *recorder) Decided(_ *policy.Progress, user string, reason policy.Reason) error {
+func (r *recorder) Decided(c *policy.Progress, user string, reason policy.Reason) error {
 	if reason == policy.Delivered {
 		r.delivered = append(r.delivered, user)
+		if r.pairs != nil {
+			r.pairs[c.Campaign.ID+"/"+user]++
+		}
 	}
 	return nil
 }
-func (*recorder) Chunked(*policy.Progress, policy.Chunk) error { return nil }
+func (r *recorder) Chunked(c *policy.Progress, ch policy.Chunk) error {
+	if r.chunks != nil {
+		id := c.Campaign.ID
+		if ch.Done {
+			id += "+"
+		}
+		*r.chunks = append(*r.chunks, id)
+	}
+	return nil
+}
 func (r *recorder) Counted(tally policy.Tally, _ schemas.InteractionKind) {
 	if r.tallies == nil {
 		r.tallies = map[policy.Tally]int{}
@@ -50,7 +72,7 @@ const sweepPerTxn = 256
 
 // newPartitionRun starts a partition of the rules cfgf makes of the
 // defaults, with grace, in its first transaction.
-func newPartitionRun(t *testing.T, grace time.Duration, budget int, cfgf func(*policy.Config)) *partitionRun {
+func newPartitionRun(t testing.TB, grace time.Duration, budget int, cfgf func(*policy.Config)) *partitionRun {
 	t.Helper()
 	cfg := policy.DefaultConfig()
 	cfg.Grace = grace
@@ -86,6 +108,9 @@ func (r *partitionRun) commit() []string {
 	r.t.Helper()
 	must(r.t, r.part.Expire(sweepPerTxn))
 	must(r.t, r.part.Finish())
+	if r.finished != nil {
+		r.finished(r.batch)
+	}
 	r.next++
 	must(r.t, r.batch.Commit(r.next))
 	delivered := r.out.delivered
@@ -93,10 +118,15 @@ func (r *partitionRun) commit() []string {
 	return delivered
 }
 
-// restart drops the transaction in progress and reloads the state.
+// restart drops the transaction in progress and reloads the state, with
+// the campaigns replayed from the topic as the runtime does.
 func (r *partitionRun) restart() {
 	r.batch.Close()
+	r.part = policy.NewPartition(r.pol)
 	r.load()
+	for off := r.part.ReplayOffset(0); off < r.part.CampaignOffset(0); off++ {
+		r.part.Replay(&r.topic[off], policy.Source{Offset: off})
+	}
 	r.begin()
 }
 
@@ -114,9 +144,24 @@ func (r *partitionRun) interaction(user, biz string, kind schemas.InteractionKin
 func (r *partitionRun) launch(id, biz string, send time.Time) {
 	r.t.Helper()
 	c := &schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(48 * time.Hour), Message: schemas.Message{Text: "hi " + id}}
-	if _, err := r.part.Admit(c); err != nil {
+	if _, err := r.part.Admit(c, policy.NoSource); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// launchAt admits a LAUNCH of campaign id of biz, sent at send, expiring
+// two days later, read at offset off of campaigns partition 0.
+func (r *partitionRun) launchAt(id, biz string, send time.Time, off int64) {
+	r.t.Helper()
+	c := &schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Launch, SendAt: send, ExpiresAt: send.Add(48 * time.Hour), Message: schemas.Message{Text: "hi " + id}}
+	if _, err := r.part.Admit(c, policy.Source{Offset: off}); err != nil {
+		r.t.Fatal(err)
+	}
+	r.part.SetCampaignOffset(0, off+1)
+	for int64(len(r.topic)) <= off {
+		r.topic = append(r.topic, schemas.Campaign{})
+	}
+	r.topic[off] = *c
 }
 
 // count returns how many of users are u.
@@ -350,5 +395,194 @@ func TestWallClockFireRaisesStreamTime(t *testing.T) {
 		if n, want := r.out.tallies[policy.Late], min(int(grace), 1); n != want {
 			t.Errorf("grace %s: an interaction at the fire time after the fire counted late %d times, want %d", grace, n, want)
 		}
+	}
+}
+
+// campaignRun plays many campaigns of a few businesses (two with more
+// contacts than a transaction's budget) with duplicates and a cancel,
+// restarting after every transaction when restart is set, and returns the
+// deliveries as campaign/user pairs with their counts, and the run.
+func campaignRun(t *testing.T, restart bool) (map[string]int, *partitionRun) {
+	r := newPartitionRun(t, 0, 3, nil)
+	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, n := range []int{7, 4, 1, 0} {
+		for u := range n {
+			r.interaction(fmt.Sprintf("u%d", u), fmt.Sprintf("b%d", i), schemas.UserMessage, day)
+		}
+	}
+	r.commit()
+	got := map[string]int{}
+	r.out.pairs = got
+	off := int64(0)
+	commit := func() {
+		r.commit()
+		r.out.pairs = got
+		if restart {
+			r.restart()
+			r.out.pairs = got
+		}
+	}
+	at := day.Add(time.Hour)
+	for i := range 12 {
+		biz := fmt.Sprintf("b%d", i%4)
+		id := fmt.Sprintf("c%02d", i)
+		r.launchAt(id, biz, at.Add(time.Duration(i%3)*time.Minute), off)
+		off++
+		if i%4 == 1 { // a duplicate LAUNCH before the fire
+			r.launchAt(id, biz, at.Add(time.Duration(i%3)*time.Minute), off)
+			off++
+		}
+		commit()
+		if i%3 == 2 {
+			at = at.Add(25 * time.Hour)
+			for !r.interaction("u0", "b0", schemas.UserMessage, at) {
+				commit()
+			}
+			commit()
+			// A duplicate LAUNCH after the fire, and a CANCEL.
+			r.launchAt(id, biz, at.Add(-25*time.Hour), off)
+			off++
+			r.topic = append(r.topic, schemas.Campaign{CampaignID: id, BusinessID: biz, Action: schemas.Cancel})
+			if _, err := r.part.Admit(&r.topic[off], policy.Source{Offset: off}); err != nil {
+				t.Fatal(err)
+			}
+			off++
+			r.part.SetCampaignOffset(0, off)
+			commit()
+		}
+	}
+	// Past every expiry, a LAUNCH again of the first campaign expires on
+	// arrival.
+	at = at.Add(10 * 24 * time.Hour)
+	for !r.interaction("u0", "b0", schemas.UserMessage, at) {
+		commit()
+	}
+	commit()
+	r.launchAt("c00", "b0", day.Add(time.Hour), off)
+	commit()
+	return got, r
+}
+
+// TestRestartGivesTheSameDeliveries: a task that restarts (rebuilding its
+// campaigns from the changelog and the campaigns topic) after every
+// transaction, between the chunks of fan-outs, after fires, with
+// duplicate LAUNCHes before and after the fire and after the expiry,
+// delivers exactly what one that never restarts delivers, each pair once.
+func TestRestartGivesTheSameDeliveries(t *testing.T) {
+	want, _ := campaignRun(t, false)
+	got, r := campaignRun(t, true)
+	if len(want) == 0 || !maps.Equal(got, want) {
+		t.Fatalf("with restarts: %v\nwithout: %v", got, want)
+	}
+	for pair, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", pair, n)
+		}
+	}
+	// Past every expiry nothing is remembered, and nothing is to be
+	// replayed.
+	must(t, r.part.Expire(sweepPerTxn))
+	if n := r.part.Campaigns(); n > 1 {
+		t.Errorf("%d campaigns remembered past every expiry, want at most the last LAUNCH", n)
+	}
+	r.commit()
+	if from, end := r.part.ReplayOffset(0), r.part.CampaignOffset(0); from != end {
+		t.Errorf("replay offset %d, want the campaigns offset %d once every campaign is forgotten", from, end)
+	}
+}
+
+// TestNoRecordWithoutWork: a campaign whose business has no contact on the
+// partition, or all its candidates in one chunk, writes no campaign record;
+// one whose fan-out takes two transactions writes its cursor and deletes it.
+func TestNoRecordWithoutWork(t *testing.T) {
+	for _, tc := range []struct {
+		biz     string
+		records int
+	}{{"b9", 0}, {"b1", 0}, {"b0", 2}} {
+		r := newPartitionRun(t, 0, 3, nil)
+		day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for u := range 5 {
+			r.interaction(fmt.Sprintf("u%d", u), "b0", schemas.UserMessage, day)
+		}
+		r.interaction("u0", "b1", schemas.UserMessage, day)
+		r.commit()
+		records := 0
+		r.finished = func(b *state.Batch) {
+			for _, ch := range b.Changes() {
+				if ch.Key[0] == state.CampaignChangelogKey("")[0] {
+					records++
+				}
+			}
+		}
+		r.launchAt("c1", tc.biz, day.Add(time.Hour), 0)
+		r.commit()
+		for !r.interaction("u0", "b0", schemas.UserMessage, day.Add(2*time.Hour)) {
+			r.commit()
+		}
+		r.commit()
+		if records != tc.records {
+			t.Errorf("campaign of %s: %d campaign records, want %d", tc.biz, records, tc.records)
+		}
+	}
+}
+
+// fairnessRun fans out cBig (20 contacts of business big) and cSmall (3
+// contacts of small, or of big when sameBusiness), due at once, with 6
+// decisions a transaction, and returns the chunks in order.
+func fairnessRun(t *testing.T, sameBusiness bool, userCap int) []string {
+	r := newPartitionRun(t, 0, 6, func(c *policy.Config) { c.UserCap = userCap })
+	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	small := "small"
+	if sameBusiness {
+		small = "big"
+	}
+	for u := range 20 {
+		r.interaction(fmt.Sprintf("u%02d", u), "big", schemas.UserMessage, day)
+	}
+	for u := range 3 {
+		r.interaction(fmt.Sprintf("s%d", u), small, schemas.UserMessage, day)
+	}
+	r.commit()
+	r.launchAt("cBig", "big", day.Add(time.Hour), 0)
+	r.launchAt("cSmall", small, day.Add(time.Hour+time.Minute), 1)
+	r.commit()
+	var chunks []string
+	r.out.chunks = &chunks
+	for !r.interaction("u00", "big", schemas.UserMessage, day.Add(48*time.Hour)) {
+		r.commit()
+		r.out.chunks = &chunks
+	}
+	r.commit()
+	return chunks
+}
+
+// TestSmallCampaignNotHeldBack: the fan-outs of two businesses share a
+// transaction's budget, so the small one finishes in the first
+// transaction, long before the large one.
+func TestSmallCampaignNotHeldBack(t *testing.T) {
+	got := fairnessRun(t, false, 0)
+	want := []string{"cBig", "cSmall+", "cBig", "cBig", "cBig+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
+}
+
+// TestSameBusinessKeepsOrder: campaigns of one business fan out one after
+// the other in (send_at, campaign_id) order, which rule 4 depends on.
+func TestSameBusinessKeepsOrder(t *testing.T) {
+	got := fairnessRun(t, true, 0)
+	want := []string{"cBig", "cBig", "cBig", "cBig+", "cSmall", "cSmall", "cSmall", "cSmall", "cSmall+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
+}
+
+// TestUserCapKeepsOrder: with the per-user cap on (rule 5 counts across
+// businesses), fan-outs run one at a time in firing order.
+func TestUserCapKeepsOrder(t *testing.T) {
+	got := fairnessRun(t, false, 3)
+	want := []string{"cBig", "cBig", "cBig", "cBig+", "cSmall+"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chunks %v, want %v", got, want)
 	}
 }

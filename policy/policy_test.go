@@ -1,8 +1,6 @@
 package policy_test
 
 import (
-	"cmp"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -60,6 +58,25 @@ import (
 //	    prints what the task knows about the pair.
 //	expiry at=T
 //	    prints which contacts, recipients and campaigns could be forgotten at T.
+//
+// The campaign records a story reads form its campaigns topic (one
+// partition, offsets from 0; a record's timestamp is ts=T, default none):
+//
+//	config ... [topic-retention=D] [budget=N]
+//	    the campaigns topic's retention (default infinite) and the
+//	    decisions a transaction makes (default unlimited). An interaction
+//	    that the fan-outs made wait prints so.
+//	more
+//	    continues the fan-outs in a transaction of their own.
+//	restart
+//	    the task restarts: it reloads its state from the store and
+//	    replays the topic's records from its replay offset up to its
+//	    campaigns offset (Partition.Replay), writing nothing; those older
+//	    than the retention as of the task time are gone.
+//	stored
+//	    prints the campaign records in the store, the frontier, the
+//	    replay offset, and the campaign records written (puts and
+//	    deletes) since the last stored.
 func TestPolicy(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		var s *story
@@ -92,7 +109,24 @@ func TestPolicy(t *testing.T) {
 					return "error: " + err.Error()
 				}
 				s = newStory(t, p)
+				if a, ok := td.Arg("topic-retention"); ok {
+					s.retention = parseDuration(t, td, a.SingleVal(t)).Milliseconds()
+					s.part.SetRetention(s.retention)
+				}
+				if a, ok := td.Arg("budget"); ok {
+					n, err := strconv.Atoi(a.SingleVal(t))
+					if err != nil {
+						td.Fatalf(t, "budget: %v", err)
+					}
+					s.budget = n
+				}
 				return "ok"
+			case "more":
+				return s.more()
+			case "restart":
+				return s.restart()
+			case "stored":
+				return s.stored()
 			case "watch":
 				users := strings.Split(arg(t, td, "users"), ",")
 				s.watched = append(s.watched, users...)
@@ -136,7 +170,11 @@ func TestPolicy(t *testing.T) {
 					}
 				}
 				c.Message = schemas.Message{Text: "hello from " + c.BusinessID}
-				return s.campaign(c)
+				var ts policy.Millis
+				if td.HasArg("ts") {
+					ts = parseTime(t, td, arg(t, td, "ts"))
+				}
+				return s.campaign(c, ts)
 			case "advance":
 				return s.advance(parseTime(t, td, arg(t, td, "to")))
 			case "wall":
@@ -172,6 +210,18 @@ type story struct {
 	// pairs and users are those the story has mentioned, for expiry.
 	pairs map[[2]string]bool
 	users map[string]bool
+	// topic is the campaigns topic's partition 0: the records read, by
+	// offset; retention its retention (0: infinite).
+	topic     []storyRecord
+	retention policy.Millis
+	budget    int // decisions per transaction
+	writes    int // campaign records written since the last stored
+}
+
+// storyRecord is a record of the story's campaigns topic.
+type storyRecord struct {
+	c  schemas.Campaign
+	ts policy.Millis
 }
 
 // partition is the partition of the stories' task.
@@ -184,7 +234,7 @@ func newStory(t *testing.T, p *policy.Policy) *story {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	s := &story{t: t, pol: p, store: store, part: policy.NewPartition(p), pairs: map[[2]string]bool{}, users: map[string]bool{}}
+	s := &story{t: t, pol: p, store: store, part: policy.NewPartition(p), pairs: map[[2]string]bool{}, users: map[string]bool{}, budget: math.MaxInt}
 	s.out.s = s
 	meta, cs, err := store.LoadTask(partition)
 	if err != nil {
@@ -202,7 +252,7 @@ func (s *story) txn(fn func(b *strings.Builder) error) string {
 	defer s.batch.Close()
 	var b strings.Builder
 	s.out.b = &b
-	s.part.Begin(s.batch, &s.out, math.MaxInt)
+	s.part.Begin(s.batch, &s.out, s.budget)
 	if err := fn(&b); err != nil {
 		s.t.Fatal(err)
 	}
@@ -224,6 +274,16 @@ type storyStore struct {
 	put map[[2]string]bool
 }
 
+func (st *storyStore) PutCampaign(p *policy.Progress) error {
+	st.out.s.writes++
+	return st.Batch.PutCampaign(p)
+}
+
+func (st *storyStore) DeleteCampaign(id string) error {
+	st.out.s.writes++
+	return st.Batch.DeleteCampaign(id)
+}
+
 func (st *storyStore) PutContact(user, business string, c *policy.Contact, known bool) error {
 	if st.out.fanout == nil {
 		st.put[[2]string{user, business}] = true
@@ -236,20 +296,23 @@ func (st *storyStore) PutContact(user, business string, c *policy.Contact, known
 type storyOutput struct {
 	s         *story
 	b         *strings.Builder
-	fanout    *policy.Progress // the fan-out whose chunk is running
-	decisions map[string]policy.Reason
+	fanout    *policy.Progress                    // the fan-out whose chunk is running
+	decisions map[string]map[string]policy.Reason // by campaign, then user
 	tallies   map[policy.Tally]bool
 }
 
 func (o *storyOutput) Chunking(c *policy.Progress) {
 	if o.decisions == nil {
-		o.decisions = map[string]policy.Reason{}
+		o.decisions = map[string]map[string]policy.Reason{}
+	}
+	if o.decisions[c.Campaign.ID] == nil {
+		o.decisions[c.Campaign.ID] = map[string]policy.Reason{}
 	}
 	o.fanout = c
 }
 
 func (o *storyOutput) Decided(c *policy.Progress, user string, reason policy.Reason) error {
-	o.decisions[user] = reason
+	o.decisions[c.Campaign.ID][user] = reason
 	return nil
 }
 
@@ -262,16 +325,17 @@ func (o *storyOutput) Chunked(c *policy.Progress, ch policy.Chunk) error {
 	// business in the partition's state, or one forgotten as of the fire
 	// time) is shown with the rules' decision for them, NO_CONTACT; the
 	// runtime writes no record for them.
+	decisions := o.decisions[c.Campaign.ID]
 	for _, u := range o.s.watched {
-		if _, ok := o.decisions[u]; !ok {
-			o.decisions[u] = policy.NoContact
+		if _, ok := decisions[u]; !ok {
+			decisions[u] = policy.NoContact
 		}
 	}
 	fmt.Fprintf(o.b, "fire %s %s as of %s\n", c.Campaign.ID, c.Campaign.Business, fmtTime(c.FireAt))
-	for _, u := range slices.Sorted(maps.Keys(o.decisions)) {
-		fmt.Fprintf(o.b, "  %s: %s\n", u, o.decisions[u])
+	for _, u := range slices.Sorted(maps.Keys(decisions)) {
+		fmt.Fprintf(o.b, "  %s: %s\n", u, decisions[u])
 	}
-	clear(o.decisions)
+	delete(o.decisions, c.Campaign.ID)
 	return nil
 }
 
@@ -290,8 +354,12 @@ func (s *story) interaction(user, biz string, kind schemas.InteractionKind, at p
 	return s.txn(func(b *strings.Builder) error {
 		clear(s.out.tallies)
 		ok, err := s.part.Interaction(user, biz, kind, at)
-		if err != nil || !ok {
-			return cmp.Or(err, errors.New("the fan-outs ran out of budget"))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			fmt.Fprintf(b, "%s/%s %s: waits for the fan-outs", user, biz, kind)
+			return nil
 		}
 		tally := s.out.tallies
 		late := ""
@@ -322,9 +390,12 @@ func (s *story) interaction(user, biz string, kind schemas.InteractionKind, at p
 	})
 }
 
-func (s *story) campaign(c *schemas.Campaign) string {
+func (s *story) campaign(c *schemas.Campaign, ts policy.Millis) string {
+	off := int64(len(s.topic))
+	s.topic = append(s.topic, storyRecord{c: *c, ts: ts})
 	return s.txn(func(b *strings.Builder) error {
-		v, err := s.part.Admit(c)
+		v, err := s.part.Admit(c, policy.Source{Partition: 0, Offset: off, Time: ts})
+		s.part.SetCampaignOffset(0, off+1)
 		if err != nil {
 			return err
 		}
@@ -340,12 +411,82 @@ func (s *story) campaign(c *schemas.Campaign) string {
 	})
 }
 
+// more continues the fan-outs in a transaction.
+func (s *story) more() string {
+	return s.txn(func(b *strings.Builder) error {
+		ok, err := s.part.Fanout()
+		if err == nil && !ok {
+			b.WriteString("the fan-outs go on\n")
+		}
+		return err
+	})
+}
+
+// restart reloads the partition from the store and replays the topic from
+// its replay offset, as the runtime's task.load does.
+func (s *story) restart() string {
+	meta, cs, err := s.store.LoadTask(partition)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.part = policy.NewPartition(s.pol)
+	s.part.SetRetention(s.retention)
+	s.part.Load(meta, cs)
+	from, end := s.part.ReplayOffset(0), s.part.CampaignOffset(0)
+	deleted := 0
+	for off := from; off < end; off++ {
+		r := s.topic[off]
+		if s.retention > 0 && r.ts > 0 && r.ts < s.part.Time()-s.retention {
+			deleted++ // the topic's retention deleted it (as of the task time)
+			continue
+		}
+		s.part.Replay(&r.c, policy.Source{Partition: 0, Offset: off, Time: r.ts})
+	}
+	gone := ""
+	if deleted > 0 {
+		gone = fmt.Sprintf(" (%d deleted by the retention)", deleted)
+	}
+	return fmt.Sprintf("replayed offsets %d to %d%s: %d campaigns remembered", from, end, gone, s.part.Campaigns())
+}
+
+// stored prints the campaign state the store holds.
+func (s *story) stored() string {
+	meta, cs, err := s.store.LoadTask(partition)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "writes %d\n", s.writes)
+	s.writes = 0
+	if meta.Frontier.ID != "" {
+		fmt.Fprintf(&b, "frontier %s %s\n", fmtTime(meta.Frontier.SendAt), meta.Frontier.ID)
+	}
+	if len(meta.Replay) > 0 {
+		fmt.Fprintf(&b, "replay from %d of %d\n", meta.Replay[0], meta.Campaigns[0])
+	}
+	for _, c := range cs {
+		fmt.Fprintf(&b, "record %s %s", c.Campaign.ID, c.Status)
+		if c.Cursor != "" {
+			fmt.Fprintf(&b, " cursor=%s", c.Cursor)
+		}
+		if c.Keep {
+			b.WriteString(" keep")
+		}
+		b.WriteString("\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
 func (s *story) advance(to policy.Millis) string {
 	return s.txn(func(b *strings.Builder) error {
 		// A BUSINESS_MESSAGE stores nothing: only the stream time moves.
 		ok, err := s.part.Interaction("", "", schemas.BusinessMessage, to)
-		if err != nil || !ok {
-			return cmp.Or(err, errors.New("the fan-outs ran out of budget"))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			b.WriteString("waits for the fan-outs")
+			return nil
 		}
 		fmt.Fprintf(b, "task time %s", fmtTime(s.part.Time()))
 		return nil
@@ -449,12 +590,9 @@ func (s *story) expiry(at policy.Millis) string {
 			lines = append(lines, fmt.Sprintf("recipient %s: %s", u, keptOr(s.pol.RecipientExpired(&r, at), "expired")))
 		}
 	}
-	_, cs, err := s.store.LoadTask(partition)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for _, p := range cs {
-		lines = append(lines, fmt.Sprintf("campaign %s (%s): %s", p.Campaign.ID, p.Status, keptOr(policy.Forgettable(&p, at), "forgettable")))
+	for _, id := range s.part.CampaignIDs() {
+		p := s.part.Campaign(id)
+		lines = append(lines, fmt.Sprintf("campaign %s (%s): %s", p.Campaign.ID, p.Status, keptOr(policy.Forgettable(p, at), "forgettable")))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

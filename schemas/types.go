@@ -163,3 +163,36 @@ type Decision struct {
 	Outcome     Outcome
 	DecidedAsOf time.Time // the send_at the campaign fired as of
 }
+
+// DecisionChunk is the chunk form of a decisions record (key: CampaignID):
+// the decisions of one chunk of a campaign's fan-out on one partition, one
+// record for all its candidates. Users[i] got Outcomes[i]; each candidate's
+// delivery id is DeliveryID(CampaignID, Users[i]). [DecisionChunk.Decisions]
+// gives the same decisions in the per-candidate form.
+type DecisionChunk struct {
+	BusinessID  string
+	CampaignID  string
+	DecidedAsOf time.Time // the send_at the campaign fired as of
+	Partition   int32     // the partition of the chunk's users
+	// After is the fan-out's cursor when the chunk began (the last user the
+	// previous chunk went over), empty for the first chunk.
+	After string
+	// Done reports that the chunk finished the campaign's fan-out on the
+	// partition.
+	Done     bool
+	Users    []string // ascending
+	Outcomes []Outcome
+}
+
+// Decisions appends the chunk's decisions, in the per-candidate form with
+// their delivery ids, to dst and returns the extended slice.
+func (c *DecisionChunk) Decisions(dst []Decision) []Decision {
+	for i, u := range c.Users {
+		d := Decision{DeliveryID: DeliveryID(c.CampaignID, u), UserID: u, BusinessID: c.BusinessID, CampaignID: c.CampaignID, DecidedAsOf: c.DecidedAsOf}
+		if i < len(c.Outcomes) {
+			d.Outcome = c.Outcomes[i]
+		}
+		dst = append(dst, d)
+	}
+	return dst
+}

@@ -39,6 +39,9 @@ type Batch struct {
 	ebuf    []byte           // the changelog key of the last erasure read
 	it      *pebble.Iterator // the DB's reads (get), from the first one to Close
 	filter  *ContactFilter   // the partition's contact keys, if known (UseFilter)
+	// contacts reports that the batch wrote or deleted a contact: only
+	// then must a scan of contacts (Audience) see the batch's writes.
+	contacts bool
 
 	prev     *Batch        // the batch b follows until it is applied (Follow)
 	applied  chan struct{} // closed once Apply's work is done
@@ -195,6 +198,9 @@ func (b *Batch) full(k []byte) ([]byte, error) {
 // copies of both in the batch's slab, so that callers may pass buffers they
 // reuse.
 func (b *Batch) record(k, v []byte) {
+	if len(k) > 0 && k[0] == kindContact {
+		b.contacts = true
+	}
 	if i, ok := b.index[string(k)]; ok {
 		b.changes[i].Value = b.keep(v)
 		return
@@ -446,11 +452,7 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 	if after != "" {
 		lower = append(lower, 0) // the smallest key after the cursor
 	}
-	v, err := b.view()
-	if err != nil {
-		return after, false, err
-	}
-	it, err := v.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	it, err := b.scan(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return after, false, err
 	}
@@ -458,8 +460,8 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		end int // of the user in users
 		c   policy.Contact
 	}
-	members := make([]member, 0, min(limit, 1024))
-	buf := make([]byte, 0, 16*cap(members)) // the members' users, end to end: one string for all
+	members := make([]member, 0, min(limit, 1<<13)) // a chunk's worth at FanoutChunk's default: no regrowth
+	buf := make([]byte, 0, 16*cap(members))         // the members' users, end to end: one string for all
 	for it.First(); it.Valid() && len(members) < limit; it.Next() {
 		user := it.Key()[len(prefix):]
 		c, err := DecodeContact(it.Value())
@@ -488,6 +490,27 @@ func (b *Batch) Audience(business, after string, limit int, fn func(user string,
 		last = user
 	}
 	return last, exhausted, nil
+}
+
+// scan returns an iterator over the contacts within opts' bounds as the
+// batch sees them. A batch that changed no contact, as in most
+// transactions of a fan-out (the scan comes first, the deliveries'
+// writes after it), is read past: the iterator reads the DB, once the
+// batch b follows is in it, and the batch stays unindexed, so that each
+// of the chunk's writes after the scan costs no skiplist insertion
+// (view). Otherwise the iterator reads the indexed batch over the DB.
+func (b *Batch) scan(opts *pebble.IterOptions) (*pebble.Iterator, error) {
+	if b.contacts {
+		v, err := b.view()
+		if err != nil {
+			return nil, err
+		}
+		return v.NewIter(opts)
+	}
+	if err := b.settle(); err != nil {
+		return nil, err
+	}
+	return b.s.db.NewIter(opts)
 }
 
 // SweepContacts visits up to limit contacts of the partition after the

@@ -110,10 +110,37 @@ const (
 	flagOptedOut = 1 << 1
 )
 
+// contactVersion is the version byte of a contact value as AppendContact
+// writes it. Version 1, which DecodeContact still reads (a changelog or a
+// store written before keeps it until the key is written again), was:
+//
+//	1 flags varint(Last[0]) varint(Last[1]) varint(Last[2]) varint(BlockAt) varint(OptAt) varint(LastSent) [recent]
+//
+// every time in full, a zero as one byte. Version 2 leaves the zeros out
+// and writes the times after the first as differences from it (usually
+// days or months: four or five bytes instead of six):
+//
+//	2 flags|present<<2 varint(first present time) varint(time - first)... [recent]
+//
+// where bit i of present says whether time i (Last[0], Last[1], Last[2],
+// BlockAt, OptAt, LastSent) is not zero. A contact with one user message
+// takes 8 bytes instead of 13, one with a delivery a day later too 12
+// instead of 18 (docs/performance.md, the bytes round). [recent] is the
+// same in both:
+// the recent interactions (policy.Contact.Recent), present only when there
+// are any, as uvarint(count) and, for each, its kind byte and varint(time).
+const contactVersion = 2
+
+// contactTimes returns pointers to c's times in the order of version 2's
+// presence bits.
+func contactTimes(c *policy.Contact) [6]*policy.Millis {
+	return [6]*policy.Millis{&c.Last[0], &c.Last[1], &c.Last[2], &c.BlockAt, &c.OptAt, &c.LastSent}
+}
+
 // AppendContact appends the encoding of c to dst.
 func AppendContact(dst []byte, c *policy.Contact) []byte {
 	e := encoder{dst}
-	e.byte(valueVersion)
+	e.byte(contactVersion)
 	var flags byte
 	if c.Blocked {
 		flags |= flagBlocked
@@ -121,13 +148,25 @@ func AppendContact(dst []byte, c *policy.Contact) []byte {
 	if c.OptedOut {
 		flags |= flagOptedOut
 	}
-	e.byte(flags)
-	for _, t := range c.Last {
-		e.int(t)
+	times := contactTimes(c)
+	for i, t := range times {
+		if *t != 0 {
+			flags |= 1 << (2 + i)
+		}
 	}
-	e.int(c.BlockAt)
-	e.int(c.OptAt)
-	e.int(c.LastSent)
+	e.byte(flags)
+	var first policy.Millis
+	seen := false
+	for _, t := range times {
+		switch {
+		case *t == 0:
+		case !seen:
+			first, seen = *t, true
+			e.int(first)
+		default:
+			e.int(*t - first)
+		}
+	}
 	// The recent interactions (policy.Contact.Recent) follow only when
 	// there are any: a contact without them, the only kind with no grace,
 	// is encoded as before they existed.
@@ -141,19 +180,43 @@ func AppendContact(dst []byte, c *policy.Contact) []byte {
 	return e.b
 }
 
-// DecodeContact decodes what AppendContact wrote.
+// DecodeContact decodes what AppendContact wrote, in either version.
 func DecodeContact(b []byte) (policy.Contact, error) {
 	d := decoder{b: b}
 	var c policy.Contact
-	d.version("contact")
+	v := d.byte()
 	flags := d.byte()
 	c.Blocked, c.OptedOut = flags&flagBlocked != 0, flags&flagOptedOut != 0
-	for i := range c.Last {
-		c.Last[i] = d.int()
+	times := contactTimes(&c)
+	switch {
+	case d.err != nil:
+	case v == valueVersion:
+		if flags>>2 != 0 {
+			return c, fmt.Errorf("%w: contact of version 1 has flags %#x", ErrCorrupt, flags)
+		}
+		for _, t := range times {
+			*t = d.int()
+		}
+	case v == contactVersion:
+		var first policy.Millis
+		seen := false
+		for i, t := range times {
+			if flags&(1<<(2+i)) == 0 {
+				continue
+			}
+			if !seen {
+				first, seen = d.int(), true
+				*t = first
+			} else {
+				*t = first + d.int()
+			}
+			if d.err == nil && *t == 0 {
+				return policy.Contact{}, fmt.Errorf("%w: contact has a zero time marked present", ErrCorrupt)
+			}
+		}
+	default:
+		return c, fmt.Errorf("%w: contact has version %d, want %d or %d", ErrCorrupt, v, valueVersion, contactVersion)
 	}
-	c.BlockAt = d.int()
-	c.OptAt = d.int()
-	c.LastSent = d.int()
 	if len(d.b) > 0 && d.err == nil {
 		n := d.uint()
 		if n == 0 || n > uint64(len(d.b)) {
@@ -245,6 +308,16 @@ func AppendProgress(dst []byte, p *policy.Progress) []byte {
 	e.optStr(p.Message.CTAURL)
 	e.int(p.FireAt)
 	e.str(p.Cursor)
+	// Since the campaign state follows the campaigns topic: where the
+	// campaign's first record is and whether the record is kept.
+	e.int(int64(p.Source.Partition))
+	e.int(p.Source.Offset)
+	e.int(p.Source.Time)
+	var keep byte
+	if p.Keep {
+		keep = 1
+	}
+	e.byte(keep)
 	return e.b
 }
 
@@ -271,6 +344,16 @@ func DecodeProgress(b []byte) (policy.Progress, error) {
 	p.Message.CTAURL = d.optStr()
 	p.FireAt = d.int()
 	p.Cursor = d.str()
+	if len(d.b) > 0 && d.err == nil {
+		p.Source.Partition = int32(d.int())
+		p.Source.Offset = d.int()
+		p.Source.Time = d.int()
+		p.Keep = d.byte() != 0
+	} else {
+		// Written when every campaign had a record until forgotten:
+		// nothing in the topic is known to rebuild it from.
+		p.Source, p.Keep = policy.NoSource, true
+	}
 	return p, d.done("campaign progress")
 }
 
@@ -285,6 +368,13 @@ func AppendMeta(dst []byte, m *policy.Meta) []byte {
 		e.int(o)
 	}
 	e.uint(m.Rounds)
+	// Since the campaign state follows the campaigns topic.
+	e.int(m.Frontier.SendAt)
+	e.str(m.Frontier.ID)
+	e.uint(uint64(len(m.Replay)))
+	for _, o := range m.Replay {
+		e.int(o)
+	}
 	return e.b
 }
 
@@ -305,5 +395,18 @@ func DecodeMeta(b []byte) (policy.Meta, error) {
 	if len(d.b) > 0 { // written since the erasure markers
 		m.Rounds = d.uint()
 	}
+	if len(d.b) > 0 && d.err == nil { // written since the frontier
+		m.Frontier.SendAt = d.int()
+		m.Frontier.ID = d.str()
+		n := d.uint()
+		if n > uint64(len(b)) {
+			return m, fmt.Errorf("%w: metadata claims %d replay offsets", ErrCorrupt, n)
+		}
+		for range n {
+			m.Replay = append(m.Replay, d.int())
+		}
+	}
+	// A metadata without replay offsets (before the frontier) is read as
+	// Replay = Campaigns by policy.Partition.Load.
 	return m, d.done("task metadata")
 }

@@ -40,5 +40,12 @@
 // rules that use them (which contacts an erasure marker covers, when a
 // marker may go, what expired) are policy's.
 //
-// Values start with a version byte (1) so the encoding can evolve.
+// Values start with a version byte so the encoding can evolve: 1 for every
+// value, except the contacts this version writes, which are version 2
+// (AppendContact: without zero times, the later times as differences).
+// DecodeContact reads both, so a changelog an earlier version wrote
+// restores to the same state; an earlier version cannot read version 2.
+//
+// Pebble compresses the last two levels, about all of the state, with zstd
+// (Snappy above them, and on the tables a restore ingests).
 package state

@@ -381,10 +381,51 @@ func TestMetaRounds(t *testing.T) {
 	if err != nil || got.Rounds != 300 || got.Input != 7 || !slices.Equal(got.Campaigns, m.Campaigns) {
 		t.Fatalf("meta: %+v, %v", got, err)
 	}
-	old := AppendMeta(nil, &policy.Meta{Input: 7, Campaigns: []int64{1, 2}, Time: 9})
-	old = old[:len(old)-1] // the encoding before: no count at the end
-	if got, err := DecodeMeta(old); err != nil || got.Rounds != 0 || got.Time != 9 {
+	// The encodings before: no count at the end; the count and no
+	// frontier.
+	e := encoder{}
+	e.byte(valueVersion)
+	e.int(7)
+	e.int(9)
+	e.uint(2)
+	e.int(1)
+	e.int(2)
+	if got, err := DecodeMeta(e.b); err != nil || got.Rounds != 0 || got.Time != 9 || got.Replay != nil {
 		t.Fatalf("meta of the encoding before: %+v, %v", got, err)
+	}
+	e.uint(300)
+	if got, err := DecodeMeta(e.b); err != nil || got.Rounds != 300 || got.Replay != nil || got.Frontier != (policy.Key{}) {
+		t.Fatalf("meta of the encoding before the frontier: %+v, %v", got, err)
+	}
+}
+
+// TestMetaFrontier: the frontier and the replay offsets round-trip.
+func TestMetaFrontier(t *testing.T) {
+	m := policy.Meta{Input: 7, Campaigns: []int64{10, 20}, Time: 9, Rounds: 3, Frontier: policy.Key{SendAt: 1234, ID: "c9"}, Replay: []int64{4, 20}}
+	got, err := DecodeMeta(AppendMeta(nil, &m))
+	if err != nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("meta = %+v, %v; want %+v", got, err, m)
+	}
+}
+
+// TestProgressSource: a campaign record's source and keep flag round-trip,
+// and a record written before them decodes as kept, with no source.
+func TestProgressSource(t *testing.T) {
+	p := policy.Progress{Campaign: policy.Campaign{ID: "c1", Business: "b1", SendAt: 5, ExpiresAt: 9}, Status: policy.Firing, FireAt: 5, Cursor: "u3",
+		Source: policy.Source{Partition: 2, Offset: 41, Time: 3}, Keep: true}
+	got, err := DecodeProgress(AppendProgress(nil, &p))
+	if err != nil || got.Source != p.Source || !got.Keep || got.Cursor != "u3" {
+		t.Fatalf("progress = %+v, %v; want %+v", got, err, p)
+	}
+	p.Keep = false
+	if got, err := DecodeProgress(AppendProgress(nil, &p)); err != nil || got.Keep {
+		t.Fatalf("progress without keep = %+v, %v", got, err)
+	}
+	enc := AppendProgress(nil, &p)
+	old := enc[:len(enc)-4] // before: nothing after the cursor (3 one-byte varints and the flag)
+	got, err = DecodeProgress(old)
+	if err != nil || got.Source != policy.NoSource || !got.Keep || got.Cursor != "u3" {
+		t.Fatalf("progress of the encoding before = %+v, %v", got, err)
 	}
 }
 
@@ -501,4 +542,63 @@ func audience(t *testing.T, b *Batch, business string) []string {
 		t.Fatal(err)
 	}
 	return users
+}
+
+// TestAudienceReadsTheBatchOnlyWhenItChangedContacts: a batch that changed
+// no contact scans the DB and stays unindexed, so that the fan-out's writes
+// after its scan are cheap; one that did (an interaction or an earlier
+// chunk in the same transaction) scans its own writes over the DB: a
+// contact added, one rewritten, one deleted.
+func TestAudienceReadsTheBatchOnlyWhenItChangedContacts(t *testing.T) {
+	s := open(t)
+	old, fresh := policy.Contact{Last: [3]int64{1, 0, 0}}, policy.Contact{Last: [3]int64{5, 0, 0}}
+	b0 := s.NewBatch(0)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if err := b0.PutContact(u, "biz", &old, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b0.Commit(1); err != nil {
+		t.Fatal(err)
+	}
+	lasts := func(b *Batch) map[string]int64 {
+		t.Helper()
+		got := map[string]int64{}
+		if _, _, err := b.Audience("biz", "", 100, func(u string, c *policy.Contact) error {
+			got[u] = c.Last[0]
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	b1 := s.NewBatch(0)
+	defer b1.Close()
+	if err := b1.PutMeta(&policy.Meta{Input: 3}); err != nil { // not a contact
+		t.Fatal(err)
+	}
+	if got, want := lasts(b1), map[string]int64{"u1": 1, "u2": 1, "u3": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("audience of a batch without contact changes = %v, want %v", got, want)
+	}
+	if b1.b.Indexed() {
+		t.Fatal("a scan by a batch without contact changes indexed it")
+	}
+	// The chunk's writes after its scan, then another scan in the same
+	// batch: it sees them.
+	if err := b1.PutContact("u1", "biz", &fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.PutContact("u0", "biz", &fresh, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b1.DeleteContact("u3", "biz"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lasts(b1), map[string]int64{"u0": 5, "u1": 5, "u2": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("audience of a batch with contact changes = %v, want %v", got, want)
+	}
+	if !b1.b.Indexed() {
+		t.Fatal("a scan by a batch with contact changes did not read them through the indexed batch")
+	}
 }

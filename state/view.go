@@ -97,10 +97,12 @@ type DeliveryView struct {
 	SentAt   time.Time `json:"sent_at"`
 	// Campaigns are the campaigns of Business that the partition fired as
 	// of SentAt and still keeps a record of. The state stores when a
-	// business last delivered to the user, not which campaign did: when
-	// this lists one campaign, it is the one (unless the record of the
-	// delivering campaign was already forgotten); empty when no record is
-	// left.
+	// business last delivered to the user, not which campaign did, and a
+	// partition keeps a campaign's record only while it is an exception
+	// (a fan-out across transactions, an adopted campaign: docs/design.md,
+	// "Campaign state"), so this is usually empty: the inbox and the
+	// decisions topics name the campaign. When it lists one campaign, it
+	// is the one.
 	Campaigns []string `json:"campaigns"`
 	// InWindow reports whether a 24-hour window ending at the task time
 	// still counts the delivery: the business cannot deliver to the user

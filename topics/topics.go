@@ -57,8 +57,9 @@ const (
 	ChangelogDeleteRetention = 7 * 24 * time.Hour
 	// DecisionsRetention is how long the decisions topic (the audit trail
 	// of every (campaign, user) decision) keeps records when Ensure creates
-	// it: long enough to answer an advertiser's or a user's question about
-	// last month's campaigns. Raise it on the topic for longer audits.
+	// it and Catalog.DecisionsRetention is 0: long enough to answer an
+	// advertiser's or a user's question about last month's campaigns. Set
+	// --decisions-retention (or raise it on the topic) for longer audits.
 	DecisionsRetention = 90 * 24 * time.Hour
 )
 
@@ -205,6 +206,11 @@ type Catalog struct {
 	// broker's default.replication.factor, the right choice on a real
 	// cluster; kfake and a single local broker need 1 or -1.
 	ReplicationFactor int16
+
+	// DecisionsRetention is the retention.ms of the decisions topic when
+	// Ensure creates it, independent of the inbox's. 0 means
+	// DecisionsRetention; negative, for ever (-1).
+	DecisionsRetention time.Duration
 }
 
 // Specs returns the catalog's topics as Ensure creates them, for an
@@ -223,10 +229,11 @@ type Catalog struct {
 //   - changelog: the interactions count (task p's state is in partition p),
 //     cleanup.policy=compact: it is the truth the state is rebuilt from, so it
 //     must keep the latest value of every key for ever; deletions stay in
-//     the log for ChangelogDeleteRetention.
+//     the log for ChangelogDeleteRetention. compression.type=zstd.
 //   - decisions (unless Names.Decisions is empty): the interactions count,
 //     task p writing the decisions about its users to partition p;
-//     cleanup.policy=delete with retention.ms = DecisionsRetention.
+//     cleanup.policy=delete with retention.ms = Catalog.DecisionsRetention
+//     (default DecisionsRetention), compression.type=zstd.
 func (c Catalog) Specs(interactionPartitions int32) []Spec {
 	rf := c.replicationFactor()
 	specs := []Spec{
@@ -248,6 +255,10 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 				// from its checkpoint: the deletions since are still in
 				// the log (see docs/design.md, known limits).
 				"delete.retention.ms": kadm.StringPtr(strconv.FormatInt(ChangelogDeleteRetention.Milliseconds(), 10)),
+				// Kept compressed with zstd whatever wrote it (the
+				// pipeline's producer writes zstd already): random ids
+				// need an entropy coder to shrink.
+				"compression.type": kadm.StringPtr("zstd"),
 			},
 		},
 	}
@@ -256,11 +267,24 @@ func (c Catalog) Specs(interactionPartitions int32) []Spec {
 			Name: c.Names.Decisions, Partitions: interactionPartitions, ReplicationFactor: rf, Owned: true, Role: RoleDecisions,
 			Configs: map[string]*string{
 				"cleanup.policy": kadm.StringPtr("delete"),
-				"retention.ms":   kadm.StringPtr(strconv.FormatInt(DecisionsRetention.Milliseconds(), 10)),
+				"retention.ms":   kadm.StringPtr(strconv.FormatInt(c.decisionsRetentionMs(), 10)),
+				// As the changelog: only this project's tools read it.
+				"compression.type": kadm.StringPtr("zstd"),
 			},
 		})
 	}
 	return specs
+}
+
+// decisionsRetentionMs is the decisions topic's retention.ms.
+func (c Catalog) decisionsRetentionMs() int64 {
+	switch {
+	case c.DecisionsRetention == 0:
+		return DecisionsRetention.Milliseconds()
+	case c.DecisionsRetention < 0:
+		return -1
+	}
+	return max(c.DecisionsRetention.Milliseconds(), 1)
 }
 
 func (c Catalog) replicationFactor() int16 {

@@ -88,7 +88,7 @@ func describe(t *testing.T, adm *kadm.Client, n Names) state {
 	for _, rc := range rcs {
 		s.configs[rc.Name] = map[string]string{}
 		for _, cfg := range rc.Configs {
-			if cfg.Value != nil && (cfg.Key == "cleanup.policy" || cfg.Key == "retention.ms") {
+			if cfg.Value != nil && (cfg.Key == "cleanup.policy" || cfg.Key == "retention.ms" || cfg.Key == "compression.type") {
 				s.configs[rc.Name][cfg.Key] = *cfg.Value
 			}
 		}
@@ -165,6 +165,14 @@ func TestEnsureCreatesAllOnFreshCluster(t *testing.T) {
 	}
 	if p := got.configs["sponsor-state-changelog"]["cleanup.policy"]; p != "compact" {
 		t.Errorf("changelog cleanup.policy = %q, want compact", p)
+	}
+	for _, name := range []string{"sponsor-state-changelog", "decisions"} {
+		if c := got.configs[name]["compression.type"]; c != "zstd" {
+			t.Errorf("%s compression.type = %q, want zstd", name, c)
+		}
+	}
+	if c := got.configs["inbox"]["compression.type"]; c != "producer" {
+		t.Errorf("inbox compression.type = %q, want the broker's default, producer", c)
 	}
 	if p := got.configs["deadletter"]["cleanup.policy"]; p != "delete" {
 		t.Errorf("deadletter cleanup.policy = %q, want delete", p)
@@ -400,6 +408,21 @@ func TestSpecs(t *testing.T) {
 			t.Errorf("role %s: owned = %v (present %v), want %v", role, got, ok, o)
 		}
 	}
+	// zstd on the topics only this project reads; the others keep the
+	// broker's default (the producer's codec).
+	for _, s := range specs {
+		got := ""
+		if v := s.Configs["compression.type"]; v != nil {
+			got = *v
+		}
+		want := ""
+		if s.Role == RoleChangelog || s.Role == RoleDecisions {
+			want = "zstd"
+		}
+		if got != want {
+			t.Errorf("%s: compression.type %q, want %q", s.Name, got, want)
+		}
+	}
 }
 
 // TestEnsureRealKafka runs Ensure against a real broker when
@@ -427,7 +450,7 @@ func TestEnsureRealKafka(t *testing.T) {
 		t.Fatalf("second Ensure = %d, %v; want 3, nil", got, err)
 	}
 	s := describe(t, adm, n)
-	if s.configs[n.Changelog]["cleanup.policy"] != "compact" || s.partitions[n.Inbox] != 3 {
+	if s.configs[n.Changelog]["cleanup.policy"] != "compact" || s.configs[n.Changelog]["compression.type"] != "zstd" || s.partitions[n.Inbox] != 3 {
 		t.Errorf("real Kafka topics after Ensure: %+v", s)
 	}
 
@@ -460,5 +483,31 @@ func TestEnsureRefusesDecisionsPartitionMismatch(t *testing.T) {
 	var te *TopicError
 	if !errors.Is(err, ErrCoPartitioning) || !errors.As(err, &te) || te.Topic != "decisions" {
 		t.Fatalf("Ensure with a 2-partition decisions topic and 3 interactions partitions = %v, want ErrCoPartitioning on decisions", err)
+	}
+}
+
+// TestSpecsDecisionsRetention checks that the decisions topic's retention
+// is its own setting, and leaves the inbox's (broker default) alone.
+func TestSpecsDecisionsRetention(t *testing.T) {
+	for _, tc := range []struct {
+		set  time.Duration
+		want string
+	}{
+		{0, strconv.FormatInt(DecisionsRetention.Milliseconds(), 10)},
+		{365 * 24 * time.Hour, "31536000000"},
+		{-1, "-1"},
+	} {
+		for _, s := range (Catalog{Names: NewNames("", "g"), DecisionsRetention: tc.set}).Specs(3) {
+			switch s.Role {
+			case RoleDecisions:
+				if got := s.Configs["retention.ms"]; got == nil || *got != tc.want {
+					t.Errorf("DecisionsRetention %v: decisions retention.ms %v, want %s", tc.set, got, tc.want)
+				}
+			case RoleInbox:
+				if s.Configs["retention.ms"] != nil {
+					t.Errorf("DecisionsRetention %v: the inbox has retention.ms %s, want the broker's default", tc.set, *s.Configs["retention.ms"])
+				}
+			}
+		}
 	}
 }

@@ -157,7 +157,7 @@ func devWithoutPipeline(ctx context.Context, stack *embedded.Stack, f *pipelineF
 		return err
 	}
 	defer cl.Close()
-	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1}
+	cat := topics.Catalog{Names: names, Partitions: cfg.Partitions, ReplicationFactor: -1, DecisionsRetention: cfg.DecisionsRetention}
 	if _, err := cat.Ensure(ctx, kadm.NewClient(cl), true); err != nil {
 		return fmt.Errorf("create the topics: %w", err)
 	}

@@ -1,6 +1,8 @@
 // Package audit answers questions about what the pipeline decided, from the
-// decisions topic (one record per (campaign, user) candidate, written in the
-// transaction that made the decision) and the inbox: per-campaign totals
+// decisions topic (one record per chunk of a campaign's fan-out on a
+// partition, holding every candidate's outcome, written in the transaction
+// that made the decisions; or, in a topic written before version 2 of its
+// schema, one record per (campaign, user) candidate) and the inbox: per-campaign totals
 // ([CampaignReport]) and why one user did or did not get one campaign
 // ([Explain]). It reads with read_committed, as a downstream consumer does,
 // up to each partition's last stable offset as of the call.
@@ -103,22 +105,16 @@ func CampaignReport(ctx context.Context, cfg Config, campaign string, checkInbox
 	rep := &Report{Campaign: campaign, Partitions: map[int32]*Counts{}, InboxRecords: -1}
 	err = r.scan(ctx, cfg.Names.Decisions, nil, func(rec *kgo.Record) error {
 		rep.Decisions++
-		d, err := r.serde.DecodeDecision(rec.Value)
-		if err != nil {
-			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-		}
-		if d.CampaignID != campaign {
-			return nil
-		}
-		c := rep.Partitions[rec.Partition]
-		if c == nil {
-			c = new(Counts)
-			rep.Partitions[rec.Partition] = c
-		}
-		c[d.Outcome]++
-		rep.Total[d.Outcome]++
-		rep.Business, rep.DecidedAsOf = d.BusinessID, d.DecidedAsOf
-		return nil
+		return eachDecision(r.serde, rec, campaign, func(d *schemas.Decision, _ bool) {
+			c := rep.Partitions[rec.Partition]
+			if c == nil {
+				c = new(Counts)
+				rep.Partitions[rec.Partition] = c
+			}
+			c[d.Outcome]++
+			rep.Total[d.Outcome]++
+			rep.Business, rep.DecidedAsOf = d.BusinessID, d.DecidedAsOf
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -140,6 +136,31 @@ func CampaignReport(ctx context.Context, cfg Config, campaign string, checkInbox
 		}
 	}
 	return rep, nil
+}
+
+// eachDecision calls fn with each decision of the decisions record rec, in
+// either form, about campaign ("" for all), and whether it came from a
+// chunk. A chunk of another campaign is skipped without expanding it.
+func eachDecision(serde *wire.Serde, rec *kgo.Record, campaign string, fn func(d *schemas.Decision, chunk bool)) error {
+	c, chunk, err := serde.DecodeDecisionChunk(rec.Value)
+	if err != nil {
+		return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+	}
+	if chunk && campaign != "" && c.CampaignID != campaign {
+		return nil
+	}
+	var ds []schemas.Decision
+	if chunk {
+		ds = c.Decisions(nil)
+	} else if ds, err = serde.DecodeDecisions(nil, rec.Value); err != nil {
+		return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+	}
+	for i := range ds {
+		if campaign == "" || ds[i].CampaignID == campaign {
+			fn(&ds[i], chunk)
+		}
+	}
+	return nil
 }
 
 // SortedPartitions returns the report's partitions in order.
@@ -195,6 +216,9 @@ type PartitionState struct {
 	// TaskTime is the task's time: the largest event time it processed or
 	// fired a campaign as of. Zero if the task never committed.
 	TaskTime time.Time
+	// Frontier is the task's firing frontier (policy.Meta.Frontier): a
+	// campaign with no record at or below it is done there.
+	Frontier policy.Key
 	// Contact is the user's contact with the campaign's business; nil if
 	// there is none (never, expired, or erased).
 	Contact *policy.Contact
@@ -272,20 +296,16 @@ func Explain(ctx context.Context, cfg Config, campaign, user string) (*Explanati
 		return nil, err
 	}
 	err = r.scan(ctx, cfg.Names.Decisions, []int32{p}, func(rec *kgo.Record) error {
-		d, err := r.serde.DecodeDecision(rec.Value)
-		if err != nil {
-			return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-		}
-		if d.CampaignID != campaign {
-			return nil
-		}
-		if d.UserID == user && string(rec.Key) == user {
-			ex.Decision = &d
-		} else {
-			ex.OthersDecided++
-			ex.OthersAsOf = d.DecidedAsOf
-		}
-		return nil
+		return eachDecision(r.serde, rec, campaign, func(d *schemas.Decision, chunk bool) {
+			// A per-candidate record is keyed by its user; a chunk by
+			// its campaign.
+			if d.UserID == user && (chunk || string(rec.Key) == user) {
+				ex.Decision = d
+			} else {
+				ex.OthersDecided++
+				ex.OthersAsOf = d.DecidedAsOf
+			}
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -378,6 +398,7 @@ func readPartitionState(ctx context.Context, r *reader, ex *Explanation) error {
 		if m.Time > 0 {
 			st.TaskTime = time.UnixMilli(m.Time).UTC()
 		}
+		st.Frontier = m.Frontier
 	}
 	if v := latest[erasureKey]; v != nil {
 		e, err := state.DecodeErasure(v)
@@ -443,8 +464,13 @@ func verdict(ex *Explanation) (string, bool) {
 		return fmt.Sprintf("no decision: the campaign was cancelled, and it decided nothing on partition %d (whose task has forgotten it since its expiry)", ex.Partition), true
 	case pr == nil && !st.TaskTime.IsZero() && st.TaskTime.After(ex.Launch.ExpiresAt):
 		return fmt.Sprintf("no decision: the campaign decided nothing on partition %d, whose task has forgotten it since its expiry %s: the business had no contact there when it fired, or it expired before it could fire", ex.Partition, ex.Launch.ExpiresAt.UTC().Format(time.RFC3339)), true
+	case pr == nil && (policy.Key{SendAt: ex.Launch.SendAt.UnixMilli(), ID: ex.Launch.CampaignID}).Compare(st.Frontier) <= 0:
+		// A campaign that fired within one transaction leaves no record,
+		// only the frontier past it.
+		return fmt.Sprintf("no decision: the campaign is done on partition %d (its task's firing frontier, %s %s, is past it, and it keeps no record of it): the business had no contact there when it fired, or it was cancelled or expired", ex.Partition,
+			time.UnixMilli(st.Frontier.SendAt).UTC().Format(time.RFC3339), st.Frontier.ID), true
 	case pr == nil:
-		return fmt.Sprintf("no decision: the task of partition %d has no record of the campaign: it has not read it yet (the pipeline is stopped or behind on the campaigns topic); %s", ex.Partition, taskTime), true
+		return fmt.Sprintf("no decision: the task of partition %d has no record of the campaign: it has not read it yet, or it is pending (a pending campaign has no record unless adopted) (the pipeline is stopped or behind on the campaigns topic); %s", ex.Partition, taskTime), true
 	}
 	switch pr.Status {
 	case policy.Pending:
@@ -628,14 +654,9 @@ func Diff(ctx context.Context, cfg Config, shadow topics.Names, campaign string)
 	decisions := func(rd *reader, topic string) (map[pair]schemas.Outcome, error) {
 		out := map[pair]schemas.Outcome{}
 		err := rd.scan(ctx, topic, nil, func(rec *kgo.Record) error {
-			d, err := rd.serde.DecodeDecision(rec.Value)
-			if err != nil {
-				return fmt.Errorf("decision at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
-			}
-			if campaign == "" || d.CampaignID == campaign {
+			return eachDecision(rd.serde, rec, campaign, func(d *schemas.Decision, _ bool) {
 				out[pair{d.CampaignID, d.UserID}] = d.Outcome
-			}
-			return nil
+			})
 		})
 		return out, err
 	}

@@ -8,7 +8,9 @@
 // value. Values of the interactions, campaigns and inbox topics are in the
 // JSON shape of package schemas/jsonl (what `sponsor produce` reads); values
 // of other topics (decisions) are decoded generically with their writer
-// schema from the registry. A dead letter shows its headers, its original
+// schema from the registry; a decisions record of the chunk form (one
+// record per fan-out chunk) is shown as one line per candidate, each in the
+// per-candidate form, so that a chunk reads as the records before it did. A dead letter shows its headers, its original
 // value bytes in base64 ("value_base64") and, when those bytes decode as a
 // record of the topic they came from, the decoded value; otherwise
 // "decode_error" says why not.
@@ -25,6 +27,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +41,7 @@ import (
 
 	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/kafkaconn"
+	"github.com/sponsored/sponsor/schemas"
 	"github.com/sponsored/sponsor/schemas/jsonl"
 	"github.com/sponsored/sponsor/schemas/wire"
 	"github.com/sponsored/sponsor/topics"
@@ -192,19 +197,21 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (int, error) {
 	}
 	n := 0
 	err = rd.Read(ctx, func(r *kgo.Record) error {
-		line, ok := d.record(r, role[r.Topic], cfg.ValuesOnly)
+		lines, ok := d.record(r, role[r.Topic], cfg.ValuesOnly)
 		if !ok {
 			if cfg.Warn != nil {
-				fmt.Fprintf(cfg.Warn, "skipped %s/%d@%d: %s\n", r.Topic, r.Partition, r.Offset, line)
+				fmt.Fprintf(cfg.Warn, "skipped %s/%d@%d: %s\n", r.Topic, r.Partition, r.Offset, lines[0])
 			}
 			return nil
 		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
-			return err
-		}
-		n++
-		if cfg.Limit > 0 && n >= cfg.Limit {
-			return kafkaconn.Stop
+		for _, line := range lines {
+			if _, err := w.Write(append(line, '\n')); err != nil {
+				return err
+			}
+			n++
+			if cfg.Limit > 0 && n >= cfg.Limit {
+				return kafkaconn.Stop
+			}
 		}
 		return nil
 	})
@@ -275,9 +282,10 @@ type decoder struct {
 	generic *generic
 }
 
-// record renders r of the topic with role as a line; false when valuesOnly
-// and the value does not decode (the line then says why).
-func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([]byte, bool) {
+// record renders r of the topic with role as lines: one, or one per
+// candidate of a decisions chunk; false when valuesOnly and the value does
+// not decode (the one line then says why).
+func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([][]byte, bool) {
 	out := Record{
 		Topic:     r.Topic,
 		Partition: r.Partition,
@@ -310,26 +318,47 @@ func (d *decoder) record(r *kgo.Record, role string, valuesOnly bool) ([]byte, b
 			source = ""
 		}
 	}
-	v, err := d.value(source, r.Value)
+	vs, err := d.values(source, r.Value)
 	if err != nil {
 		out.DecodeError = err.Error()
 		if role != RoleDeadLetter {
 			out.ValueBase64 = base64.StdEncoding.EncodeToString(r.Value)
 		}
-	} else {
-		out.Value = v
+		vs = []json.RawMessage{nil}
 	}
 	if valuesOnly {
 		if err != nil {
-			return []byte(err.Error()), false
+			return [][]byte{[]byte(err.Error())}, false
 		}
-		return v, true
+		lines := make([][]byte, len(vs))
+		for i, v := range vs {
+			lines[i] = v
+		}
+		return lines, true
 	}
-	b, err := json.Marshal(out)
-	if err != nil { // cannot happen: every field is marshalable
-		return []byte(err.Error()), false
+	lines := make([][]byte, 0, len(vs))
+	for _, v := range vs {
+		out.Value = v
+		b, err := json.Marshal(out)
+		if err != nil { // cannot happen: every field is marshalable
+			return [][]byte{[]byte(err.Error())}, false
+		}
+		lines = append(lines, b)
 	}
-	return b, true
+	return lines, true
+}
+
+// values decodes the value b of a topic with role as JSON: one value, or,
+// for a decisions record of the chunk form, one per candidate.
+func (d *decoder) values(role string, b []byte) ([]json.RawMessage, error) {
+	if role == RoleDecisions && b != nil {
+		return d.generic.decodeDecisions(b)
+	}
+	v, err := d.value(role, b)
+	if err != nil {
+		return nil, err
+	}
+	return []json.RawMessage{v}, nil
 }
 
 // value decodes the value b of a topic with role as JSON.
@@ -368,21 +397,9 @@ type generic struct {
 }
 
 func (g *generic) decode(b []byte) (json.RawMessage, error) {
-	if len(b) < 5 || b[0] != 0 {
-		return nil, errors.New("not in the schema-registry wire format (magic byte 0, 4-byte schema id)")
-	}
-	id := int(int32(binary.BigEndian.Uint32(b[1:5])))
-	s, err := g.schema(id)
+	s, v, id, err := g.decodeAny(b)
 	if err != nil {
 		return nil, err
-	}
-	var v any
-	rest, err := s.Decode(b[5:], &v)
-	if err != nil {
-		return nil, fmt.Errorf("decode with schema %d: %w", id, err)
-	}
-	if len(rest) > 0 {
-		return nil, fmt.Errorf("decode with schema %d: %d trailing bytes", id, len(rest))
 	}
 	root := s.Root()
 	var out bytes.Buffer
@@ -390,6 +407,76 @@ func (g *generic) decode(b []byte) (json.RawMessage, error) {
 		return nil, fmt.Errorf("schema %d: %w", id, err)
 	}
 	return out.Bytes(), nil
+}
+
+// decodeAny decodes the wire-format value b with its writer schema.
+func (g *generic) decodeAny(b []byte) (s *avro.Schema, v any, id int, err error) {
+	if len(b) < 5 || b[0] != 0 {
+		return nil, nil, 0, errors.New("not in the schema-registry wire format (magic byte 0, 4-byte schema id)")
+	}
+	id = int(int32(binary.BigEndian.Uint32(b[1:5])))
+	if s, err = g.schema(id); err != nil {
+		return nil, nil, id, err
+	}
+	rest, err := s.Decode(b[5:], &v)
+	if err != nil {
+		return nil, nil, id, fmt.Errorf("decode with schema %d: %w", id, err)
+	}
+	if len(rest) > 0 {
+		return nil, nil, id, fmt.Errorf("decode with schema %d: %d trailing bytes", id, len(rest))
+	}
+	return s, v, id, nil
+}
+
+// decodeDecisions decodes a value of the decisions topic generically, as
+// decode does, but shows a record of the chunk form (non-empty users and
+// outcomes arrays) as one value per candidate, in the per-candidate form
+// of the same schema: its user_id, outcome and derived delivery_id set,
+// the two arrays left out, the chunk's other fields (partition,
+// chunk_after, fanout_done) kept.
+func (g *generic) decodeDecisions(b []byte) ([]json.RawMessage, error) {
+	s, v, id, err := g.decodeAny(b)
+	if err != nil {
+		return nil, err
+	}
+	root := s.Root()
+	m, _ := v.(map[string]any)
+	users, _ := m["users"].([]any)
+	outcomes, _ := m["outcomes"].([]any)
+	if root.Type != "record" || len(users) == 0 {
+		var out bytes.Buffer
+		if err := writeOrdered(&out, root, v, map[string]*avro.SchemaNode{}); err != nil {
+			return nil, fmt.Errorf("schema %d: %w", id, err)
+		}
+		return []json.RawMessage{out.Bytes()}, nil
+	}
+	if len(outcomes) != len(users) {
+		return nil, fmt.Errorf("schema %d: a decisions chunk of %d users but %d outcomes", id, len(users), len(outcomes))
+	}
+	// The record without the arrays; named types the arrays define
+	// (Outcome, in outcomes' items if not before) are collected first.
+	named := map[string]*avro.SchemaNode{}
+	var scratch bytes.Buffer
+	if err := writeOrdered(&scratch, root, v, named); err != nil {
+		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	one := *root
+	one.Fields = slices.DeleteFunc(slices.Clone(root.Fields), func(f avro.SchemaField) bool { return f.Name == "users" || f.Name == "outcomes" })
+	campaign, _ := m["campaign_id"].(string)
+	vals := make([]json.RawMessage, len(users))
+	for i, u := range users {
+		c := maps.Clone(m)
+		c["user_id"], c["outcome"] = u, outcomes[i]
+		if user, ok := u.(string); ok {
+			c["delivery_id"] = schemas.DeliveryID(campaign, user)
+		}
+		var out bytes.Buffer
+		if err := writeOrdered(&out, &one, c, named); err != nil {
+			return nil, fmt.Errorf("schema %d: %w", id, err)
+		}
+		vals[i] = out.Bytes()
+	}
+	return vals, nil
 }
 
 // writeOrdered writes v, decoded with schema node n, as JSON in the shape

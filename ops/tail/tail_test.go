@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -388,4 +389,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestTailDecisionChunks shows a decisions topic that holds both forms: a
+// record of version 1's per-candidate form as one line, and a chunk record
+// of version 2 as one line per candidate, in the per-candidate shape with
+// the derived delivery id; and -n counts lines, not records.
+func TestTailDecisionChunks(t *testing.T) {
+	e := start(t)
+	ctx := testContext(t)
+	v1, err := os.ReadFile("../../schemas/wire/testdata/decision_v1.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := e.rc.CreateSchema(ctx, "decisions-value", sr.Schema{Type: sr.TypeAvro, Schema: string(v1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serde, err := wire.New(ctx, e.rc, wire.Topics{Interactions: e.cfg.Names.Interactions, Campaigns: e.cfg.Names.Campaigns, Inbox: e.cfg.Names.Inbox, Decisions: "decisions"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version 1: delivery_id "d1", user_id "u1", business_id "b1",
+	// campaign_id "c1", outcome BLOCKED, decided as of
+	// 2025-06-01T12:00:00.250Z.
+	v := binary.BigEndian.AppendUint32([]byte{0}, uint32(old.ID))
+	v = append(v, 4, 'd', '1', 4, 'u', '1', 4, 'b', '1', 4, 'c', '1', 4)
+	v = binary.AppendVarint(v, 1748779200250)
+	chunk, err := serde.AppendDecisionChunk(nil, &schemas.DecisionChunk{
+		BusinessID: "b1", CampaignID: "c2", DecidedAsOf: time.UnixMilli(1748779200250), Partition: 0, After: "u1", Done: true,
+		Users: []string{"u2", "u3"}, Outcomes: []schemas.Outcome{schemas.Delivered, schemas.NotInAudience},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.produce(t, &kgo.Record{Topic: "decisions", Partition: 0, Key: []byte("u1"), Value: v}, &kgo.Record{Topic: "decisions", Partition: 0, Key: []byte("c2"), Value: chunk})
+	recs := e.run(t, func(c *Config) { c.Roles = []string{RoleDecisions} })
+	want := []string{
+		`{"delivery_id":"d1","user_id":"u1","business_id":"b1","campaign_id":"c1","outcome":"BLOCKED","decided_as_of":"2025-06-01T12:00:00.250Z"}`,
+		`{"delivery_id":"` + schemas.DeliveryID("c2", "u2") + `","user_id":"u2","business_id":"b1","campaign_id":"c2","outcome":"DELIVERED","decided_as_of":"2025-06-01T12:00:00.250Z","partition":0,"chunk_after":"u1","fanout_done":true}`,
+		`{"delivery_id":"` + schemas.DeliveryID("c2", "u3") + `","user_id":"u3","business_id":"b1","campaign_id":"c2","outcome":"NOT_IN_AUDIENCE","decided_as_of":"2025-06-01T12:00:00.250Z","partition":0,"chunk_after":"u1","fanout_done":true}`,
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("tail decisions: %d lines, want %d: %+v", len(recs), len(want), recs)
+	}
+	for i, r := range recs {
+		if string(r.Value) != want[i] {
+			t.Errorf("line %d: %s\n want %s", i, r.Value, want[i])
+		}
+	}
+	if recs[1].Offset != recs[2].Offset || recs[0].Offset == recs[1].Offset {
+		t.Errorf("offsets %d, %d, %d: want the chunk's two lines at its one offset", recs[0].Offset, recs[1].Offset, recs[2].Offset)
+	}
+	if n := len(e.run(t, func(c *Config) { c.Roles, c.Limit = []string{RoleDecisions}, 2 })); n != 2 {
+		t.Errorf("tail decisions -n 2: %d lines, want 2", n)
+	}
 }

@@ -268,24 +268,114 @@ func (s *Serde) AppendInbox(dst []byte, v *schemas.InboxMessage) ([]byte, error)
 // Topics.Decisions.
 var errNoDecisions = errors.New("schemas: this Serde has no decisions topic (Topics.Decisions is empty)")
 
-// AppendDecision appends v in the wire format, with our schema's id, to dst
-// and returns the extended slice. On error it returns dst unchanged.
+// AppendDecision appends v, a decision in the per-candidate form (the form
+// of the decisions subject's version 1, which the pipeline no longer writes:
+// for tests and tools that make such records), in the wire format, with our
+// schema's id, to dst and returns the extended slice. On error it returns dst
+// unchanged.
 func (s *Serde) AppendDecision(dst []byte, v *schemas.Decision) ([]byte, error) {
 	if s.decision == nil {
 		return dst, errNoDecisions
 	}
-	return s.decision.append(dst, (*wireDecision)(v))
+	w := wireDecision{
+		DeliveryID:  v.DeliveryID,
+		UserID:      v.UserID,
+		BusinessID:  v.BusinessID,
+		CampaignID:  v.CampaignID,
+		Outcome:     v.Outcome,
+		DecidedAsOf: v.DecidedAsOf,
+		Partition:   -1,
+	}
+	return s.decision.append(dst, &w)
 }
 
-// DecodeDecision decodes a value of the decisions topic; errors as for
-// [Serde.DecodeInteraction].
-func (s *Serde) DecodeDecision(b []byte) (schemas.Decision, error) {
-	var v schemas.Decision
+// AppendDecisionChunk appends v, the decisions of one fan-out chunk, in the
+// wire format, with our schema's id, to dst and returns the extended slice.
+// v must have as many outcomes as users, and at least one of each (a chunk
+// without candidates has no record). On error it returns dst unchanged.
+func (s *Serde) AppendDecisionChunk(dst []byte, v *schemas.DecisionChunk) ([]byte, error) {
 	if s.decision == nil {
-		return v, errNoDecisions
+		return dst, errNoDecisions
 	}
-	err := s.decision.decode(b, (*wireDecision)(&v))
-	return v, err
+	if len(v.Users) != len(v.Outcomes) {
+		return dst, fmt.Errorf("schemas: encode decision chunk of %q: %d users but %d outcomes", v.CampaignID, len(v.Users), len(v.Outcomes))
+	}
+	w := wireDecision{
+		BusinessID:  v.BusinessID,
+		CampaignID:  v.CampaignID,
+		DecidedAsOf: v.DecidedAsOf,
+		Partition:   v.Partition,
+		After:       v.After,
+		Done:        v.Done,
+		Users:       v.Users,
+		Outcomes:    v.Outcomes,
+	}
+	if w.Users == nil {
+		w.Users, w.Outcomes = []string{}, []schemas.Outcome{}
+	}
+	return s.decision.append(dst, &w)
+}
+
+// DecodeDecisions decodes a value of the decisions topic, in either form,
+// and appends its decisions in the per-candidate form to dst: one for a
+// per-candidate record, one per candidate of a chunk (with the delivery ids
+// derived from the pairs). Errors as for [Serde.DecodeInteraction]; a chunk
+// whose users and outcomes differ in number is a ReasonInvalidValue.
+func (s *Serde) DecodeDecisions(dst []schemas.Decision, b []byte) ([]schemas.Decision, error) {
+	c, chunk, one, err := s.decodeDecision(b)
+	if err != nil {
+		return dst, err
+	}
+	if !chunk {
+		return append(dst, one), nil
+	}
+	return c.Decisions(dst), nil
+}
+
+// DecodeDecisionChunk decodes a value of the decisions topic and returns it
+// as a chunk; chunk is false for a record of the per-candidate form (which
+// [Serde.DecodeDecisions] reads). Errors as for [Serde.DecodeDecisions].
+func (s *Serde) DecodeDecisionChunk(b []byte) (c schemas.DecisionChunk, chunk bool, err error) {
+	c, chunk, _, err = s.decodeDecision(b)
+	return c, chunk, err
+}
+
+// decodeDecision decodes b into the chunk form when its users are not empty
+// (chunk true) and into the per-candidate form otherwise.
+func (s *Serde) decodeDecision(b []byte) (c schemas.DecisionChunk, chunk bool, one schemas.Decision, err error) {
+	if s.decision == nil {
+		return c, false, one, errNoDecisions
+	}
+	var w wireDecision
+	if err := s.decision.decode(b, &w); err != nil {
+		return c, false, one, err
+	}
+	if len(w.Users) == 0 {
+		if len(w.Outcomes) > 0 {
+			return c, false, one, s.decision.invalid(b, fmt.Errorf("%d outcomes but no users", len(w.Outcomes)))
+		}
+		return c, false, schemas.Decision{
+			DeliveryID:  w.DeliveryID,
+			UserID:      w.UserID,
+			BusinessID:  w.BusinessID,
+			CampaignID:  w.CampaignID,
+			Outcome:     w.Outcome,
+			DecidedAsOf: w.DecidedAsOf,
+		}, nil
+	}
+	if len(w.Users) != len(w.Outcomes) {
+		return c, false, one, s.decision.invalid(b, fmt.Errorf("chunk of %d users but %d outcomes", len(w.Users), len(w.Outcomes)))
+	}
+	return schemas.DecisionChunk{
+		BusinessID:  w.BusinessID,
+		CampaignID:  w.CampaignID,
+		DecidedAsOf: w.DecidedAsOf,
+		Partition:   w.Partition,
+		After:       w.After,
+		Done:        w.Done,
+		Users:       w.Users,
+		Outcomes:    w.Outcomes,
+	}, true, one, nil
 }
 
 // The wire structs map our types onto the Avro field names. twmb/avro
@@ -339,15 +429,20 @@ type wireInbox struct {
 	Message    wireMessage `avro:"message"`
 }
 
-// wireDecision must keep schemas.Decision's exact field list: the serde
-// converts pointers between the two.
+// wireDecision holds both forms of a decisions record (schemas.Decision,
+// schemas.DecisionChunk).
 type wireDecision struct {
-	DeliveryID  string          `avro:"delivery_id"`
-	UserID      string          `avro:"user_id"`
-	BusinessID  string          `avro:"business_id"`
-	CampaignID  string          `avro:"campaign_id"`
-	Outcome     schemas.Outcome `avro:"outcome"`
-	DecidedAsOf time.Time       `avro:"decided_as_of"`
+	DeliveryID  string            `avro:"delivery_id"`
+	UserID      string            `avro:"user_id"`
+	BusinessID  string            `avro:"business_id"`
+	CampaignID  string            `avro:"campaign_id"`
+	Outcome     schemas.Outcome   `avro:"outcome"`
+	DecidedAsOf time.Time         `avro:"decided_as_of"`
+	Partition   int32             `avro:"partition"`
+	After       string            `avro:"chunk_after"`
+	Done        bool              `avro:"fanout_done"`
+	Users       []string          `avro:"users"`
+	Outcomes    []schemas.Outcome `avro:"outcomes"`
 }
 
 // recordSerde is the serde of one record type on one subject.

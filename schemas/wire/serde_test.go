@@ -3,8 +3,10 @@ package wire_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/sponsored/sponsor/deadletter"
 	"github.com/sponsored/sponsor/schemas"
+	"github.com/sponsored/sponsor/schemas/compat"
 	"github.com/sponsored/sponsor/schemas/wire"
 )
 
@@ -643,25 +646,120 @@ func TestRoundTripDecision(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New with decisions: %v", err)
 	}
+	// The per-candidate form.
 	for o := range schemas.Outcome(len(schemas.Outcomes)) {
 		want := schemas.Decision{DeliveryID: "d-" + o.String(), UserID: "u1", BusinessID: "b1", CampaignID: "c1", Outcome: o, DecidedAsOf: ms(1_700_000_000_123)}
 		b, err := s.AppendDecision(nil, &want)
 		if err != nil {
 			t.Fatalf("AppendDecision(%s): %v", o, err)
 		}
-		got, err := s.DecodeDecision(b)
+		got, err := s.DecodeDecisions(nil, b)
 		if err != nil {
-			t.Fatalf("DecodeDecision(%s): %v", o, err)
+			t.Fatalf("DecodeDecisions(%s): %v", o, err)
 		}
-		mustEqual(t, "decoded decision", got, want)
+		mustEqual(t, "decoded decision", got, []schemas.Decision{want})
+		if _, chunk, err := s.DecodeDecisionChunk(b); err != nil || chunk {
+			t.Errorf("DecodeDecisionChunk of a per-candidate record: chunk %v, %v; want false, nil", chunk, err)
+		}
 	}
+	// The chunk form: one record, every candidate with its outcome and
+	// its derived delivery id.
+	c := schemas.DecisionChunk{BusinessID: "b1", CampaignID: "c1", DecidedAsOf: ms(1_700_000_000_123), Partition: 3, After: "u0", Done: true,
+		Users: []string{"u1", "u2", "u3"}, Outcomes: []schemas.Outcome{schemas.Delivered, schemas.NotInAudience, schemas.FrequencyBusiness}}
+	b, err := s.AppendDecisionChunk(nil, &c)
+	if err != nil {
+		t.Fatalf("AppendDecisionChunk: %v", err)
+	}
+	back, chunk, err := s.DecodeDecisionChunk(b)
+	if err != nil || !chunk {
+		t.Fatalf("DecodeDecisionChunk: chunk %v, %v", chunk, err)
+	}
+	mustEqual(t, "decoded chunk", back, c)
+	got, err := s.DecodeDecisions([]schemas.Decision{{UserID: "kept"}}, b)
+	if err != nil {
+		t.Fatalf("DecodeDecisions of a chunk: %v", err)
+	}
+	want := []schemas.Decision{{UserID: "kept"}}
+	for i, u := range c.Users {
+		want = append(want, schemas.Decision{DeliveryID: schemas.DeliveryID("c1", u), UserID: u, BusinessID: "b1", CampaignID: "c1", Outcome: c.Outcomes[i], DecidedAsOf: c.DecidedAsOf})
+	}
+	mustEqual(t, "a chunk's decisions", got, want)
+	if _, err := s.AppendDecisionChunk(nil, &schemas.DecisionChunk{CampaignID: "c1", Users: []string{"u1"}}); err == nil {
+		t.Error("AppendDecisionChunk of 1 user and 0 outcomes: want an error")
+	}
+
 	// Without a decisions topic the Serde refuses, and registers nothing.
 	plain := newSerde(t, rc)
 	if _, err := plain.AppendDecision(nil, &schemas.Decision{}); err == nil {
 		t.Fatal("AppendDecision on a Serde without Topics.Decisions: want an error")
 	}
-	if _, err := s.DecodeDecision([]byte{0, 0, 0, 0, 1}); err == nil {
-		t.Fatal("DecodeDecision of a record with another subject's schema: want an error")
+	if _, err := plain.AppendDecisionChunk(nil, &c); err == nil {
+		t.Fatal("AppendDecisionChunk on a Serde without Topics.Decisions: want an error")
+	}
+	if _, err := s.DecodeDecisions(nil, []byte{0, 0, 0, 0, 1}); err == nil {
+		t.Fatal("DecodeDecisions of a record with another subject's schema: want an error")
+	}
+}
+
+// TestDecisionChunkGolden pins the chunk form's bytes (after the wire
+// header): a change of the schema that moves them breaks every reader of
+// the topic's history, and must be a new subject version on purpose.
+func TestDecisionChunkGolden(t *testing.T) {
+	_, rc := newRegistry(t)
+	s, err := wire.New(context.Background(), rc, wire.Topics{Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox", Decisions: "decisions"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := schemas.DecisionChunk{BusinessID: "b1", CampaignID: "c1", DecidedAsOf: ms(1_700_000_000_123), Partition: 3, After: "u0", Done: true,
+		Users: []string{"u1", "u2"}, Outcomes: []schemas.Outcome{schemas.Delivered, schemas.FrequencyUser}}
+	b, err := s.AppendDecisionChunk(nil, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "" +
+		"00" + "00" + // delivery_id, user_id: empty
+		"046231" + "046331" + // business_id "b1", campaign_id "c1"
+		"00" + // outcome: DELIVERED (unused)
+		"f6a1abfef962" + // decided_as_of 1700000000123, zigzag varint
+		"06" + // partition 3
+		"047530" + // chunk_after "u0"
+		"01" + // fanout_done true
+		"04" + "047531" + "047532" + "00" + // users: a block of 2, then the end
+		"04" + "00" + "0e" + "00" // outcomes: DELIVERED, FREQUENCY_USER
+	if got := hex.EncodeToString(b[5:]); got != want {
+		t.Errorf("chunk record body\n got  %s\n want %s", got, want)
+	}
+}
+
+// TestDecodeDecisionsVersion1 reads records written with the decisions
+// subject's version 1 schema (the per-candidate form, before chunks), as a
+// topic's history holds them, with the reader of version 2.
+func TestDecodeDecisionsVersion1(t *testing.T) {
+	reg, rc := newRegistry(t)
+	v1, err := os.ReadFile("testdata/decision_v1.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := register(t, reg, "decisions-value", string(v1))
+	s, err := wire.New(context.Background(), rc, wire.Topics{Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox", Decisions: "decisions"})
+	if err != nil {
+		t.Fatalf("New over a subject with version 1: %v", err)
+	}
+	b := goavroWire(t, string(v1), id, map[string]any{
+		"delivery_id": "d1", "user_id": "u1", "business_id": "b1", "campaign_id": "c1",
+		"outcome": "OPTED_OUT", "decided_as_of": ms(1_700_000_000_123),
+	})
+	got, err := s.DecodeDecisions(nil, b)
+	if err != nil {
+		t.Fatalf("DecodeDecisions of a version 1 record: %v", err)
+	}
+	mustEqual(t, "version 1 decision", got, []schemas.Decision{{DeliveryID: "d1", UserID: "u1", BusinessID: "b1", CampaignID: "c1", Outcome: schemas.OptedOut, DecidedAsOf: ms(1_700_000_000_123)}})
+	// Version 2 is FULL compatible with version 1: a registry with
+	// BACKWARD (its default) or FULL compatibility takes it as the
+	// subject's next version.
+	problems, err := compat.Check(schemas.DecisionSchema(), string(v1))
+	if err != nil || len(problems) > 0 {
+		t.Errorf("version 2 against version 1: %v, %v; want FULL compatible", problems, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -54,33 +55,57 @@ func TestInboxTemplate(t *testing.T) {
 	}
 }
 
-// TestDecisionTemplate checks the decision template against the library for
-// every outcome.
-func TestDecisionTemplate(t *testing.T) {
+// TestDecisionChunkTemplate checks the chunk template against the library,
+// chunk by chunk: every outcome, lengths around a varint's one-byte/two-byte
+// boundary, first and last chunks; and that it refuses what has no record.
+func TestDecisionChunkTemplate(t *testing.T) {
 	_, rc := newRegistry(t)
 	s, err := wire.New(context.Background(), rc, wire.Topics{Interactions: "interactions", Campaigns: "campaigns", Inbox: "inbox", Decisions: "decisions"})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	d := schemas.Decision{BusinessID: "biz-42", CampaignID: "camp-1", DecidedAsOf: ms(1_767_225_600_000)}
-	tpl, err := s.DecisionTemplate(&d)
+	c := schemas.DecisionChunk{BusinessID: "biz-42", CampaignID: "camp-1", DecidedAsOf: ms(1_767_225_600_000), Partition: 70}
+	tpl, err := s.DecisionChunkTemplate(&c)
 	if err != nil {
-		t.Fatalf("DecisionTemplate: %v", err)
+		t.Fatalf("DecisionChunkTemplate: %v", err)
 	}
-	for o := range schemas.Outcome(len(schemas.Outcomes)) {
+	for _, n := range []int{1, 8, 63, 64, 65, 300} {
 		for _, ids := range templateIDs {
-			d.DeliveryID, d.UserID, d.Outcome = ids[0], ids[1], o
-			want, err := s.AppendDecision(nil, &d)
-			if err != nil {
-				t.Fatalf("AppendDecision: %v", err)
+			c.After, c.Done = ids[0], n%2 == 1
+			c.Users, c.Outcomes = nil, nil
+			for i := range n {
+				c.Users = append(c.Users, ids[1]+strconv.Itoa(i))
+				c.Outcomes = append(c.Outcomes, schemas.Outcome(i%len(schemas.Outcomes)))
 			}
-			if got := tpl.Append(nil, ids[0], ids[1], o); !bytes.Equal(got, want) {
-				t.Errorf("template for %s, %q, %q:\n got  % x\n want % x", o, ids[0], ids[1], got, want)
+			want, err := s.AppendDecisionChunk(nil, &c)
+			if err != nil {
+				t.Fatalf("AppendDecisionChunk: %v", err)
+			}
+			got, err := tpl.Append([]byte("kept"), c.After, c.Done, c.Users, c.Outcomes)
+			if err != nil || !bytes.Equal(got[:4], []byte("kept")) || !bytes.Equal(got[4:], want) {
+				t.Fatalf("template of %d users after %q: %v\n got  % x\n want kept % x", n, c.After, err, got, want)
+			}
+			back, chunk, err := s.DecodeDecisionChunk(got[4:])
+			if err != nil || !chunk || !reflect.DeepEqual(back, c) {
+				t.Fatalf("decode of the template's record: %+v, %v, %v; want %+v", back, chunk, err, c)
 			}
 		}
 	}
+	for _, bad := range []struct {
+		users    []string
+		outcomes []schemas.Outcome
+	}{
+		{nil, nil},
+		{[]string{"u1"}, nil},
+		{[]string{"u1"}, []schemas.Outcome{schemas.Delivered, schemas.Blocked}},
+		{[]string{"u1"}, []schemas.Outcome{schemas.Outcome(len(schemas.Outcomes))}},
+	} {
+		if got, err := tpl.Append([]byte("kept"), "", false, bad.users, bad.outcomes); err == nil || string(got) != "kept" {
+			t.Errorf("Append(%q, %v) = % x, %v; want dst unchanged and an error", bad.users, bad.outcomes, got, err)
+		}
+	}
 	// Without a decisions topic there is nothing to template.
-	if _, err := newSerde(t, rc).DecisionTemplate(&d); err == nil {
-		t.Error("DecisionTemplate on a Serde without Topics.Decisions: want an error")
+	if _, err := newSerde(t, rc).DecisionChunkTemplate(&c); err == nil {
+		t.Error("DecisionChunkTemplate on a Serde without Topics.Decisions: want an error")
 	}
 }
