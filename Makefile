@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/sponsor
 DATA    ?= data
 
-.PHONY: run build test test-short test-kafka bench bench-scale plots vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down external-clients clean
+.PHONY: run build test test-short test-kafka bench bench-scale bench-campaigns plots vet kafka-up kafka-down kafka-cluster-up kafka-cluster-down external-clients clean
 
 ## run: the embedded default (in-process Kafka + schema registry, the pipeline, a demo workload); data kept in ./data
 run: build
@@ -42,6 +42,15 @@ bench-scale:
 	BENCH_OUT=$(abspath $(BENCH_OUT)) KAFKA_BROKERS=$${KAFKA_BROKERS:-127.0.0.1:9092} \
 		$(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -count 1 -timeout 60m ./e2e/
 	$(MAKE) plots
+
+## bench-campaigns: e2e.BenchmarkManyCampaigns (issue 16): `sponsor run` as its own process under a stream of campaigns
+##                  (200k contacts of 5,000 businesses + one of 100k, 6,000 campaigns at 200/s, start-up over 20k
+##                  past campaigns; about 2 min a binary on kfake). BENCH_SPONSOR_BASE=PATH adds a second binary,
+##                  run interleaved with this tree's; BENCH_ROUNDS rounds; KAFKA_BROKERS for a real Kafka; sizes:
+##                  BENCH_CAMP_CONTACTS, BENCH_CAMP_BUSINESSES, BENCH_CAMP_LARGE, BENCH_CAMP_CAMPAIGNS, BENCH_CAMP_RATE, BENCH_CAMP_PAST
+bench-campaigns:
+	$(GO) test -run '^$$' -v -bench '^BenchmarkManyCampaigns$$' -benchtime 1x -count 1 -timeout 120m ./e2e/ \
+		$(if $(BENCH_SPONSOR_BASE),-bench.sponsor-base $(BENCH_SPONSOR_BASE))
 
 ## plots: docs/img/throughput.png and fanout-latency.png from BENCH_OUT's CSVs (tools/benchplot, gonum/plot)
 plots:

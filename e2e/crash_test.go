@@ -67,12 +67,19 @@ type proc struct {
 
 func startProc(t testing.TB, name string, args []string, logDir string, n int) *proc {
 	t.Helper()
+	return startBinary(t, sponsorBinary(t), name, args, logDir, n)
+}
+
+// startBinary starts bin (a sponsor binary, not necessarily this tree's)
+// with args, its output in logDir; the test's cleanup SIGKILLs it.
+func startBinary(t testing.TB, bin, name string, args []string, logDir string, n int) *proc {
+	t.Helper()
 	logPath := filepath.Join(logDir, fmt.Sprintf("%02d-%s.log", n, name))
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sponsorBinary(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
