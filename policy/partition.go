@@ -522,7 +522,13 @@ func (p *Partition) Interaction(user, business string, kind schemas.InteractionK
 // business flows: kept in Recent (the fold is capped at foldCap), it is
 // invisible to the fan-outs' AsOf. Interactions with other businesses
 // touch contacts no fan-out reads. BUSINESS_MESSAGE changes nothing.
-func (p *Partition) holds(business string, kind schemas.InteractionKind, at Millis) bool {
+//
+// An interaction at or before a fire time is held only if that fan-out has
+// not decided about the user yet (the user is after its cursor, which
+// moves in ascending user order): one it has passed reads the contact no
+// more, and a later fan-out of the business, which has not begun, holds
+// it anyway.
+func (p *Partition) holds(user, business string, kind schemas.InteractionKind, at Millis) bool {
 	switch kind {
 	case schemas.UserErased:
 		return true
@@ -530,7 +536,7 @@ func (p *Partition) holds(business string, kind schemas.InteractionKind, at Mill
 		return false
 	}
 	for _, c := range p.firing {
-		if c.Campaign.Business == business && at <= c.FireAt {
+		if c.Campaign.Business == business && at <= c.FireAt && (c.Cursor == "" || user > c.Cursor) {
 			return true
 		}
 	}
@@ -769,7 +775,7 @@ func (p *Partition) chunk(c *Progress, limit int) (Chunk, error) {
 // out that the interaction would forget as past the retention (the
 // fan-outs judge it as of their fire time, which may still keep it).
 func (p *Partition) apply(user, business string, kind schemas.InteractionKind, at Millis, fanning bool) (bool, error) {
-	if fanning && p.holds(business, kind, at) {
+	if fanning && p.holds(user, business, kind, at) {
 		return false, nil
 	}
 	late := at < p.Watermark()

@@ -744,12 +744,13 @@ func TestInteractionsFlowDuringFanout(t *testing.T) {
 
 // TestHeldInteractionsWait: during cBig's fan-out, an erasure of a user it
 // has not reached, and a late block of one (at or before its fire time),
-// are held until the fan-out ends; an interaction of another business at
-// the same time is not. The decisions are those of the waiting order: both
-// users are delivered.
+// are held until the fan-out ends; a late block of a user it has passed,
+// and an interaction of another business at the same time, are not. The
+// decisions are those of the waiting order: the three users are delivered.
 func TestHeldInteractionsWait(t *testing.T) {
 	steps := []flowStep{
 		{"z", "other", schemas.UserMessage, 2 * time.Hour},
+		{"u01", "big", schemas.Block, 30 * time.Minute}, // behind the cursor: flows
 		{"u15", "", schemas.UserErased, 2 * time.Hour},
 		{"u16", "big", schemas.Block, 30 * time.Minute},
 		{"s0", "small", schemas.Block, 30 * time.Minute},
@@ -764,7 +765,7 @@ func TestHeldInteractionsWait(t *testing.T) {
 		if held == 0 {
 			t.Errorf("grace %s: no interaction held", grace)
 		}
-		for _, pair := range []string{"cBig/u15", "cBig/u16"} {
+		for _, pair := range []string{"cBig/u15", "cBig/u16", "cBig/u01"} {
 			if got[pair] != policy.Delivered {
 				t.Errorf("grace %s: %s: %s, want DELIVERED (the erasure and the late block come after the fan-out)", grace, pair, got[pair])
 			}
@@ -777,8 +778,9 @@ func TestHeldInteractionsWait(t *testing.T) {
 
 // TestHoldsOnlyWhatAFanoutCouldCount: the rule both ways, with cBig firing
 // as of 01:00: held are an erasure and an interaction of big at or before
-// 01:00; not held, one of big after it, one of another business at any
-// time, and a business message.
+// 01:00 of a user cBig has not decided about yet; not held, one of big
+// after it, one at or before it of a user cBig has passed, one of another
+// business at any time, and a business message.
 func TestHoldsOnlyWhatAFanoutCouldCount(t *testing.T) {
 	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -789,6 +791,9 @@ func TestHoldsOnlyWhatAFanoutCouldCount(t *testing.T) {
 		{flowStep{"u10", "big", schemas.UserMessage, time.Hour}, true},
 		{flowStep{"u10", "big", schemas.Unblock, 30 * time.Minute}, true},
 		{flowStep{"u10", "big", schemas.UserMessage, time.Hour + time.Millisecond}, false},
+		// u01 is behind cBig's cursor (its first chunk went over u00-u03).
+		{flowStep{"u01", "big", schemas.Block, 30 * time.Minute}, false},
+		{flowStep{"u01", "", schemas.UserErased, 2 * time.Hour}, true},
 		{flowStep{"u10", "small", schemas.Block, 30 * time.Minute}, false},
 		{flowStep{"u10", "big", schemas.BusinessMessage, 30 * time.Minute}, false},
 	} {
