@@ -482,16 +482,15 @@ func (c *Progress) forget() {
 
 // Interaction applies one interaction of user with business (empty for
 // USER_ERASED) of kind at event time at: it first starts the campaigns due
-// before it by stream time and continues the fan-outs. It reports false,
-// having applied nothing, when the fan-outs used the transaction's budget:
-// the interaction waits for the next transaction (event-time order is
-// kept).
+// before it by stream time and continues the fan-outs within the
+// transaction's budget.
 //
-// While fan-outs are in progress (the budget is used), an interaction
-// flows, applied at once, when applying it now decides for every fan-out
-// in progress what applying it after them would: see holds. One that
-// does not is held: Interaction reports false and the partition's
-// interactions wait at it until the fan-outs end (Held).
+// While fan-outs are still in progress (the budget is used), an
+// interaction flows, applied at once, when applying it now decides for
+// every fan-out in progress what applying it after them would: see holds.
+// One that does not is held: Interaction reports false, having applied
+// nothing, and the partition's interactions wait at it (event-time order
+// is kept) until the fan-outs end (Held).
 func (p *Partition) Interaction(user, business string, kind schemas.InteractionKind, at Millis) (bool, error) {
 	w := p.pol.Watermark(at)
 	p.startDue(func(c *Progress) bool { return DueByStreamTime(c, w) })
