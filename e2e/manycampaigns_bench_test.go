@@ -37,6 +37,7 @@ var (
 	mcCampaigns   = flagInt("bench.camp.campaigns", 6_000, "campaigns of the campaign phase (issue 16: 100000)")
 	mcRate        = flagInt("bench.camp.rate", 200, "campaigns published a second in the campaign phase")
 	mcInterRate   = flagInt("bench.camp.interactions", 500, "interactions of existing contacts produced a second during the campaign phase")
+	mcInterLag    = flag.Duration("bench.camp.interactions-lag", 10*time.Second, "how far behind the wall clock the campaign phase's interactions' occurred_at is")
 	mcProbes      = flagInt("bench.camp.probes", 20, "~300-contact campaigns published right after the large one")
 	mcProbeEvery  = flag.Duration("bench.camp.probe-every", 20*time.Millisecond, "time between two probes")
 	mcPast        = flagInt("bench.camp.past", 20_000, "expired campaigns on the campaigns topic at the start-up phases (issue 16: 1000000)")
@@ -413,9 +414,11 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 	k, rate := *mcCampaigns, max(*mcRate, 1)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	// Interactions of existing contacts meanwhile, 10s behind the wall
-	// clock so the tasks' stream time never passes a campaign's send_at
-	// before the campaign is read (each fires as of its send_at).
+	// Interactions of existing contacts meanwhile, -bench.camp.interactions-lag
+	// (10s) behind the wall clock so the tasks' stream time never passes a
+	// campaign's send_at before the campaign is read (each fires as of its
+	// send_at). A short lag (100ms) makes most interactions read during a
+	// fan-out later than its fire time.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -431,7 +434,7 @@ func runManyCampaigns(b *testing.B, env *mcEnv, w *mcWorkload, bin mcBinary, rou
 			}
 			due := int(time.Since(begin).Seconds() * float64(*mcInterRate))
 			var recs []*kgo.Record
-			at := time.Now().UTC().Add(-10 * time.Second).Truncate(time.Millisecond)
+			at := time.Now().UTC().Add(-*mcInterLag).Truncate(time.Millisecond)
 			for ; sent < due; sent++ {
 				ct := all[rng.IntN(len(all))]
 				in := schemas.Interaction{EventID: fmt.Sprintf("mcs-%d-%08d", round, sent), UserID: mcUser(ct.user), BusinessID: w.biz[ct.biz].id,

@@ -218,10 +218,11 @@ func (l *txnLoop) syncCampaigns(ctx context.Context) (map[int32]int64, error) {
 }
 
 // process has every task take the campaigns up to endOffsets, process its
-// records of byPart and sweep for expiry. A task whose fan-out used the
-// transaction's budget fetches the rest of its records again later; it
-// returns the others that may fire a campaign by the wall clock (one is
-// due and none is firing), if their partition has no lag.
+// records of byPart and sweep for expiry. A task that held an interaction
+// for its fan-outs (policy.Partition.Held) fetches the rest of its records
+// again later; it returns the others that may fire a campaign by the wall
+// clock (one is due, fan-outs in progress or not), if their partition has
+// no lag.
 func (l *txnLoop) process(tasks []*task, byPart map[int32][]*kgo.Record, endOffsets map[int32]int64, wall policy.Millis) ([]*task, error) {
 	done := make([]int, len(tasks))
 	err := eachTask(tasks, func(i int, t *task) error {
@@ -242,7 +243,7 @@ func (l *txnLoop) process(tasks []*task, byPart map[int32][]*kgo.Record, endOffs
 	var needLag []*task
 	for i, t := range tasks {
 		if recs := byPart[t.p]; done[i] < len(recs) {
-			// A fan-out used the budget: fetch the rest again later.
+			// Held for the fan-outs: fetch the rest again later.
 			l.sess.Client().SetOffsets(map[string]map[int32]kgo.EpochOffset{
 				l.names.Interactions: {t.p: {Epoch: -1, Offset: recs[done[i]].Offset}},
 			})
@@ -297,12 +298,14 @@ func (l *txnLoop) fireCaughtUp(ctx context.Context, ts []*task, wall policy.Mill
 	return nil
 }
 
-// syncPauses pauses fetching for the partitions whose task is in the middle
-// of a fan-out (their interactions wait) and resumes the others.
+// syncPauses pauses fetching for the partitions whose task holds an
+// interaction until its fan-outs end (policy.Partition.Held: their
+// interactions wait at it) and resumes the others. A partition fanning
+// out is fetched as usual: its interactions flow beside the fan-outs.
 func (l *txnLoop) syncPauses() {
 	var pause, resume []int32
 	for _, t := range l.tasks {
-		if t.part.FanningOut() {
+		if t.part.Held() {
 			pause = append(pause, t.p)
 		} else {
 			resume = append(resume, t.p)

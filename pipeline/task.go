@@ -599,11 +599,14 @@ func (t *task) send() {
 // unsent returns the records the task added since the last send.
 func (t *task) unsent() []*kgo.Record { return t.out[t.sent:] }
 
-// process applies the task's records in order. It stops early, returning the
-// index of the first record it did not process, when a fan-out runs out of
-// budget: the rest waits for the next transaction (event-time order is kept).
+// process continues the fan-outs within the transaction's budget, then
+// applies the task's records in order: those no fan-out in progress could
+// count differently flow beside them (policy.Partition.Interaction). It
+// stops early, returning the index of the first record it did not process,
+// at one the partition holds until its fan-outs end: the rest waits for a
+// later transaction (event-time order is kept).
 func (t *task) process(recs []*kgo.Record) (int, error) {
-	if ok, err := t.fanout(); err != nil || !ok {
+	if _, err := t.fanout(); err != nil {
 		return 0, err
 	}
 	for i, r := range recs {
@@ -627,7 +630,7 @@ func (t *task) process(recs []*kgo.Record) (int, error) {
 			return i, fmt.Errorf("partition %d: %w", t.p, err)
 		}
 		if !ok {
-			return i, nil // the fan-outs used the budget
+			return i, nil // held until the fan-outs end
 		}
 		t.part.Consumed(r.Offset)
 		t.counts.interactions++

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/sponsored/sponsor/schemas"
@@ -130,6 +131,9 @@ type Partition struct {
 	out         Output
 	budget      int // decisions left in this transaction
 	metaChanged bool
+	// held says the last interaction was held for the fan-outs in
+	// progress (Held).
+	held bool
 }
 
 // NewPartition returns a partition that applies pol, with no state: Load
@@ -148,6 +152,7 @@ func NewPartition(pol *Policy) *Partition {
 // Meta.Replay up to Meta.Campaigns, which the runtime feeds it after Load.
 func (p *Partition) Load(meta Meta, campaigns []Progress) {
 	p.meta = meta
+	p.held = false
 	// A metadata written before replay offsets: every campaign had a
 	// record, so nothing is to be read again.
 	for q := len(p.meta.Replay); q < len(p.meta.Campaigns); q++ {
@@ -311,8 +316,8 @@ func (p *Partition) Campaign(id string) *Progress { return p.camps[id] }
 // Campaigns returns how many campaigns the partition remembers.
 func (p *Partition) Campaigns() int { return len(p.camps) }
 
-// FanningOut reports whether a fan-out is in progress: the partition's
-// interactions wait until it is finished.
+// FanningOut reports whether a fan-out is in progress. The partition's
+// interactions flow meanwhile, but for those Interaction holds.
 func (p *Partition) FanningOut() bool { return len(p.firing) > 0 }
 
 // NextDue returns the send time of the first pending campaign, and false
@@ -324,12 +329,12 @@ func (p *Partition) NextDue() (Millis, bool) {
 	return p.queue[0].Campaign.SendAt, true
 }
 
-// DueByWallClock reports whether, with no fan-out in progress, a pending
-// campaign must fire by the wall clock wall once the partition is caught
-// up (FireByWallClock would start it).
+// DueByWallClock reports whether a pending campaign must fire by the wall
+// clock wall once the partition is caught up (FireByWallClock would start
+// it), fan-outs in progress or not: it joins them in firing order.
 func (p *Partition) DueByWallClock(wall Millis) bool {
 	at, ok := p.NextDue()
-	return ok && !p.FanningOut() && at < wall-p.pol.Grace()
+	return ok && at < wall-p.pol.Grace()
 }
 
 // Admit applies campaign record c, read at src in the campaigns topic (see
@@ -477,24 +482,85 @@ func (c *Progress) forget() {
 
 // Interaction applies one interaction of user with business (empty for
 // USER_ERASED) of kind at event time at: it first starts the campaigns due
-// before it by stream time and continues the fan-outs. It reports false,
-// having applied nothing, when the fan-outs used the transaction's budget:
-// the interaction waits for the next transaction (event-time order is
-// kept).
+// before it by stream time and continues the fan-outs within the
+// transaction's budget.
+//
+// While fan-outs are still in progress (the budget is used), an
+// interaction flows, applied at once, when applying it now decides for
+// every fan-out in progress what applying it after them would: see holds.
+// One that does not is held: Interaction reports false, having applied
+// nothing, and the partition's interactions wait at it (event-time order
+// is kept) until the fan-outs end (Held).
 func (p *Partition) Interaction(user, business string, kind schemas.InteractionKind, at Millis) (bool, error) {
 	w := p.pol.Watermark(at)
 	p.startDue(func(c *Progress) bool { return DueByStreamTime(c, w) })
-	if ok, err := p.Fanout(); err != nil || !ok {
+	ok, err := p.Fanout()
+	if err != nil {
 		return false, err
 	}
-	if err := p.apply(user, business, kind, at); err != nil {
+	applied, err := p.apply(user, business, kind, at, !ok)
+	if err != nil || !applied {
+		p.held = !applied && err == nil
 		return false, err
 	}
+	p.held = false
 	if at > p.meta.Time {
 		p.meta.Time, p.metaChanged = at, true
 	}
 	return true, nil
 }
+
+// holds reports whether an interaction of user with business of kind at
+// event time at must wait for the fan-outs in progress, because applying
+// it now could change what one of them decides about a user it has not
+// reached yet: a USER_ERASED (the fan-outs read the erasure markers and,
+// with the per-user cap, the deliveries it deletes), or an interaction
+// with a business that is fanning out at or before the latest fire time
+// of its fan-outs (they count it as of their fire time; after them it
+// would be late for them). An interaction after every fire time of its
+// business flows: kept in Recent (the fold is capped at foldCap), it is
+// invisible to the fan-outs' AsOf. Interactions with other businesses
+// touch contacts no fan-out reads. BUSINESS_MESSAGE changes nothing.
+//
+// An interaction at or before a fire time is held only if that fan-out has
+// not decided about the user yet (the user is after its cursor, which
+// moves in ascending user order): one it has passed reads the contact no
+// more, and a later fan-out of the business, which has not begun, holds
+// it anyway.
+func (p *Partition) holds(user, business string, kind schemas.InteractionKind, at Millis) bool {
+	switch kind {
+	case schemas.UserErased:
+		return true
+	case schemas.BusinessMessage:
+		return false
+	}
+	for _, c := range p.firing {
+		if c.Campaign.Business == business && at <= c.FireAt && (c.Cursor == "" || user > c.Cursor) {
+			return true
+		}
+	}
+	return false
+}
+
+// foldCap returns the latest time an interaction with business may be
+// folded into a contact's fields as of (Policy.Observe's watermark) while
+// fan-outs are in progress: the earliest fire time of the business's
+// fan-outs, whose AsOf must not see what came after it; max when the
+// business has none.
+func (p *Partition) foldCap(business string) Millis {
+	limit := Millis(math.MaxInt64)
+	for _, c := range p.firing {
+		if c.Campaign.Business == business {
+			limit = min(limit, c.FireAt)
+		}
+	}
+	return limit
+}
+
+// Held reports whether the partition's interactions wait at a record that
+// must not be applied before the fan-outs in progress end (Interaction
+// reported false for it): the runtime may stop fetching them until then.
+func (p *Partition) Held() bool { return p.held && len(p.firing) > 0 }
 
 // FireByWallClock starts the pending campaigns whose send time the wall
 // clock wall has passed (less the grace) and runs the fan-outs within the
@@ -702,34 +768,58 @@ func (p *Partition) chunk(c *Progress, limit int) (Chunk, error) {
 }
 
 // apply records one interaction in the state. The campaigns due before it
-// have fired.
-func (p *Partition) apply(user, business string, kind schemas.InteractionKind, at Millis) error {
-	late := at < p.Watermark()
-	if late {
-		p.out.Counted(Late, kind)
+// have fired. With fanning (fan-outs are in progress and it would run
+// beside them) it applies nothing and reports false for an interaction
+// that must wait for them: see holds, and a contact of a business fanning
+// out that the interaction would forget as past the retention (the
+// fan-outs judge it as of their fire time, which may still keep it).
+func (p *Partition) apply(user, business string, kind schemas.InteractionKind, at Millis, fanning bool) (bool, error) {
+	if fanning && p.holds(user, business, kind, at) {
+		return false, nil
 	}
+	late := at < p.Watermark()
 	if kind == schemas.UserErased {
+		if late {
+			p.out.Counted(Late, kind)
+		}
 		// The marker covers every interaction of the user up to the
 		// erasure's own time, whenever it arrives.
-		return p.eraseUser(user, at)
+		return true, p.eraseUser(user, at)
 	}
 	if kind == schemas.BusinessMessage {
-		return nil
+		if late {
+			p.out.Counted(Late, kind)
+		}
+		return true, nil
 	}
 	c, known, e, erased, err := p.lookup(user, business)
 	if err != nil {
-		return err
-	}
-	if erased && at <= e.At {
-		p.out.Counted(Erased, kind) // not dead-lettered: that would keep what the user asked to erase
-		return nil
+		return false, err
 	}
 	// A contact past retention is forgotten whether or not the expiry sweep
 	// has reached it yet, so a replay decides the same.
 	// Folded in only what no campaign still to fire can be before: the
 	// earliest fire time from now on is LateAsOf of the watermark.
 	w := p.pol.LateAsOf(p.pol.Watermark(max(p.meta.Time, at)))
-	if p.pol.ExpiredBefore(&c, at, w) {
+	expired := !(erased && at <= e.At) && p.pol.ExpiredBefore(&c, at, w)
+	fold := w
+	if fanning {
+		if expired && !c.Empty() && p.foldCap(business) < math.MaxInt64 {
+			return false, nil
+		}
+		// Nothing after the fire time of a fan-out in progress is
+		// folded: its AsOf then sees the contact as if the interaction
+		// had waited.
+		fold = min(w, p.foldCap(business))
+	}
+	if late {
+		p.out.Counted(Late, kind)
+	}
+	if erased && at <= e.At {
+		p.out.Counted(Erased, kind) // not dead-lettered: that would keep what the user asked to erase
+		return true, nil
+	}
+	if expired {
 		if !c.Empty() {
 			p.out.Counted(Forgot, kind)
 		}
@@ -740,15 +830,15 @@ func (p *Partition) apply(user, business string, kind schemas.InteractionKind, a
 		// the retention behind the watermark): nothing to store, and not
 		// storing it keeps out an erased user's past once the marker is
 		// gone (sweepErasures).
-		return nil
+		return true, nil
 	}
 	if late && c.LateSuppression(kind, at) {
 		p.out.Counted(LateSuppression, kind)
 	}
-	if !p.pol.Observe(&c, kind, at, w) {
-		return nil
+	if !p.pol.Observe(&c, kind, at, fold) {
+		return true, nil
 	}
-	return p.putLookedUp(user, business, &c, known, e, erased)
+	return true, p.putLookedUp(user, business, &c, known, e, erased)
 }
 
 // Expire forgets, within limit keys of each kind per call, what no rule
@@ -759,8 +849,14 @@ func (p *Partition) Expire(limit int) error {
 	if p.meta.Time == 0 {
 		return nil
 	}
-	// As of the earliest time a campaign can still fire as of.
+	// As of the earliest time a campaign can still fire as of, and no
+	// later than the earliest fire time of the fan-outs in progress: the
+	// stream time moves on while they run (interactions flow), and they
+	// judge expiry as of their fire time.
 	now := p.pol.LateAsOf(p.Watermark())
+	for _, c := range p.firing {
+		now = min(now, c.FireAt)
+	}
 	next, err := p.sweepContacts(p.sweep, limit, func(c *Contact) bool {
 		return p.pol.ContactExpired(c, now)
 	})

@@ -36,12 +36,16 @@ type partitionRun struct {
 type recorder struct {
 	delivered []string // users, in order
 	tallies   map[policy.Tally]int
-	pairs     map[string]int // if set, counts each campaign/user delivered
-	chunks    *[]string      // if set, gets each chunk's campaign, "+" when it finished it
+	pairs     map[string]int           // if set, counts each campaign/user delivered
+	chunks    *[]string                // if set, gets each chunk's campaign, "+" when it finished it
+	reasons   map[string]policy.Reason // if set, gets each decision by campaign/user
 }
 
 func (*recorder) Chunking(*policy.Progress) {}
 func (r *recorder) Decided(c *policy.Progress, user string, reason policy.Reason) error {
+	if r.reasons != nil {
+		r.reasons[c.Campaign.ID+"/"+user] = reason
+	}
 	if reason == policy.Delivered {
 		r.delivered = append(r.delivered, user)
 		if r.pairs != nil {
@@ -164,6 +168,15 @@ func (r *partitionRun) launchAt(id, biz string, send time.Time, off int64) {
 	r.topic[off] = *c
 }
 
+// fanout continues the fan-outs, as the runtime does after a
+// transaction's interactions; it reports whether they all finished.
+func (r *partitionRun) fanout() bool {
+	r.t.Helper()
+	ok, err := r.part.Fanout()
+	must(r.t, err)
+	return ok
+}
+
 // count returns how many of users are u.
 func count(users []string, u string) int {
 	n := 0
@@ -193,8 +206,9 @@ func lateLaunchBehindStarted(t *testing.T, grace time.Duration, restart bool) in
 	r.launch("cA", "A", t0.Add(1*time.Hour))
 	r.launch("cB", "B", t0.Add(2*time.Hour))
 	delivered := r.commit()
-	if r.interaction("x", "Z", schemas.UserMessage, t0.Add(5*time.Hour)) {
-		t.Fatal("the interaction was applied; want it to wait for the fan-outs")
+	// An interaction of another business flows beside the fan-outs.
+	if !r.interaction("x", "Z", schemas.UserMessage, t0.Add(5*time.Hour)) || !r.part.FanningOut() {
+		t.Fatal("the interaction waited, or the fan-outs ended; want it applied beside them")
 	}
 	delivered = append(delivered, r.commit()...)
 	if restart {
@@ -439,6 +453,10 @@ func campaignRun(t *testing.T, restart bool) (map[string]int, *partitionRun) {
 				commit()
 			}
 			commit()
+			for !r.fanout() {
+				commit()
+			}
+			commit()
 			// A duplicate LAUNCH after the fire, and a CANCEL.
 			r.launchAt(id, biz, at.Add(-25*time.Hour), off)
 			off++
@@ -455,6 +473,10 @@ func campaignRun(t *testing.T, restart bool) (map[string]int, *partitionRun) {
 	// arrival.
 	at = at.Add(10 * 24 * time.Hour)
 	for !r.interaction("u0", "b0", schemas.UserMessage, at) {
+		commit()
+	}
+	commit()
+	for !r.fanout() {
 		commit()
 	}
 	commit()
@@ -520,6 +542,10 @@ func TestNoRecordWithoutWork(t *testing.T) {
 			r.commit()
 		}
 		r.commit()
+		for !r.fanout() {
+			r.commit()
+		}
+		r.commit()
 		if records != tc.records {
 			t.Errorf("campaign of %s: %d campaign records, want %d", tc.biz, records, tc.records)
 		}
@@ -549,6 +575,12 @@ func fairnessRun(t *testing.T, sameBusiness bool, userCap int) []string {
 	var chunks []string
 	r.out.chunks = &chunks
 	for !r.interaction("u00", "big", schemas.UserMessage, day.Add(48*time.Hour)) {
+		r.commit()
+		r.out.chunks = &chunks
+	}
+	r.commit()
+	r.out.chunks = &chunks
+	for !r.fanout() {
 		r.commit()
 		r.out.chunks = &chunks
 	}
@@ -584,5 +616,200 @@ func TestUserCapKeepsOrder(t *testing.T) {
 	want := []string{"cBig", "cBig", "cBig", "cBig+", "cSmall+"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("chunks %v, want %v", got, want)
+	}
+}
+
+// flowStep is one interaction of flowRun.
+type flowStep struct {
+	user, biz string
+	kind      schemas.InteractionKind
+	at        time.Duration // after the day's start
+}
+
+// flowRun fans out cBig (40 contacts of big, from 01:00) and cSmall (3
+// contacts of small, or of big when sameBusiness, from 03:00) while the
+// interactions of steps arrive, one transaction each, with budget
+// decisions a transaction. It returns every decision as
+// campaign/user -> reason, the chunks in order and how many interactions
+// were held for the fan-outs. With a budget larger than every fan-out,
+// each fan-out ends inside the transaction that starts it, before the
+// interaction that started it is applied: the order in which interactions
+// wait for the fan-outs, which the others must decide as.
+func flowRun(t *testing.T, grace time.Duration, budget int, sameBusiness bool, userCap int, steps []flowStep) (map[string]policy.Reason, []string, int) {
+	r := newPartitionRun(t, grace, budget, func(c *policy.Config) { c.UserCap = userCap })
+	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	small := "small"
+	if sameBusiness {
+		small = "big"
+	}
+	for u := range 40 {
+		r.interaction(fmt.Sprintf("u%02d", u), "big", schemas.UserMessage, day)
+	}
+	for u := range 3 {
+		r.interaction(fmt.Sprintf("s%d", u), small, schemas.UserMessage, day)
+	}
+	r.commit()
+	r.launchAt("cBig", "big", day.Add(time.Hour), 0)
+	r.launchAt("cSmall", small, day.Add(3*time.Hour), 1)
+	r.commit()
+	decided := map[string]policy.Reason{}
+	var chunks []string
+	held := 0
+	watch := func() { r.out.chunks, r.out.reasons = &chunks, decided }
+	watch()
+	for _, s := range steps {
+		for !r.interaction(s.user, s.biz, s.kind, day.Add(s.at)) {
+			if !r.part.Held() {
+				t.Fatalf("%s/%s %s at %s waits, not held", s.user, s.biz, s.kind, s.at)
+			}
+			held++
+			r.commit()
+			watch()
+		}
+		r.commit()
+		watch()
+	}
+	for !r.fanout() {
+		r.commit()
+		watch()
+	}
+	r.commit()
+	return decided, chunks, held
+}
+
+// flowSteps move the stream time past cSmall's send time during cBig's
+// fan-out, with interactions of big after cBig's fire time (a block of a
+// user it has not reached, a first contact), of small before cSmall's, and
+// of others.
+var flowSteps = []flowStep{
+	{"n0", "big", schemas.UserMessage, 65 * time.Minute}, // before the fire with a grace
+	{"z", "other", schemas.UserMessage, 2 * time.Hour},
+	{"u19", "big", schemas.Block, 2 * time.Hour},
+	{"n1", "big", schemas.UserMessage, 2 * time.Hour},
+	{"s1", "small", schemas.Block, 150 * time.Minute},
+	{"z", "other", schemas.UserMessage, 4 * time.Hour},
+	{"u18", "big", schemas.SponsoredOptOut, 4 * time.Hour},
+	{"s2", "small", schemas.SponsoredOptOut, 4 * time.Hour},
+	{"z", "other", schemas.UserMessage, 5 * time.Hour},
+	{"u17", "big", schemas.UserMessage, 5 * time.Hour},
+}
+
+// TestInteractionsFlowDuringFanout: interactions that no fan-out in
+// progress could count differently flow beside it, so the stream time
+// passes cSmall's send time and cSmall (another business) finishes before
+// cBig does; every decision is the one of the order in which interactions
+// wait for the fan-outs. With cSmall of cBig's business, or the per-user
+// cap on, cSmall still runs after cBig, with the same decisions too.
+func TestInteractionsFlowDuringFanout(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		sameBusiness bool
+		userCap      int
+		smallFirst   bool
+	}{{"other business", false, 0, true}, {"same business", true, 0, false}, {"user cap", false, 3, false}} {
+		for _, grace := range []time.Duration{0, 10 * time.Minute} {
+			t.Run(fmt.Sprintf("%s/grace %s", tc.name, grace), func(t *testing.T) {
+				want, _, _ := flowRun(t, grace, 1000, tc.sameBusiness, tc.userCap, flowSteps)
+				got, chunks, held := flowRun(t, grace, 4, tc.sameBusiness, tc.userCap, flowSteps)
+				if !maps.Equal(got, want) {
+					t.Errorf("decisions beside the fan-outs:\n%v\nwaiting for them:\n%v", got, want)
+				}
+				if held != 0 {
+					t.Errorf("%d interactions held, want none", held)
+				}
+				small, big := slices.Index(chunks, "cSmall+"), slices.Index(chunks, "cBig+")
+				if small < 0 || big < 0 || (small < big) != tc.smallFirst {
+					t.Errorf("chunks %v: cSmall finished before cBig: %v, want %v", chunks, small < big, tc.smallFirst)
+				}
+				// The block and opt-out after cBig's fire time do not stop
+				// it; the first contact after it is no candidate; the block
+				// before cSmall's fire time stops cSmall.
+				for pair, reason := range map[string]policy.Reason{
+					"cBig/u19": policy.Delivered, "cBig/u18": policy.Delivered,
+				} {
+					if got[pair] != reason {
+						t.Errorf("%s: %s, want %s", pair, got[pair], reason)
+					}
+				}
+				if _, ok := got["cBig/n1"]; ok {
+					t.Errorf("cBig decided about n1, whose first contact is after its fire time")
+				}
+				if !tc.sameBusiness && got["cSmall/s1"] != policy.Blocked {
+					t.Errorf("cSmall/s1: %s, want BLOCKED", got["cSmall/s1"])
+				}
+			})
+		}
+	}
+}
+
+// TestHeldInteractionsWait: during cBig's fan-out, an erasure of a user it
+// has not reached, and a late block of one (at or before its fire time),
+// are held until the fan-out ends; a late block of a user it has passed,
+// and an interaction of another business at the same time, are not. The
+// decisions are those of the waiting order: the three users are delivered.
+func TestHeldInteractionsWait(t *testing.T) {
+	steps := []flowStep{
+		{"z", "other", schemas.UserMessage, 2 * time.Hour},
+		{"u01", "big", schemas.Block, 30 * time.Minute}, // behind the cursor: flows
+		{"u15", "", schemas.UserErased, 2 * time.Hour},
+		{"u16", "big", schemas.Block, 30 * time.Minute},
+		{"s0", "small", schemas.Block, 30 * time.Minute},
+		{"z", "other", schemas.UserMessage, 4 * time.Hour},
+	}
+	for _, grace := range []time.Duration{0, 10 * time.Minute} {
+		want, _, _ := flowRun(t, grace, 1000, false, 0, steps)
+		got, _, held := flowRun(t, grace, 4, false, 0, steps)
+		if !maps.Equal(got, want) {
+			t.Errorf("grace %s: decisions beside the fan-outs:\n%v\nwaiting for them:\n%v", grace, got, want)
+		}
+		if held == 0 {
+			t.Errorf("grace %s: no interaction held", grace)
+		}
+		for _, pair := range []string{"cBig/u15", "cBig/u16", "cBig/u01"} {
+			if got[pair] != policy.Delivered {
+				t.Errorf("grace %s: %s: %s, want DELIVERED (the erasure and the late block come after the fan-out)", grace, pair, got[pair])
+			}
+		}
+		if got["cSmall/s0"] != policy.Blocked {
+			t.Errorf("grace %s: cSmall/s0: %s, want BLOCKED", grace, got["cSmall/s0"])
+		}
+	}
+}
+
+// TestHoldsOnlyWhatAFanoutCouldCount: the rule both ways, with cBig firing
+// as of 01:00: held are an erasure and an interaction of big at or before
+// 01:00 of a user cBig has not decided about yet; not held, one of big
+// after it, one at or before it of a user cBig has passed, one of another
+// business at any time, and a business message.
+func TestHoldsOnlyWhatAFanoutCouldCount(t *testing.T) {
+	day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		step flowStep
+		held bool
+	}{
+		{flowStep{"u10", "", schemas.UserErased, 2 * time.Hour}, true},
+		{flowStep{"u10", "big", schemas.UserMessage, time.Hour}, true},
+		{flowStep{"u10", "big", schemas.Unblock, 30 * time.Minute}, true},
+		{flowStep{"u10", "big", schemas.UserMessage, time.Hour + time.Millisecond}, false},
+		// u01 is behind cBig's cursor (its first chunk went over u00-u03).
+		{flowStep{"u01", "big", schemas.Block, 30 * time.Minute}, false},
+		{flowStep{"u01", "", schemas.UserErased, 2 * time.Hour}, true},
+		{flowStep{"u10", "small", schemas.Block, 30 * time.Minute}, false},
+		{flowStep{"u10", "big", schemas.BusinessMessage, 30 * time.Minute}, false},
+	} {
+		r := newPartitionRun(t, 0, 4, nil)
+		for u := range 20 {
+			r.interaction(fmt.Sprintf("u%02d", u), "big", schemas.UserMessage, day)
+		}
+		r.commit()
+		r.launchAt("cBig", "big", day.Add(time.Hour), 0)
+		r.commit()
+		r.interaction("z", "other", schemas.UserMessage, day.Add(2*time.Hour))
+		r.commit()
+		s := tc.step
+		applied := r.interaction(s.user, s.biz, s.kind, day.Add(s.at))
+		if applied == tc.held || r.part.Held() != tc.held {
+			t.Errorf("%s/%s %s at %s: applied %v, held %v; want held %v", s.user, s.biz, s.kind, s.at, applied, r.part.Held(), tc.held)
+		}
 	}
 }
