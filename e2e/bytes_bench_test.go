@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"encoding/hex"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -11,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sponsored/sponsor/kafkaconn"
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/pipeline"
 	"github.com/sponsored/sponsor/schemas"
 )
@@ -33,7 +32,7 @@ func BenchmarkBytesPerDelivery(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		c := newCluster(b, "bytes", int32(*benchParts))
-		biz := realisticBusiness(0)
+		biz := loadgen.RealisticBusinessID(0)
 		ins, sendAt := realisticFanoutWorkload(m, biz)
 		recs := make([]*kgo.Record, len(ins))
 		for i := range ins {
@@ -93,7 +92,7 @@ func TestProducerCompression(t *testing.T) {
 		t.Run("compression="+tc.flag, func(t *testing.T) {
 			c := newCluster(t, "codec", 2)
 			const m = 300
-			biz := realisticBusiness(0)
+			biz := loadgen.RealisticBusinessID(0)
 			ins, sendAt := realisticFanoutWorkload(m, biz)
 			for i := range ins {
 				c.produce(t, c.interactionRecord(t, &ins[i]))
@@ -172,33 +171,6 @@ func (f fetchBatchBytes) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int3
 	f(m)
 }
 
-// realisticUser returns user i's id: a UUID for even i, 20 base-62
-// characters for odd i, random (seeded by i).
-func realisticUser(i int) string {
-	rng := rand.New(rand.NewPCG(uint64(i), 17))
-	if i%2 == 0 {
-		var u [16]byte
-		for j := range u {
-			u[j] = byte(rng.Uint32())
-		}
-		u[6] = u[6]&0x0f | 0x40
-		u[8] = u[8]&0x3f | 0x80
-		h := hex.EncodeToString(u[:])
-		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-	}
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	var s [20]byte
-	for j := range s {
-		s[j] = alphabet[rng.IntN(len(alphabet))]
-	}
-	return string(s[:])
-}
-
-// realisticBusiness returns business i's id: 15 digits.
-func realisticBusiness(i int) string {
-	return fmt.Sprintf("1%014d", uint64(i)*7919%100_000_000_000_000)
-}
-
 // realisticFanoutWorkload is, for each of m users, a USER_MESSAGE to biz
 // and one to another of 1,000 businesses, with a UUID event id, in random
 // order, and a send time after all of them in the wall clock's past.
@@ -206,9 +178,9 @@ func realisticFanoutWorkload(m int, biz string) ([]schemas.Interaction, time.Tim
 	rng := rand.New(rand.NewPCG(9, 9))
 	out := make([]schemas.Interaction, 0, 2*m)
 	for i := range m {
-		u := realisticUser(i)
-		for _, bz := range []string{biz, realisticBusiness(1 + rng.IntN(1000))} {
-			out = append(out, schemas.Interaction{EventID: realisticUser(2 * (m + len(out))), UserID: u, BusinessID: bz, Kind: schemas.UserMessage})
+		u := loadgen.RealisticUserID(i)
+		for _, bz := range []string{biz, loadgen.RealisticBusinessID(1 + rng.IntN(1000))} {
+			out = append(out, schemas.Interaction{EventID: loadgen.RealisticUserID(2 * (m + len(out))), UserID: u, BusinessID: bz, Kind: schemas.UserMessage})
 		}
 	}
 	// Users' interactions interleave: a changelog batch of one user's

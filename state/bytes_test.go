@@ -2,9 +2,7 @@ package state
 
 import (
 	"context"
-	"encoding/hex"
 	"flag"
-	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sponsored/sponsor/loadgen"
 	"github.com/sponsored/sponsor/policy"
 	"github.com/sponsored/sponsor/schemas"
 )
@@ -28,33 +27,6 @@ import (
 //	go test -run '^$' -bench BenchmarkBytesPerContact -benchtime 1x ./state/ [-bytes.contacts 200000]
 
 var bytesContacts = flag.Int("bytes.contacts", 200_000, "contacts BenchmarkBytesPerContact writes")
-
-// realisticUser returns user i's id: a UUID for even i, 20 base-62
-// characters for odd i, both random (seeded by i).
-func realisticUser(i int) string {
-	rng := rand.New(rand.NewPCG(uint64(i), 17))
-	if i%2 == 0 {
-		var u [16]byte
-		for j := range u {
-			u[j] = byte(rng.Uint32())
-		}
-		u[6] = u[6]&0x0f | 0x40
-		u[8] = u[8]&0x3f | 0x80
-		h := hex.EncodeToString(u[:])
-		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-	}
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	var s [20]byte
-	for j := range s {
-		s[j] = alphabet[rng.IntN(len(alphabet))]
-	}
-	return string(s[:])
-}
-
-// realisticBusiness returns business i's id: 15 digits.
-func realisticBusiness(i int) string {
-	return fmt.Sprintf("1%014d", uint64(i)*7919%100_000_000_000_000)
-}
 
 // realisticContacts is the state of n contacts (n/10 users with ten
 // businesses each) in event time around t0: each contact has a last user
@@ -79,7 +51,7 @@ func realisticContacts(n int) realisticState {
 	zipf := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, uint64(businesses-1))
 	st := realisticState{recipients: map[string]*policy.Recipient{}}
 	for i := 0; len(st.contacts) < n; i++ {
-		user := realisticUser(i)
+		user := loadgen.RealisticUserID(i)
 		st.users = append(st.users, user)
 		seen := map[uint64]bool{}
 		for len(seen) < 10 && len(st.contacts) < n {
@@ -113,7 +85,7 @@ func realisticContacts(n int) realisticState {
 					r.Sent = append(r.Sent, c.LastSent)
 				}
 			}
-			st.contacts = append(st.contacts, realisticContact{user, realisticBusiness(int(bi)), c})
+			st.contacts = append(st.contacts, realisticContact{user, loadgen.RealisticBusinessID(int(bi)), c})
 		}
 	}
 	// In the order interactions of many users interleave, not user by
