@@ -80,27 +80,35 @@ func newCluster(t testing.TB, group string, parts int32) *cluster {
 		t.Cleanup(func() { stack.Close() })
 		c.stack, c.brokers, c.registry = stack, stack.Brokers, stack.RegistryURL
 	}
+	c.connect(t, ctx)
+	t.Cleanup(c.cl.Close)
+	return c
+}
+
+// connect names the cluster's topics from its prefix and group, opens its
+// client, admin and serde, and creates its topics with c.parts partitions.
+// The caller closes c.cl.
+func (c *cluster) connect(tb testing.TB, ctx context.Context) {
+	tb.Helper()
 	c.names = topics.NewNames(c.prefix, c.group)
 	var err error
 	c.cl, err = kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ProducerLinger(2*time.Millisecond))
 	if err != nil {
-		t.Fatalf("kafka client: %v", err)
+		tb.Fatalf("kafka client: %v", err)
 	}
-	t.Cleanup(c.cl.Close)
 	c.adm = kadm.NewClient(c.cl)
-	cat := topics.Catalog{Names: c.names, Partitions: parts, ReplicationFactor: -1}
-	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != parts {
-		t.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, parts)
+	cat := topics.Catalog{Names: c.names, Partitions: c.parts, ReplicationFactor: -1}
+	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != c.parts {
+		tb.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, c.parts)
 	}
 	rc, err := sr.NewClient(sr.URLs(c.registry))
 	if err != nil {
-		t.Fatalf("registry client: %v", err)
+		tb.Fatalf("registry client: %v", err)
 	}
 	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox, Decisions: c.names.Decisions})
 	if err != nil {
-		t.Fatalf("serde: %v", err)
+		tb.Fatalf("serde: %v", err)
 	}
-	return c
 }
 
 // produce writes recs synchronously, in order, and returns them with their

@@ -17,16 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sponsored/sponsor/deploy/embedded"
 	"github.com/sponsored/sponsor/kafkaconn"
 	"github.com/sponsored/sponsor/schemas"
-	"github.com/sponsored/sponsor/schemas/wire"
-	"github.com/sponsored/sponsor/topics"
 )
 
 // The sizes and binaries of BenchmarkManyCampaigns.
@@ -206,25 +202,7 @@ func (e *mcEnv) cluster(b *testing.B, name string, parts int32) (c *cluster, dro
 	ctx := testContext(b, time.Minute)
 	prefix := fmt.Sprintf("mc-%d-%s-", time.Now().UnixNano(), name)
 	c = &cluster{brokers: e.brokers, registry: e.registry, prefix: prefix, group: prefix + "sponsor", parts: parts}
-	c.names = topics.NewNames(c.prefix, c.group)
-	var err error
-	c.cl, err = kgo.NewClient(kgo.SeedBrokers(c.brokers...), kgo.ProducerLinger(2*time.Millisecond))
-	if err != nil {
-		b.Fatalf("kafka client: %v", err)
-	}
-	c.adm = kadm.NewClient(c.cl)
-	cat := topics.Catalog{Names: c.names, Partitions: parts, ReplicationFactor: -1}
-	if n, err := cat.Ensure(ctx, c.adm, true); err != nil || n != parts {
-		b.Fatalf("create topics: got %d partitions, err %v; want %d, nil", n, err, parts)
-	}
-	rc, err := sr.NewClient(sr.URLs(c.registry))
-	if err != nil {
-		b.Fatalf("registry client: %v", err)
-	}
-	c.serde, err = wire.New(ctx, rc, wire.Topics{Interactions: c.names.Interactions, Campaigns: c.names.Campaigns, Inbox: c.names.Inbox, Decisions: c.names.Decisions})
-	if err != nil {
-		b.Fatalf("serde: %v", err)
-	}
+	c.connect(b, ctx)
 	var once sync.Once
 	drop = func() {
 		once.Do(func() {
