@@ -94,12 +94,7 @@ func (b *broadcast) readerOpts(from map[int32]int64) []kgo.Opt {
 // hold, which starts the reader; a hold below what is held replaces the
 // reader (reread), and run goes on with the new one.
 func (b *broadcast) run(ctx context.Context) {
-	stop := context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer stop()
+	defer b.wakeOnDone(ctx)()
 	b.mu.Lock()
 	for b.cl == nil && ctx.Err() == nil && b.err == nil {
 		b.cond.Wait()
@@ -212,12 +207,7 @@ func (b *broadcast) hold(ctx context.Context, t *task, from map[int32]int64) err
 		}
 	}
 	// Wait until every partition is held from need on.
-	stop := context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer stop()
+	defer b.wakeOnDone(ctx)()
 	for {
 		if b.err != nil {
 			return b.err
@@ -404,12 +394,7 @@ func (b *broadcast) fail(err error) {
 // waitFor blocks until the reader has read every partition up to ends
 // (exclusive), or ctx ends.
 func (b *broadcast) waitFor(ctx context.Context, ends map[int32]int64) error {
-	stop := context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer stop()
+	defer b.wakeOnDone(ctx)()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
@@ -465,4 +450,14 @@ func (b *broadcast) close() {
 	}
 	b.admCl.Close()
 	b.fail(errors.New("campaign reader closed"))
+}
+
+// wakeOnDone wakes the waiters of b.cond when ctx ends, so that a wait
+// checking ctx.Err() returns; the function it returns stops that (defer it).
+func (b *broadcast) wakeOnDone(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
 }
